@@ -1,0 +1,290 @@
+//! Wire types shared by the kernel programs (`monitor-ebpf`) and the userspace agent.
+//!
+//! Every ring-buffer record starts with a [`Header`] whose `kind` has a stable discriminant;
+//! the payload layout for each kind is a `#[repr(C)]` struct of fixed size with explicit
+//! padding and no `bool`. Sizes are checked at compile time so that a change on one side
+//! cannot silently shift the other. With the `user` feature the crate also provides the
+//! userspace decoder ([`decode`]), which checks lengths and returns a typed error instead of
+//! reading past the end of a record.
+//!
+//! Kernel struct offsets are never compiled in: userspace computes [`Offsets`] from the
+//! running kernel's BTF and passes them to the programs as a read-only global.
+#![no_std]
+
+#[cfg(feature = "user")]
+mod decode;
+#[cfg(feature = "user")]
+pub use decode::{DecodeError, Record, decode};
+
+/// Version of the record layout; bumped on any change of the structs below.
+pub const WIRE_VERSION: u16 = 1;
+/// Length of `task_struct::comm`.
+pub const COMM_LEN: usize = 16;
+/// Bytes of the exec filename kept (NUL-terminated, truncated beyond).
+pub const FILENAME_LEN: usize = 256;
+/// Marker for an offset or index the running kernel does not have.
+pub const UNAVAILABLE: u32 = u32::MAX;
+
+/// Record kinds. Discriminants are part of the wire format: never renumber.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Exit = 1,
+    Signal = 2,
+    Oom = 3,
+    Fork = 4,
+    Exec = 5,
+}
+
+impl Kind {
+    pub const fn from_u16(v: u16) -> Option<Kind> {
+        match v {
+            1 => Some(Kind::Exit),
+            2 => Some(Kind::Signal),
+            3 => Some(Kind::Oom),
+            4 => Some(Kind::Fork),
+            5 => Some(Kind::Exec),
+            _ => None,
+        }
+    }
+}
+
+/// Common to every record. `pid`/`tid`/`comm` describe the process the record is about
+/// (the exiting process, the signal's target, the OOM victim, the new child, the exec'ing
+/// process).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    pub kind: u16,
+    pub version: u16,
+    pub cpu: u32,
+    /// `CLOCK_BOOTTIME` nanoseconds (`bpf_ktime_get_boot_ns`).
+    pub ts_ns: u64,
+    /// Thread-group id (what userspace calls the pid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `sched_process_exit` when the thread group is dead (one per process).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Exit {
+    pub header: Header,
+    pub ppid: u32,
+    pub uid: u32,
+    /// Raw wait status (`task->exit_code`): code in bits 8..16, signal in 0..7, core dump 0x80.
+    pub exit_status: u32,
+    pub flags: u32,
+    /// `signal->maxrss`, pages.
+    pub maxrss_pages: u64,
+    /// User and system CPU time of the whole thread group, nanoseconds.
+    pub utime_ns: u64,
+    pub stime_ns: u64,
+    /// `task->start_boottime`, `CLOCK_BOOTTIME` ns.
+    pub start_boottime_ns: u64,
+    /// v1 memory cgroup id (kernfs id = inode of the cgroup directory); 0 when unknown.
+    pub memcg_id: u64,
+}
+
+/// `signal_generate`, in the sender's context. The header describes the target.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Signal {
+    pub header: Header,
+    pub sig: i32,
+    pub si_code: i32,
+    /// `enum trace_signal_result`.
+    pub result: i32,
+    /// Non-zero when the signal targets the whole thread group.
+    pub group: i32,
+    pub sender_pid: u32,
+    pub sender_tid: u32,
+    pub sender_uid: u32,
+    pub _pad: u32,
+    pub sender_comm: [u8; COMM_LEN],
+}
+
+/// `mark_victim`. The header describes the victim.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Oom {
+    pub header: Header,
+    pub uid: u32,
+    pub flags: u32,
+    /// The task that was allocating when the victim was chosen (`current`).
+    pub trigger_pid: u32,
+    pub trigger_tid: u32,
+    pub trigger_comm: [u8; COMM_LEN],
+    /// Pages (`total_vm`, rss counters); bytes for page tables.
+    pub total_vm_pages: u64,
+    pub anon_rss_pages: u64,
+    pub file_rss_pages: u64,
+    pub shmem_rss_pages: u64,
+    pub pgtables_bytes: u64,
+    pub oom_score_adj: i32,
+    pub _pad: u32,
+    pub memcg_id: u64,
+}
+
+/// `sched_process_fork` for a new process (thread creation is not reported).
+/// The header describes the child.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Fork {
+    pub header: Header,
+    pub parent_pid: u32,
+    pub parent_tid: u32,
+    pub start_boottime_ns: u64,
+}
+
+/// `sched_process_exec`. The header describes the process after exec (new comm).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Exec {
+    pub header: Header,
+    /// Thread id before exec (differs from `tid` when a non-leader thread exec'd).
+    pub old_tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub _pad: u32,
+    pub start_boottime_ns: u64,
+    pub filename: [u8; FILENAME_LEN],
+}
+
+/// `Exit::flags`: the `group_dead` argument was not available; the exit was detected from
+/// `signal->live`.
+pub const EXIT_FLAG_LIVE_COUNTER: u32 = 1;
+/// `Oom::flags`: the victim's memory figures were read (the victim still had an mm).
+pub const OOM_FLAG_MEMORY: u32 = 1;
+/// `Oom::flags`: rss figures come from percpu counters' central count (exact to within the
+/// per-CPU batch).
+pub const OOM_FLAG_RSS_APPROX: u32 = 2;
+
+const _: () = assert!(core::mem::size_of::<Header>() == 40);
+const _: () = assert!(core::mem::size_of::<Exit>() == 96);
+const _: () = assert!(core::mem::size_of::<Signal>() == 88);
+const _: () = assert!(core::mem::size_of::<Oom>() == 128);
+const _: () = assert!(core::mem::size_of::<Fork>() == 56);
+const _: () = assert!(core::mem::size_of::<Exec>() == 320);
+const _: () = assert!(core::mem::align_of::<Exit>() == 8);
+const _: () = assert!(core::mem::align_of::<Exec>() == 8);
+
+/// Byte offsets of kernel struct fields, computed from the running kernel's BTF at start-up
+/// and passed to the programs as the read-only global `OFFSETS`. [`UNAVAILABLE`] marks a field
+/// this kernel does not have; programs then leave the corresponding figure at zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    pub task_real_parent: u32,
+    pub task_real_cred: u32,
+    pub task_exit_code: u32,
+    pub task_signal: u32,
+    pub task_start_boottime: u32,
+    pub task_utime: u32,
+    pub task_stime: u32,
+    pub task_group_leader: u32,
+    pub task_cgroups: u32,
+    pub task_mm: u32,
+    pub cred_uid: u32,
+    pub signal_maxrss: u32,
+    pub signal_utime: u32,
+    pub signal_stime: u32,
+    pub signal_live: u32,
+    pub signal_oom_score_adj: u32,
+    /// `css_set.subsys[memory_cgrp_id]`: offset of the array element.
+    pub css_set_memcg: u32,
+    pub css_cgroup: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    pub mm_total_vm: u32,
+    /// Offsets of the counter values for file, anon and shmem pages inside `mm_struct`
+    /// (through `rss_stat`, whatever its layout on this kernel).
+    pub mm_file_rss: u32,
+    pub mm_anon_rss: u32,
+    pub mm_shmem_rss: u32,
+    pub mm_pgtables_bytes: u32,
+    pub siginfo_code: u32,
+    pub bprm_filename: u32,
+}
+
+impl Offsets {
+    pub const fn unavailable() -> Offsets {
+        let u = UNAVAILABLE;
+        Offsets {
+            task_pid: u,
+            task_tgid: u,
+            task_comm: u,
+            task_real_parent: u,
+            task_real_cred: u,
+            task_exit_code: u,
+            task_signal: u,
+            task_start_boottime: u,
+            task_utime: u,
+            task_stime: u,
+            task_group_leader: u,
+            task_cgroups: u,
+            task_mm: u,
+            cred_uid: u,
+            signal_maxrss: u,
+            signal_utime: u,
+            signal_stime: u,
+            signal_live: u,
+            signal_oom_score_adj: u,
+            css_set_memcg: u,
+            css_cgroup: u,
+            cgroup_kn: u,
+            kernfs_node_id: u,
+            mm_total_vm: u,
+            mm_file_rss: u,
+            mm_anon_rss: u,
+            mm_shmem_rss: u,
+            mm_pgtables_bytes: u,
+            siginfo_code: u,
+            bprm_filename: u,
+        }
+    }
+}
+
+/// Behaviour switches, the read-only global `SETTINGS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// One of the `SCOPE_*` values.
+    pub scope: u32,
+    /// `SETTING_*` bits.
+    pub flags: u32,
+}
+
+/// Report every process on the host.
+pub const SCOPE_ALL: u32 = 0;
+/// Report only processes whose tgid is in the `WATCHED` map (followed across fork).
+pub const SCOPE_WATCHED: u32 = 1;
+/// `sched_process_exit` has the `group_dead` argument (kernel >= ~6.16).
+pub const SETTING_EXIT_GROUP_DEAD_ARG: u32 = 1;
+/// `mark_victim` passes the task pointer (kernel >= ~6.8); otherwise only a pid.
+pub const SETTING_OOM_TASK_ARG: u32 = 2;
+/// Report OOM kills of every process even when the scope is `SCOPE_WATCHED`.
+pub const SETTING_OOM_ALL: u32 = 4;
+
+/// Index of the per-CPU counters in the `COUNTERS` map.
+pub const COUNTER_RINGBUF_FULL: u32 = 0;
+pub const COUNTER_WATCH_FULL: u32 = 1;
+pub const COUNTERS_LEN: u32 = 2;
+
+/// Capacity of the `WATCHED` map (processes followed in `SCOPE_WATCHED`).
+pub const WATCHED_MAX: u32 = 65536;
+/// Default ring-buffer size (bytes, a power-of-two multiple of the page size).
+pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], Copy, made only of integers and byte arrays, with
+    // explicit padding, so every bit pattern is valid.
+    unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::Settings {}
+}

@@ -1,0 +1,90 @@
+//! Reading kernel structs at BTF-derived offsets.
+
+use aya_ebpf::helpers::bpf_probe_read_kernel;
+use monitor_common::{COMM_LEN, UNAVAILABLE};
+
+use crate::maps::off;
+
+pub type Task = *const u8;
+
+/// Reads a `T` at `base + offset`; `None` when the offset is unavailable on this kernel, the
+/// base is null, or the read faults.
+#[inline(always)]
+pub fn read<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
+    if offset == UNAVAILABLE || base.is_null() {
+        return None;
+    }
+    // SAFETY: bpf_probe_read_kernel copes with any address (it returns an error on a fault).
+    unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize).cast::<T>()).ok() }
+}
+
+#[inline(always)]
+pub fn read_ptr(base: *const u8, offset: u32) -> *const u8 {
+    read::<*const u8>(base, offset).unwrap_or(core::ptr::null())
+}
+
+#[inline(always)]
+pub fn tgid(task: Task) -> u32 {
+    read::<u32>(task, off!(task_tgid)).unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn tid(task: Task) -> u32 {
+    read::<u32>(task, off!(task_pid)).unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn comm(task: Task) -> [u8; COMM_LEN] {
+    read::<[u8; COMM_LEN]>(task, off!(task_comm)).unwrap_or([0; COMM_LEN])
+}
+
+#[inline(always)]
+pub fn uid(task: Task) -> u32 {
+    let cred = read_ptr(task, off!(task_real_cred));
+    read::<u32>(cred, off!(cred_uid)).unwrap_or(u32::MAX)
+}
+
+#[inline(always)]
+pub fn ppid(task: Task) -> u32 {
+    tgid(read_ptr(task, off!(task_real_parent)))
+}
+
+#[inline(always)]
+pub fn start_boottime(task: Task) -> u64 {
+    read::<u64>(task, off!(task_start_boottime)).unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn signal(task: Task) -> *const u8 {
+    read_ptr(task, off!(task_signal))
+}
+
+/// The v1 memory cgroup's kernfs id:
+/// `task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id`; 0 when unknown.
+#[inline(always)]
+pub fn memcg_id(task: Task) -> u64 {
+    let cset = read_ptr(task, off!(task_cgroups));
+    let css = read_ptr(cset, off!(css_set_memcg));
+    let cgrp = read_ptr(css, off!(css_cgroup));
+    let kn = read_ptr(cgrp, off!(cgroup_kn));
+    read::<u64>(kn, off!(kernfs_node_id)).unwrap_or(0)
+}
+
+/// The current task's tgid and tid.
+#[inline(always)]
+pub fn current_ids() -> (u32, u32) {
+    let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    ((id >> 32) as u32, id as u32)
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns() }
+}
+
+#[inline(always)]
+pub fn cpu() -> u32 {
+    // SAFETY: helper without arguments.
+    unsafe { aya_ebpf::helpers::generated::bpf_get_smp_processor_id() }
+}

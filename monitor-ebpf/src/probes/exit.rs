@@ -1,0 +1,78 @@
+//! Process exit.
+//!
+//! ```c
+//! // tp_btf/sched_process_exit (kernel >= ~6.16; older kernels have only `p`)
+//! void sched_process_exit(struct task_struct *p, bool group_dead);
+//! ```
+//! Fires in the exiting thread for every thread. We report a process once, when its thread
+//! group is dead, keyed by tgid: the last thread out need not be the leader.
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use monitor_common::{EXIT_FLAG_LIVE_COUNTER, Exit, Kind, SETTING_EXIT_GROUP_DEAD_ARG};
+
+use super::{header, reserve};
+use crate::{
+    kernel::{self, Task, read},
+    maps::{WATCHED, is_watched, off, scope_watched, settings_flags},
+};
+
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+    try_exit(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_exit(ctx: &BtfTracePointContext) {
+    let task: Task = ctx.arg(0);
+    let signal = kernel::signal(task);
+    let mut flags = 0;
+    let group_dead = if settings_flags() & SETTING_EXIT_GROUP_DEAD_ARG != 0 {
+        ctx.arg::<u64>(1) & 0xff != 0
+    } else {
+        // do_exit() decrements signal->live before this tracepoint on every kernel.
+        flags |= EXIT_FLAG_LIVE_COUNTER;
+        read::<i32>(signal, off!(signal_live)).unwrap_or(1) == 0
+    };
+    if !group_dead {
+        return;
+    }
+    let tgid = kernel::tgid(task);
+    if scope_watched() {
+        if !is_watched(tgid) {
+            return;
+        }
+        let _ = WATCHED.remove(&tgid);
+    }
+    let Some(mut entry) = reserve::<Exit>() else {
+        return;
+    };
+
+    // CPU time of the whole group: threads already reaped are folded into signal->utime; this
+    // thread and a zombie leader (when the last thread out is not the leader) are not yet.
+    let leader = kernel::read_ptr(task, off!(task_group_leader));
+    let mut utime = read::<u64>(signal, off!(signal_utime)).unwrap_or(0)
+        + read::<u64>(task, off!(task_utime)).unwrap_or(0);
+    let mut stime = read::<u64>(signal, off!(signal_stime)).unwrap_or(0)
+        + read::<u64>(task, off!(task_stime)).unwrap_or(0);
+    if !leader.is_null() && leader != task {
+        utime += read::<u64>(leader, off!(task_utime)).unwrap_or(0);
+        stime += read::<u64>(leader, off!(task_stime)).unwrap_or(0);
+    }
+
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points to a reserved, exclusively owned ring-buffer slot of size_of::<Exit>().
+    unsafe {
+        (*e).header = header(Kind::Exit, tgid, kernel::tid(task), kernel::comm(task));
+        (*e).ppid = kernel::ppid(task);
+        (*e).uid = kernel::uid(task);
+        (*e).exit_status = read::<u32>(task, off!(task_exit_code)).unwrap_or(0);
+        (*e).flags = flags;
+        (*e).maxrss_pages = read::<u64>(signal, off!(signal_maxrss)).unwrap_or(0);
+        (*e).utime_ns = utime;
+        (*e).stime_ns = stime;
+        (*e).start_boottime_ns = kernel::start_boottime(task);
+        (*e).memcg_id = kernel::memcg_id(task);
+    }
+    entry.submit(0);
+}

@@ -1,0 +1,59 @@
+//! Process creation.
+//!
+//! ```c
+//! // tp_btf/sched_process_fork (runs in the parent)
+//! void sched_process_fork(struct task_struct *parent, struct task_struct *child);
+//! ```
+//! New threads (child tgid == parent tgid) are not processes and are skipped. In
+//! `SCOPE_WATCHED` a child of a watched process is added to `WATCHED` here, in the kernel,
+//! before it can run, so a child that lives 1 ms is never missed.
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use monitor_common::{COUNTER_WATCH_FULL, Fork, Kind};
+
+use super::{header, reserve};
+use crate::{
+    kernel::{self, Task},
+    maps::{WATCHED, count, is_watched, scope_watched},
+};
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+    try_fork(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_fork(ctx: &BtfTracePointContext) {
+    let child: Task = ctx.arg(1);
+    let (parent, parent_tid) = kernel::current_ids();
+    let child_tgid = kernel::tgid(child);
+    if child_tgid == parent {
+        return;
+    }
+    if scope_watched() {
+        if !is_watched(parent) {
+            return;
+        }
+        if WATCHED.insert(&child_tgid, &parent, 0).is_err() {
+            count(COUNTER_WATCH_FULL);
+        }
+    }
+    let Some(mut entry) = reserve::<Fork>() else {
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points to a reserved, exclusively owned ring-buffer slot.
+    unsafe {
+        (*e).header = header(
+            Kind::Fork,
+            child_tgid,
+            kernel::tid(child),
+            kernel::comm(child),
+        );
+        (*e).parent_pid = parent;
+        (*e).parent_tid = parent_tid;
+        (*e).start_boottime_ns = kernel::start_boottime(child);
+    }
+    entry.submit(0);
+}

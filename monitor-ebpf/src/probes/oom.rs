@@ -1,0 +1,88 @@
+//! OOM victim selection.
+//!
+//! ```c
+//! // tp_btf/mark_victim (kernel >= ~6.8; older kernels pass only `int pid`)
+//! void mark_victim(struct task_struct *task, uid_t uid);
+//! ```
+//! Runs in the context of the task whose allocation triggered the OOM kill (`current`).
+//! The victim's memory figures are read from its `mm` here, before the kill frees it.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_comm, macros::btf_tracepoint, programs::BtfTracePointContext,
+};
+use monitor_common::{
+    Kind, OOM_FLAG_MEMORY, OOM_FLAG_RSS_APPROX, Oom, SETTING_OOM_ALL, SETTING_OOM_TASK_ARG,
+};
+
+use super::{header, reserve};
+use crate::{
+    kernel::{self, Task, read},
+    maps::{is_watched, off, scope_watched, settings_flags},
+};
+
+#[btf_tracepoint(function = "mark_victim")]
+pub fn mark_victim(ctx: BtfTracePointContext) -> i32 {
+    try_oom(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_oom(ctx: &BtfTracePointContext) {
+    let flags = settings_flags();
+    let has_task = flags & SETTING_OOM_TASK_ARG != 0;
+    let (task, victim, uid): (Task, u32, u32) = if has_task {
+        let task: Task = ctx.arg(0);
+        (task, kernel::tgid(task), ctx.arg::<u32>(1))
+    } else {
+        (core::ptr::null(), ctx.arg::<u32>(0), u32::MAX)
+    };
+    if scope_watched() && flags & SETTING_OOM_ALL == 0 && !is_watched(victim) {
+        return;
+    }
+    let (trigger, trigger_tid) = kernel::current_ids();
+    let Some(mut entry) = reserve::<Oom>() else {
+        return;
+    };
+    let mm = if task.is_null() {
+        task
+    } else {
+        kernel::read_ptr(task, off!(task_mm))
+    };
+    let mut oflags = 0;
+    if !mm.is_null() {
+        oflags |= OOM_FLAG_MEMORY | OOM_FLAG_RSS_APPROX;
+    }
+    let signal = if task.is_null() {
+        task
+    } else {
+        kernel::signal(task)
+    };
+    let e = entry.as_mut_ptr();
+    // SAFETY: `e` points to a reserved, exclusively owned ring-buffer slot.
+    unsafe {
+        let (tid, comm) = if task.is_null() {
+            (victim, [0; 16])
+        } else {
+            (kernel::tid(task), kernel::comm(task))
+        };
+        (*e).header = header(Kind::Oom, victim, tid, comm);
+        (*e).uid = uid;
+        (*e).flags = oflags;
+        (*e).trigger_pid = trigger;
+        (*e).trigger_tid = trigger_tid;
+        (*e).trigger_comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*e).total_vm_pages = read::<u64>(mm, off!(mm_total_vm)).unwrap_or(0);
+        (*e).anon_rss_pages = read::<i64>(mm, off!(mm_anon_rss)).unwrap_or(0).max(0) as u64;
+        (*e).file_rss_pages = read::<i64>(mm, off!(mm_file_rss)).unwrap_or(0).max(0) as u64;
+        (*e).shmem_rss_pages = read::<i64>(mm, off!(mm_shmem_rss)).unwrap_or(0).max(0) as u64;
+        (*e).pgtables_bytes = read::<i64>(mm, off!(mm_pgtables_bytes)).unwrap_or(0).max(0) as u64;
+        (*e).oom_score_adj = read::<i16>(signal, off!(signal_oom_score_adj)).unwrap_or(0) as i32;
+        (*e)._pad = 0;
+        (*e).memcg_id = if task.is_null() {
+            0
+        } else {
+            kernel::memcg_id(task)
+        };
+    }
+    entry.submit(0);
+}

@@ -1,0 +1,2021 @@
+//! A small, self-contained reader for raw BTF (BPF Type Format) blobs.
+//!
+//! The agent parses the running kernel's `/sys/kernel/btf/vmlinux` at start-up to compute
+//! kernel struct field offsets, which it then hands to the eBPF programs (Rust eBPF has no
+//! CO-RE relocations).
+//!
+//! The format is described in the kernel's `Documentation/bpf/btf.rst`: a 24-byte (or longer)
+//! header, a type section made of `struct btf_type` records (each followed by kind-specific
+//! trailing data) and a string section of NUL-terminated names. Type ids start at 1 in the
+//! order the records appear; id 0 is `void`. Only little-endian blobs (magic `0xeB9F` read as
+//! little-endian) are accepted.
+//!
+//! Parsing validates the layout (header, section bounds, every record's trailing data and
+//! every name offset) up front, so a truncated or malformed blob yields a [`BtfError`] rather
+//! than a panic. Type-id references between records are checked lazily: a dangling reference
+//! surfaces as [`BtfError::BadTypeId`] from the lookup that follows it. All chains (typedefs,
+//! qualifiers, nested anonymous members, arrays) are depth-limited, so cyclic BTF cannot hang
+//! or overflow the stack.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// BTF magic as read little-endian.
+const BTF_MAGIC: u16 = 0xeb9f;
+/// The magic of a BTF blob written on a host of the other endianness.
+const BTF_MAGIC_SWAPPED: u16 = 0x9feb;
+/// The only BTF version that exists.
+const BTF_VERSION: u8 = 1;
+/// Size of `struct btf_header` (version 1).
+const HEADER_LEN: usize = 24;
+/// Size of `struct btf_type`.
+const TYPE_HEADER_LEN: usize = 12;
+/// Pointer size of the (64-bit) kernel.
+const POINTER_SIZE: u32 = 8;
+/// Maximum length of any followed chain (typedef/qualifier hops, anonymous member nesting,
+/// array dimensions). Real kernel BTF stays far below this; malformed BTF may be cyclic.
+const MAX_DEPTH: usize = 64;
+
+/// Errors from parsing BTF or looking things up in it.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    /// The BTF file could not be read.
+    #[error("cannot read BTF from {}: {source}", path.display())]
+    Io {
+        /// The file that was being read.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The blob does not start with the BTF magic.
+    #[error("not a BTF blob: bad magic 0x{found:04x} (expected 0xeb9f)")]
+    BadMagic {
+        /// The magic found at the start of the blob (read little-endian).
+        found: u16,
+    },
+    /// The blob has the BTF magic in the other byte order (written on a foreign-endian host).
+    #[error(
+        "BTF blob is byte-swapped (magic reads as 0x9feb): foreign-endian BTF is not supported"
+    )]
+    ByteSwapped,
+    /// The header's version is not 1.
+    #[error("unsupported BTF version {version} (only version 1 is supported)")]
+    UnsupportedVersion {
+        /// The version byte found in the header.
+        version: u8,
+    },
+    /// The header is internally inconsistent.
+    #[error("malformed BTF header: {reason}")]
+    BadHeader {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The blob ends (or a section ends) before something that must be there.
+    #[error(
+        "truncated BTF: {what} needs bytes {start}..{end} but only {available} bytes are present"
+    )]
+    Truncated {
+        /// What was being read.
+        what: String,
+        /// First byte needed (relative to the blob or the section named in `what`).
+        start: u64,
+        /// One past the last byte needed.
+        end: u64,
+        /// Number of bytes actually available.
+        available: u64,
+    },
+    /// A type record has a kind this reader does not know (not in 1..=19).
+    #[error("BTF type {id} has unknown kind {kind}")]
+    UnknownKind {
+        /// The id the record would have.
+        id: u32,
+        /// The raw kind value.
+        kind: u32,
+    },
+    /// A name offset points outside the string section.
+    #[error("BTF {what} has string offset {offset} outside the {len}-byte string section")]
+    BadStringOffset {
+        /// Which name (type id and record).
+        what: String,
+        /// The offending offset.
+        offset: u32,
+        /// Length of the string section.
+        len: usize,
+    },
+    /// A type id (given by the caller or referenced from a record) does not exist.
+    #[error("BTF type id {id} is out of range (the blob has {count} types)")]
+    BadTypeId {
+        /// The offending id.
+        id: u32,
+        /// Number of types in the blob (valid ids are 0..=count).
+        count: u32,
+    },
+    /// A chain of references is longer than any sane BTF would have: most likely a cycle.
+    #[error("BTF type chain starting at type {id} is too deep or cyclic")]
+    TooDeep {
+        /// Where the chain started.
+        id: u32,
+    },
+    /// The type has no size (void, forward declaration, function, ...).
+    #[error("BTF type {id} ({kind}) has no size")]
+    NoSize {
+        /// The type id.
+        id: u32,
+        /// Its kind.
+        kind: &'static str,
+    },
+    /// An offset or size computation overflowed 32 bits.
+    #[error("BTF {what} overflows 32 bits")]
+    Overflow {
+        /// What was being computed.
+        what: String,
+    },
+    /// No struct or union (nor typedef of one) with this name exists.
+    #[error("kernel BTF has no struct or union named `{name}`")]
+    StructNotFound {
+        /// The name looked up.
+        name: String,
+    },
+    /// A member along the path does not exist.
+    #[error("kernel BTF has no member `{path}` in {kind} {struct_name}")]
+    MemberNotFound {
+        /// `"struct"` or `"union"`.
+        kind: &'static str,
+        /// The outer struct/union name given by the caller.
+        struct_name: String,
+        /// The full member path, dot-separated.
+        path: String,
+    },
+    /// The member is a bitfield, so it has no byte offset.
+    #[error(
+        "member `{path}` of {kind} {struct_name} is a bitfield (bit offset {bit_offset}, width {bits} bits) and is not byte addressable"
+    )]
+    Bitfield {
+        /// `"struct"` or `"union"`.
+        kind: &'static str,
+        /// The outer struct/union name given by the caller.
+        struct_name: String,
+        /// The member path up to the bitfield, dot-separated.
+        path: String,
+        /// Bit offset of the bitfield from the start of the outer struct.
+        bit_offset: u64,
+        /// Width of the bitfield in bits (0 for a plain member at a non-byte bit offset).
+        bits: u32,
+    },
+    /// The path continues below a member whose type is not a struct or union.
+    #[error(
+        "cannot descend into member `{path}` of {kind} {struct_name}: its type `{type_name}` is not a struct or union"
+    )]
+    NotAStruct {
+        /// `"struct"` or `"union"`.
+        kind: &'static str,
+        /// The outer struct/union name given by the caller.
+        struct_name: String,
+        /// The member path up to the offending member, dot-separated.
+        path: String,
+        /// Description of that member's type.
+        type_name: String,
+    },
+}
+
+/// Where a member lives inside an outer struct or union, as computed by [`Btf::member`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Byte offset from the start of the outer struct/union.
+    pub offset: u32,
+    /// The member's declared type id (may be a typedef or qualifier; see [`Btf::resolve`]).
+    pub type_id: u32,
+    /// Byte size of the member's type, resolved through typedef/const/volatile
+    /// (pointers are 8, arrays are element size times element count).
+    pub size: u32,
+}
+
+/// BTF kinds 1..=19 (0 is used internally for `void`, type id 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Void,
+    Int,
+    Ptr,
+    Array,
+    Struct,
+    Union,
+    Enum,
+    Fwd,
+    Typedef,
+    Volatile,
+    Const,
+    Restrict,
+    Func,
+    FuncProto,
+    Var,
+    Datasec,
+    Float,
+    DeclTag,
+    TypeTag,
+    Enum64,
+}
+
+impl Kind {
+    /// Decodes a raw kind value from `btf_type.info`.
+    fn from_raw(raw: u32) -> Option<Kind> {
+        Some(match raw {
+            1 => Kind::Int,
+            2 => Kind::Ptr,
+            3 => Kind::Array,
+            4 => Kind::Struct,
+            5 => Kind::Union,
+            6 => Kind::Enum,
+            7 => Kind::Fwd,
+            8 => Kind::Typedef,
+            9 => Kind::Volatile,
+            10 => Kind::Const,
+            11 => Kind::Restrict,
+            12 => Kind::Func,
+            13 => Kind::FuncProto,
+            14 => Kind::Var,
+            15 => Kind::Datasec,
+            16 => Kind::Float,
+            17 => Kind::DeclTag,
+            18 => Kind::TypeTag,
+            19 => Kind::Enum64,
+            _ => return None,
+        })
+    }
+
+    /// Kernel name of the kind (`BTF_KIND_<name>`).
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Void => "VOID",
+            Kind::Int => "INT",
+            Kind::Ptr => "PTR",
+            Kind::Array => "ARRAY",
+            Kind::Struct => "STRUCT",
+            Kind::Union => "UNION",
+            Kind::Enum => "ENUM",
+            Kind::Fwd => "FWD",
+            Kind::Typedef => "TYPEDEF",
+            Kind::Volatile => "VOLATILE",
+            Kind::Const => "CONST",
+            Kind::Restrict => "RESTRICT",
+            Kind::Func => "FUNC",
+            Kind::FuncProto => "FUNC_PROTO",
+            Kind::Var => "VAR",
+            Kind::Datasec => "DATASEC",
+            Kind::Float => "FLOAT",
+            Kind::DeclTag => "DECL_TAG",
+            Kind::TypeTag => "TYPE_TAG",
+            Kind::Enum64 => "ENUM64",
+        }
+    }
+
+    /// Size in bytes of one trailing record and whether there are `vlen` of them
+    /// (otherwise there is exactly one, or none when the size is 0).
+    fn trailing(self) -> (usize, bool) {
+        match self {
+            Kind::Int => (4, false),                  // u32 encoding
+            Kind::Array => (12, false),               // struct btf_array
+            Kind::Struct | Kind::Union => (12, true), // struct btf_member
+            Kind::Enum => (8, true),                  // struct btf_enum
+            Kind::FuncProto => (8, true),             // struct btf_param
+            Kind::Var => (4, false),                  // struct btf_var
+            Kind::Datasec => (12, true),              // struct btf_var_secinfo
+            Kind::DeclTag => (4, false),              // struct btf_decl_tag
+            Kind::Enum64 => (12, true),               // struct btf_enum64
+            Kind::Void
+            | Kind::Ptr
+            | Kind::Fwd
+            | Kind::Typedef
+            | Kind::Volatile
+            | Kind::Const
+            | Kind::Restrict
+            | Kind::Func
+            | Kind::Float
+            | Kind::TypeTag => (0, false),
+        }
+    }
+
+    /// Whether the type is transparent for [`Btf::resolve`].
+    fn is_modifier(self) -> bool {
+        matches!(
+            self,
+            Kind::Typedef | Kind::Const | Kind::Volatile | Kind::Restrict | Kind::TypeTag
+        )
+    }
+
+    fn is_composite(self) -> bool {
+        matches!(self, Kind::Struct | Kind::Union)
+    }
+}
+
+/// One decoded `struct btf_type` header.
+#[derive(Debug, Clone, Copy)]
+struct TypeRec {
+    kind: Kind,
+    kind_flag: bool,
+    vlen: u16,
+    name_off: u32,
+    /// `size` or `type`, depending on the kind.
+    size_or_type: u32,
+    /// Offset of the trailing data inside the type section.
+    data: u32,
+}
+
+impl TypeRec {
+    const VOID: TypeRec = TypeRec {
+        kind: Kind::Void,
+        kind_flag: false,
+        vlen: 0,
+        name_off: 0,
+        size_or_type: 0,
+        data: 0,
+    };
+}
+
+/// A member as found by name, with its bit offset relative to the struct searched.
+#[derive(Debug, Clone, Copy)]
+struct Found {
+    bit_offset: u64,
+    bitfield_bits: u32,
+    type_id: u32,
+}
+
+/// A parsed BTF blob.
+///
+/// Owns copies of the type and string sections and an index of struct, union and typedef
+/// names, so lookups by name are a hash-map probe.
+#[derive(Clone)]
+pub struct Btf {
+    /// Index = type id; entry 0 is `void`.
+    types: Vec<TypeRec>,
+    /// The type section (trailing data is read from here lazily).
+    type_data: Vec<u8>,
+    /// The string section.
+    strings: Vec<u8>,
+    /// Struct, union and typedef names -> type ids, in id order.
+    by_name: HashMap<Box<str>, Vec<u32>>,
+}
+
+impl fmt::Debug for Btf {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Btf")
+            .field("types", &self.type_count())
+            .field("type_section_bytes", &self.type_data.len())
+            .field("string_section_bytes", &self.strings.len())
+            .field("indexed_names", &self.by_name.len())
+            .finish()
+    }
+}
+
+/// Reads a little-endian u16 at `off`, if present.
+fn le16(data: &[u8], off: usize) -> Option<u16> {
+    let b = data.get(off..off.checked_add(2)?)?;
+    Some(u16::from_le_bytes(b.try_into().ok()?))
+}
+
+/// Reads a little-endian u32 at `off`, if present.
+fn le32(data: &[u8], off: usize) -> Option<u32> {
+    let b = data.get(off..off.checked_add(4)?)?;
+    Some(u32::from_le_bytes(b.try_into().ok()?))
+}
+
+fn truncated(what: impl Into<String>, start: usize, end: usize, available: usize) -> BtfError {
+    BtfError::Truncated {
+        what: what.into(),
+        start: start as u64,
+        end: end as u64,
+        available: available as u64,
+    }
+}
+
+/// Checks that a name offset lies inside the string section.
+fn check_name(
+    name_off: u32,
+    str_len: usize,
+    what: impl FnOnce() -> String,
+) -> Result<(), BtfError> {
+    if name_off == 0 || (name_off as usize) < str_len {
+        Ok(())
+    } else {
+        Err(BtfError::BadStringOffset {
+            what: what(),
+            offset: name_off,
+            len: str_len,
+        })
+    }
+}
+
+/// Returns the `[start, start+len)` section of `data` located by a header field pair.
+fn section<'a>(
+    data: &'a [u8],
+    hdr_len: usize,
+    off: u32,
+    len: u32,
+    what: &str,
+) -> Result<&'a [u8], BtfError> {
+    let start = hdr_len as u64 + u64::from(off);
+    let end = start + u64::from(len);
+    let fail = || BtfError::Truncated {
+        what: what.to_string(),
+        start,
+        end,
+        available: data.len() as u64,
+    };
+    let s = usize::try_from(start).map_err(|_| fail())?;
+    let e = usize::try_from(end).map_err(|_| fail())?;
+    data.get(s..e).ok_or_else(fail)
+}
+
+fn join(path: &[&str]) -> String {
+    path.join(".")
+}
+
+impl Btf {
+    /// Parses a raw BTF blob (header + type section + string section, little-endian).
+    ///
+    /// Validates the header, the section bounds, every type record's trailing data and all
+    /// name offsets. References between types are checked when they are followed.
+    pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
+        let magic = le16(data, 0).ok_or_else(|| truncated("BTF magic", 0, 2, data.len()))?;
+        if magic == BTF_MAGIC_SWAPPED {
+            return Err(BtfError::ByteSwapped);
+        }
+        if magic != BTF_MAGIC {
+            return Err(BtfError::BadMagic { found: magic });
+        }
+        let version = *data
+            .get(2)
+            .ok_or_else(|| truncated("BTF version", 2, 3, data.len()))?;
+        if version != BTF_VERSION {
+            return Err(BtfError::UnsupportedVersion { version });
+        }
+        if data.len() < HEADER_LEN {
+            return Err(truncated("BTF header", 0, HEADER_LEN, data.len()));
+        }
+        let field = |off: usize| le32(data, off).unwrap_or(0);
+        let hdr_len = field(4) as usize;
+        let (type_off, type_len, str_off, str_len) = (field(8), field(12), field(16), field(20));
+        if hdr_len < HEADER_LEN {
+            return Err(BtfError::BadHeader {
+                reason: format!("header length {hdr_len} is below the {HEADER_LEN}-byte minimum"),
+            });
+        }
+        if hdr_len > data.len() {
+            return Err(truncated("BTF header (hdr_len)", 0, hdr_len, data.len()));
+        }
+        let tsec = section(data, hdr_len, type_off, type_len, "BTF type section")?;
+        let ssec = section(data, hdr_len, str_off, str_len, "BTF string section")?;
+        let str_len = ssec.len();
+
+        let mut types = Vec::with_capacity(tsec.len() / 20 + 1);
+        types.push(TypeRec::VOID);
+        let mut off = 0usize;
+        while off < tsec.len() {
+            let id = u32::try_from(types.len()).map_err(|_| BtfError::Overflow {
+                what: "type count".to_string(),
+            })?;
+            let hdr_end = off + TYPE_HEADER_LEN;
+            if hdr_end > tsec.len() {
+                return Err(truncated(
+                    format!("header of type {id} in the type section"),
+                    off,
+                    hdr_end,
+                    tsec.len(),
+                ));
+            }
+            let name_off = le32(tsec, off).unwrap_or(0);
+            let info = le32(tsec, off + 4).unwrap_or(0);
+            let size_or_type = le32(tsec, off + 8).unwrap_or(0);
+            let raw_kind = (info >> 24) & 0x1f;
+            let kind =
+                Kind::from_raw(raw_kind).ok_or(BtfError::UnknownKind { id, kind: raw_kind })?;
+            let vlen = (info & 0xffff) as u16;
+            let kind_flag = info >> 31 == 1;
+
+            let (rec_len, per_vlen) = kind.trailing();
+            let count = if per_vlen { usize::from(vlen) } else { 1 };
+            let end = hdr_end + rec_len * count;
+            if end > tsec.len() {
+                return Err(truncated(
+                    format!(
+                        "{} data of type {id} (vlen {vlen}) in the type section",
+                        kind.name()
+                    ),
+                    hdr_end,
+                    end,
+                    tsec.len(),
+                ));
+            }
+            check_name(name_off, str_len, || format!("name of type {id}"))?;
+            // Records whose first u32 is a name offset.
+            if matches!(
+                kind,
+                Kind::Struct | Kind::Union | Kind::Enum | Kind::Enum64 | Kind::FuncProto
+            ) {
+                for i in 0..count {
+                    let rec_name = le32(tsec, hdr_end + i * rec_len).unwrap_or(0);
+                    check_name(rec_name, str_len, || {
+                        format!("name of {} entry {i} of type {id}", kind.name())
+                    })?;
+                }
+            }
+            types.push(TypeRec {
+                kind,
+                kind_flag,
+                vlen,
+                name_off,
+                size_or_type,
+                // `tsec.len()` fits in u32 because `type_len` is a u32.
+                data: hdr_end as u32,
+            });
+            off = end;
+        }
+
+        let mut btf = Btf {
+            types,
+            type_data: tsec.to_vec(),
+            strings: ssec.to_vec(),
+            by_name: HashMap::new(),
+        };
+        btf.build_index();
+        Ok(btf)
+    }
+
+    /// Reads the file at `path` (e.g. `/sys/kernel/btf/vmlinux`) and parses it.
+    pub fn from_file(path: &Path) -> Result<Btf, BtfError> {
+        let data = std::fs::read(path).map_err(|source| BtfError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Btf::parse(&data)
+    }
+
+    /// Offset of `path` inside struct-or-union `outer`.
+    ///
+    /// `path` is a list of member names; each step descends into the named member's type
+    /// (through typedef/const/volatile/restrict/type_tag; pointers are not followed).
+    /// Anonymous struct/union members are searched transparently at every level, e.g.
+    /// `member("kernel_siginfo", &["si_code"])` or `member("cred", &["uid", "val"])`.
+    /// `outer` may also name a typedef of a struct/union. When several structs share the
+    /// name, the first one in which the path resolves wins. An empty path describes the
+    /// outer struct itself (offset 0).
+    ///
+    /// Bitfield members (kind_flag set with a non-zero bitfield size, a bit offset that is
+    /// not a multiple of 8, or a legacy bitfield-encoded int) give [`BtfError::Bitfield`].
+    pub fn member(&self, outer: &str, path: &[&str]) -> Result<MemberInfo, BtfError> {
+        let candidates = self.outer_candidates(outer);
+        let mut first_err = None;
+        for id in candidates {
+            match self.member_in(outer, id, path) {
+                Ok(info) => return Ok(info),
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                    }
+                }
+            }
+        }
+        Err(first_err.unwrap_or_else(|| BtfError::StructNotFound {
+            name: outer.to_string(),
+        }))
+    }
+
+    /// Byte offset of `path` inside struct-or-union `outer`; see [`Btf::member`].
+    pub fn member_offset(&self, outer: &str, path: &[&str]) -> Result<u32, BtfError> {
+        self.member(outer, path).map(|m| m.offset)
+    }
+
+    /// Byte size of the struct or union (or typedef of one) named `name`.
+    pub fn struct_size(&self, name: &str) -> Result<u32, BtfError> {
+        let id = self
+            .outer_candidates(name)
+            .into_iter()
+            .next()
+            .ok_or_else(|| BtfError::StructNotFound {
+                name: name.to_string(),
+            })?;
+        Ok(self.ty(id)?.size_or_type)
+    }
+
+    /// Resolve typedef/const/volatile/restrict/type_tag chains to the underlying type id.
+    ///
+    /// `resolve(0)` is `Ok(0)` (void). Dangling ids give [`BtfError::BadTypeId`], cycles
+    /// [`BtfError::TooDeep`].
+    pub fn resolve(&self, type_id: u32) -> Result<u32, BtfError> {
+        let mut id = type_id;
+        for _ in 0..=MAX_DEPTH {
+            let t = self.ty(id)?;
+            if !t.kind.is_modifier() {
+                return Ok(id);
+            }
+            id = t.size_or_type;
+        }
+        Err(BtfError::TooDeep { id: type_id })
+    }
+
+    /// Byte size of a type (int/struct/union/enum size, pointer 8, array = elem size *
+    /// nelems, typedef and qualifiers resolved, var = its type's size).
+    ///
+    /// Void, forward declarations, functions and function prototypes have no size and give
+    /// [`BtfError::NoSize`].
+    pub fn type_size(&self, type_id: u32) -> Result<u32, BtfError> {
+        self.size_at(type_id, type_id, 0)
+    }
+
+    /// A short description of a type for diagnostics and for choosing program variants, e.g.
+    /// `"struct task_struct *"`, `"bool"`, `"int"`, `"uid_t"` (typedef name kept),
+    /// `"struct percpu_counter[4]"`, `"struct mm_rss_stat"`, `"const char *"`.
+    ///
+    /// Never fails: invalid ids are described as `"<bad type id N>"`. Anonymous
+    /// structs/unions/enums are `"struct {...}"` etc.; function pointers look like
+    /// `"int (*)(void *, long)"`; type tags are omitted.
+    pub fn type_name(&self, type_id: u32) -> String {
+        self.describe(type_id, 0)
+    }
+
+    /// If `type_id` (after [`Btf::resolve`]) is an array: `Some((elem_type_id, nelems))`.
+    pub fn array_info(&self, type_id: u32) -> Option<(u32, u32)> {
+        let id = self.resolve(type_id).ok()?;
+        let t = self.ty(id).ok()?;
+        (t.kind == Kind::Array).then(|| {
+            let (elem, _index, nelems) = self.array_rec(t);
+            (elem, nelems)
+        })
+    }
+
+    /// The name of the struct/union (or forward declaration of one) a type resolves to, if
+    /// any (e.g. `Some("percpu_counter")`). Anonymous structs give `None`.
+    pub fn struct_name_of(&self, type_id: u32) -> Option<&str> {
+        let id = self.resolve(type_id).ok()?;
+        let t = self.ty(id).ok()?;
+        if !matches!(t.kind, Kind::Struct | Kind::Union | Kind::Fwd) {
+            return None;
+        }
+        let name = self.name(t.name_off);
+        (!name.is_empty()).then_some(name)
+    }
+
+    /// Value of an enumerator searched across all enums (named and anonymous, ENUM and
+    /// ENUM64), e.g. `enum_value("memory_cgrp_id")`, `enum_value("MM_ANONPAGES")`.
+    ///
+    /// Signedness follows the enum's kind_flag; an unsigned ENUM64 value above `i64::MAX`
+    /// wraps. The first match in type-id order wins. `None` if absent.
+    pub fn enum_value(&self, enumerator: &str) -> Option<i64> {
+        let wanted = enumerator.as_bytes();
+        for t in &self.types {
+            match t.kind {
+                Kind::Enum => {
+                    for i in 0..usize::from(t.vlen) {
+                        let off = t.data as usize + i * 8;
+                        if self.name_bytes(self.rd(off)) == wanted {
+                            let raw = self.rd(off + 4);
+                            return Some(if t.kind_flag {
+                                i64::from(raw as i32)
+                            } else {
+                                i64::from(raw)
+                            });
+                        }
+                    }
+                }
+                Kind::Enum64 => {
+                    for i in 0..usize::from(t.vlen) {
+                        let off = t.data as usize + i * 12;
+                        if self.name_bytes(self.rd(off)) == wanted {
+                            let lo = u64::from(self.rd(off + 4));
+                            let hi = u64::from(self.rd(off + 8));
+                            return Some(((hi << 32) | lo) as i64);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// Arguments of the BTF tracepoint `tp` as seen by a `tp_btf` program.
+    ///
+    /// Finds the TYPEDEF `btf_trace_<tp>`, which points (PTR) to a FUNC_PROTO whose first
+    /// param is the hidden `void *__data`, and returns the remaining params' descriptions
+    /// via [`Btf::type_name`], e.g. `["struct task_struct *", "bool"]` for
+    /// `sched_process_exit` on 6.18. `None` if the typedef does not exist or does not have
+    /// that shape.
+    pub fn tracepoint_args(&self, tp: &str) -> Option<Vec<String>> {
+        let name = format!("btf_trace_{tp}");
+        for &id in self.by_name.get(name.as_str())? {
+            let Ok(t) = self.ty(id) else { continue };
+            if t.kind != Kind::Typedef {
+                continue;
+            }
+            let Ok(ptr_id) = self.resolve(t.size_or_type) else {
+                continue;
+            };
+            let Ok(ptr) = self.ty(ptr_id) else { continue };
+            if ptr.kind != Kind::Ptr {
+                continue;
+            }
+            let Ok(proto_id) = self.resolve(ptr.size_or_type) else {
+                continue;
+            };
+            let Ok(proto) = self.ty(proto_id) else {
+                continue;
+            };
+            if proto.kind != Kind::FuncProto {
+                continue;
+            }
+            return Some(
+                self.params(proto)
+                    .skip(1)
+                    .map(|(_, ty)| self.describe_param(ty, 0))
+                    .collect(),
+            );
+        }
+        None
+    }
+
+    // ---- internals -------------------------------------------------------------------
+
+    /// Number of types (valid ids are `0..=type_count()`).
+    fn type_count(&self) -> u32 {
+        (self.types.len() - 1) as u32
+    }
+
+    fn ty(&self, id: u32) -> Result<&TypeRec, BtfError> {
+        self.types.get(id as usize).ok_or(BtfError::BadTypeId {
+            id,
+            count: self.type_count(),
+        })
+    }
+
+    /// Reads a u32 of trailing data. Offsets were validated by `parse`, so the fallback is
+    /// never taken for well-formed records.
+    fn rd(&self, off: usize) -> u32 {
+        le32(&self.type_data, off).unwrap_or(0)
+    }
+
+    /// The NUL-terminated string at `off` (without the NUL); empty if out of range.
+    fn name_bytes(&self, off: u32) -> &[u8] {
+        let rest = self.strings.get(off as usize..).unwrap_or(&[]);
+        rest.split(|&b| b == 0).next().unwrap_or(&[])
+    }
+
+    /// The string at `off`; empty if out of range or not UTF-8.
+    fn name(&self, off: u32) -> &str {
+        std::str::from_utf8(self.name_bytes(off)).unwrap_or("")
+    }
+
+    fn build_index(&mut self) {
+        let mut map: HashMap<Box<str>, Vec<u32>> = HashMap::with_capacity(self.types.len() / 4);
+        for (id, t) in self.types.iter().enumerate() {
+            if t.name_off == 0 || !matches!(t.kind, Kind::Struct | Kind::Union | Kind::Typedef) {
+                continue;
+            }
+            let name = self.name(t.name_off);
+            if name.is_empty() {
+                continue;
+            }
+            match map.get_mut(name) {
+                Some(ids) => ids.push(id as u32),
+                None => {
+                    map.insert(name.into(), vec![id as u32]);
+                }
+            }
+        }
+        self.by_name = map;
+    }
+
+    /// Struct/union ids named `name`, then those reached through typedefs named `name`.
+    fn outer_candidates(&self, name: &str) -> Vec<u32> {
+        let Some(ids) = self.by_name.get(name) else {
+            return Vec::new();
+        };
+        let mut out: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| self.ty(id).is_ok_and(|t| t.kind.is_composite()))
+            .collect();
+        for &id in ids {
+            if !self.ty(id).is_ok_and(|t| t.kind == Kind::Typedef) {
+                continue;
+            }
+            if let Ok(target) = self.resolve(id)
+                && self.ty(target).is_ok_and(|t| t.kind.is_composite())
+                && !out.contains(&target)
+            {
+                out.push(target);
+            }
+        }
+        out
+    }
+
+    /// `struct btf_member` entries: (name_off, type, raw offset).
+    fn members(&self, t: &TypeRec) -> impl Iterator<Item = (u32, u32, u32)> {
+        let n = if t.kind.is_composite() { t.vlen } else { 0 };
+        let base = t.data as usize;
+        (0..usize::from(n)).map(move |i| {
+            let off = base + i * 12;
+            (self.rd(off), self.rd(off + 4), self.rd(off + 8))
+        })
+    }
+
+    /// `struct btf_param` entries: (name_off, type).
+    fn params(&self, t: &TypeRec) -> impl Iterator<Item = (u32, u32)> {
+        let n = if t.kind == Kind::FuncProto { t.vlen } else { 0 };
+        let base = t.data as usize;
+        (0..usize::from(n)).map(move |i| {
+            let off = base + i * 8;
+            (self.rd(off), self.rd(off + 4))
+        })
+    }
+
+    /// `struct btf_array`: (elem type, index type, nelems).
+    fn array_rec(&self, t: &TypeRec) -> (u32, u32, u32) {
+        let off = t.data as usize;
+        (self.rd(off), self.rd(off + 4), self.rd(off + 8))
+    }
+
+    fn member_in(&self, outer: &str, root: u32, path: &[&str]) -> Result<MemberInfo, BtfError> {
+        let root_rec = self.ty(root)?;
+        let kind = if root_rec.kind == Kind::Union {
+            "union"
+        } else {
+            "struct"
+        };
+        let Some((last, init)) = path.split_last() else {
+            return Ok(MemberInfo {
+                offset: 0,
+                type_id: root,
+                size: root_rec.size_or_type,
+            });
+        };
+        let mut cur = root;
+        let mut base_bits: u64 = 0;
+        let mut step = |cur: u32, i: usize, name: &str| -> Result<Found, BtfError> {
+            let found =
+                self.find_member(cur, name, 0)?
+                    .ok_or_else(|| BtfError::MemberNotFound {
+                        kind,
+                        struct_name: outer.to_string(),
+                        path: join(path),
+                    })?;
+            let bit_offset = base_bits + found.bit_offset;
+            let legacy_bits = self.legacy_bitfield(found.type_id);
+            if found.bitfield_bits != 0 || found.bit_offset % 8 != 0 || legacy_bits.is_some() {
+                let (extra, bits) = legacy_bits.unwrap_or((0, found.bitfield_bits));
+                return Err(BtfError::Bitfield {
+                    kind,
+                    struct_name: outer.to_string(),
+                    path: join(&path[..=i]),
+                    bit_offset: bit_offset + u64::from(extra),
+                    bits,
+                });
+            }
+            base_bits = bit_offset;
+            Ok(found)
+        };
+        for (i, name) in init.iter().enumerate() {
+            let found = step(cur, i, name)?;
+            let next = self.resolve(found.type_id)?;
+            if !self.ty(next)?.kind.is_composite() {
+                return Err(BtfError::NotAStruct {
+                    kind,
+                    struct_name: outer.to_string(),
+                    path: join(&path[..=i]),
+                    type_name: self.type_name(found.type_id),
+                });
+            }
+            cur = next;
+        }
+        let found = step(cur, init.len(), last)?;
+        let offset = u32::try_from(base_bits / 8).map_err(|_| BtfError::Overflow {
+            what: format!("offset of `{}` in {kind} {outer}", join(path)),
+        })?;
+        Ok(MemberInfo {
+            offset,
+            type_id: found.type_id,
+            size: self.type_size(found.type_id)?,
+        })
+    }
+
+    /// Finds member `name` in struct/union `id`, descending into anonymous members.
+    fn find_member(&self, id: u32, name: &str, depth: usize) -> Result<Option<Found>, BtfError> {
+        if depth > MAX_DEPTH {
+            return Err(BtfError::TooDeep { id });
+        }
+        let t = *self.ty(id)?;
+        let wanted = name.as_bytes();
+        for (name_off, type_id, raw_off) in self.members(&t) {
+            let (bit_offset, bitfield_bits) = if t.kind_flag {
+                (raw_off & 0x00ff_ffff, raw_off >> 24)
+            } else {
+                (raw_off, 0)
+            };
+            if name_off != 0 {
+                if self.name_bytes(name_off) == wanted {
+                    return Ok(Some(Found {
+                        bit_offset: u64::from(bit_offset),
+                        bitfield_bits,
+                        type_id,
+                    }));
+                }
+                continue;
+            }
+            let inner = self.resolve(type_id)?;
+            if !self.ty(inner)?.kind.is_composite() {
+                continue;
+            }
+            if let Some(f) = self.find_member(inner, name, depth + 1)? {
+                return Ok(Some(Found {
+                    bit_offset: u64::from(bit_offset) + f.bit_offset,
+                    ..f
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Legacy (kind_flag = 0) bitfields point straight at an INT whose encoding carries a
+    /// bit offset or a width smaller than its size. Returns (bit offset, width) then.
+    fn legacy_bitfield(&self, type_id: u32) -> Option<(u32, u32)> {
+        let t = self.ty(type_id).ok()?;
+        if t.kind != Kind::Int {
+            return None;
+        }
+        let enc = self.rd(t.data as usize);
+        let bits = enc & 0xff;
+        let int_off = (enc >> 16) & 0xff;
+        (int_off != 0 || u64::from(bits) != u64::from(t.size_or_type) * 8)
+            .then_some((int_off, bits))
+    }
+
+    fn size_at(&self, start: u32, id: u32, depth: usize) -> Result<u32, BtfError> {
+        if depth > MAX_DEPTH {
+            return Err(BtfError::TooDeep { id: start });
+        }
+        let t = self.ty(id)?;
+        match t.kind {
+            Kind::Int
+            | Kind::Struct
+            | Kind::Union
+            | Kind::Enum
+            | Kind::Enum64
+            | Kind::Float
+            | Kind::Datasec => Ok(t.size_or_type),
+            Kind::Ptr => Ok(POINTER_SIZE),
+            Kind::Array => {
+                let (elem, _index, nelems) = self.array_rec(t);
+                let elem_size = self.size_at(start, elem, depth + 1)?;
+                elem_size
+                    .checked_mul(nelems)
+                    .ok_or_else(|| BtfError::Overflow {
+                        what: format!("size of array type {id}"),
+                    })
+            }
+            Kind::Typedef
+            | Kind::Const
+            | Kind::Volatile
+            | Kind::Restrict
+            | Kind::TypeTag
+            | Kind::Var => self.size_at(start, t.size_or_type, depth + 1),
+            Kind::Void | Kind::Fwd | Kind::Func | Kind::FuncProto | Kind::DeclTag => {
+                Err(BtfError::NoSize {
+                    id,
+                    kind: t.kind.name(),
+                })
+            }
+        }
+    }
+
+    /// Follows type tags and qualifiers and tells the final kind, if the chain is valid.
+    fn kind_behind_qualifiers(&self, id: u32) -> Option<(u32, Kind)> {
+        let mut id = id;
+        for _ in 0..=MAX_DEPTH {
+            let t = self.ty(id).ok()?;
+            match t.kind {
+                Kind::Const | Kind::Volatile | Kind::Restrict | Kind::TypeTag => {
+                    id = t.size_or_type;
+                }
+                k => return Some((id, k)),
+            }
+        }
+        None
+    }
+
+    fn describe_param(&self, type_id: u32, depth: usize) -> String {
+        if type_id == 0 {
+            "...".to_string()
+        } else {
+            self.describe(type_id, depth)
+        }
+    }
+
+    fn describe_proto(&self, proto: &TypeRec, middle: &str, depth: usize) -> String {
+        let ret = self.describe(proto.size_or_type, depth + 1);
+        let params: Vec<String> = self
+            .params(proto)
+            .map(|(_, ty)| self.describe_param(ty, depth + 1))
+            .collect();
+        let params = if params.is_empty() {
+            "void".to_string()
+        } else {
+            params.join(", ")
+        };
+        format!("{ret} {middle}({params})")
+    }
+
+    fn describe(&self, id: u32, depth: usize) -> String {
+        if depth > MAX_DEPTH {
+            return "<type chain too deep>".to_string();
+        }
+        if id == 0 {
+            return "void".to_string();
+        }
+        let Ok(t) = self.ty(id) else {
+            return format!("<bad type id {id}>");
+        };
+        let name = self.name(t.name_off);
+        let tagged = |prefix: &str| {
+            if name.is_empty() {
+                format!("{prefix} {{...}}")
+            } else {
+                format!("{prefix} {name}")
+            }
+        };
+        match t.kind {
+            Kind::Void => "void".to_string(),
+            Kind::Int
+            | Kind::Float
+            | Kind::Typedef
+            | Kind::Func
+            | Kind::Var
+            | Kind::Datasec
+            | Kind::DeclTag => {
+                if name.is_empty() {
+                    format!("<anonymous {}>", t.kind.name())
+                } else {
+                    name.to_string()
+                }
+            }
+            Kind::Struct => tagged("struct"),
+            Kind::Union => tagged("union"),
+            Kind::Enum | Kind::Enum64 => tagged("enum"),
+            Kind::Fwd => tagged(if t.kind_flag { "union" } else { "struct" }),
+            Kind::Ptr => {
+                let target = t.size_or_type;
+                if let Some((proto_id, Kind::FuncProto)) = self.kind_behind_qualifiers(target)
+                    && let Ok(proto) = self.ty(proto_id)
+                {
+                    return self.describe_proto(proto, "(*)", depth + 1);
+                }
+                let inner = self.describe(target, depth + 1);
+                if inner.ends_with('*') {
+                    format!("{inner}*")
+                } else {
+                    format!("{inner} *")
+                }
+            }
+            Kind::Array => {
+                let mut dims = String::new();
+                let mut cur = *t;
+                for _ in 0..MAX_DEPTH {
+                    let (elem, _index, nelems) = self.array_rec(&cur);
+                    dims.push_str(&format!("[{nelems}]"));
+                    match self.ty(elem) {
+                        Ok(next) if next.kind == Kind::Array => cur = *next,
+                        _ => return format!("{}{dims}", self.describe(elem, depth + 1)),
+                    }
+                }
+                format!("<type chain too deep>{dims}")
+            }
+            Kind::Const | Kind::Volatile | Kind::Restrict => {
+                let qualifier = match t.kind {
+                    Kind::Const => "const",
+                    Kind::Volatile => "volatile",
+                    _ => "restrict",
+                };
+                let inner = self.describe(t.size_or_type, depth + 1);
+                if matches!(
+                    self.kind_behind_qualifiers(t.size_or_type),
+                    Some((_, Kind::Ptr))
+                ) {
+                    format!("{inner} {qualifier}")
+                } else {
+                    format!("{qualifier} {inner}")
+                }
+            }
+            Kind::TypeTag => self.describe(t.size_or_type, depth + 1),
+            Kind::FuncProto => self.describe_proto(t, "", depth),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INT_SIGNED: u32 = 1;
+    const INT_CHAR: u32 = 2;
+    const INT_BOOL: u32 = 4;
+
+    /// Builds raw BTF blobs for tests: types get ids 1, 2, ... in the order they are added.
+    struct BtfBuilder {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        next_id: u32,
+    }
+
+    impl BtfBuilder {
+        fn new() -> Self {
+            BtfBuilder {
+                types: Vec::new(),
+                strings: vec![0],
+                next_id: 1,
+            }
+        }
+
+        /// The id the next added type will get.
+        fn next_id(&self) -> u32 {
+            self.next_id
+        }
+
+        fn str(&mut self, s: &str) -> u32 {
+            if s.is_empty() {
+                return 0;
+            }
+            let off = self.strings.len() as u32;
+            self.strings.extend_from_slice(s.as_bytes());
+            self.strings.push(0);
+            off
+        }
+
+        fn u32(&mut self, v: u32) {
+            self.types.extend_from_slice(&v.to_le_bytes());
+        }
+
+        /// Appends a `struct btf_type` header with an explicit raw kind.
+        fn header(&mut self, name: &str, kind: u32, kflag: bool, vlen: u32, st: u32) -> u32 {
+            let n = self.str(name);
+            self.u32(n);
+            self.u32((u32::from(kflag) << 31) | (kind << 24) | vlen);
+            self.u32(st);
+            let id = self.next_id;
+            self.next_id += 1;
+            id
+        }
+
+        fn int(&mut self, name: &str, size: u32, bits: u32, encoding: u32) -> u32 {
+            let id = self.header(name, 1, false, 0, size);
+            self.u32((encoding << 24) | bits);
+            id
+        }
+
+        fn ptr(&mut self, target: u32) -> u32 {
+            self.header("", 2, false, 0, target)
+        }
+
+        fn array(&mut self, elem: u32, index: u32, nelems: u32) -> u32 {
+            let id = self.header("", 3, false, 0, 0);
+            self.u32(elem);
+            self.u32(index);
+            self.u32(nelems);
+            id
+        }
+
+        /// Members are (name, type, raw offset field).
+        fn composite(
+            &mut self,
+            kind: u32,
+            name: &str,
+            size: u32,
+            kflag: bool,
+            members: &[(&str, u32, u32)],
+        ) -> u32 {
+            let id = self.header(name, kind, kflag, members.len() as u32, size);
+            for &(m, ty, off) in members {
+                let n = self.str(m);
+                self.u32(n);
+                self.u32(ty);
+                self.u32(off);
+            }
+            id
+        }
+
+        fn struct_(&mut self, name: &str, size: u32, members: &[(&str, u32, u32)]) -> u32 {
+            self.composite(4, name, size, false, members)
+        }
+
+        /// kind_flag struct: members are (name, type, bit offset, bitfield size).
+        fn struct_kf(&mut self, name: &str, size: u32, members: &[(&str, u32, u32, u32)]) -> u32 {
+            let raw: Vec<(&str, u32, u32)> = members
+                .iter()
+                .map(|&(n, t, off, bits)| (n, t, (bits << 24) | off))
+                .collect();
+            self.composite(4, name, size, true, &raw)
+        }
+
+        fn union_(&mut self, name: &str, size: u32, members: &[(&str, u32, u32)]) -> u32 {
+            self.composite(5, name, size, false, members)
+        }
+
+        fn enum32(&mut self, name: &str, signed: bool, vals: &[(&str, i32)]) -> u32 {
+            let id = self.header(name, 6, signed, vals.len() as u32, 4);
+            for &(n, v) in vals {
+                let n = self.str(n);
+                self.u32(n);
+                self.u32(v as u32);
+            }
+            id
+        }
+
+        fn enum64(&mut self, name: &str, signed: bool, vals: &[(&str, i64)]) -> u32 {
+            let id = self.header(name, 19, signed, vals.len() as u32, 8);
+            for &(n, v) in vals {
+                let n = self.str(n);
+                self.u32(n);
+                self.u32(v as u64 as u32);
+                self.u32(((v as u64) >> 32) as u32);
+            }
+            id
+        }
+
+        fn fwd(&mut self, name: &str, is_union: bool) -> u32 {
+            self.header(name, 7, is_union, 0, 0)
+        }
+
+        fn typedef(&mut self, name: &str, target: u32) -> u32 {
+            self.header(name, 8, false, 0, target)
+        }
+
+        fn volatile(&mut self, target: u32) -> u32 {
+            self.header("", 9, false, 0, target)
+        }
+
+        fn const_(&mut self, target: u32) -> u32 {
+            self.header("", 10, false, 0, target)
+        }
+
+        fn restrict(&mut self, target: u32) -> u32 {
+            self.header("", 11, false, 0, target)
+        }
+
+        fn func(&mut self, name: &str, proto: u32) -> u32 {
+            self.header(name, 12, false, 1, proto)
+        }
+
+        fn func_proto(&mut self, ret: u32, params: &[(&str, u32)]) -> u32 {
+            let id = self.header("", 13, false, params.len() as u32, ret);
+            for &(n, ty) in params {
+                let n = self.str(n);
+                self.u32(n);
+                self.u32(ty);
+            }
+            id
+        }
+
+        fn var(&mut self, name: &str, ty: u32) -> u32 {
+            let id = self.header(name, 14, false, 0, ty);
+            self.u32(1);
+            id
+        }
+
+        fn datasec(&mut self, name: &str, size: u32, vars: &[(u32, u32, u32)]) -> u32 {
+            let id = self.header(name, 15, false, vars.len() as u32, size);
+            for &(ty, off, sz) in vars {
+                self.u32(ty);
+                self.u32(off);
+                self.u32(sz);
+            }
+            id
+        }
+
+        fn float(&mut self, name: &str, size: u32) -> u32 {
+            self.header(name, 16, false, 0, size)
+        }
+
+        fn decl_tag(&mut self, name: &str, target: u32, component_idx: i32) -> u32 {
+            let id = self.header(name, 17, false, 0, target);
+            self.u32(component_idx as u32);
+            id
+        }
+
+        fn type_tag(&mut self, name: &str, target: u32) -> u32 {
+            self.header(name, 18, false, 0, target)
+        }
+
+        /// header + types + strings.
+        fn build(&self) -> Vec<u8> {
+            let mut out = Vec::new();
+            out.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+            out.push(BTF_VERSION);
+            out.push(0); // flags
+            let type_len = self.types.len() as u32;
+            for v in [
+                HEADER_LEN as u32,
+                0,
+                type_len,
+                type_len,
+                self.strings.len() as u32,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend_from_slice(&self.types);
+            out.extend_from_slice(&self.strings);
+            out
+        }
+    }
+
+    /// Ids of interesting types in the sample blob.
+    struct Sample {
+        blob: Vec<u8>,
+        int: u32,
+        long: u32,
+        uid_t: u32,
+        kuid_anon: u32,
+        kuid_t: u32,
+        cred: u32,
+        const_cred: u32,
+        cred_ptr: u32,
+        pcpu: u32,
+        pcpu4: u32,
+        task: u32,
+        task_ptr: u32,
+        void_ptr: u32,
+        proto: u32,
+        proto_ptr: u32,
+        restrict_ptr: u32,
+        char_ptr_ptr: u32,
+        matrix: u32,
+        fwd_union: u32,
+        var: u32,
+        func: u32,
+    }
+
+    fn sample() -> Sample {
+        let mut b = BtfBuilder::new();
+        let int = b.int("int", 4, 32, INT_SIGNED);
+        let uint = b.int("unsigned int", 4, 32, 0);
+        let chr = b.int("char", 1, 8, INT_CHAR | INT_SIGNED);
+        let boolean = b.int("_Bool", 1, 8, INT_BOOL);
+        let long = b.int("long", 8, 64, INT_SIGNED);
+        let bool_t = b.typedef("bool", boolean);
+        let uid_t = b.typedef("uid_t", uint);
+        let kuid_anon = b.struct_("", 4, &[("val", uid_t, 0)]);
+        let kuid_t = b.typedef("kuid_t", kuid_anon);
+        let cred = b.struct_(
+            "cred",
+            12,
+            &[("usage", int, 0), ("uid", kuid_t, 32), ("gid", kuid_t, 64)],
+        );
+        let const_cred = b.const_(cred);
+        let cred_ptr = b.ptr(const_cred);
+        let sig_anon = b.struct_("", 8, &[("si_code", int, 0), ("si_errno", int, 32)]);
+        let char8 = b.array(chr, int, 8);
+        let char16 = b.array(chr, int, 16);
+        let sig_union = b.union_("", 8, &[("", sig_anon, 0), ("_pad", char8, 0)]);
+        let pcpu = b.struct_("percpu_counter", 8, &[("count", long, 0)]);
+        let pcpu4 = b.array(pcpu, int, 4);
+        let vol_long = b.volatile(long);
+        // PTR -> TYPE_TAG("rcu") -> struct task (defined right after).
+        let task_id = b.next_id() + 2;
+        let tag = b.type_tag("rcu", task_id);
+        let task_ptr = b.ptr(tag);
+        let task = b.struct_kf(
+            "task",
+            112,
+            &[
+                ("state", vol_long, 0, 0),
+                ("pid", int, 64, 0),
+                ("tgid", int, 96, 0),
+                ("", sig_union, 128, 0),
+                ("flags_a", uint, 192, 3),
+                ("flags_b", uint, 195, 5),
+                ("misaligned", chr, 204, 0),
+                ("parent", task_ptr, 256, 0),
+                ("real_cred", cred_ptr, 320, 0),
+                ("cred_copy", cred, 384, 0),
+                ("comm", char16, 512, 0),
+                ("rss", pcpu4, 640, 0),
+            ],
+        );
+        assert_eq!(task, task_id);
+        b.typedef("task_t", task);
+        let void_ptr = b.ptr(0);
+        b.union_(
+            "sigval_u",
+            8,
+            &[("sival_int", int, 0), ("sival_ptr", void_ptr, 0)],
+        );
+        // Legacy (kind_flag = 0) bitfield: an INT with 3 bits at int offset 0.
+        let int3 = b.int("unsigned int", 4, 3, 0);
+        b.struct_("legacy", 4, &[("lbits", int3, 0)]);
+
+        b.enum32(
+            "pid_type",
+            false,
+            &[("PIDTYPE_PID", 0), ("PIDTYPE_TGID", 1), ("PIDTYPE_MAX", 4)],
+        );
+        b.enum32(
+            "",
+            true,
+            &[("MM_FILEPAGES", 0), ("MM_ANONPAGES", 1), ("NEG_ONE", -1)],
+        );
+        b.enum32("", false, &[("UNSIGNED_BIG", -1)]);
+        b.enum64("big", false, &[("BIG_VAL", 1 << 40)]);
+        b.enum64("", true, &[("BIG_NEG", -(1 << 40))]);
+
+        let proto = b.func_proto(
+            0,
+            &[
+                ("__data", void_ptr),
+                ("p", task_ptr),
+                ("group_dead", bool_t),
+            ],
+        );
+        let proto_ptr = b.ptr(proto);
+        b.typedef("btf_trace_foo", proto_ptr);
+        // A tracepoint typedef of the wrong shape.
+        b.typedef("btf_trace_bad", int);
+        let func = b.func("do_foo", proto);
+
+        // The remaining kinds.
+        b.fwd("fwd_struct", false);
+        let fwd_union = b.fwd("fwd_union", true);
+        let restrict_ptr = b.restrict(task_ptr);
+        b.float("double", 8);
+        let var = b.var("some_var", int);
+        b.datasec(".data", 4, &[(var, 0, 4)]);
+        b.decl_tag("user", task, 1);
+        b.decl_tag("kfunc", func, -1);
+        let char_ptr = b.ptr(chr);
+        let char_ptr_ptr = b.ptr(char_ptr);
+        let row = b.array(int, int, 3);
+        let matrix = b.array(row, int, 2);
+        Sample {
+            blob: b.build(),
+            int,
+            long,
+            uid_t,
+            kuid_anon,
+            kuid_t,
+            cred,
+            const_cred,
+            cred_ptr,
+            pcpu,
+            pcpu4,
+            task,
+            task_ptr,
+            void_ptr,
+            proto,
+            proto_ptr,
+            restrict_ptr,
+            char_ptr_ptr,
+            matrix,
+            fwd_union,
+            var,
+            func,
+        }
+    }
+
+    fn info(btf: &Btf, outer: &str, path: &[&str]) -> MemberInfo {
+        btf.member(outer, path)
+            .unwrap_or_else(|e| panic!("member {outer} {path:?}: {e}"))
+    }
+
+    #[test]
+    fn sample_offsets_and_sizes() {
+        let s = sample();
+        let btf = Btf::parse(&s.blob).expect("sample parses");
+
+        assert_eq!(
+            info(&btf, "task", &["pid"]),
+            MemberInfo {
+                offset: 8,
+                type_id: s.int,
+                size: 4
+            }
+        );
+        assert_eq!(btf.member_offset("task", &["tgid"]).ok(), Some(12));
+        // Anonymous union -> anonymous struct -> named member.
+        assert_eq!(info(&btf, "task", &["si_code"]).offset, 16);
+        assert_eq!(info(&btf, "task", &["si_errno"]).offset, 20);
+        let pad = info(&btf, "task", &["_pad"]);
+        assert_eq!((pad.offset, pad.size), (16, 8));
+        assert_eq!(btf.type_name(pad.type_id), "char[8]");
+
+        let state = info(&btf, "task", &["state"]);
+        assert_eq!((state.offset, state.size), (0, 8));
+        assert_eq!(btf.type_name(state.type_id), "volatile long");
+        assert_eq!(btf.resolve(state.type_id).ok(), Some(s.long));
+
+        let parent = info(&btf, "task", &["parent"]);
+        assert_eq!((parent.offset, parent.size), (32, 8));
+        assert_eq!(parent.type_id, s.task_ptr);
+        assert_eq!(btf.type_name(parent.type_id), "struct task *");
+
+        let real_cred = info(&btf, "task", &["real_cred"]);
+        assert_eq!((real_cred.offset, real_cred.size), (40, 8));
+        assert_eq!(btf.type_name(real_cred.type_id), "const struct cred *");
+
+        // Nested named struct member, then typedef -> anonymous struct -> member.
+        let uid = info(&btf, "task", &["cred_copy", "uid", "val"]);
+        assert_eq!(
+            uid,
+            MemberInfo {
+                offset: 52,
+                type_id: s.uid_t,
+                size: 4
+            }
+        );
+        assert_eq!(btf.type_name(uid.type_id), "uid_t");
+        let kuid = info(&btf, "task", &["cred_copy", "uid"]);
+        assert_eq!((kuid.offset, kuid.size, kuid.type_id), (52, 4, s.kuid_t));
+        assert_eq!(btf.type_name(kuid.type_id), "kuid_t");
+        assert_eq!(btf.member_offset("cred", &["uid", "val"]).ok(), Some(4));
+        assert_eq!(btf.member_offset("cred", &["gid", "val"]).ok(), Some(8));
+
+        let comm = info(&btf, "task", &["comm"]);
+        assert_eq!((comm.offset, comm.size), (64, 16));
+        assert_eq!(btf.type_name(comm.type_id), "char[16]");
+
+        let rss = info(&btf, "task", &["rss"]);
+        assert_eq!((rss.offset, rss.size, rss.type_id), (80, 32, s.pcpu4));
+        assert_eq!(btf.type_name(rss.type_id), "struct percpu_counter[4]");
+        assert_eq!(btf.array_info(rss.type_id), Some((s.pcpu, 4)));
+        assert_eq!(btf.array_info(s.int), None);
+        assert_eq!(btf.struct_name_of(s.pcpu), Some("percpu_counter"));
+        assert_eq!(btf.struct_name_of(s.pcpu4), None);
+        assert_eq!(btf.struct_name_of(s.const_cred), Some("cred"));
+        assert_eq!(btf.struct_name_of(s.kuid_t), None); // anonymous
+        assert_eq!(btf.struct_name_of(s.fwd_union), Some("fwd_union"));
+
+        // Typedef'd outer, union outer, empty path.
+        assert_eq!(btf.member_offset("task_t", &["tgid"]).ok(), Some(12));
+        let sival = info(&btf, "sigval_u", &["sival_ptr"]);
+        assert_eq!(
+            (sival.offset, sival.size, sival.type_id),
+            (0, 8, s.void_ptr)
+        );
+        assert_eq!(
+            info(&btf, "task", &[]),
+            MemberInfo {
+                offset: 0,
+                type_id: s.task,
+                size: 112
+            }
+        );
+
+        assert_eq!(btf.struct_size("task").ok(), Some(112));
+        assert_eq!(btf.struct_size("cred").ok(), Some(12));
+        assert_eq!(btf.struct_size("task_t").ok(), Some(112));
+        assert_eq!(btf.struct_size("percpu_counter").ok(), Some(8));
+
+        assert_eq!(btf.resolve(0).ok(), Some(0));
+        assert_eq!(btf.resolve(s.kuid_t).ok(), Some(s.kuid_anon));
+        assert_eq!(btf.resolve(s.const_cred).ok(), Some(s.cred));
+        assert_eq!(btf.resolve(s.restrict_ptr).ok(), Some(s.task_ptr));
+        assert_eq!(btf.type_size(s.cred_ptr).ok(), Some(8));
+        assert_eq!(btf.type_size(s.pcpu4).ok(), Some(32));
+        assert_eq!(btf.type_size(s.kuid_t).ok(), Some(4));
+        assert_eq!(btf.type_size(s.matrix).ok(), Some(24));
+        assert_eq!(btf.type_size(s.var).ok(), Some(4));
+        assert!(matches!(btf.type_size(0), Err(BtfError::NoSize { .. })));
+        assert!(matches!(
+            btf.type_size(s.proto),
+            Err(BtfError::NoSize { .. })
+        ));
+        assert!(matches!(
+            btf.type_size(s.fwd_union),
+            Err(BtfError::NoSize { .. })
+        ));
+    }
+
+    #[test]
+    fn sample_type_names() {
+        let s = sample();
+        let btf = Btf::parse(&s.blob).expect("sample parses");
+        assert_eq!(btf.type_name(0), "void");
+        assert_eq!(btf.type_name(s.int), "int");
+        assert_eq!(btf.type_name(s.void_ptr), "void *");
+        assert_eq!(btf.type_name(s.char_ptr_ptr), "char **");
+        assert_eq!(btf.type_name(s.matrix), "int[2][3]");
+        assert_eq!(btf.type_name(s.restrict_ptr), "struct task * restrict");
+        assert_eq!(btf.type_name(s.kuid_anon), "struct {...}");
+        assert_eq!(btf.type_name(s.cred), "struct cred");
+        assert_eq!(btf.type_name(s.fwd_union), "union fwd_union");
+        assert_eq!(
+            btf.type_name(s.proto_ptr),
+            "void (*)(void *, struct task *, bool)"
+        );
+        assert_eq!(btf.type_name(s.proto), "void (void *, struct task *, bool)");
+        assert_eq!(btf.type_name(s.func), "do_foo");
+        assert_eq!(btf.type_name(s.var), "some_var");
+        assert_eq!(btf.type_name(99_999), "<bad type id 99999>");
+    }
+
+    #[test]
+    fn sample_enums_and_tracepoints() {
+        let s = sample();
+        let btf = Btf::parse(&s.blob).expect("sample parses");
+        assert_eq!(btf.enum_value("PIDTYPE_TGID"), Some(1));
+        assert_eq!(btf.enum_value("PIDTYPE_MAX"), Some(4));
+        assert_eq!(btf.enum_value("MM_ANONPAGES"), Some(1));
+        assert_eq!(btf.enum_value("MM_FILEPAGES"), Some(0));
+        assert_eq!(btf.enum_value("NEG_ONE"), Some(-1));
+        assert_eq!(btf.enum_value("UNSIGNED_BIG"), Some(0xffff_ffff));
+        assert_eq!(btf.enum_value("BIG_VAL"), Some(1 << 40));
+        assert_eq!(btf.enum_value("BIG_NEG"), Some(-(1 << 40)));
+        assert_eq!(btf.enum_value("NOPE"), None);
+        assert_eq!(btf.enum_value(""), None);
+
+        assert_eq!(
+            btf.tracepoint_args("foo"),
+            Some(vec!["struct task *".to_string(), "bool".to_string()])
+        );
+        assert_eq!(btf.tracepoint_args("bar"), None);
+        assert_eq!(btf.tracepoint_args("bad"), None);
+    }
+
+    #[test]
+    fn sample_errors() {
+        let s = sample();
+        let btf = Btf::parse(&s.blob).expect("sample parses");
+
+        let e = btf.member("nosuch", &["pid"]).expect_err("missing struct");
+        assert!(matches!(&e, BtfError::StructNotFound { name } if name == "nosuch"));
+        assert_eq!(
+            e.to_string(),
+            "kernel BTF has no struct or union named `nosuch`"
+        );
+        assert!(matches!(
+            btf.struct_size("nosuch"),
+            Err(BtfError::StructNotFound { .. })
+        ));
+        // A FUNC is not a struct, even though the name exists elsewhere.
+        assert!(matches!(
+            btf.member("do_foo", &["x"]),
+            Err(BtfError::StructNotFound { .. })
+        ));
+
+        let e = btf
+            .member("task", &["foo", "bar"])
+            .expect_err("missing member");
+        assert!(matches!(&e, BtfError::MemberNotFound { .. }));
+        assert_eq!(
+            e.to_string(),
+            "kernel BTF has no member `foo.bar` in struct task"
+        );
+        let e = btf
+            .member("task", &["cred_copy", "nope"])
+            .expect_err("missing nested member");
+        assert!(
+            matches!(&e, BtfError::MemberNotFound { path, struct_name, .. }
+                if path == "cred_copy.nope" && struct_name == "task")
+        );
+        let e = btf
+            .member("sigval_u", &["x"])
+            .expect_err("missing in union");
+        assert_eq!(
+            e.to_string(),
+            "kernel BTF has no member `x` in union sigval_u"
+        );
+
+        for (field, bit_offset, bits) in [
+            ("flags_a", 192, 3),
+            ("flags_b", 195, 5),
+            ("misaligned", 204, 0),
+        ] {
+            let e = btf.member("task", &[field]).expect_err("bitfield");
+            assert!(
+                matches!(&e, BtfError::Bitfield { path, bit_offset: o, bits: b, .. }
+                    if path == field && *o == bit_offset && *b == bits),
+                "{field}: {e}"
+            );
+        }
+        let e = btf
+            .member("legacy", &["lbits"])
+            .expect_err("legacy bitfield");
+        assert!(matches!(e, BtfError::Bitfield { bits: 3, .. }), "{e}");
+
+        let e = btf.member("task", &["pid", "x"]).expect_err("int");
+        assert!(
+            matches!(&e, BtfError::NotAStruct { path, type_name, .. } if path == "pid" && type_name == "int"),
+            "{e}"
+        );
+        // Pointers are not followed.
+        let e = btf.member("task", &["real_cred", "uid"]).expect_err("ptr");
+        assert!(matches!(e, BtfError::NotAStruct { .. }), "{e}");
+
+        assert!(matches!(
+            btf.resolve(99_999),
+            Err(BtfError::BadTypeId { id: 99_999, .. })
+        ));
+        assert!(matches!(
+            btf.type_size(99_999),
+            Err(BtfError::BadTypeId { .. })
+        ));
+        assert_eq!(btf.array_info(99_999), None);
+        assert_eq!(btf.struct_name_of(99_999), None);
+    }
+
+    /// Exercises every public lookup; only checks that nothing panics.
+    fn poke(btf: &Btf) {
+        for outer in ["task", "cred", "sigval_u", "legacy", "task_t", "holder"] {
+            for path in [
+                &["pid"][..],
+                &["si_code"],
+                &["cred_copy", "uid", "val"],
+                &["rss"],
+                &["x"],
+                &["y"],
+                &[],
+            ] {
+                let _ = btf.member(outer, path);
+            }
+            let _ = btf.struct_size(outer);
+        }
+        for id in 0..btf.type_count() + 3 {
+            let _ = btf.resolve(id);
+            let _ = btf.type_size(id);
+            let _ = btf.type_name(id);
+            let _ = btf.array_info(id);
+            let _ = btf.struct_name_of(id);
+        }
+        let _ = btf.enum_value("BIG_NEG");
+        let _ = btf.tracepoint_args("foo");
+        let _ = format!("{btf:?}");
+    }
+
+    #[test]
+    fn every_prefix_is_an_error_not_a_panic() {
+        let s = sample();
+        for len in 0..s.blob.len() {
+            assert!(
+                Btf::parse(&s.blob[..len]).is_err(),
+                "prefix of {len} bytes parsed"
+            );
+        }
+        assert!(Btf::parse(&s.blob).is_ok());
+        assert!(matches!(
+            Btf::parse(&s.blob[..10]),
+            Err(BtfError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_type_section_never_panics() {
+        // Keep the string section where it is but claim a shorter type section, so the
+        // cut lands inside records (error) or on a record boundary (fewer types, dangling
+        // references).
+        let s = sample();
+        let type_len = le32(&s.blob, 12).expect("type_len") as usize;
+        let mut boundaries = 0;
+        for cut in 0..type_len {
+            let mut blob = s.blob.clone();
+            blob[12..16].copy_from_slice(&(cut as u32).to_le_bytes());
+            match Btf::parse(&blob) {
+                Ok(btf) => {
+                    boundaries += 1;
+                    poke(&btf);
+                }
+                Err(e) => assert!(matches!(e, BtfError::Truncated { .. }), "{e}"),
+            }
+        }
+        assert!(boundaries > 10);
+    }
+
+    #[test]
+    fn corrupted_blobs_never_panic() {
+        let s = sample();
+        let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for _ in 0..3000 {
+            let mut blob = s.blob.clone();
+            for _ in 0..(next() % 4 + 1) {
+                let pos = (next() % blob.len() as u64) as usize;
+                blob[pos] = next() as u8;
+            }
+            if let Ok(btf) = Btf::parse(&blob) {
+                poke(&btf);
+            }
+        }
+    }
+
+    #[test]
+    fn header_errors() {
+        let s = sample();
+        let mut blob = s.blob.clone();
+        blob[0] = 0;
+        blob[1] = 0;
+        assert!(matches!(
+            Btf::parse(&blob),
+            Err(BtfError::BadMagic { found: 0 })
+        ));
+        let mut blob = s.blob.clone();
+        blob.swap(0, 1);
+        let e = Btf::parse(&blob).expect_err("swapped");
+        assert!(matches!(e, BtfError::ByteSwapped), "{e}");
+        let mut blob = s.blob.clone();
+        blob[2] = 2;
+        assert!(matches!(
+            Btf::parse(&blob),
+            Err(BtfError::UnsupportedVersion { version: 2 })
+        ));
+        let mut blob = s.blob.clone();
+        blob[4] = 8; // hdr_len 8
+        assert!(matches!(Btf::parse(&blob), Err(BtfError::BadHeader { .. })));
+        let mut blob = s.blob.clone();
+        blob[20..24].copy_from_slice(&u32::MAX.to_le_bytes()); // str_len
+        assert!(matches!(Btf::parse(&blob), Err(BtfError::Truncated { .. })));
+        assert!(matches!(Btf::parse(&[]), Err(BtfError::Truncated { .. })));
+
+        // An extended header (hdr_len > 24) is fine.
+        let mut blob = s.blob[..HEADER_LEN].to_vec();
+        blob[4..8].copy_from_slice(&32u32.to_le_bytes());
+        blob.extend_from_slice(&[0; 8]);
+        blob.extend_from_slice(&s.blob[HEADER_LEN..]);
+        let btf = Btf::parse(&blob).expect("extended header");
+        assert_eq!(btf.member_offset("task", &["tgid"]).ok(), Some(12));
+
+        let missing = Path::new("/nonexistent/btf/vmlinux");
+        let e = Btf::from_file(missing).expect_err("missing file");
+        assert!(matches!(&e, BtfError::Io { path, .. } if path == missing));
+        assert!(e.to_string().contains("/nonexistent/btf/vmlinux"), "{e}");
+    }
+
+    #[test]
+    fn malformed_types() {
+        // Unknown kinds.
+        for kind in [0, 20, 31] {
+            let mut b = BtfBuilder::new();
+            b.int("int", 4, 32, INT_SIGNED);
+            b.header("x", kind, false, 0, 0);
+            assert!(
+                matches!(
+                    Btf::parse(&b.build()),
+                    Err(BtfError::UnknownKind { id: 2, kind: k }) if k == kind
+                ),
+                "kind {kind}"
+            );
+        }
+        // A name offset past the string section.
+        let mut b = BtfBuilder::new();
+        b.int("int", 4, 32, INT_SIGNED);
+        let mut blob = b.build();
+        blob[HEADER_LEN..HEADER_LEN + 4].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(matches!(
+            Btf::parse(&blob),
+            Err(BtfError::BadStringOffset { offset: 1000, .. })
+        ));
+        // A member name offset past the string section.
+        let mut b = BtfBuilder::new();
+        let int = b.int("int", 4, 32, INT_SIGNED);
+        b.struct_("s", 4, &[("m", int, 0)]);
+        let mut blob = b.build();
+        let member_name = HEADER_LEN + 16 + 12;
+        blob[member_name..member_name + 4].copy_from_slice(&5000u32.to_le_bytes());
+        assert!(matches!(
+            Btf::parse(&blob),
+            Err(BtfError::BadStringOffset { offset: 5000, .. })
+        ));
+    }
+
+    #[test]
+    fn dangling_and_cyclic_references() {
+        let mut b = BtfBuilder::new();
+        let int = b.int("int", 4, 32, INT_SIGNED);
+        let bad_ptr = b.ptr(999);
+        let broken = b.typedef("broken", 999);
+        b.struct_(
+            "holder",
+            24,
+            &[("x", 999, 0), ("y", bad_ptr, 64), ("z", broken, 128)],
+        );
+        // typedef loop: a -> b -> a
+        let a = b.next_id();
+        b.typedef("loop_a", a + 1);
+        b.typedef("loop_b", a);
+        // A struct that contains itself as an anonymous member.
+        let selfish = b.next_id();
+        b.struct_("selfish", 4, &[("", selfish, 0), ("m", int, 0)]);
+        b.struct_("holds_loop", 4, &[("l", a, 0)]);
+        let arr_loop = b.next_id();
+        b.array(arr_loop, int, 2);
+        // Broken tracepoint typedefs.
+        b.typedef("btf_trace_dangling", 999);
+        let p = b.ptr(999);
+        b.typedef("btf_trace_dangling2", p);
+        let btf = Btf::parse(&b.build()).expect("parses; references are checked lazily");
+
+        assert!(matches!(
+            btf.member("holder", &["x"]),
+            Err(BtfError::BadTypeId { id: 999, .. })
+        ));
+        let y = btf
+            .member("holder", &["y"])
+            .expect("pointer to garbage still has a size");
+        assert_eq!((y.offset, y.size), (8, 8));
+        assert_eq!(btf.type_name(y.type_id), "<bad type id 999> *");
+        assert!(matches!(
+            btf.member("holder", &["z"]),
+            Err(BtfError::BadTypeId { .. })
+        ));
+        assert!(matches!(
+            btf.member("holder", &["z", "q"]),
+            Err(BtfError::BadTypeId { .. })
+        ));
+        assert!(matches!(
+            btf.resolve(broken),
+            Err(BtfError::BadTypeId { .. })
+        ));
+        assert!(matches!(
+            btf.type_size(broken),
+            Err(BtfError::BadTypeId { .. })
+        ));
+        assert_eq!(btf.type_name(broken), "broken");
+
+        assert!(matches!(btf.resolve(a), Err(BtfError::TooDeep { .. })));
+        assert!(matches!(btf.type_size(a), Err(BtfError::TooDeep { .. })));
+        assert!(matches!(
+            btf.member("holds_loop", &["l"]),
+            Err(BtfError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            btf.member("selfish", &["nope"]),
+            Err(BtfError::TooDeep { .. })
+        ));
+        assert!(matches!(
+            btf.type_size(arr_loop),
+            Err(BtfError::TooDeep { .. })
+        ));
+        assert!(btf.type_name(arr_loop).contains("too deep"));
+        assert_eq!(btf.array_info(a), None);
+        assert_eq!(btf.struct_name_of(a), None);
+        assert_eq!(btf.tracepoint_args("dangling"), None);
+        assert_eq!(btf.tracepoint_args("dangling2"), None);
+    }
+
+    #[test]
+    fn kernel_vmlinux() {
+        let path = Path::new("/sys/kernel/btf/vmlinux");
+        let data = match std::fs::read(path) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("skipping: cannot read {}: {e}", path.display());
+                return;
+            }
+        };
+        let start = std::time::Instant::now();
+        let btf = Btf::parse(&data).expect("vmlinux BTF parses");
+        eprintln!(
+            "parsed {} bytes of vmlinux BTF in {:?}: {btf:?}",
+            data.len(),
+            start.elapsed()
+        );
+
+        let pid = btf
+            .member_offset("task_struct", &["pid"])
+            .expect("task_struct.pid");
+        let tgid = btf
+            .member_offset("task_struct", &["tgid"])
+            .expect("task_struct.tgid");
+        assert_eq!(tgid, pid + 4);
+        let comm = btf
+            .member("task_struct", &["comm"])
+            .expect("task_struct.comm");
+        assert_eq!(comm.size, 16);
+        assert_eq!(
+            btf.member_offset("kernel_siginfo", &["si_code"]).ok(),
+            Some(8)
+        );
+        assert!(btf.enum_value("memory_cgrp_id").is_some());
+        let args = btf
+            .tracepoint_args("sched_process_exit")
+            .expect("btf_trace_sched_process_exit");
+        assert_eq!(
+            args.first().map(String::as_str),
+            Some("struct task_struct *")
+        );
+        assert_eq!(
+            btf.member("cred", &["uid", "val"]).map(|m| m.size).ok(),
+            Some(4)
+        );
+        assert!(btf.struct_size("task_struct").is_ok_and(|s| s > tgid));
+        eprintln!(
+            "task_struct.pid={pid} tgid={tgid} comm@{} sched_process_exit{args:?}",
+            comm.offset
+        );
+        // Every type can be described and sized (or refused) without panicking.
+        for id in 0..=btf.type_count() + 1 {
+            let _ = btf.type_name(id);
+            let _ = btf.type_size(id);
+            let _ = btf.array_info(id);
+            let _ = btf.struct_name_of(id);
+        }
+    }
+}

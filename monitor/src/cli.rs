@@ -1,0 +1,163 @@
+//! Command-line arguments (clap derive; the doc comments are the `--help` text) and their
+//! validation into the configurations the commands run with.
+
+use std::{io::IsTerminal as _, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use monitor_common::DEFAULT_RING_BYTES;
+
+use crate::{loader::ScopeMode, sink::Format, trace::TraceConfig};
+
+/// Explains why processes died: every exit, signal and OOM kill, seen in the kernel by eBPF.
+#[derive(Debug, Parser)]
+#[command(name = "claude-monitor", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream kernel events (exit, signal, oom, fork, exec) as JSON lines or text.
+    ///
+    /// The first record is `agent_start` (hooks attached and unavailable), the last
+    /// `agent_stop`. Needs root, or CAP_BPF and CAP_PERFMON. Schema: docs/events.md.
+    Trace(TraceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TraceArgs {
+    /// Report every process on the host.
+    #[arg(long, conflicts_with = "pids", required_unless_present = "pids")]
+    pub all: bool,
+
+    /// Report this process and all its descendants, present and future (repeatable).
+    /// Children are followed across fork in the kernel, so short-lived ones are not missed.
+    #[arg(long = "pid", value_name = "PID", id = "pids")]
+    pub pids: Vec<u32>,
+
+    /// Output format [default: json when stdout is not a terminal, text on a terminal].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+
+    /// Stop after this many seconds (fractions allowed) instead of at Ctrl-C or SIGTERM.
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+
+    /// Ring-buffer size in KiB: a power of two, at least 4.
+    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_RING_BYTES / 1024)]
+    pub ring_buffer_kb: u32,
+
+    /// With --pid: report OOM kills of any process on the host, not only watched ones.
+    #[arg(long)]
+    pub oom_all: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ArgError {
+    #[error("--duration must be a positive number of seconds, got {0}")]
+    Duration(f64),
+    #[error("--ring-buffer-kb must be a power of two between 4 and 1048576, got {0}")]
+    RingBuffer(u32),
+    #[error("--pid 0 is not a process")]
+    PidZero,
+}
+
+impl TraceArgs {
+    /// Validates the arguments; `stdout_is_terminal` picks the default format.
+    pub fn into_config(self, stdout_is_terminal: bool) -> Result<TraceConfig, ArgError> {
+        let duration = match self.duration {
+            None => None,
+            Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
+            Some(d) => return Err(ArgError::Duration(d)),
+        };
+        let kb = self.ring_buffer_kb;
+        if !kb.is_power_of_two() || !(4..=1 << 20).contains(&kb) {
+            return Err(ArgError::RingBuffer(kb));
+        }
+        if self.pids.contains(&0) {
+            return Err(ArgError::PidZero);
+        }
+        let scope = if self.all {
+            ScopeMode::All
+        } else {
+            let mut pids = self.pids;
+            pids.sort_unstable();
+            pids.dedup();
+            ScopeMode::Pids(pids)
+        };
+        let format = self.format.unwrap_or(if stdout_is_terminal {
+            Format::Text
+        } else {
+            Format::Json
+        });
+        Ok(TraceConfig {
+            scope,
+            format,
+            duration,
+            ring_buffer_bytes: kb * 1024,
+            oom_all: self.oom_all,
+        })
+    }
+}
+
+pub fn stdout_is_terminal() -> bool {
+    std::io::stdout().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("claude-monitor").chain(args.iter().copied()))
+    }
+
+    fn trace(args: &[&str]) -> TraceArgs {
+        match parse(args).expect("parse").command {
+            Command::Trace(t) => t,
+        }
+    }
+
+    #[test]
+    fn scope_is_required_and_exclusive() {
+        assert!(parse(&["trace"]).is_err());
+        assert!(parse(&["trace", "--all", "--pid", "1"]).is_err());
+        let cfg = trace(&["trace", "--pid", "9", "--pid", "3", "--pid", "9"])
+            .into_config(false)
+            .expect("valid");
+        assert_eq!(cfg.scope, ScopeMode::Pids(vec![3, 9]));
+        assert_eq!(cfg.format, Format::Json);
+    }
+
+    #[test]
+    fn format_defaults_to_terminal_kind() {
+        let cfg = trace(&["trace", "--all"]).into_config(true).expect("valid");
+        assert_eq!(cfg.format, Format::Text);
+        assert_eq!(cfg.ring_buffer_bytes, DEFAULT_RING_BYTES);
+        let cfg = trace(&["trace", "--all", "--format", "json"])
+            .into_config(true)
+            .expect("valid");
+        assert_eq!(cfg.format, Format::Json);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag() {
+        let err = trace(&["trace", "--all", "--duration", "-1"])
+            .into_config(false)
+            .unwrap_err();
+        assert_eq!(err, ArgError::Duration(-1.0));
+        assert!(err.to_string().contains("--duration"));
+        let err = trace(&["trace", "--all", "--ring-buffer-kb", "1000"])
+            .into_config(false)
+            .unwrap_err();
+        assert_eq!(err, ArgError::RingBuffer(1000));
+        assert_eq!(
+            trace(&["trace", "--pid", "0"])
+                .into_config(false)
+                .unwrap_err(),
+            ArgError::PidZero
+        );
+        assert!(parse(&["trace", "--all", "--format", "xml"]).is_err());
+    }
+}

@@ -1,0 +1,348 @@
+//! The JSON event stream, schema version 1 (documented in `docs/events.md`, JSON Schema in
+//! `docs/events.schema.json`). Serialize-only types, separate from the kernel records; the
+//! [`Converter`] turns a decoded record into an [`Event`].
+
+use monitor_common::{OOM_FLAG_MEMORY, Record};
+use serde::Serialize;
+
+use crate::{
+    clock::Clock,
+    names::{WaitStatus, si_code_name, signal_name, signal_result_name},
+};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One line of the stream. Every record has `v`, `kind`, `ts`, `pid` and `comm`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub v: u32,
+    pub kind: &'static str,
+    pub ts: String,
+    pub pid: u32,
+    pub comm: String,
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Body {
+    AgentStart(AgentStart),
+    AgentStop(AgentStop),
+    Exit(Exit),
+    Signal(Signal),
+    Oom(Oom),
+    Fork(Fork),
+    Exec(Exec),
+    Lost(Lost),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentStart {
+    pub version: String,
+    pub kernel: String,
+    pub scope: Scope,
+    pub hooks: Vec<String>,
+    pub hooks_unavailable: Vec<Unavailable>,
+    pub ring_buffer_bytes: u32,
+    /// Facts about how fields are read on this kernel (e.g. exit detection method).
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Scope {
+    /// `all` or `pids`.
+    pub mode: &'static str,
+    /// The roots given with `--pid` (empty for `all`).
+    pub pids: Vec<u32>,
+    /// Processes followed at start: the roots and their descendants found in /proc.
+    pub watched_at_start: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Unavailable {
+    pub hook: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentStop {
+    /// Records written, this one excluded.
+    pub events: u64,
+    /// Records the kernel could not deliver, in total.
+    pub lost: u64,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Exit {
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub exit_code: Option<u8>,
+    pub signal: Option<u8>,
+    pub signal_name: Option<String>,
+    pub core_dumped: bool,
+    pub peak_rss_kb: u64,
+    pub utime_ms: f64,
+    pub stime_ms: f64,
+    pub duration_ms: f64,
+    pub memcg_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Signal {
+    pub signal: i32,
+    pub signal_name: Option<String>,
+    pub si_code: i32,
+    pub si_code_name: Option<&'static str>,
+    pub result: &'static str,
+    pub group: bool,
+    pub sender: Sender,
+    pub target: Target,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Sender {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub uid: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Oom {
+    pub victim: Victim,
+    pub trigger: Trigger,
+    pub total_vm_kb: Option<u64>,
+    pub anon_rss_kb: Option<u64>,
+    pub file_rss_kb: Option<u64>,
+    pub shmem_rss_kb: Option<u64>,
+    pub pgtables_kb: Option<u64>,
+    pub oom_score_adj: Option<i32>,
+    pub memcg_id: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Victim {
+    pub pid: u32,
+    pub comm: String,
+    pub uid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Trigger {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Fork {
+    pub tid: u32,
+    pub ppid: u32,
+    pub parent_tid: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Exec {
+    pub tid: u32,
+    pub old_tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub filename: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Lost {
+    pub count: u64,
+    /// `ring_buffer_full` (records dropped in the kernel), `watch_map_full` (processes that
+    /// could not be followed in `--pid` mode) or `decode_error` (records this agent could
+    /// not read).
+    pub reason: &'static str,
+}
+
+impl Body {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::AgentStart(_) => "agent_start",
+            Body::AgentStop(_) => "agent_stop",
+            Body::Exit(_) => "exit",
+            Body::Signal(_) => "signal",
+            Body::Oom(_) => "oom",
+            Body::Fork(_) => "fork",
+            Body::Exec(_) => "exec",
+            Body::Lost(_) => "lost",
+        }
+    }
+}
+
+impl Event {
+    pub fn new(ts: String, pid: u32, comm: String, body: Body) -> Event {
+        Event {
+            v: SCHEMA_VERSION,
+            kind: body.kind(),
+            ts,
+            pid,
+            comm,
+            body,
+        }
+    }
+}
+
+/// A NUL-terminated kernel string to text (lossy for non-UTF-8 bytes).
+pub fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn ms(ns: u64) -> f64 {
+    (ns as f64 / 1_000.0).round() / 1_000.0
+}
+
+/// Turns kernel records into events.
+#[derive(Clone, Copy, Debug)]
+pub struct Converter {
+    pub clock: Clock,
+    pub page_kb: u64,
+}
+
+impl Converter {
+    pub fn new(clock: Clock) -> Converter {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        Converter {
+            clock,
+            page_kb: u64::try_from(page).unwrap_or(4096) / 1024,
+        }
+    }
+
+    pub fn convert(&self, record: &Record) -> Event {
+        match record {
+            Record::Exit(e) => {
+                let h = &e.header;
+                let (exit_code, signal, core_dumped) = match WaitStatus::decode(e.exit_status) {
+                    WaitStatus::Exited(code) => (Some(code), None, false),
+                    WaitStatus::Signaled {
+                        signal,
+                        core_dumped,
+                    } => (None, Some(signal), core_dumped),
+                };
+                self.event(
+                    h.ts_ns,
+                    h.pid,
+                    &h.comm,
+                    Body::Exit(Exit {
+                        tid: h.tid,
+                        ppid: e.ppid,
+                        uid: e.uid,
+                        exit_code,
+                        signal,
+                        signal_name: signal.and_then(|s| signal_name(i32::from(s))),
+                        core_dumped,
+                        peak_rss_kb: e.maxrss_pages * self.page_kb,
+                        utime_ms: ms(e.utime_ns),
+                        stime_ms: ms(e.stime_ns),
+                        duration_ms: ms(h.ts_ns.saturating_sub(e.start_boottime_ns)),
+                        memcg_id: (e.memcg_id != 0).then_some(e.memcg_id),
+                    }),
+                )
+            }
+            Record::Signal(s) => {
+                let h = &s.header;
+                self.event(
+                    h.ts_ns,
+                    h.pid,
+                    &h.comm,
+                    Body::Signal(Signal {
+                        signal: s.sig,
+                        signal_name: signal_name(s.sig),
+                        si_code: s.si_code,
+                        si_code_name: si_code_name(s.sig, s.si_code),
+                        result: signal_result_name(s.result),
+                        group: s.group != 0,
+                        sender: Sender {
+                            pid: s.sender_pid,
+                            tid: s.sender_tid,
+                            comm: cstr(&s.sender_comm),
+                            uid: s.sender_uid,
+                        },
+                        target: Target {
+                            pid: h.pid,
+                            tid: h.tid,
+                            comm: cstr(&h.comm),
+                        },
+                    }),
+                )
+            }
+            Record::Oom(o) => {
+                let h = &o.header;
+                let mem = o.flags & OOM_FLAG_MEMORY != 0;
+                let kb = |pages: u64| mem.then_some(pages * self.page_kb);
+                self.event(
+                    h.ts_ns,
+                    h.pid,
+                    &h.comm,
+                    Body::Oom(Oom {
+                        victim: Victim {
+                            pid: h.pid,
+                            comm: cstr(&h.comm),
+                            uid: (o.uid != u32::MAX).then_some(o.uid),
+                        },
+                        trigger: Trigger {
+                            pid: o.trigger_pid,
+                            tid: o.trigger_tid,
+                            comm: cstr(&o.trigger_comm),
+                        },
+                        total_vm_kb: kb(o.total_vm_pages),
+                        anon_rss_kb: kb(o.anon_rss_pages),
+                        file_rss_kb: kb(o.file_rss_pages),
+                        shmem_rss_kb: kb(o.shmem_rss_pages),
+                        pgtables_kb: mem.then_some(o.pgtables_bytes / 1024),
+                        oom_score_adj: mem.then_some(o.oom_score_adj),
+                        memcg_id: (o.memcg_id != 0).then_some(o.memcg_id),
+                    }),
+                )
+            }
+            Record::Fork(f) => {
+                let h = &f.header;
+                self.event(
+                    h.ts_ns,
+                    h.pid,
+                    &h.comm,
+                    Body::Fork(Fork {
+                        tid: h.tid,
+                        ppid: f.parent_pid,
+                        parent_tid: f.parent_tid,
+                    }),
+                )
+            }
+            Record::Exec(x) => {
+                let h = &x.header;
+                self.event(
+                    h.ts_ns,
+                    h.pid,
+                    &h.comm,
+                    Body::Exec(Exec {
+                        tid: h.tid,
+                        old_tid: x.old_tid,
+                        ppid: x.ppid,
+                        uid: x.uid,
+                        filename: cstr(&x.filename),
+                    }),
+                )
+            }
+        }
+    }
+
+    fn event(&self, ts_ns: u64, pid: u32, comm: &[u8], body: Body) -> Event {
+        Event::new(self.clock.rfc3339(ts_ns), pid, cstr(comm), body)
+    }
+}

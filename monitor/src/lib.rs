@@ -1,0 +1,17 @@
+//! claude-monitor: an eBPF host agent that explains why processes died.
+//!
+//! One module per concern: [`btf`] reads the kernel's type information, [`offsets`] turns
+//! it into the field offsets the kernel programs use, [`loader`] loads and attaches them,
+//! [`trace`] reads the ring buffer, [`event`] is the JSON schema, [`sink`] writes it,
+//! [`scope`] finds the processes to follow, [`names`] decodes signals and wait statuses.
+
+pub mod btf;
+pub mod cli;
+pub mod clock;
+pub mod event;
+pub mod loader;
+pub mod names;
+pub mod offsets;
+pub mod scope;
+pub mod sink;
+pub mod trace;

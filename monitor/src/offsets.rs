@@ -1,0 +1,251 @@
+//! Kernel struct offsets and tracepoint shapes, computed from the running kernel's BTF.
+//!
+//! Rust eBPF has no CO-RE relocations, so nothing about a kernel struct is compiled into the
+//! programs: every field they read comes from here, and a field this kernel lacks is marked
+//! [`UNAVAILABLE`] (the programs then report zero or null) with a note explaining which
+//! figure is affected.
+
+use monitor_common::{Offsets, SETTING_EXIT_GROUP_DEAD_ARG, SETTING_OOM_TASK_ARG, UNAVAILABLE};
+
+use crate::btf::{Btf, BtfError};
+
+/// Everything derived from BTF that the loader needs.
+#[derive(Debug, Clone)]
+pub struct KernelLayout {
+    pub offsets: Offsets,
+    /// `SETTING_*` bits describing tracepoint prototypes.
+    pub settings_flags: u32,
+    /// Tracepoints present, with their arguments as BTF describes them.
+    pub tracepoints: Vec<(String, Option<Vec<String>>)>,
+    /// Human-readable notes about fields or arguments that are missing or read differently.
+    pub notes: Vec<String>,
+}
+
+/// The tracepoints the programs attach to.
+pub const TRACEPOINTS: [&str; 5] = [
+    "sched_process_exit",
+    "sched_process_fork",
+    "sched_process_exec",
+    "signal_generate",
+    "mark_victim",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayoutError {
+    #[error("kernel BTF lacks a field every program needs: {0}")]
+    Required(#[source] BtfError),
+}
+
+struct Builder<'a> {
+    btf: &'a Btf,
+    notes: Vec<String>,
+}
+
+impl Builder<'_> {
+    fn optional(&mut self, outer: &str, path: &[&str], affects: &str) -> u32 {
+        match self.btf.member_offset(outer, path) {
+            Ok(off) => off,
+            Err(e) => {
+                self.notes.push(format!("{affects} unavailable: {e}"));
+                UNAVAILABLE
+            }
+        }
+    }
+}
+
+pub fn compute(btf: &Btf) -> Result<KernelLayout, LayoutError> {
+    let required = |outer: &str, path: &[&str]| {
+        btf.member_offset(outer, path)
+            .map_err(LayoutError::Required)
+    };
+    let mut b = Builder {
+        btf,
+        notes: Vec::new(),
+    };
+    let mut o = Offsets::unavailable();
+
+    o.task_pid = required("task_struct", &["pid"])?;
+    o.task_tgid = required("task_struct", &["tgid"])?;
+    o.task_comm = required("task_struct", &["comm"])?;
+
+    o.task_real_parent = b.optional("task_struct", &["real_parent"], "ppid");
+    o.task_real_cred = b.optional("task_struct", &["real_cred"], "uid");
+    o.cred_uid = b.optional("cred", &["uid", "val"], "uid");
+    o.task_exit_code = b.optional("task_struct", &["exit_code"], "exit status");
+    o.task_signal = b.optional("task_struct", &["signal"], "peak RSS, CPU time");
+    o.task_start_boottime = b.optional("task_struct", &["start_boottime"], "process start time");
+    o.task_utime = b.optional("task_struct", &["utime"], "CPU time");
+    o.task_stime = b.optional("task_struct", &["stime"], "CPU time");
+    o.task_group_leader = b.optional(
+        "task_struct",
+        &["group_leader"],
+        "CPU time of a zombie leader",
+    );
+    o.task_mm = b.optional("task_struct", &["mm"], "OOM victim memory");
+    o.signal_maxrss = b.optional("signal_struct", &["maxrss"], "peak RSS");
+    o.signal_utime = b.optional("signal_struct", &["utime"], "CPU time");
+    o.signal_stime = b.optional("signal_struct", &["stime"], "CPU time");
+    o.signal_live = b.optional("signal_struct", &["live"], "thread-group exit detection");
+    o.signal_oom_score_adj = b.optional("signal_struct", &["oom_score_adj"], "oom_score_adj");
+    o.siginfo_code = b.optional("kernel_siginfo", &["si_code"], "si_code");
+    o.bprm_filename = b.optional("linux_binprm", &["filename"], "exec filename");
+
+    // Memory cgroup: task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id.
+    o.task_cgroups = b.optional("task_struct", &["cgroups"], "memory cgroup id");
+    o.css_cgroup = b.optional("cgroup_subsys_state", &["cgroup"], "memory cgroup id");
+    o.cgroup_kn = b.optional("cgroup", &["kn"], "memory cgroup id");
+    o.kernfs_node_id = match btf.member("kernfs_node", &["id"]) {
+        Ok(m) if m.size == 8 => m.offset,
+        Ok(m) => {
+            b.notes.push(format!(
+                "memory cgroup id unavailable: kernfs_node.id is {} bytes, not a 64-bit id",
+                m.size
+            ));
+            UNAVAILABLE
+        }
+        Err(e) => {
+            b.notes.push(format!("memory cgroup id unavailable: {e}"));
+            UNAVAILABLE
+        }
+    };
+    o.css_set_memcg = match (
+        btf.member("css_set", &["subsys"]),
+        btf.enum_value("memory_cgrp_id"),
+    ) {
+        (Ok(m), Some(id)) if id >= 0 => u32::try_from(id)
+            .ok()
+            .and_then(|id| id.checked_mul(8))
+            .map_or(UNAVAILABLE, |off| m.offset + off),
+        (Err(e), _) => {
+            b.notes.push(format!("memory cgroup id unavailable: {e}"));
+            UNAVAILABLE
+        }
+        _ => {
+            b.notes.push(
+                "memory cgroup id unavailable: the kernel has no memory cgroup controller \
+                 (no memory_cgrp_id in BTF)"
+                    .into(),
+            );
+            UNAVAILABLE
+        }
+    };
+
+    // OOM victim memory.
+    o.mm_total_vm = b.optional("mm_struct", &["total_vm"], "OOM total_vm");
+    o.mm_pgtables_bytes = b.optional("mm_struct", &["pgtables_bytes"], "OOM pgtables");
+    match rss_offsets(btf) {
+        Ok([file, anon, shmem]) => {
+            o.mm_file_rss = file;
+            o.mm_anon_rss = anon;
+            o.mm_shmem_rss = shmem;
+        }
+        Err(reason) => b
+            .notes
+            .push(format!("OOM victim RSS unavailable: {reason}")),
+    }
+
+    let mut flags = 0;
+    let mut tracepoints = Vec::new();
+    for tp in TRACEPOINTS {
+        let args = btf.tracepoint_args(tp);
+        match (tp, &args) {
+            ("sched_process_exit", Some(a)) if a.len() >= 2 => flags |= SETTING_EXIT_GROUP_DEAD_ARG,
+            ("sched_process_exit", Some(_)) => b.notes.push(
+                "sched_process_exit has no group_dead argument on this kernel: process exit is \
+                 detected from signal->live"
+                    .into(),
+            ),
+            ("mark_victim", Some(a)) if a.first().is_some_and(|t| t.contains("task_struct")) => {
+                flags |= SETTING_OOM_TASK_ARG
+            }
+            ("mark_victim", Some(_)) => b.notes.push(
+                "mark_victim passes only the victim's pid on this kernel: OOM events carry no \
+                 victim memory figures"
+                    .into(),
+            ),
+            _ => {}
+        }
+        tracepoints.push((tp.to_owned(), args));
+    }
+
+    Ok(KernelLayout {
+        offsets: o,
+        settings_flags: flags,
+        tracepoints,
+        notes: b.notes,
+    })
+}
+
+/// Offsets inside `mm_struct` of the file, anon and shmem page counters. The layout changed
+/// in 6.2: `struct percpu_counter rss_stat[NR_MM_COUNTERS]` (we read each counter's central
+/// `count`, exact to within the per-CPU batch) replaced `struct mm_rss_stat { atomic_long_t
+/// count[NR_MM_COUNTERS]; }`.
+fn rss_offsets(btf: &Btf) -> Result<[u32; 3], String> {
+    let idx = |name: &str| {
+        btf.enum_value(name)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| format!("no {name} enumerator in BTF"))
+    };
+    let indices = [
+        idx("MM_FILEPAGES")?,
+        idx("MM_ANONPAGES")?,
+        idx("MM_SHMEMPAGES")?,
+    ];
+    let rss = btf
+        .member("mm_struct", &["rss_stat"])
+        .map_err(|e| e.to_string())?;
+    let (base, stride) = if let Some((elem, _n)) = btf.array_info(rss.type_id) {
+        if btf.struct_name_of(elem) != Some("percpu_counter") {
+            return Err(format!(
+                "mm_struct.rss_stat is {}",
+                btf.type_name(rss.type_id)
+            ));
+        }
+        let count = btf
+            .member_offset("percpu_counter", &["count"])
+            .map_err(|e| e.to_string())?;
+        let stride = btf.type_size(elem).map_err(|e| e.to_string())?;
+        (rss.offset + count, stride)
+    } else {
+        let count = btf
+            .member("mm_struct", &["rss_stat", "count"])
+            .map_err(|e| e.to_string())?;
+        (count.offset, 8)
+    };
+    Ok(indices.map(|i| base + i * stride))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Against the running kernel's BTF, when readable (unit tests run unprivileged; the
+    /// file is world-readable on most systems).
+    #[test]
+    fn host_layout_is_complete() {
+        let path = std::path::Path::new("/sys/kernel/btf/vmlinux");
+        let Ok(btf) = Btf::from_file(path) else {
+            eprintln!("skipping: {} not readable", path.display());
+            return;
+        };
+        let layout = compute(&btf).expect("layout");
+        let o = layout.offsets;
+        assert_eq!(o.task_tgid, o.task_pid + 4);
+        for (name, v) in [
+            ("real_parent", o.task_real_parent),
+            ("exit_code", o.task_exit_code),
+            ("signal", o.task_signal),
+            ("maxrss", o.signal_maxrss),
+            ("si_code", o.siginfo_code),
+            ("filename", o.bprm_filename),
+        ] {
+            assert_ne!(v, UNAVAILABLE, "{name}: {:?}", layout.notes);
+        }
+        assert_eq!(o.siginfo_code, 8);
+        assert_eq!(layout.tracepoints.len(), TRACEPOINTS.len());
+        eprintln!(
+            "flags {:#x}, notes {:?}",
+            layout.settings_flags, layout.notes
+        );
+    }
+}

@@ -1,0 +1,204 @@
+//! Where events go: one JSON object per line, or one readable line per event. Generic over
+//! `Write` so tests can write into a `Vec<u8>`. A closed pipe (`| head`) is reported as
+//! [`SinkError::Closed`] so the caller can end quietly.
+
+use std::io::{self, Write};
+
+use crate::event::{Body, Event};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("output closed")]
+    Closed,
+    #[error("cannot write events: {0}")]
+    Io(#[source] io::Error),
+}
+
+impl From<io::Error> for SinkError {
+    fn from(e: io::Error) -> SinkError {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            SinkError::Closed
+        } else {
+            SinkError::Io(e)
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One JSON object per line (schema in docs/events.md).
+    Json,
+    /// One readable line per event.
+    Text,
+}
+
+pub struct Sink<W: Write> {
+    out: W,
+    format: Format,
+}
+
+impl<W: Write> Sink<W> {
+    pub fn new(out: W, format: Format) -> Sink<W> {
+        Sink { out, format }
+    }
+
+    pub fn write(&mut self, event: &Event) -> Result<(), SinkError> {
+        match self.format {
+            Format::Json => {
+                serde_json::to_writer(&mut self.out, event).map_err(io::Error::from)?;
+                self.out.write_all(b"\n")?;
+            }
+            Format::Text => {
+                writeln!(self.out, "{}", text_line(event))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        self.out.flush()?;
+        Ok(())
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
+fn kib(kb: u64) -> String {
+    if kb >= 1024 * 1024 {
+        format!("{:.1}GiB", kb as f64 / (1024.0 * 1024.0))
+    } else if kb >= 1024 {
+        format!("{:.1}MiB", kb as f64 / 1024.0)
+    } else {
+        format!("{kb}KiB")
+    }
+}
+
+/// `HH:MM:SS.mmm kind   pid comm ...details`.
+pub fn text_line(e: &Event) -> String {
+    let time = e.ts.get(11..23).unwrap_or(&e.ts);
+    let head = format!("{time} {:<6} {:>7} {:<16}", e.kind, e.pid, e.comm);
+    let detail = match &e.body {
+        Body::AgentStart(s) => {
+            let mut d = format!(
+                "claude-monitor {} on Linux {}, scope {}",
+                s.version, s.kernel, s.scope.mode
+            );
+            if !s.scope.pids.is_empty() {
+                let pids: Vec<String> = s.scope.pids.iter().map(u32::to_string).collect();
+                d.push_str(&format!(
+                    " {} ({} processes)",
+                    pids.join(","),
+                    s.scope.watched_at_start
+                ));
+            }
+            d.push_str(&format!(", hooks: {}", s.hooks.join(" ")));
+            for u in &s.hooks_unavailable {
+                d.push_str(&format!("; {} unavailable: {}", u.hook, u.reason));
+            }
+            d
+        }
+        Body::AgentStop(s) => format!("{} events, {} lost ({})", s.events, s.lost, s.reason),
+        Body::Exit(x) => {
+            let how = match (x.exit_code, &x.signal_name) {
+                (Some(code), _) => format!("exited {code}"),
+                (None, Some(name)) => format!(
+                    "killed by {name}{}",
+                    if x.core_dumped { " (core dumped)" } else { "" }
+                ),
+                (None, None) => format!("killed by signal {}", x.signal.unwrap_or(0)),
+            };
+            format!(
+                "{how}, ran {:.1}ms, peak rss {}, cpu {:.1}ms user {:.1}ms sys, ppid {}",
+                x.duration_ms,
+                kib(x.peak_rss_kb),
+                x.utime_ms,
+                x.stime_ms,
+                x.ppid
+            )
+        }
+        Body::Signal(s) => format!(
+            "{} ({}) from {} {} uid {}, {}",
+            s.signal_name
+                .clone()
+                .unwrap_or_else(|| s.signal.to_string()),
+            s.si_code_name.unwrap_or("?"),
+            s.sender.pid,
+            s.sender.comm,
+            s.sender.uid,
+            s.result
+        ),
+        Body::Oom(o) => format!(
+            "OOM victim (uid {}), anon rss {}, file rss {}, total vm {}, trigger {} {}",
+            o.victim.uid.map_or("?".into(), |u| u.to_string()),
+            o.anon_rss_kb.map_or("?".into(), kib),
+            o.file_rss_kb.map_or("?".into(), kib),
+            o.total_vm_kb.map_or("?".into(), kib),
+            o.trigger.pid,
+            o.trigger.comm
+        ),
+        Body::Fork(f) => format!("forked from {}", f.ppid),
+        Body::Exec(x) => format!("exec {}", x.filename),
+        Body::Lost(l) => format!("{} records lost ({})", l.count, l.reason),
+    };
+    format!("{head} {detail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, Lost};
+
+    #[test]
+    fn json_lines_and_text() {
+        let e = Event::new(
+            "2026-11-21T21:59:13.123456789Z".into(),
+            7,
+            "claude-monitor".into(),
+            Body::Lost(Lost {
+                count: 3,
+                reason: "ring_buffer_full",
+            }),
+        );
+        let mut sink = Sink::new(Vec::new(), Format::Json);
+        sink.write(&e).expect("write");
+        let out = String::from_utf8(sink.into_inner()).expect("utf8");
+        assert_eq!(
+            out,
+            "{\"v\":1,\"kind\":\"lost\",\"ts\":\"2026-11-21T21:59:13.123456789Z\",\"pid\":7,\
+             \"comm\":\"claude-monitor\",\"count\":3,\"reason\":\"ring_buffer_full\"}\n"
+        );
+        let line = text_line(&e);
+        assert!(line.starts_with("21:59:13.123 lost"), "{line}");
+        assert!(
+            line.ends_with("3 records lost (ring_buffer_full)"),
+            "{line}"
+        );
+    }
+
+    struct ClosedPipe;
+    impl Write for ClosedPipe {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Err(io::Error::from(io::ErrorKind::BrokenPipe))
+        }
+    }
+
+    #[test]
+    fn broken_pipe_is_closed() {
+        let e = Event::new(
+            "t".into(),
+            1,
+            "x".into(),
+            Body::Lost(Lost {
+                count: 1,
+                reason: "x",
+            }),
+        );
+        let mut sink = Sink::new(ClosedPipe, Format::Json);
+        assert!(matches!(sink.write(&e), Err(SinkError::Closed)));
+    }
+}

@@ -1,0 +1,234 @@
+//! `claude-monitor trace`: load, attach, and stream events until interrupted or a duration
+//! elapses.
+
+use std::{io::Write, time::Duration};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use monitor_common::decode;
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    clock::{self, Clock},
+    event::{AgentStart, AgentStop, Body, Converter, Event, Lost, Scope},
+    loader::{self, Counters, KernelCounters, LoadOptions, ScopeMode},
+    scope,
+    sink::{Format, Sink, SinkError},
+};
+
+/// A validated `trace` invocation.
+#[derive(Clone, Debug)]
+pub struct TraceConfig {
+    pub scope: ScopeMode,
+    pub format: Format,
+    pub duration: Option<Duration>,
+    pub ring_buffer_bytes: u32,
+    pub oom_all: bool,
+}
+
+/// How often the kernel's loss counters are checked.
+const COUNTER_PERIOD: Duration = Duration::from_millis(500);
+
+struct Stream<W: Write> {
+    sink: Sink<W>,
+    conv: Converter,
+    written: u64,
+    lost_total: u64,
+    last: KernelCounters,
+    decode_errors: u64,
+}
+
+impl<W: Write> Stream<W> {
+    fn emit(&mut self, event: &Event) -> Result<(), SinkError> {
+        self.sink.write(event)?;
+        self.written += 1;
+        Ok(())
+    }
+
+    fn agent_event(&self, body: Body) -> Event {
+        Event::new(
+            self.conv.clock.rfc3339(clock::boottime_ns()),
+            std::process::id(),
+            "claude-monitor".into(),
+            body,
+        )
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) -> Result<(), SinkError> {
+        while let Some(item) = ring.next() {
+            match decode(&item) {
+                Ok(record) => {
+                    let event = self.conv.convert(&record);
+                    drop(item);
+                    self.emit(&event)?;
+                }
+                Err(e) => {
+                    self.decode_errors += 1;
+                    tracing::warn!("undecodable ring-buffer record: {e}");
+                }
+            }
+        }
+        self.sink.flush()
+    }
+
+    /// Emits `lost` records for kernel-side losses since the last check.
+    fn check_counters(&mut self, counters: &Counters) -> Result<(), SinkError> {
+        let now = counters.read();
+        let rb = now.ringbuf_full.saturating_sub(self.last.ringbuf_full);
+        let watch = now.watch_full.saturating_sub(self.last.watch_full);
+        let decode_errors = std::mem::take(&mut self.decode_errors);
+        self.last = now;
+        for (count, reason) in [
+            (rb, "ring_buffer_full"),
+            (watch, "watch_map_full"),
+            (decode_errors, "decode_error"),
+        ] {
+            if count > 0 {
+                if reason != "watch_map_full" {
+                    self.lost_total += count;
+                }
+                tracing::warn!("{count} records lost: {reason}");
+                let event = self.agent_event(Body::Lost(Lost { count, reason }));
+                self.emit(&event)?;
+            }
+        }
+        self.sink.flush()
+    }
+}
+
+pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
+    loader::check_privileges()?;
+    let btf = loader::kernel_btf()?;
+    if let ScopeMode::Pids(roots) = &cfg.scope {
+        scope::check_roots(roots)?;
+    }
+    let mut loaded = loader::load(
+        &btf,
+        &LoadOptions {
+            scope: cfg.scope.clone(),
+            ring_buffer_bytes: cfg.ring_buffer_bytes,
+            oom_all: cfg.oom_all,
+        },
+    )?;
+    drop(btf);
+
+    // Descendants that existed before the fork hook was attached. Two passes: a process
+    // forked by a not-yet-watched descendant between attach and the first pass is found by
+    // the second.
+    let (mode, pids, watched_at_start) = match &cfg.scope {
+        ScopeMode::All => ("all", Vec::new(), 0),
+        ScopeMode::Pids(roots) => {
+            let mut watched = loader::watched_map(&mut loaded.ebpf)?;
+            let mut all = Vec::new();
+            for _ in 0..2 {
+                let table = scope::parent_table()?;
+                for pid in scope::descendants(&table, roots) {
+                    if !all.contains(&pid) {
+                        watched
+                            .insert(pid, 0, 0)
+                            .with_context(|| format!("cannot watch pid {pid}"))?;
+                        all.push(pid);
+                    }
+                }
+            }
+            ("pids", roots.clone(), all.len())
+        }
+    };
+
+    let ring = loader::take_ring(&mut loaded.ebpf)?;
+    let counters = Counters::take(&mut loaded.ebpf)?;
+    // SAFETY: the ring buffer's fd stays open for as long as the AsyncFd owns it, and it is
+    // deregistered when the AsyncFd is dropped, before the fd is closed.
+    let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+        .context("cannot register the ring buffer with the event loop")?;
+
+    let mut stream = Stream {
+        sink: Sink::new(out, cfg.format),
+        conv: Converter::new(Clock::measure()),
+        written: 0,
+        lost_total: 0,
+        last: KernelCounters::default(),
+        decode_errors: 0,
+    };
+
+    let start = stream.agent_event(Body::AgentStart(AgentStart {
+        version: env!("CARGO_PKG_VERSION").into(),
+        kernel: kernel_release(),
+        scope: Scope {
+            mode,
+            pids,
+            watched_at_start,
+        },
+        hooks: loaded.attached.clone(),
+        hooks_unavailable: loaded.unavailable.clone(),
+        ring_buffer_bytes: cfg.ring_buffer_bytes,
+        notes: loaded.layout.notes.clone(),
+    }));
+    let result = async {
+        stream.emit(&start)?;
+        stream.sink.flush()?;
+        event_loop(&mut stream, &mut ring, &counters, cfg.duration).await
+    }
+    .await;
+    let reason = match result {
+        Ok(reason) => reason,
+        Err(SinkError::Closed) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    // Whatever arrived before the stop, then the final loss figures.
+    let finish = (|| {
+        stream.drain(ring.get_mut())?;
+        stream.check_counters(&counters)?;
+        let stop = stream.agent_event(Body::AgentStop(AgentStop {
+            events: stream.written,
+            lost: stream.lost_total,
+            reason,
+        }));
+        stream.emit(&stop)?;
+        stream.sink.flush()
+    })();
+    match finish {
+        Ok(()) | Err(SinkError::Closed) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn event_loop<W: Write>(
+    stream: &mut Stream<W>,
+    ring: &mut AsyncFd<RingBuf<MapData>>,
+    counters: &Counters,
+    duration: Option<Duration>,
+) -> Result<&'static str, SinkError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(SinkError::Io)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(SinkError::Io)?;
+    let mut tick = tokio::time::interval(COUNTER_PERIOD);
+    let deadline = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(SinkError::Io)?;
+                stream.drain(guard.get_inner_mut())?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => stream.check_counters(counters)?,
+            _ = &mut deadline => return Ok("duration"),
+            _ = sigterm.recv() => return Ok("sigterm"),
+            _ = sigint.recv() => return Ok("sigint"),
+        }
+    }
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}

@@ -1,0 +1,43 @@
+//! Developer tasks that cargo alone cannot do: bootstrap the eBPF toolchain, run the agent
+//! with the privileges it needs, and run the test binaries (escalating only the privileged
+//! ones). Each subcommand lives in its own module.
+
+mod cargo;
+mod run;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "claude-monitor developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what the eBPF build needs (nightly rust-src, bpf-linker linked against the
+    /// nightly's own LLVM). Idempotent: a second run takes a second or two.
+    Setup(setup::Options),
+    /// Set up, build the agent (release) and start it: `cargo xtask run -- trace --all`.
+    /// With no arguments it runs `trace --all`. Escalates with sudo when not root.
+    Run(run::Options),
+    /// Set up, build, and run every test: unit tests as you, the real-kernel integration
+    /// tests as root (sudo when you are not root). Under CI=true they never skip.
+    Test(test::Options),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup(opts) => setup::run(&opts).map(|_| ()),
+        Command::Run(opts) => run::run(&opts),
+        Command::Test(opts) => test::run(&opts),
+    };
+    if let Err(err) = result {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
