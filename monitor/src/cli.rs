@@ -143,7 +143,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_flag() {
-        let err = trace(&["trace", "--all", "--duration", "-1"])
+        let err = trace(&["trace", "--all", "--duration=-1"])
             .into_config(false)
             .unwrap_err();
         assert_eq!(err, ArgError::Duration(-1.0));

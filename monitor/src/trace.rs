@@ -167,10 +167,16 @@ pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
         ring_buffer_bytes: cfg.ring_buffer_bytes,
         notes: loaded.layout.notes.clone(),
     }));
+    // Signal handlers before agent_start: a consumer may signal us as soon as it sees it.
+    let stop = Stop {
+        sigterm: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        sigint: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+        duration: cfg.duration,
+    };
     let result = async {
         stream.emit(&start)?;
         stream.sink.flush()?;
-        event_loop(&mut stream, &mut ring, &counters, cfg.duration).await
+        event_loop(&mut stream, &mut ring, &counters, stop).await
     }
     .await;
     let reason = match result {
@@ -196,14 +202,24 @@ pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
     }
 }
 
+/// What ends the event loop.
+struct Stop {
+    sigterm: tokio::signal::unix::Signal,
+    sigint: tokio::signal::unix::Signal,
+    duration: Option<Duration>,
+}
+
 async fn event_loop<W: Write>(
     stream: &mut Stream<W>,
     ring: &mut AsyncFd<RingBuf<MapData>>,
     counters: &Counters,
-    duration: Option<Duration>,
+    stop: Stop,
 ) -> Result<&'static str, SinkError> {
-    let mut sigterm = signal(SignalKind::terminate()).map_err(SinkError::Io)?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(SinkError::Io)?;
+    let Stop {
+        mut sigterm,
+        mut sigint,
+        duration,
+    } = stop;
     let mut tick = tokio::time::interval(COUNTER_PERIOD);
     let deadline = async {
         match duration {

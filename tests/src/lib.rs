@@ -1,1 +1,348 @@
+//! Harness for the real-kernel scenarios: start the `claude-monitor` binary, collect its
+//! JSON events (each validated against `docs/events.schema.json`), stop it, and give the
+//! scenario the events to check.
+//!
+//! Privileges: the scenarios need root. Outside CI an unprivileged run skips each scenario
+//! with a message; under `CI=true` it fails, as does any failure to load the programs.
 
+use std::{
+    io::{BufRead as _, BufReader, Read as _},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc::{self, Receiver},
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// The agent binary: `CLAUDE_MONITOR_BIN` (set by `cargo xtask test`) or the debug build.
+pub fn agent_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("CLAUDE_MONITOR_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/claude-monitor");
+    assert!(
+        p.exists(),
+        "{} not built: run the tests with `cargo xtask test`",
+        p.display()
+    );
+    p
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// True when the scenario can run; false (after saying why) when it should be skipped.
+/// Panics under CI=true, where a scenario must never skip.
+pub fn privileged(scenario: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        !in_ci(),
+        "{scenario}: the eBPF scenarios need root and CI=true forbids skipping them; \
+         run `cargo xtask test` (it uses sudo for these tests)"
+    );
+    eprintln!("SKIPPED {scenario}: needs root to load eBPF programs (run `cargo xtask test`)");
+    false
+}
+
+fn schema() -> jsonschema::Validator {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let schema: Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    jsonschema::validator_for(&schema)
+        .unwrap_or_else(|e| panic!("{} is not a valid schema: {e}", path.display()))
+}
+
+/// Validates one event line against the schema, panicking with every violation.
+pub fn assert_valid(validator: &jsonschema::Validator, event: &Value) {
+    let errors: Vec<String> = validator
+        .iter_errors(event)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "event violates docs/events.schema.json: {errors:?}\n{event}"
+    );
+}
+
+/// A running agent.
+pub struct Agent {
+    child: Child,
+    rx: Receiver<Value>,
+    reader: Option<JoinHandle<()>>,
+    stderr: Option<JoinHandle<String>>,
+    pub start: Value,
+}
+
+impl Agent {
+    /// Starts `claude-monitor trace ARGS --format json` and waits for `agent_start`.
+    pub fn start(args: &[&str]) -> Agent {
+        let mut child = Command::new(agent_binary())
+            .arg("trace")
+            .args(args)
+            .args(["--format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start claude-monitor");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut stderr_pipe = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr_pipe.read_to_string(&mut s);
+            s
+        });
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let validator = schema();
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let event: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("agent printed a non-JSON line ({e}): {line}"));
+                assert_valid(&validator, &event);
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut agent = Agent {
+            child,
+            rx,
+            reader: Some(reader),
+            stderr: Some(stderr),
+            start: Value::Null,
+        };
+        match agent.rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(first) => {
+                assert_eq!(first["kind"], "agent_start", "first record: {first}");
+                agent.start = first;
+            }
+            Err(_) => {
+                let status = agent.child.wait().ok();
+                panic!(
+                    "claude-monitor did not start (exit {status:?}): {}",
+                    agent.stderr_text()
+                );
+            }
+        }
+        agent
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn stderr_text(&mut self) -> String {
+        self.stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+
+    /// Waits until an event satisfies `pred` (events seen meanwhile are kept and returned
+    /// by [`Agent::stop`] too).
+    pub fn wait_for(
+        &mut self,
+        seen: &mut Vec<Value>,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        if let Some(e) = seen.iter().find(|e| pred(e)) {
+            return e.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(e) => {
+                    let hit = pred(&e);
+                    seen.push(e.clone());
+                    if hit {
+                        return e;
+                    }
+                }
+                Err(_) => panic!(
+                    "no matching event within {timeout:?}; saw {} events",
+                    seen.len()
+                ),
+            }
+        }
+    }
+
+    /// Stops the agent with SIGINT and returns every event after `agent_start`, ending with
+    /// `agent_stop`. Panics if the agent fails or loses records.
+    pub fn stop(mut self, mut seen: Vec<Value>) -> Vec<Value> {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(e) => seen.push(e),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!("agent did not stop in 60 s"),
+            }
+        }
+        if let Some(r) = self.reader.take()
+            && let Err(p) = r.join()
+        {
+            std::panic::resume_unwind(p);
+        }
+        let status = self.child.wait().expect("wait agent");
+        let stderr = self.stderr_text();
+        assert!(status.success(), "agent exited with {status}: {stderr}");
+        let last = seen.last().expect("no events at all");
+        assert_eq!(
+            last["kind"], "agent_stop",
+            "last record: {last}\nstderr: {stderr}"
+        );
+        assert_eq!(last["reason"], "sigint");
+        assert_eq!(
+            last["events"].as_u64(),
+            Some(seen.len() as u64),
+            "agent_stop.events counts agent_start and everything before agent_stop"
+        );
+        seen
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.reader.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Events of `kind` about process `pid`.
+pub fn of<'a>(events: &'a [Value], kind: &str, pid: u32) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == kind && e["pid"].as_u64() == Some(u64::from(pid)))
+        .collect()
+}
+
+/// Asserts that the kernel lost nothing: no `lost` record, and `agent_stop.lost == 0`.
+pub fn assert_nothing_lost(events: &[Value]) {
+    let lost: Vec<&Value> = events.iter().filter(|e| e["kind"] == "lost").collect();
+    assert!(lost.is_empty(), "records lost: {lost:?}");
+    let stop = events.last().expect("events");
+    assert_eq!(stop["lost"], 0, "{stop}");
+}
+
+/// A child memory cgroup (v1) under the current process's own memory cgroup, removed on
+/// drop (after killing anything left in it), even when the test fails.
+pub struct MemCgroup {
+    pub path: PathBuf,
+}
+
+impl MemCgroup {
+    pub fn create(name: &str, limit_bytes: u64) -> MemCgroup {
+        let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
+        let rel = own
+            .lines()
+            .find_map(|l| {
+                let mut parts = l.splitn(3, ':');
+                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+                controllers.split(',').any(|c| c == "memory").then(|| path.to_owned())
+            })
+            .expect("this scenario needs the cgroup v1 memory controller (no memory line in /proc/self/cgroup)");
+        let path = PathBuf::from("/sys/fs/cgroup/memory")
+            .join(rel.trim_start_matches('/'))
+            .join(name);
+        let _ = std::fs::remove_dir(&path);
+        std::fs::create_dir(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        let cg = MemCgroup { path };
+        cg.write("memory.limit_in_bytes", &limit_bytes.to_string());
+        if cg.path.join("memory.memsw.limit_in_bytes").exists() {
+            cg.write("memory.memsw.limit_in_bytes", &limit_bytes.to_string());
+        }
+        cg
+    }
+
+    pub fn write(&self, file: &str, value: &str) {
+        std::fs::write(self.path.join(file), value).unwrap_or_else(|e| {
+            panic!(
+                "cannot write {value} to {}/{file}: {e}",
+                self.path.display()
+            )
+        });
+    }
+
+    /// The cgroup's kernfs id: the inode of its directory.
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&self.path).expect("cgroup dir").ino()
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if let Ok(procs) = std::fs::read_to_string(self.path.join("cgroup.procs")) {
+                for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                    // SAFETY: plain kill(2).
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+            if std::fs::remove_dir(&self.path).is_ok() || !self.path.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("warning: could not remove {}", self.path.display());
+    }
+}
+
+/// `root` and its descendants now, from /proc.
+pub fn descendants(root: u32) -> Vec<u32> {
+    let mut parent = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        if let Some(ppid) = rest
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u32>().ok())
+        {
+            parent.push((pid, ppid));
+        }
+    }
+    let mut out = vec![root];
+    loop {
+        let before = out.len();
+        for &(pid, ppid) in &parent {
+            if out.contains(&ppid) && !out.contains(&pid) {
+                out.push(pid);
+            }
+        }
+        if out.len() == before {
+            return out;
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Test helper: a process with 4 threads in which a non-leader thread calls
+//! `exit_group(CODE)` (first argument, default 7) while the others, leader included, sleep.
+
+use std::time::Duration;
+
+fn main() {
+    let code: i32 = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(7);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    for _ in 0..2 {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(());
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+            }
+        });
+    }
+    let _ = rx.recv();
+    let _ = rx.recv();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        // SAFETY: exit_group ends the whole process; nothing runs after it.
+        unsafe { libc::syscall(libc::SYS_exit_group, code) };
+    });
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
+}
