@@ -20,7 +20,7 @@ pub fn read<T: Copy>(base: *const u8, offset: u32) -> Option<T> {
 
 #[inline(always)]
 pub fn read_ptr(base: *const u8, offset: u32) -> *const u8 {
-    read::<*const u8>(base, offset).unwrap_or(core::ptr::null())
+    read::<*const u8>(base, offset).unwrap_or_default()
 }
 
 #[inline(always)]

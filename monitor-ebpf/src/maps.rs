@@ -61,7 +61,7 @@ pub fn scope_watched() -> bool {
 
 #[inline(always)]
 pub fn is_watched(tgid: u32) -> bool {
-    WATCHED.get_ptr(&tgid).is_some()
+    WATCHED.get_ptr(tgid).is_some()
 }
 
 #[inline(always)]

@@ -451,3 +451,38 @@ fn unprivileged_run_names_the_capabilities() {
     );
     assert!(output.stdout.is_empty());
 }
+
+/// A full ring buffer is never silent: with a one-page ring and the agent stopped while
+/// 300 processes come and go, the kernel's failed reserves come out as `lost` records whose
+/// counts add up to `agent_stop.lost`.
+#[test]
+fn full_ring_buffer_is_reported_as_lost() {
+    if !privileged("full_ring_buffer_is_reported_as_lost") {
+        return;
+    }
+    let agent = Agent::start(&["--pid", &me(), "--ring-buffer-kb", "4"]);
+    let agent_pid = agent.pid() as i32;
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
+    for _ in 0..300 {
+        let _ = Command::new("/bin/true").status().expect("true");
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(agent_pid, libc::SIGCONT) };
+    std::thread::sleep(Duration::from_millis(700));
+    let events = agent.stop(Vec::new());
+    let lost: u64 = events
+        .iter()
+        .filter(|e| e["kind"] == "lost" && e["reason"] == "ring_buffer_full")
+        .filter_map(|e| e["count"].as_u64())
+        .sum();
+    let stop = events.last().expect("stop");
+    assert!(lost > 0, "a 4 KiB ring cannot hold 1200 records: {stop}");
+    assert_eq!(stop["lost"].as_u64(), Some(lost), "{stop}");
+    // Records that did fit are intact: exits still decode and carry a code.
+    let exits = events
+        .iter()
+        .filter(|e| e["kind"] == "exit" && e["comm"] == "true");
+    assert!(exits.clone().count() < 300);
+    assert!(exits.into_iter().all(|e| e["exit_code"] == 0));
+}

@@ -42,7 +42,7 @@ fn try_exit(ctx: &BtfTracePointContext) {
         if !is_watched(tgid) {
             return;
         }
-        let _ = WATCHED.remove(&tgid);
+        let _ = WATCHED.remove(tgid);
     }
     let Some(mut entry) = reserve::<Exit>() else {
         return;

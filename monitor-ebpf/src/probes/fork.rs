@@ -35,7 +35,7 @@ fn try_fork(ctx: &BtfTracePointContext) {
         if !is_watched(parent) {
             return;
         }
-        if WATCHED.insert(&child_tgid, &parent, 0).is_err() {
+        if WATCHED.insert(child_tgid, parent, 0).is_err() {
             count(COUNTER_WATCH_FULL);
         }
     }
