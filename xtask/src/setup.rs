@@ -119,7 +119,17 @@ fn ensure_rust_src(nightly: &Nightly) -> Result<()> {
              distribution server",
             describe(&cmd)
         )
-    })
+    })?;
+    if !core.exists() {
+        bail!(
+            "rustup reports rust-src as installed for {NIGHTLY}, but {} is missing: the \
+             component's files were removed by hand; reinstall the component (remove its entry \
+             from {}/lib/rustlib/multirust-config.toml if `rustup component remove` fails)",
+            core.display(),
+            nightly.sysroot.display()
+        );
+    }
+    Ok(())
 }
 
 fn cargo_home() -> Result<PathBuf> {
@@ -212,6 +222,10 @@ fn ensure_bpf_linker(nightly: &Nightly, force: bool) -> Result<PathBuf> {
         );
     }
     fs::write(&stamp, want_stamp).with_context(|| format!("cannot write {}", stamp.display()))?;
+    eprintln!(
+        "xtask: bpf-linker installed at {} (the build finds it there; no PATH change needed)",
+        bin.display()
+    );
     Ok(bin)
 }
 
