@@ -257,6 +257,12 @@ fn exit_group_from_a_non_leader_thread() {
     assert_eq!(exits[0]["exit_code"], 7);
     assert_eq!(exits[0]["pid"].as_u64(), Some(u(pid)));
     assert_eq!(exits[0]["signal"], Value::Null);
+    // The process's lifetime (>= 250 ms), not the last thread's (about 50 ms).
+    assert!(
+        exits[0]["duration_ms"].as_f64().is_some_and(|d| d >= 245.0),
+        "{}",
+        exits[0]
+    );
     // Threads are not processes: no fork events other than the process itself.
     let forks: Vec<&Value> = events
         .iter()

@@ -71,7 +71,9 @@ fn try_exit(ctx: &BtfTracePointContext) {
         (*e).maxrss_pages = read::<u64>(signal, off!(signal_maxrss)).unwrap_or(0);
         (*e).utime_ns = utime;
         (*e).stime_ns = stime;
-        (*e).start_boottime_ns = kernel::start_boottime(task);
+        // The process started when its leader did (the last thread out may be younger).
+        (*e).start_boottime_ns =
+            kernel::start_boottime(if leader.is_null() { task } else { leader });
         (*e).memcg_id = kernel::memcg_id(task);
     }
     entry.submit(0);
