@@ -10,7 +10,9 @@ use std::{
     time::Duration,
 };
 
-use claude_monitor_tests::{Agent, MemCgroup, assert_nothing_lost, descendants, of, privileged};
+use claude_monitor_tests::{
+    Agent, MemCgroup, assert_nothing_lost, descendants, helper, of, privileged, storm_size,
+};
 use serde_json::Value;
 
 const HOOKS: [&str; 5] = [
@@ -170,7 +172,7 @@ fn oom_kill_in_a_memory_cgroup() {
             "sh",
         ])
         .arg(&cgroup.path)
-        .arg(env!("CARGO_BIN_EXE_memhog"))
+        .arg(helper("memhog", env!("CARGO_BIN_EXE_memhog")))
         .stdout(Stdio::piped())
         .spawn()
         .expect("sh");
@@ -240,7 +242,7 @@ fn exit_group_from_a_non_leader_thread() {
         return;
     }
     let agent = Agent::start(&["--pid", &me()]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_threadexit"))
+    let mut child = Command::new(helper("threadexit", env!("CARGO_BIN_EXE_threadexit")))
         .arg("7")
         .spawn()
         .expect("threadexit");
@@ -385,10 +387,10 @@ fn five_thousand_short_lived_processes() {
     if !privileged("five_thousand_short_lived_processes") {
         return;
     }
-    const N: usize = 5000;
+    let n = storm_size(5000);
     let agent = Agent::start(&["--pid", &me()]);
     let mut pids = HashSet::new();
-    for _ in 0..N {
+    for _ in 0..n {
         let mut c = Command::new("/bin/true").spawn().expect("true");
         pids.insert(u(c.id()));
         assert!(c.wait().expect("wait").success());
@@ -398,9 +400,9 @@ fn five_thousand_short_lived_processes() {
         .iter()
         .filter(|e| e["kind"] == "exit" && e["pid"].as_u64().is_some_and(|p| pids.contains(&p)))
         .collect();
-    assert_eq!(exits.len(), N, "exit events for the {N} processes");
+    assert_eq!(exits.len(), n, "exit events for the {n} processes");
     let distinct: HashSet<u64> = exits.iter().filter_map(|e| e["pid"].as_u64()).collect();
-    assert_eq!(distinct.len(), N);
+    assert_eq!(distinct.len(), n);
     assert!(
         exits
             .iter()

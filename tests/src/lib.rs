@@ -54,14 +54,31 @@ pub fn privileged(scenario: &str) -> bool {
     false
 }
 
+/// The event schema, embedded so the scenarios also run where docs/ is absent (a VM guest).
+const SCHEMA: &str = include_str!("../../docs/events.schema.json");
+
 fn schema() -> jsonschema::Validator {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/events.schema.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    let schema: Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+    let schema: Value = serde_json::from_str(SCHEMA)
+        .unwrap_or_else(|e| panic!("docs/events.schema.json is not JSON: {e}"));
     jsonschema::validator_for(&schema)
-        .unwrap_or_else(|e| panic!("{} is not a valid schema: {e}", path.display()))
+        .unwrap_or_else(|e| panic!("docs/events.schema.json is not a valid schema: {e}"))
+}
+
+/// A helper program of this package (`memhog`, `threadexit`): from `CLAUDE_MONITOR_HELPERS`
+/// (a directory, set in VM guests) or the path cargo built it at.
+pub fn helper(name: &str, built_at: &str) -> PathBuf {
+    match std::env::var_os("CLAUDE_MONITOR_HELPERS") {
+        Some(dir) => PathBuf::from(dir).join(name),
+        None => PathBuf::from(built_at),
+    }
+}
+
+/// Size of the short-lived-process storm: `CLAUDE_MONITOR_STORM` or `default`.
+pub fn storm_size(default: usize) -> usize {
+    std::env::var("CLAUDE_MONITOR_STORM")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Validates one event line against the schema, panicking with every violation.
@@ -243,33 +260,69 @@ pub fn assert_nothing_lost(events: &[Value]) {
     assert_eq!(stop["lost"], 0, "{stop}");
 }
 
-/// A child memory cgroup (v1) under the current process's own memory cgroup, removed on
-/// drop (after killing anything left in it), even when the test fails.
+/// Which cgroup hierarchy holds the memory controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CgroupVersion {
+    V1,
+    V2,
+}
+
+/// A child memory cgroup, removed on drop (after killing anything left in it), even when
+/// the test fails. On cgroup v1 it is created under the current process's own memory
+/// cgroup; on v2 under the root of the unified hierarchy (a non-root cgroup that holds
+/// processes cannot enable controllers for its children).
 pub struct MemCgroup {
     pub path: PathBuf,
+    pub version: CgroupVersion,
 }
 
 impl MemCgroup {
     pub fn create(name: &str, limit_bytes: u64) -> MemCgroup {
         let own = std::fs::read_to_string("/proc/self/cgroup").expect("/proc/self/cgroup");
-        let rel = own
-            .lines()
-            .find_map(|l| {
-                let mut parts = l.splitn(3, ':');
-                let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-                controllers.split(',').any(|c| c == "memory").then(|| path.to_owned())
-            })
-            .expect("this scenario needs the cgroup v1 memory controller (no memory line in /proc/self/cgroup)");
-        let path = PathBuf::from("/sys/fs/cgroup/memory")
-            .join(rel.trim_start_matches('/'))
-            .join(name);
+        let v1 = own.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "memory")
+                .then(|| path.to_owned())
+        });
+        let (path, version) = match v1 {
+            Some(rel) => (
+                PathBuf::from("/sys/fs/cgroup/memory")
+                    .join(rel.trim_start_matches('/'))
+                    .join(name),
+                CgroupVersion::V1,
+            ),
+            None => {
+                let root = PathBuf::from("/sys/fs/cgroup");
+                let controllers = std::fs::read_to_string(root.join("cgroup.controllers"))
+                    .expect("no cgroup v1 memory controller and no cgroup v2 at /sys/fs/cgroup");
+                assert!(
+                    controllers.split_whitespace().any(|c| c == "memory"),
+                    "cgroup v2 without the memory controller: {controllers}"
+                );
+                let _ = std::fs::write(root.join("cgroup.subtree_control"), "+memory");
+                (root.join(name), CgroupVersion::V2)
+            }
+        };
         let _ = std::fs::remove_dir(&path);
         std::fs::create_dir(&path)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
-        let cg = MemCgroup { path };
-        cg.write("memory.limit_in_bytes", &limit_bytes.to_string());
-        if cg.path.join("memory.memsw.limit_in_bytes").exists() {
-            cg.write("memory.memsw.limit_in_bytes", &limit_bytes.to_string());
+        let cg = MemCgroup { path, version };
+        match version {
+            CgroupVersion::V1 => {
+                cg.write("memory.limit_in_bytes", &limit_bytes.to_string());
+                if cg.path.join("memory.memsw.limit_in_bytes").exists() {
+                    cg.write("memory.memsw.limit_in_bytes", &limit_bytes.to_string());
+                }
+            }
+            CgroupVersion::V2 => {
+                cg.write("memory.max", &limit_bytes.to_string());
+                if cg.path.join("memory.swap.max").exists() {
+                    cg.write("memory.swap.max", "0");
+                }
+            }
         }
         cg
     }
