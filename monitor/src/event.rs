@@ -6,6 +6,7 @@ use monitor_common::{OOM_FLAG_MEMORY, Record};
 use serde::Serialize;
 
 use crate::{
+    cgroups::MemoryHierarchy,
     clock::Clock,
     names::{WaitStatus, si_code_name, signal_name, signal_result_name},
 };
@@ -45,6 +46,8 @@ pub struct AgentStart {
     pub hooks: Vec<String>,
     pub hooks_unavailable: Vec<Unavailable>,
     pub ring_buffer_bytes: u32,
+    /// The hierarchy `memcg_id`s refer to (`null` when no memory controller is mounted).
+    pub memory_cgroup: Option<MemoryHierarchy>,
     /// Facts about how fields are read on this kernel (e.g. exit detection method).
     pub notes: Vec<String>,
 }
@@ -88,6 +91,8 @@ pub struct Exit {
     pub stime_ms: f64,
     pub duration_ms: f64,
     pub memcg_id: Option<u64>,
+    /// Path of the memory cgroup inside its hierarchy, resolved by the agent.
+    pub memcg_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -128,6 +133,7 @@ pub struct Oom {
     pub pgtables_kb: Option<u64>,
     pub oom_score_adj: Option<i32>,
     pub memcg_id: Option<u64>,
+    pub memcg_path: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -252,6 +258,7 @@ impl Converter {
                         stime_ms: ms(e.stime_ns),
                         duration_ms: ms(h.ts_ns.saturating_sub(e.start_boottime_ns)),
                         memcg_id: (e.memcg_id != 0).then_some(e.memcg_id),
+                        memcg_path: None,
                     }),
                 )
             }
@@ -308,6 +315,7 @@ impl Converter {
                         pgtables_kb: mem.then_some(o.pgtables_bytes / 1024),
                         oom_score_adj: mem.then_some(o.oom_score_adj),
                         memcg_id: (o.memcg_id != 0).then_some(o.memcg_id),
+                        memcg_path: None,
                     }),
                 )
             }

@@ -3,9 +3,11 @@
 //! One module per concern: [`btf`] reads the kernel's type information, [`offsets`] turns
 //! it into the field offsets the kernel programs use, [`loader`] loads and attaches them,
 //! [`trace`] reads the ring buffer, [`event`] is the JSON schema, [`sink`] writes it,
-//! [`scope`] finds the processes to follow, [`names`] decodes signals and wait statuses.
+//! [`scope`] finds the processes to follow, [`names`] decodes signals and wait statuses,
+//! [`cgroups`] resolves memory cgroup ids to paths.
 
 pub mod btf;
+pub mod cgroups;
 pub mod cli;
 pub mod clock;
 pub mod event;

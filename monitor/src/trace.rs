@@ -5,13 +5,14 @@ use std::{io::Write, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, RingBuf};
-use monitor_common::decode;
+use monitor_common::{EXIT_FLAG_LIVE_COUNTER, Record, decode};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
 };
 
 use crate::{
+    cgroups,
     clock::{self, Clock},
     event::{AgentStart, AgentStop, Body, Converter, Event, Lost, Scope},
     loader::{self, Counters, KernelCounters, LoadOptions, ScopeMode},
@@ -35,6 +36,8 @@ const COUNTER_PERIOD: Duration = Duration::from_millis(500);
 struct Stream<W: Write> {
     sink: Sink<W>,
     conv: Converter,
+    memcgs: cgroups::Resolver,
+    dedup: ExitDedup,
     written: u64,
     lost_total: u64,
     last: KernelCounters,
@@ -61,8 +64,12 @@ impl<W: Write> Stream<W> {
         while let Some(item) = ring.next() {
             match decode(&item) {
                 Ok(record) => {
-                    let event = self.conv.convert(&record);
                     drop(item);
+                    if self.dedup.is_duplicate(&record) {
+                        continue;
+                    }
+                    let mut event = self.conv.convert(&record);
+                    self.enrich(&mut event);
                     self.emit(&event)?;
                 }
                 Err(e) => {
@@ -72,6 +79,28 @@ impl<W: Write> Stream<W> {
             }
         }
         self.sink.flush()
+    }
+
+    /// What userspace adds to a kernel record: cgroup paths; the OOM victim's name and uid
+    /// when the kernel passed only its pid (kernels before ~6.8).
+    fn enrich(&mut self, event: &mut Event) {
+        match &mut event.body {
+            Body::Exit(e) => e.memcg_path = e.memcg_id.and_then(|id| self.memcgs.path(id)),
+            Body::Oom(o) => {
+                o.memcg_path = o.memcg_id.and_then(|id| self.memcgs.path(id));
+                if o.victim.comm.is_empty() {
+                    let pid = o.victim.pid;
+                    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+                        o.victim.comm = comm.trim_end().to_owned();
+                        event.comm.clone_from(&o.victim.comm);
+                    }
+                    if o.victim.uid.is_none() {
+                        o.victim.uid = proc_uid(pid);
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// Emits `lost` records for kernel-side losses since the last check.
@@ -145,9 +174,12 @@ pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
     let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
         .context("cannot register the ring buffer with the event loop")?;
 
+    let hierarchy = cgroups::MemoryHierarchy::detect();
     let mut stream = Stream {
         sink: Sink::new(out, cfg.format),
         conv: Converter::new(Clock::measure()),
+        memcgs: cgroups::Resolver::new(hierarchy.clone()),
+        dedup: ExitDedup::default(),
         written: 0,
         lost_total: 0,
         last: KernelCounters::default(),
@@ -165,6 +197,7 @@ pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
         hooks: loaded.attached.clone(),
         hooks_unavailable: loaded.unavailable.clone(),
         ring_buffer_bytes: cfg.ring_buffer_bytes,
+        memory_cgroup: hierarchy,
         notes: loaded.layout.notes.clone(),
     }));
     // Signal handlers before agent_start: a consumer may signal us as soon as it sees it.
@@ -247,4 +280,92 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The real uid of a live (or zombie) process, from /proc.
+fn proc_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// On kernels whose `sched_process_exit` has no `group_dead` argument, the kernel program
+/// detects the group's end from `signal->live`, and two threads leaving at the same instant
+/// can both see it at zero. Exits detected that way are de-duplicated here by (pid, start
+/// time) over the last `DEDUP_WINDOW` such exits.
+#[derive(Default)]
+struct ExitDedup {
+    recent: std::collections::VecDeque<(u32, u64)>,
+}
+
+const DEDUP_WINDOW: usize = 1024;
+
+impl ExitDedup {
+    fn is_duplicate(&mut self, record: &Record) -> bool {
+        let Record::Exit(e) = record else {
+            return false;
+        };
+        if e.flags & EXIT_FLAG_LIVE_COUNTER == 0 {
+            return false;
+        }
+        let key = (e.header.pid, e.start_boottime_ns);
+        if self.recent.contains(&key) {
+            return true;
+        }
+        if self.recent.len() == DEDUP_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(key);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use monitor_common::{Exit, Header, Kind, WIRE_VERSION};
+
+    use super::*;
+
+    fn exit(pid: u32, start: u64, flags: u32) -> Record {
+        Record::Exit(Exit {
+            header: Header {
+                kind: Kind::Exit as u16,
+                version: WIRE_VERSION,
+                cpu: 0,
+                ts_ns: 1,
+                pid,
+                tid: pid,
+                comm: [0; 16],
+            },
+            ppid: 1,
+            uid: 0,
+            exit_status: 0,
+            flags,
+            maxrss_pages: 0,
+            utime_ns: 0,
+            stime_ns: 0,
+            start_boottime_ns: start,
+            memcg_id: 0,
+        })
+    }
+
+    #[test]
+    fn live_counter_exits_are_deduplicated_by_pid_and_start() {
+        let mut d = ExitDedup::default();
+        assert!(!d.is_duplicate(&exit(10, 5, EXIT_FLAG_LIVE_COUNTER)));
+        assert!(d.is_duplicate(&exit(10, 5, EXIT_FLAG_LIVE_COUNTER)));
+        // Same pid, another process (pid reuse): not a duplicate.
+        assert!(!d.is_duplicate(&exit(10, 6, EXIT_FLAG_LIVE_COUNTER)));
+        // Exits detected with group_dead are never dropped.
+        assert!(!d.is_duplicate(&exit(11, 5, 0)));
+        assert!(!d.is_duplicate(&exit(11, 5, 0)));
+        // The window is bounded.
+        for pid in 100..100 + DEDUP_WINDOW as u32 {
+            d.is_duplicate(&exit(pid, 1, EXIT_FLAG_LIVE_COUNTER));
+        }
+        assert!(!d.is_duplicate(&exit(10, 5, EXIT_FLAG_LIVE_COUNTER)));
+    }
 }

@@ -11,7 +11,8 @@ use std::{
 };
 
 use claude_monitor_tests::{
-    Agent, MemCgroup, assert_nothing_lost, descendants, helper, of, privileged, storm_size,
+    Agent, CgroupVersion, MemCgroup, assert_nothing_lost, descendants, helper, of, privileged,
+    storm_size,
 };
 use serde_json::Value;
 
@@ -157,11 +158,18 @@ fn oom_kill_in_a_memory_cgroup() {
         return;
     }
     const LIMIT: u64 = 64 << 20;
-    let cgroup = MemCgroup::create(
-        &format!("claude-monitor-test-{}", std::process::id()),
-        LIMIT,
-    );
+    let name = format!("claude-monitor-test-{}", std::process::id());
+    let cgroup = MemCgroup::create(&name, LIMIT);
     let agent = Agent::start(&["--pid", &me()]);
+    let version = match cgroup.version {
+        CgroupVersion::V1 => "v1",
+        CgroupVersion::V2 => "v2",
+    };
+    assert_eq!(
+        agent.start["memory_cgroup"]["version"], version,
+        "{}",
+        agent.start
+    );
     // The hog is started by a shell that first moves itself into the cgroup. Not spawned
     // directly: a child vfork'ed from this (large) test process would inherit its peak RSS
     // through exec (signal->maxrss), and the peak check below is about the hog's own.
@@ -202,6 +210,8 @@ fn oom_kill_in_a_memory_cgroup() {
     // A cgroup OOM is triggered by the victim's own allocation.
     assert_eq!(o["trigger"]["pid"].as_u64(), Some(u(pid)));
     assert_eq!(o["memcg_id"].as_u64(), Some(cgroup.id()), "{o}");
+    let path_ok = |v: &Value| v.as_str().is_some_and(|p| p.ends_with(&format!("/{name}")));
+    assert!(path_ok(&o["memcg_path"]), "{o}");
     let anon = o["anon_rss_kb"].as_u64().expect("anon_rss_kb");
     assert!(
         (40 << 10..=(LIMIT >> 10)).contains(&anon),
@@ -224,6 +234,7 @@ fn oom_kill_in_a_memory_cgroup() {
     assert_eq!(e["signal"], 9);
     assert_eq!(e["signal_name"], "SIGKILL");
     assert_eq!(e["memcg_id"].as_u64(), Some(cgroup.id()));
+    assert!(path_ok(&e["memcg_path"]), "{e}");
     let peak = e["peak_rss_kb"].as_u64().expect("peak");
     let limit_kb = LIMIT >> 10;
     assert!(

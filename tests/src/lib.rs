@@ -57,7 +57,8 @@ pub fn privileged(scenario: &str) -> bool {
 /// The event schema, embedded so the scenarios also run where docs/ is absent (a VM guest).
 const SCHEMA: &str = include_str!("../../docs/events.schema.json");
 
-fn schema() -> jsonschema::Validator {
+/// The compiled event schema.
+pub fn schema() -> jsonschema::Validator {
     let schema: Value = serde_json::from_str(SCHEMA)
         .unwrap_or_else(|e| panic!("docs/events.schema.json is not JSON: {e}"));
     jsonschema::validator_for(&schema)
