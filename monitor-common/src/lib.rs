@@ -264,10 +264,6 @@ pub struct Settings {
 pub const SCOPE_ALL: u32 = 0;
 /// Report only processes whose tgid is in the `WATCHED` map (followed across fork).
 pub const SCOPE_WATCHED: u32 = 1;
-/// `sched_process_exit` has the `group_dead` argument (kernel >= ~6.16).
-pub const SETTING_EXIT_GROUP_DEAD_ARG: u32 = 1;
-/// `mark_victim` passes the task pointer (kernel >= ~6.8); otherwise only a pid.
-pub const SETTING_OOM_TASK_ARG: u32 = 2;
 /// Report OOM kills of every process even when the scope is `SCOPE_WATCHED`.
 pub const SETTING_OOM_ALL: u32 = 4;
 

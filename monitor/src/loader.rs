@@ -136,10 +136,7 @@ fn raise_memlock() {
 pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     raise_memlock();
     let layout = offsets::compute(btf)?;
-    let mut flags = layout.settings_flags;
-    if opts.oom_all {
-        flags |= SETTING_OOM_ALL;
-    }
+    let flags = if opts.oom_all { SETTING_OOM_ALL } else { 0 };
     let settings = Settings {
         scope: match opts.scope {
             ScopeMode::All => SCOPE_ALL,
@@ -167,20 +164,21 @@ pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
         aya::Btf::from_sys_fs().map_err(|e| LoadError::Internal(format!("aya BTF: {e}")))?;
     let mut attached = Vec::new();
     let mut unavailable = Vec::new();
-    for (tp, args) in &layout.tracepoints {
-        if args.is_none() {
+    for hook in &layout.hooks {
+        let tp = hook.tracepoint;
+        if hook.args.is_none() {
             unavailable.push(Unavailable {
-                hook: tp.clone(),
+                hook: tp.to_owned(),
                 reason: format!("this kernel has no tracepoint {tp} (no btf_trace_{tp} in BTF)"),
             });
             continue;
         }
-        match attach(&mut ebpf, tp, &aya_btf) {
-            Ok(()) => attached.push(tp.clone()),
+        match attach(&mut ebpf, hook.program, tp, &aya_btf) {
+            Ok(()) => attached.push(tp.to_owned()),
             Err(reason) => {
                 tracing::warn!("hook {tp} unavailable: {reason}");
                 unavailable.push(Unavailable {
-                    hook: tp.clone(),
+                    hook: tp.to_owned(),
                     reason,
                 });
             }
@@ -201,10 +199,10 @@ pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     })
 }
 
-fn attach(ebpf: &mut Ebpf, tp: &str, btf: &aya::Btf) -> Result<(), String> {
+fn attach(ebpf: &mut Ebpf, program: &str, tp: &str, btf: &aya::Btf) -> Result<(), String> {
     let program: &mut BtfTracePoint = ebpf
-        .program_mut(tp)
-        .ok_or_else(|| format!("program {tp} missing from the object"))?
+        .program_mut(program)
+        .ok_or_else(|| format!("program {program} missing from the object"))?
         .try_into()
         .map_err(|e| format!("{e}"))?;
     program

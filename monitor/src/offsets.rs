@@ -5,7 +5,7 @@
 //! [`UNAVAILABLE`] (the programs then report zero or null) with a note explaining which
 //! figure is affected.
 
-use monitor_common::{Offsets, SETTING_EXIT_GROUP_DEAD_ARG, SETTING_OOM_TASK_ARG, UNAVAILABLE};
+use monitor_common::{Offsets, UNAVAILABLE};
 
 use crate::btf::{Btf, BtfError};
 
@@ -13,12 +13,20 @@ use crate::btf::{Btf, BtfError};
 #[derive(Debug, Clone)]
 pub struct KernelLayout {
     pub offsets: Offsets,
-    /// `SETTING_*` bits describing tracepoint prototypes.
-    pub settings_flags: u32,
-    /// Tracepoints present, with their arguments as BTF describes them.
-    pub tracepoints: Vec<(String, Option<Vec<String>>)>,
+    /// One per tracepoint in [`TRACEPOINTS`], with the program variant to load.
+    pub hooks: Vec<Hook>,
     /// Human-readable notes about fields or arguments that are missing or read differently.
     pub notes: Vec<String>,
+}
+
+/// A tracepoint and the program that serves it on this kernel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    pub tracepoint: &'static str,
+    /// Name of the program in the eBPF object.
+    pub program: &'static str,
+    /// The tracepoint's arguments as BTF describes them; `None` when the kernel lacks it.
+    pub args: Option<Vec<String>>,
 }
 
 /// The tracepoints the programs attach to.
@@ -144,34 +152,40 @@ pub fn compute(btf: &Btf) -> Result<KernelLayout, LayoutError> {
             .push(format!("OOM victim RSS unavailable: {reason}")),
     }
 
-    let mut flags = 0;
-    let mut tracepoints = Vec::new();
+    let mut hooks = Vec::new();
     for tp in TRACEPOINTS {
         let args = btf.tracepoint_args(tp);
-        match (tp, &args) {
-            ("sched_process_exit", Some(a)) if a.len() >= 2 => flags |= SETTING_EXIT_GROUP_DEAD_ARG,
-            ("sched_process_exit", Some(_)) => b.notes.push(
-                "sched_process_exit has no group_dead argument on this kernel: process exit is \
-                 detected from signal->live"
-                    .into(),
-            ),
-            ("mark_victim", Some(a)) if a.first().is_some_and(|t| t.contains("task_struct")) => {
-                flags |= SETTING_OOM_TASK_ARG
+        // Program variants for prototypes that changed between kernels: the matching one is
+        // loaded, so the verifier never sees an access to an argument the kernel lacks.
+        let program = match (tp, &args) {
+            ("sched_process_exit", Some(a)) if a.len() < 2 => {
+                b.notes.push(
+                    "sched_process_exit has no group_dead argument on this kernel: process exit \
+                     is detected from signal->live"
+                        .into(),
+                );
+                "sched_process_exit_legacy"
             }
-            ("mark_victim", Some(_)) => b.notes.push(
-                "mark_victim passes only the victim's pid on this kernel: OOM events carry no \
-                 victim memory figures"
-                    .into(),
-            ),
-            _ => {}
-        }
-        tracepoints.push((tp.to_owned(), args));
+            ("mark_victim", Some(a)) if !a.first().is_some_and(|t| t.contains("task_struct")) => {
+                b.notes.push(
+                    "mark_victim passes only the victim's pid on this kernel: OOM events carry \
+                     no victim memory figures, and the victim's name and uid are read from /proc"
+                        .into(),
+                );
+                "mark_victim_pid"
+            }
+            _ => tp,
+        };
+        hooks.push(Hook {
+            tracepoint: tp,
+            program,
+            args,
+        });
     }
 
     Ok(KernelLayout {
         offsets: o,
-        settings_flags: flags,
-        tracepoints,
+        hooks,
         notes: b.notes,
     })
 }
@@ -242,10 +256,12 @@ mod tests {
             assert_ne!(v, UNAVAILABLE, "{name}: {:?}", layout.notes);
         }
         assert_eq!(o.siginfo_code, 8);
-        assert_eq!(layout.tracepoints.len(), TRACEPOINTS.len());
-        eprintln!(
-            "flags {:#x}, notes {:?}",
-            layout.settings_flags, layout.notes
-        );
+        let hooks: Vec<&str> = layout.hooks.iter().map(|h| h.tracepoint).collect();
+        assert_eq!(hooks, TRACEPOINTS);
+        // Each variant chosen exists in the prototype BTF gives (any kernel has one of them).
+        for h in &layout.hooks {
+            assert!(h.program.starts_with(h.tracepoint), "{h:?}");
+        }
+        eprintln!("hooks {:?}, notes {:?}", layout.hooks, layout.notes);
     }
 }

@@ -1,42 +1,47 @@
 //! Process exit.
 //!
 //! ```c
-//! // tp_btf/sched_process_exit (kernel >= ~6.16; older kernels have only `p`)
+//! // tp_btf/sched_process_exit (kernel >= ~6.16)
 //! void sched_process_exit(struct task_struct *p, bool group_dead);
+//! // older kernels
+//! void sched_process_exit(struct task_struct *p);
 //! ```
 //! Fires in the exiting thread for every thread. We report a process once, when its thread
 //! group is dead, keyed by tgid: the last thread out need not be the leader.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use monitor_common::{EXIT_FLAG_LIVE_COUNTER, Exit, Kind, SETTING_EXIT_GROUP_DEAD_ARG};
+use monitor_common::{EXIT_FLAG_LIVE_COUNTER, Exit, Kind};
 
 use super::{header, reserve};
 use crate::{
     kernel::{self, Task, read},
-    maps::{WATCHED, is_watched, off, scope_watched, settings_flags},
+    maps::{WATCHED, is_watched, off, scope_watched},
 };
 
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
-    try_exit(&ctx);
+    let group_dead = ctx.arg::<u64>(1) & 0xff != 0;
+    if group_dead {
+        try_exit(ctx.arg(0), 0);
+    }
+    0
+}
+
+/// Variant for kernels before ~6.16, whose tracepoint passes only `p`.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit_legacy(ctx: BtfTracePointContext) -> i32 {
+    let task: Task = ctx.arg(0);
+    // do_exit() decrements signal->live before this tracepoint on every kernel. Two threads
+    // leaving at once can both see zero; userspace drops the duplicate.
+    if read::<i32>(kernel::signal(task), off!(signal_live)).unwrap_or(1) == 0 {
+        try_exit(task, EXIT_FLAG_LIVE_COUNTER);
+    }
     0
 }
 
 #[inline(always)]
-fn try_exit(ctx: &BtfTracePointContext) {
-    let task: Task = ctx.arg(0);
+fn try_exit(task: Task, flags: u32) {
     let signal = kernel::signal(task);
-    let mut flags = 0;
-    let group_dead = if settings_flags() & SETTING_EXIT_GROUP_DEAD_ARG != 0 {
-        ctx.arg::<u64>(1) & 0xff != 0
-    } else {
-        // do_exit() decrements signal->live before this tracepoint on every kernel.
-        flags |= EXIT_FLAG_LIVE_COUNTER;
-        read::<i32>(signal, off!(signal_live)).unwrap_or(1) == 0
-    };
-    if !group_dead {
-        return;
-    }
     let tgid = kernel::tgid(task);
     if scope_watched() {
         if !is_watched(tgid) {

@@ -1,8 +1,10 @@
 //! OOM victim selection.
 //!
 //! ```c
-//! // tp_btf/mark_victim (kernel >= ~6.8; older kernels pass only `int pid`)
+//! // tp_btf/mark_victim (kernel >= ~6.8)
 //! void mark_victim(struct task_struct *task, uid_t uid);
+//! // older kernels
+//! void mark_victim(int pid);
 //! ```
 //! Runs in the context of the task whose allocation triggered the OOM kill (`current`).
 //! The victim's memory figures are read from its `mm` here, before the kill frees it.
@@ -10,9 +12,7 @@
 use aya_ebpf::{
     helpers::bpf_get_current_comm, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
-use monitor_common::{
-    Kind, OOM_FLAG_MEMORY, OOM_FLAG_RSS_APPROX, Oom, SETTING_OOM_ALL, SETTING_OOM_TASK_ARG,
-};
+use monitor_common::{Kind, OOM_FLAG_MEMORY, OOM_FLAG_RSS_APPROX, Oom, SETTING_OOM_ALL};
 
 use super::{header, reserve};
 use crate::{
@@ -22,20 +22,22 @@ use crate::{
 
 #[btf_tracepoint(function = "mark_victim")]
 pub fn mark_victim(ctx: BtfTracePointContext) -> i32 {
-    try_oom(&ctx);
+    let task: Task = ctx.arg(0);
+    try_oom(task, kernel::tgid(task), ctx.arg::<u32>(1));
     0
 }
 
+/// Variant for kernels before ~6.8, whose tracepoint passes only the victim's pid.
+#[btf_tracepoint(function = "mark_victim")]
+pub fn mark_victim_pid(ctx: BtfTracePointContext) -> i32 {
+    try_oom(core::ptr::null(), ctx.arg::<u32>(0), u32::MAX);
+    0
+}
+
+/// `task` is null when the kernel passed only the victim's pid.
 #[inline(always)]
-fn try_oom(ctx: &BtfTracePointContext) {
+fn try_oom(task: Task, victim: u32, uid: u32) {
     let flags = settings_flags();
-    let has_task = flags & SETTING_OOM_TASK_ARG != 0;
-    let (task, victim, uid): (Task, u32, u32) = if has_task {
-        let task: Task = ctx.arg(0);
-        (task, kernel::tgid(task), ctx.arg::<u32>(1))
-    } else {
-        (core::ptr::null(), ctx.arg::<u32>(0), u32::MAX)
-    };
     if scope_watched() && flags & SETTING_OOM_ALL == 0 && !is_watched(victim) {
         return;
     }
