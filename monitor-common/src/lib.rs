@@ -17,7 +17,7 @@ mod decode;
 pub use decode::{DecodeError, Record, decode};
 
 /// Version of the record layout; bumped on any change of the structs below.
-pub const WIRE_VERSION: u16 = 1;
+pub const WIRE_VERSION: u16 = 2;
 /// Length of `task_struct::comm`.
 pub const COMM_LEN: usize = 16;
 /// Bytes of the exec filename kept (NUL-terminated, truncated beyond).
@@ -84,8 +84,11 @@ pub struct Exit {
     pub stime_ns: u64,
     /// `task->start_boottime`, `CLOCK_BOOTTIME` ns.
     pub start_boottime_ns: u64,
-    /// v1 memory cgroup id (kernfs id = inode of the cgroup directory); 0 when unknown.
+    /// Memory cgroup id (kernfs id = inode of the cgroup directory); 0 when unknown.
     pub memcg_id: u64,
+    /// Peak RSS of the process's own address space, pages: max(`mm->hiwater_rss`, current
+    /// rss) of the exiting image; 0 when the mm was already gone at the tracepoint.
+    pub mm_peak_pages: u64,
 }
 
 /// `signal_generate`, in the sender's context. The header describes the target.
@@ -150,6 +153,9 @@ pub struct Exec {
     pub uid: u32,
     pub _pad: u32,
     pub start_boottime_ns: u64,
+    /// `signal->maxrss` just after exec, pages: the peak carried over from the image(s)
+    /// before exec, a baseline for the new image's own peak.
+    pub maxrss_pages: u64,
     pub filename: [u8; FILENAME_LEN],
 }
 
@@ -163,11 +169,11 @@ pub const OOM_FLAG_MEMORY: u32 = 1;
 pub const OOM_FLAG_RSS_APPROX: u32 = 2;
 
 const _: () = assert!(core::mem::size_of::<Header>() == 40);
-const _: () = assert!(core::mem::size_of::<Exit>() == 96);
+const _: () = assert!(core::mem::size_of::<Exit>() == 104);
 const _: () = assert!(core::mem::size_of::<Signal>() == 88);
 const _: () = assert!(core::mem::size_of::<Oom>() == 128);
 const _: () = assert!(core::mem::size_of::<Fork>() == 56);
-const _: () = assert!(core::mem::size_of::<Exec>() == 320);
+const _: () = assert!(core::mem::size_of::<Exec>() == 328);
 const _: () = assert!(core::mem::align_of::<Exit>() == 8);
 const _: () = assert!(core::mem::align_of::<Exec>() == 8);
 
@@ -202,6 +208,7 @@ pub struct Offsets {
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
     pub mm_total_vm: u32,
+    pub mm_hiwater_rss: u32,
     /// Offsets of the counter values for file, anon and shmem pages inside `mm_struct`
     /// (through `rss_stat`, whatever its layout on this kernel).
     pub mm_file_rss: u32,
@@ -240,6 +247,7 @@ impl Offsets {
             cgroup_kn: u,
             kernfs_node_id: u,
             mm_total_vm: u,
+            mm_hiwater_rss: u,
             mm_file_rss: u,
             mm_anon_rss: u,
             mm_shmem_rss: u,

@@ -88,3 +88,12 @@ pub fn cpu() -> u32 {
     // SAFETY: helper without arguments.
     unsafe { aya_ebpf::helpers::generated::bpf_get_smp_processor_id() }
 }
+
+/// Resident pages of an mm: file + anon + shmem counters (each read from its central count).
+#[inline(always)]
+pub fn mm_rss_pages(mm: *const u8) -> u64 {
+    let file = read::<i64>(mm, off!(mm_file_rss)).unwrap_or(0).max(0) as u64;
+    let anon = read::<i64>(mm, off!(mm_anon_rss)).unwrap_or(0).max(0) as u64;
+    let shmem = read::<i64>(mm, off!(mm_shmem_rss)).unwrap_or(0).max(0) as u64;
+    file + anon + shmem
+}

@@ -87,6 +87,9 @@ pub struct Exit {
     pub signal_name: Option<String>,
     pub core_dumped: bool,
     pub peak_rss_kb: u64,
+    /// Peak RSS of the process's own (last) image, without what exec carried over from the
+    /// parent's image; null when the kernel could not give it.
+    pub own_peak_rss_kb: Option<u64>,
     pub utime_ms: f64,
     pub stime_ms: f64,
     pub duration_ms: f64,
@@ -254,6 +257,8 @@ impl Converter {
                         signal_name: signal.and_then(|s| signal_name(i32::from(s))),
                         core_dumped,
                         peak_rss_kb: e.maxrss_pages * self.page_kb,
+                        own_peak_rss_kb: (e.mm_peak_pages > 0)
+                            .then_some(e.mm_peak_pages * self.page_kb),
                         utime_ms: ms(e.utime_ns),
                         stime_ms: ms(e.stime_ns),
                         duration_ms: ms(h.ts_ns.saturating_sub(e.start_boottime_ns)),

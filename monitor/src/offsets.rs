@@ -140,6 +140,7 @@ pub fn compute(btf: &Btf) -> Result<KernelLayout, LayoutError> {
 
     // OOM victim memory.
     o.mm_total_vm = b.optional("mm_struct", &["total_vm"], "OOM total_vm");
+    o.mm_hiwater_rss = b.optional("mm_struct", &["hiwater_rss"], "own peak RSS");
     o.mm_pgtables_bytes = b.optional("mm_struct", &["pgtables_bytes"], "OOM pgtables");
     match rss_offsets(btf) {
         Ok([file, anon, shmem]) => {

@@ -349,6 +349,7 @@ mod tests {
             stime_ns: 0,
             start_boottime_ns: start,
             memcg_id: 0,
+            mm_peak_pages: 0,
         })
     }
 

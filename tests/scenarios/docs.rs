@@ -1,5 +1,6 @@
-//! The documentation stays true: every example event in docs/events.md is valid against
-//! docs/events.schema.json (the same schema every real event is checked against).
+//! The documentation stays true: every example event in docs/events.md and README.md is
+//! valid against docs/events.schema.json (the same schema every real event is checked
+//! against).
 
 use claude_monitor_tests::{assert_valid, schema};
 
@@ -32,4 +33,19 @@ fn every_documented_example_matches_the_schema() {
         "a kind without an example"
     );
     assert!(checked >= expected.len());
+}
+
+#[test]
+fn readme_examples_match_the_schema() {
+    let validator = schema();
+    let lines: Vec<&str> = include_str!("../../README.md")
+        .lines()
+        .filter(|l| l.starts_with("{\"v\":"))
+        .collect();
+    assert!(lines.len() >= 6, "README lost its sample output");
+    for line in lines {
+        let event: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert_valid(&validator, &event);
+    }
 }

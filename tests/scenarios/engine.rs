@@ -505,3 +505,41 @@ fn full_ring_buffer_is_reported_as_lost() {
     assert!(exits.clone().count() < 300);
     assert!(exits.into_iter().all(|e| e["exit_code"] == 0));
 }
+
+/// exec folds the parent's peak into `signal->maxrss`: a `true` exec'd from a 300 MiB parent
+/// has a 300 MiB `peak_rss_kb`, but its `own_peak_rss_kb` is its own, small one.
+#[test]
+fn own_peak_excludes_what_exec_carried_over() {
+    if !privileged("own_peak_excludes_what_exec_carried_over") {
+        return;
+    }
+    let agent = Agent::start(&["--pid", &me()]);
+    let mut parent = Command::new(helper("bigparent", env!("CARGO_BIN_EXE_bigparent")))
+        .args(["300", "/bin/sh", "-c", "exit 5"])
+        .spawn()
+        .expect("bigparent");
+    let parent_pid = parent.id();
+    assert_eq!(parent.wait().expect("wait").code(), Some(5));
+    let events = agent.stop(Vec::new());
+    let child = events
+        .iter()
+        .find(|e| e["kind"] == "exit" && e["ppid"].as_u64() == Some(u(parent_pid)))
+        .unwrap_or_else(|| panic!("no exit of the child of {parent_pid}"));
+    assert_eq!(child["exit_code"], 5);
+    let inherited = child["peak_rss_kb"].as_u64().expect("peak");
+    assert!(
+        inherited >= 300 << 10,
+        "maxrss should carry the parent's peak: {child}"
+    );
+    let own = child["own_peak_rss_kb"]
+        .as_u64()
+        .expect("own peak on this kernel");
+    assert!(
+        (100..16 << 10).contains(&own),
+        "own peak of sh should be small: {child}"
+    );
+    let parent_exit = of(&events, "exit", parent_pid);
+    let parent_own = parent_exit[0]["own_peak_rss_kb"].as_u64().expect("own");
+    assert!(parent_own >= 300 << 10, "{}", parent_exit[0]);
+    assert_nothing_lost(&events);
+}

@@ -13,7 +13,7 @@ use monitor_common::{Exec, Kind};
 
 use super::{header, reserve};
 use crate::{
-    kernel::{self, Task},
+    kernel::{self, Task, read},
     maps::{is_watched, off, scope_watched},
 };
 
@@ -44,6 +44,7 @@ fn try_exec(ctx: &BtfTracePointContext) {
         (*e).uid = kernel::uid(task);
         (*e)._pad = 0;
         (*e).start_boottime_ns = kernel::start_boottime(task);
+        (*e).maxrss_pages = read::<u64>(kernel::signal(task), off!(signal_maxrss)).unwrap_or(0);
         let filename = kernel::read_ptr(bprm, off!(bprm_filename));
         let buf = &mut (*e).filename;
         if filename.is_null() || bpf_probe_read_kernel_str_bytes(filename, buf).is_err() {

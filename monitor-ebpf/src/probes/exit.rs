@@ -80,6 +80,16 @@ fn try_exit(task: Task, flags: u32) {
         (*e).start_boottime_ns =
             kernel::start_boottime(if leader.is_null() { task } else { leader });
         (*e).memcg_id = kernel::memcg_id(task);
+        // The image's own peak, like setmax_mm_hiwater_rss() computes it; on kernels where
+        // this tracepoint runs after exit_mm() the mm is gone and this stays 0.
+        let mm = kernel::read_ptr(task, off!(task_mm));
+        (*e).mm_peak_pages = if mm.is_null() {
+            0
+        } else {
+            let hiwater = read::<u64>(mm, off!(mm_hiwater_rss)).unwrap_or(0);
+            let rss = kernel::mm_rss_pages(mm);
+            if hiwater > rss { hiwater } else { rss }
+        };
     }
     entry.submit(0);
 }
