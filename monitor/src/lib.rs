@@ -8,12 +8,14 @@
 
 pub mod btf;
 pub mod cgroups;
+pub mod claude;
 pub mod cli;
 pub mod clock;
 pub mod event;
 pub mod loader;
 pub mod names;
 pub mod offsets;
+pub mod proctable;
 pub mod scope;
 pub mod sink;
 pub mod trace;

@@ -1,0 +1,945 @@
+//! Is this process an agent session root?
+//!
+//! A session is a process tree whose root is the agent's CLI; everything the monitor says
+//! about a session starts from recognising that root. The decision is made from a few facts
+//! the caller collects ([`ProcFacts`]: from /proc for processes found at start-up with
+//! [`read_proc_facts`], or from an exec event), so it is a pure function and the same rules
+//! serve the /proc scan and live events.
+//!
+//! Built-in rules cover the shapes Claude Code has on Linux (issue 3, measured on real
+//! installs):
+//!
+//! | rule                          | shape                                                                   |
+//! |-------------------------------|-------------------------------------------------------------------------|
+//! | `claude-code:npm-native`      | exe `*/@anthropic-ai/claude-code/bin/claude.exe` (npm, native ELF)       |
+//! | `claude-code:platform-binary` | exe `*/@anthropic-ai/claude-code-linux-*/claude` (platform package)      |
+//! | `claude-code:native-installer`| exe `*/claude/versions/<semver>` (the file is named by its version)      |
+//! | `claude-code:npm-node`        | exe is node, an argument ends in `@anthropic-ai/claude-code/cli.js`      |
+//! | `claude-code:comm`            | comm `claude` or `claude.exe` (e.g. old npm after it renamed itself)     |
+//!
+//! The CLI re-executes its own binary with argv\[0\] `rg` to run ripgrep; such a process
+//! has the session's exe and comm but is a helper, so no built-in rule matches a process
+//! whose argv\[0\] names `rg`.
+//!
+//! [`Rule`]s add any other agent or program: each given field must match. Their matching
+//! language is deliberately tiny (see [`path_glob`] and [`text_glob`]): `*` is the only
+//! special character.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use super::CLAUDE_CODE;
+
+/// What the rules look at. `exe` is the target of `/proc/PID/exe` (absent for kernel
+/// threads, zombies, or when it cannot be read); `argv` is the command line as the process
+/// shows it now (a process may rewrite it, as old npm Claude Code does to `claude`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcFacts {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: Option<PathBuf>,
+    pub argv: Vec<String>,
+}
+
+/// A match: which agent, its version when the process shape tells it, and the rule that
+/// matched (for diagnostics: `claude-code:native-installer`, `rule[0]:aider`, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Detection {
+    pub agent: String,
+    pub version: Option<String>,
+    pub rule: String,
+}
+
+/// A configured rule. Every field that is given must match:
+///
+/// - `exe_glob`: [`path_glob`] over the exe path (must be absolute or start with `*/`);
+/// - `comm`: the comm exactly, or a [`text_glob`] when it contains `*`;
+/// - `argv_pattern`: over the arguments joined by single spaces; a substring when it has no
+///   `*`, else a [`text_glob`] over the whole joined line.
+///
+/// Unknown keys are an error, so a typo in a config file names the key.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// The agent label reported for matching sessions, e.g. `aider`.
+    pub name: String,
+    #[serde(default)]
+    pub exe_glob: Option<String>,
+    #[serde(default)]
+    pub comm: Option<String>,
+    #[serde(default)]
+    pub argv_pattern: Option<String>,
+}
+
+/// The kernel keeps 15 bytes of comm (TASK_COMM_LEN 16 with the NUL).
+pub const COMM_MAX: usize = 15;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RuleError {
+    #[error("rule {index}: `name` is empty")]
+    EmptyName { index: usize },
+    #[error("rule {index} ({name}): give at least one of exe_glob, comm, argv_pattern")]
+    NoCriteria { index: usize, name: String },
+    #[error("rule {index} ({name}): `{field}` is empty")]
+    EmptyField {
+        index: usize,
+        name: String,
+        field: &'static str,
+    },
+    #[error(
+        "rule {index} ({name}): exe_glob `{glob}` can never match: exe paths are absolute, \
+         so start it with `/` or `*/`"
+    )]
+    RelativeExeGlob {
+        index: usize,
+        name: String,
+        glob: String,
+    },
+    #[error(
+        "rule {index} ({name}): comm `{comm}` can never match: the kernel keeps only the \
+         first {COMM_MAX} bytes of a comm"
+    )]
+    CommTooLong {
+        index: usize,
+        name: String,
+        comm: String,
+    },
+}
+
+impl Rule {
+    fn validate(&self, index: usize) -> Result<(), RuleError> {
+        let name = || self.name.clone();
+        if self.name.is_empty() {
+            return Err(RuleError::EmptyName { index });
+        }
+        if self.exe_glob.is_none() && self.comm.is_none() && self.argv_pattern.is_none() {
+            return Err(RuleError::NoCriteria {
+                index,
+                name: name(),
+            });
+        }
+        for (field, value) in [
+            ("exe_glob", &self.exe_glob),
+            ("comm", &self.comm),
+            ("argv_pattern", &self.argv_pattern),
+        ] {
+            if value.as_deref() == Some("") {
+                return Err(RuleError::EmptyField {
+                    index,
+                    name: name(),
+                    field,
+                });
+            }
+        }
+        if let Some(glob) = &self.exe_glob
+            && !glob.starts_with('/')
+            && !glob.starts_with("*/")
+        {
+            return Err(RuleError::RelativeExeGlob {
+                index,
+                name: name(),
+                glob: glob.clone(),
+            });
+        }
+        if let Some(comm) = &self.comm
+            && !comm.contains('*')
+            && comm.len() > COMM_MAX
+        {
+            return Err(RuleError::CommTooLong {
+                index,
+                name: name(),
+                comm: comm.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether every given field matches `facts`.
+    pub fn matches(&self, facts: &ProcFacts) -> bool {
+        if let Some(glob) = &self.exe_glob {
+            match facts.exe.as_deref() {
+                Some(exe) if path_glob(glob, &exe_string(exe)) => {}
+                _ => return false,
+            }
+        }
+        if let Some(comm) = &self.comm {
+            let ok = if comm.contains('*') {
+                text_glob(comm, &facts.comm)
+            } else {
+                *comm == facts.comm
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if let Some(pattern) = &self.argv_pattern {
+            let line = facts.argv.join(" ");
+            let ok = if pattern.contains('*') {
+                text_glob(pattern, &line)
+            } else {
+                line.contains(pattern.as_str())
+            };
+            if !ok {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// The built-in Claude Code rules followed by configured rules, first match wins.
+#[derive(Clone, Debug, Default)]
+pub struct Detector {
+    rules: Vec<Rule>,
+}
+
+impl Detector {
+    /// Validates `rules` (a rule that could never match, or would match everything, is an
+    /// error naming the rule).
+    pub fn new(rules: Vec<Rule>) -> Result<Detector, RuleError> {
+        for (index, rule) in rules.iter().enumerate() {
+            rule.validate(index)?;
+        }
+        Ok(Detector { rules })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn detect(&self, facts: &ProcFacts) -> Option<Detection> {
+        detect_claude_code(facts).or_else(|| {
+            self.rules
+                .iter()
+                .enumerate()
+                .find(|(_, rule)| rule.matches(facts))
+                .map(|(i, rule)| Detection {
+                    agent: rule.name.clone(),
+                    version: None,
+                    rule: format!("rule[{i}]:{}", rule.name),
+                })
+        })
+    }
+}
+
+/// The built-in rules alone (see the module documentation).
+pub fn detect_claude_code(facts: &ProcFacts) -> Option<Detection> {
+    if is_rg_helper(facts) {
+        return None;
+    }
+    let found = |rule: &str, version: Option<String>| {
+        Some(Detection {
+            agent: CLAUDE_CODE.into(),
+            version,
+            rule: format!("{CLAUDE_CODE}:{rule}"),
+        })
+    };
+    if let Some(exe) = facts.exe.as_deref() {
+        let exe = exe_string(exe);
+        if path_glob("*/@anthropic-ai/claude-code/bin/claude.exe", &exe) {
+            return found("npm-native", None);
+        }
+        if path_glob("*/@anthropic-ai/claude-code-linux-*/claude", &exe) {
+            return found("platform-binary", None);
+        }
+        if let Some(version) = native_installer_version(&exe) {
+            return found("native-installer", Some(version.into()));
+        }
+        if is_node(&exe)
+            && facts
+                .argv
+                .iter()
+                .skip(1)
+                .any(|a| path_glob("*/@anthropic-ai/claude-code/cli.js", a))
+        {
+            return found("npm-node", None);
+        }
+    }
+    if facts.comm == "claude" || facts.comm == "claude.exe" {
+        return found("comm", None);
+    }
+    None
+}
+
+/// argv\[0\] is `rg` (or a path to it): the CLI running ripgrep through its own binary.
+fn is_rg_helper(facts: &ProcFacts) -> bool {
+    facts
+        .argv
+        .first()
+        .is_some_and(|a0| a0.rsplit('/').next() == Some("rg"))
+}
+
+/// The exe path as text, without the ` (deleted)` the kernel appends once the file is
+/// unlinked (the native installer removes old versions while sessions still run them).
+fn exe_string(exe: &Path) -> String {
+    let s = exe.to_string_lossy();
+    s.strip_suffix(" (deleted)").unwrap_or(&s).to_owned()
+}
+
+/// `<semver>` of `*/claude/versions/<semver>`.
+fn native_installer_version(exe: &str) -> Option<&str> {
+    if !path_glob("*/claude/versions/*", exe) {
+        return None;
+    }
+    let version = exe.rsplit('/').next()?;
+    is_semver(version).then_some(version)
+}
+
+/// `MAJOR.MINOR.PATCH`, optionally followed by `-pre` and/or `+build` made of ASCII
+/// alphanumerics, `.` and `-`.
+pub fn is_semver(s: &str) -> bool {
+    let (core, suffix) = match s.find(['-', '+']) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    };
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && suffix.is_none_or(|x| {
+            !x.is_empty()
+                && x.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+'))
+        })
+}
+
+/// `node`, `nodejs`, or a versioned `node22` / `node-22`.
+fn is_node(exe: &str) -> bool {
+    let base = exe.rsplit('/').next().unwrap_or(exe);
+    base == "nodejs"
+        || base.strip_prefix("node").is_some_and(|v| {
+            v.trim_start_matches('-')
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'.')
+        })
+}
+
+/// Glob over a path. `*` matches any run of characters other than `/`, except a leading
+/// `*/`, which matches any directory prefix however deep (`*/bin/claude` matches
+/// `/bin/claude` and `/usr/local/bin/claude`, not `bin/claude`). Everything else, `?`, `[`
+/// and `\` included, is literal, and the whole path must match.
+pub fn path_glob(pattern: &str, path: &str) -> bool {
+    let t: Vec<char> = path.chars().collect();
+    match pattern.strip_prefix("*/") {
+        Some(rest) => {
+            let p: Vec<char> = rest.chars().collect();
+            t.iter()
+                .enumerate()
+                .any(|(k, &c)| c == '/' && wildcard(&p, &t[k + 1..], false))
+        }
+        None => {
+            let p: Vec<char> = pattern.chars().collect();
+            wildcard(&p, &t, false)
+        }
+    }
+}
+
+/// Glob over free text (a comm, a command line): `*` matches any run of characters,
+/// including `/` and spaces; everything else is literal and the whole text must match.
+pub fn text_glob(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    wildcard(&p, &t, true)
+}
+
+/// `*`-only wildcard matching by dynamic programming over (pattern suffix, text suffix):
+/// O(len(p) * len(t)), no backtracking blow-up.
+fn wildcard(p: &[char], t: &[char], star_crosses_slash: bool) -> bool {
+    let n = t.len();
+    // next[j]: p[i + 1..] matches t[j..].
+    let mut next = vec![false; n + 1];
+    next[n] = true;
+    for &pc in p.iter().rev() {
+        let mut cur = vec![false; n + 1];
+        for j in (0..=n).rev() {
+            cur[j] = if pc == '*' {
+                next[j] || (j < n && (star_crosses_slash || t[j] != '/') && cur[j + 1])
+            } else {
+                j < n && t[j] == pc && next[j + 1]
+            };
+        }
+        next = cur;
+    }
+    next[0]
+}
+
+const CMDLINE_RETRIES: u32 = 20;
+const CMDLINE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// The facts of a live process from /proc.
+pub fn read_proc_facts(pid: u32) -> io::Result<ProcFacts> {
+    read_proc_facts_in(Path::new("/proc"), pid)
+}
+
+/// [`read_proc_facts`] under another proc root (tests use a fake one). Fails when the
+/// process does not exist (or vanished while being read); an unreadable exe link (kernel
+/// thread, zombie, no permission) is `exe: None`. The three files are not read atomically:
+/// callers that must not mix two processes that had the same pid compare start times.
+pub fn read_proc_facts_in(proc_root: &Path, pid: u32) -> io::Result<ProcFacts> {
+    let dir = proc_root.join(pid.to_string());
+    let comm = fs::read(dir.join("comm"))?;
+    let comm = String::from_utf8_lossy(&comm)
+        .trim_end_matches('\n')
+        .to_owned();
+    let exe = fs::read_link(dir.join("exe")).ok();
+    let mut argv = parse_cmdline(&fs::read(dir.join("cmdline"))?);
+    // A process caught inside execve (its old file descriptors already closed, which is
+    // when a parent's spawn() returns, but its new argument area not yet set up) shows an
+    // empty cmdline for a moment; without argv the `rg` helper cannot be told apart from a
+    // session. Kernel threads and zombies have an empty cmdline for good, but no exe.
+    for _ in 0..CMDLINE_RETRIES {
+        if !argv.is_empty() || exe.is_none() {
+            break;
+        }
+        std::thread::sleep(CMDLINE_RETRY_DELAY);
+        argv = parse_cmdline(&fs::read(dir.join("cmdline"))?);
+    }
+    Ok(ProcFacts {
+        pid,
+        comm,
+        exe,
+        argv,
+    })
+}
+
+/// NUL-separated arguments. Trailing empty strings are dropped: a process that renamed
+/// itself (libuv's process title, used by node) leaves the rest of the old argument area
+/// as NULs.
+pub fn parse_cmdline(bytes: &[u8]) -> Vec<String> {
+    let mut argv: Vec<String> = bytes
+        .split(|&b| b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    while argv.last().is_some_and(String::is_empty) {
+        argv.pop();
+    }
+    argv
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claude::testutil::TempDir;
+
+    fn facts(exe: Option<&str>, comm: &str, argv: &[&str]) -> ProcFacts {
+        ProcFacts {
+            pid: 4242,
+            comm: comm.into(),
+            exe: exe.map(PathBuf::from),
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn rule_of(f: &ProcFacts) -> Option<String> {
+        detect_claude_code(f).map(|d| d.rule)
+    }
+
+    #[test]
+    fn npm_native_binary() {
+        let f = facts(
+            Some("/usr/lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe"),
+            "claude.exe",
+            &["claude", "--resume"],
+        );
+        assert_eq!(
+            detect_claude_code(&f),
+            Some(Detection {
+                agent: "claude-code".into(),
+                version: None,
+                rule: "claude-code:npm-native".into(),
+            })
+        );
+    }
+
+    #[test]
+    fn platform_binary() {
+        for exe in [
+            "/home/u/.npm-global/lib/node_modules/@anthropic-ai/claude-code/node_modules/@anthropic-ai/claude-code-linux-x64/claude",
+            "/usr/lib/node_modules/@anthropic-ai/claude-code-linux-arm64-musl/claude",
+        ] {
+            let f = facts(Some(exe), "claude", &["claude"]);
+            assert_eq!(
+                rule_of(&f).as_deref(),
+                Some("claude-code:platform-binary"),
+                "{exe}"
+            );
+        }
+    }
+
+    #[test]
+    fn native_installer_version_is_extracted() {
+        let f = facts(
+            Some("/home/u/.local/share/claude/versions/9.9.9"),
+            "claude",
+            &["claude", "-p", "hi"],
+        );
+        let d = detect_claude_code(&f).expect("detected");
+        assert_eq!(d.rule, "claude-code:native-installer");
+        assert_eq!(d.version.as_deref(), Some("9.9.9"));
+
+        // Upgraded away while running: the kernel marks the unlinked file.
+        let f = facts(
+            Some("/root/.local/share/claude/versions/2.0.14 (deleted)"),
+            "claude",
+            &["claude"],
+        );
+        assert_eq!(
+            detect_claude_code(&f).and_then(|d| d.version).as_deref(),
+            Some("2.0.14")
+        );
+
+        let f = facts(
+            Some("/home/u/.local/share/claude/versions/1.2.3-beta.1+build.5"),
+            "x",
+            &["claude"],
+        );
+        assert_eq!(
+            detect_claude_code(&f).and_then(|d| d.version).as_deref(),
+            Some("1.2.3-beta.1+build.5")
+        );
+    }
+
+    #[test]
+    fn versions_dir_needs_a_semver_file() {
+        for exe in [
+            "/home/u/.local/share/claude/versions/latest",
+            "/home/u/.local/share/claude/versions/9.9",
+            "/home/u/.local/share/claude/versions/9.9.9/claude",
+            "/home/u/.local/share/claude/versions/9.9.9.tmp",
+            "/home/u/.local/share/other/versions/9.9.9",
+        ] {
+            let f = facts(Some(exe), "x", &["x"]);
+            assert_eq!(detect_claude_code(&f), None, "{exe}");
+        }
+    }
+
+    #[test]
+    fn old_npm_node_cli_js() {
+        // At exec, before it renames itself.
+        let f = facts(
+            Some("/usr/bin/node"),
+            "node",
+            &[
+                "node",
+                "/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js",
+                "--continue",
+            ],
+        );
+        assert_eq!(rule_of(&f).as_deref(), Some("claude-code:npm-node"));
+        let f = facts(
+            Some("/home/u/.nvm/versions/node/v20.11.0/bin/node"),
+            "node",
+            &[
+                "node",
+                "--max-old-space-size=4096",
+                "/home/u/.nvm/versions/node/v20.11.0/lib/node_modules/@anthropic-ai/claude-code/cli.js",
+            ],
+        );
+        assert_eq!(rule_of(&f).as_deref(), Some("claude-code:npm-node"));
+        // After `process.title = "claude"`: comm and argv rewritten (libuv pads with NULs).
+        let f = ProcFacts {
+            pid: 1,
+            comm: "claude".into(),
+            exe: Some("/usr/bin/node".into()),
+            argv: parse_cmdline(b"claude\0\0\0\0\0\0\0\0\0\0\0\0"),
+        };
+        assert_eq!(f.argv, vec!["claude"]);
+        assert_eq!(rule_of(&f).as_deref(), Some("claude-code:comm"));
+    }
+
+    #[test]
+    fn comm_rule() {
+        assert_eq!(
+            rule_of(&facts(None, "claude", &[])).as_deref(),
+            Some("claude-code:comm")
+        );
+        assert_eq!(
+            rule_of(&facts(Some("/opt/x/claude.exe"), "claude.exe", &["claude"])).as_deref(),
+            Some("claude-code:comm")
+        );
+    }
+
+    #[test]
+    fn ripgrep_helper_is_not_a_session() {
+        for exe in [
+            "/usr/lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe",
+            "/home/u/.local/share/claude/versions/9.9.9",
+            "/usr/lib/node_modules/@anthropic-ai/claude-code-linux-x64/claude",
+        ] {
+            let f = facts(
+                Some(exe),
+                "claude",
+                &["rg", "--files", "--hidden", "/home/u/src/app"],
+            );
+            assert_eq!(detect_claude_code(&f), None, "{exe}");
+            let f = facts(Some(exe), "claude.exe", &["/tmp/bin/rg", "-n", "TODO"]);
+            assert_eq!(detect_claude_code(&f), None, "{exe}");
+        }
+        // And the real ripgrep is not Claude either.
+        assert_eq!(
+            detect_claude_code(&facts(Some("/usr/bin/rg"), "rg", &["rg", "x"])),
+            None
+        );
+        // A program named like rg but not rg is unaffected.
+        let f = facts(
+            Some("/home/u/.local/share/claude/versions/9.9.9"),
+            "claude",
+            &["rgx"],
+        );
+        assert!(detect_claude_code(&f).is_some());
+    }
+
+    #[test]
+    fn non_matches() {
+        let cases = [
+            facts(Some("/usr/bin/claudette"), "claudette", &["claudette"]),
+            facts(
+                Some("/usr/bin/node"),
+                "node",
+                &["node", "/home/u/proj/cli.js"],
+            ),
+            facts(
+                Some("/usr/bin/vim"),
+                "vim",
+                &[
+                    "vim",
+                    "/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js",
+                ],
+            ),
+            facts(
+                Some("/usr/lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe.bak"),
+                "claude.exe.bak",
+                &["x"],
+            ),
+            facts(
+                Some("/usr/lib/node_modules/@anthropic-ai/claude-code-linux-x64/sub/claude"),
+                "x",
+                &["x"],
+            ),
+            facts(Some("/bin/bash"), "bash", &["/bin/bash", "-c", "claude"]),
+            facts(None, "kworker/0:1", &[]),
+            facts(
+                Some("/usr/bin/claude-code"),
+                "claude-code",
+                &["claude-code"],
+            ),
+        ];
+        let detector = Detector::new(Vec::new()).expect("no rules");
+        for f in &cases {
+            assert_eq!(detector.detect(f), None, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn path_glob_semantics() {
+        // Leading `*/`: any directory prefix, at least the root slash.
+        assert!(path_glob("*/bin/claude", "/bin/claude"));
+        assert!(path_glob("*/bin/claude", "/usr/local/bin/claude"));
+        assert!(!path_glob("*/bin/claude", "bin/claude"));
+        assert!(!path_glob("*/bin/claude", "/usr/local/bin/claude2"));
+        // Other `*`: within one path component.
+        assert!(path_glob("/opt/*/bin/aider", "/opt/aider-1.2/bin/aider"));
+        assert!(!path_glob("/opt/*/bin/aider", "/opt/a/b/bin/aider"));
+        assert!(path_glob("/usr/bin/python3*", "/usr/bin/python3.12"));
+        assert!(path_glob("/usr/bin/python3*", "/usr/bin/python3"));
+        assert!(!path_glob("/usr/bin/python3*", "/usr/bin/python3/x"));
+        assert!(path_glob("*/x-*-*/claude", "/a/x-linux-x64/claude"));
+        // Literal specials and full-match semantics.
+        assert!(path_glob("/a/?[b]", "/a/?[b]"));
+        assert!(!path_glob("/a/?", "/a/b"));
+        assert!(!path_glob("/a/b", "/a/b/c"));
+        assert!(path_glob("*/", "/a/b/"));
+        assert!(path_glob("/*", "/anything"));
+        assert!(!path_glob("/*", "/two/levels"));
+        // Non-ASCII is matched by character.
+        assert!(path_glob("*/é*", "/home/é-ü"));
+    }
+
+    #[test]
+    fn text_glob_semantics() {
+        assert!(text_glob("*", ""));
+        assert!(text_glob(
+            "python* */aider *",
+            "python3 /usr/bin/aider --model x"
+        ));
+        assert!(!text_glob("aider", "aider --model"));
+        assert!(text_glob("aider*", "aider --model"));
+        assert!(text_glob("a*b*c", "a/x/b c c"));
+        assert!(!text_glob("a*b*c", "a/x/b c d"));
+        // Many stars: no exponential backtracking.
+        let text = "a".repeat(200);
+        assert!(!text_glob(&format!("{}b", "*a".repeat(30)), &text));
+    }
+
+    #[test]
+    fn custom_rules() {
+        let aider = Rule {
+            name: "aider".into(),
+            exe_glob: Some("*/bin/python3*".into()),
+            comm: None,
+            argv_pattern: Some("/aider ".into()),
+        };
+        let codex = Rule {
+            name: "codex".into(),
+            exe_glob: None,
+            comm: Some("codex*".into()),
+            argv_pattern: None,
+        };
+        let detector = Detector::new(vec![aider, codex]).expect("valid rules");
+
+        let f = facts(
+            Some("/usr/bin/python3.12"),
+            "aider",
+            &[
+                "/usr/bin/python3",
+                "/home/u/.local/bin/aider ",
+                "--model",
+                "x",
+            ],
+        );
+        assert_eq!(
+            detector.detect(&f),
+            Some(Detection {
+                agent: "aider".into(),
+                version: None,
+                rule: "rule[0]:aider".into(),
+            })
+        );
+        // All given fields must match: right exe, wrong argv.
+        let f = facts(
+            Some("/usr/bin/python3.12"),
+            "python3",
+            &["python3", "build.py"],
+        );
+        assert_eq!(detector.detect(&f), None);
+        // Right argv, no exe.
+        let f = facts(None, "aider", &["python3", "/x/aider ", "-h"]);
+        assert_eq!(detector.detect(&f), None);
+
+        let f = facts(Some("/usr/local/bin/codex"), "codex-linux", &["codex"]);
+        assert_eq!(
+            detector.detect(&f).map(|d| d.rule).as_deref(),
+            Some("rule[1]:codex")
+        );
+
+        // Built-ins come first.
+        let catch_all = Rule {
+            name: "anything-claude".into(),
+            exe_glob: None,
+            comm: Some("claude".into()),
+            argv_pattern: None,
+        };
+        let detector = Detector::new(vec![catch_all]).expect("valid");
+        let f = facts(None, "claude", &["claude"]);
+        assert_eq!(
+            detector.detect(&f).map(|d| d.agent).as_deref(),
+            Some("claude-code")
+        );
+    }
+
+    #[test]
+    fn argv_pattern_glob_is_anchored() {
+        let rule = Rule {
+            name: "make".into(),
+            exe_glob: None,
+            comm: None,
+            argv_pattern: Some("make *-j*".into()),
+        };
+        assert!(rule.matches(&facts(None, "make", &["make", "all", "-j8"])));
+        assert!(!rule.matches(&facts(None, "make", &["gmake", "make", "-j8"])));
+    }
+
+    #[test]
+    fn rule_validation() {
+        let rule = |name: &str, exe: Option<&str>, comm: Option<&str>, argv: Option<&str>| Rule {
+            name: name.into(),
+            exe_glob: exe.map(Into::into),
+            comm: comm.map(Into::into),
+            argv_pattern: argv.map(Into::into),
+        };
+        assert_eq!(
+            Detector::new(vec![rule("", Some("/x"), None, None)]).err(),
+            Some(RuleError::EmptyName { index: 0 })
+        );
+        assert!(matches!(
+            Detector::new(vec![
+                rule("ok", Some("/x"), None, None),
+                rule("none", None, None, None)
+            ]),
+            Err(RuleError::NoCriteria { index: 1, .. })
+        ));
+        assert!(matches!(
+            Detector::new(vec![rule("e", None, None, Some(""))]),
+            Err(RuleError::EmptyField {
+                field: "argv_pattern",
+                ..
+            })
+        ));
+        assert!(matches!(
+            Detector::new(vec![rule("rel", Some("bin/aider"), None, None)]),
+            Err(RuleError::RelativeExeGlob { .. })
+        ));
+        let err = Detector::new(vec![rule(
+            "long",
+            None,
+            Some("a-very-long-comm-name"),
+            None,
+        )])
+        .expect_err("too long");
+        assert!(err.to_string().contains("15 bytes"), "{err}");
+        // A glob may be longer: `*` can match nothing.
+        assert!(Detector::new(vec![rule("g", None, Some("a-very-long-comm*"), None)]).is_ok());
+    }
+
+    #[test]
+    fn rules_from_config_reject_unknown_keys() {
+        let rule: Rule = serde_json::from_str(r#"{"name":"aider","comm":"aider"}"#).expect("rule");
+        assert_eq!(rule.comm.as_deref(), Some("aider"));
+        assert_eq!(rule.exe_glob, None);
+        let err = serde_json::from_str::<Rule>(r#"{"name":"aider","exe":"/x"}"#)
+            .expect_err("unknown key");
+        assert!(err.to_string().contains("exe"), "{err}");
+    }
+
+    #[test]
+    fn semver() {
+        for v in [
+            "0.0.1",
+            "9.9.9",
+            "2.0.14",
+            "1.0.0-rc.1",
+            "1.0.0+abc",
+            "10.20.30-a-b",
+        ] {
+            assert!(is_semver(v), "{v}");
+        }
+        for v in [
+            "",
+            "1",
+            "1.2",
+            "1.2.3.4",
+            "1.2.x",
+            "v1.2.3",
+            "1.2.3-",
+            "1.2.3-a b",
+            ".1.2",
+        ] {
+            assert!(!is_semver(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn node_names() {
+        for exe in [
+            "/usr/bin/node",
+            "/usr/bin/nodejs",
+            "/opt/node22",
+            "/x/node-20.1",
+        ] {
+            assert!(is_node(exe), "{exe}");
+        }
+        for exe in ["/usr/bin/nodemon", "/usr/bin/bun", "/usr/bin/deno"] {
+            assert!(!is_node(exe), "{exe}");
+        }
+    }
+
+    #[test]
+    fn cmdline_parsing() {
+        assert_eq!(
+            parse_cmdline(b"/bin/bash\0-c\0echo 'a b'\0"),
+            vec!["/bin/bash", "-c", "echo 'a b'"]
+        );
+        // An empty argument in the middle is kept.
+        assert_eq!(parse_cmdline(b"a\0\0b\0"), vec!["a", "", "b"]);
+        assert!(parse_cmdline(b"").is_empty());
+        // setproctitle style, no NULs at all.
+        assert_eq!(parse_cmdline(b"claude --x"), vec!["claude --x"]);
+    }
+
+    #[test]
+    fn facts_from_a_fake_proc() {
+        let root = TempDir::new("proc");
+        let dir = root.path().join("77");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join("comm"), "claude\n").expect("comm");
+        fs::write(dir.join("cmdline"), b"claude\0--resume\0").expect("cmdline");
+        std::os::unix::fs::symlink(
+            "/home/u/.local/share/claude/versions/9.9.9 (deleted)",
+            dir.join("exe"),
+        )
+        .expect("exe");
+        let f = read_proc_facts_in(root.path(), 77).expect("facts");
+        assert_eq!(f.comm, "claude");
+        assert_eq!(f.argv, vec!["claude", "--resume"]);
+        let d = detect_claude_code(&f).expect("detected");
+        assert_eq!(d.version.as_deref(), Some("9.9.9"));
+
+        // Kernel thread: no exe, empty cmdline.
+        let dir = root.path().join("2");
+        fs::create_dir_all(&dir).expect("mkdir");
+        fs::write(dir.join("comm"), "kthreadd\n").expect("comm");
+        fs::write(dir.join("cmdline"), b"").expect("cmdline");
+        let f = read_proc_facts_in(root.path(), 2).expect("facts");
+        assert_eq!((f.exe, f.argv.len()), (None, 0));
+
+        let err = read_proc_facts_in(root.path(), 999).expect_err("no such pid");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    /// A real process with the native installer's shape: a copy of `sleep` installed as
+    /// `.../claude/versions/9.9.9`, once with argv[0] `claude` and once as the `rg` helper.
+    #[test]
+    fn live_process_shapes() {
+        let home = TempDir::new("home");
+        let versions = home.path().join(".local/share/claude/versions");
+        fs::create_dir_all(&versions).expect("mkdir");
+        let bin = versions.join("9.9.9");
+        fs::copy("/bin/sleep", &bin).expect("copy sleep");
+
+        let spawn = |arg0: &str| {
+            use std::os::unix::process::CommandExt as _;
+            // Another test thread forking while the copy's fd was open makes exec fail with
+            // ETXTBSY for a moment.
+            for _ in 0..50 {
+                match std::process::Command::new(&bin)
+                    .arg0(arg0)
+                    .arg("30")
+                    .spawn()
+                {
+                    Ok(child) => return child,
+                    Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    }
+                    Err(e) => panic!("spawn {}: {e}", bin.display()),
+                }
+            }
+            panic!("{} stayed busy", bin.display());
+        };
+
+        let mut session = spawn("claude");
+        let mut helper = spawn("rg");
+        let session_facts = read_proc_facts(session.id());
+        let helper_facts = read_proc_facts(helper.id());
+        for child in [&mut session, &mut helper] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+
+        let f = session_facts.expect("session facts");
+        assert_eq!(f.pid, session.id());
+        assert_eq!(f.comm, "9.9.9", "comm is the exec'd file's name");
+        assert_eq!(f.argv, vec!["claude", "30"]);
+        let d = detect_claude_code(&f).expect("session detected");
+        assert_eq!(d.rule, "claude-code:native-installer");
+        assert_eq!(d.version.as_deref(), Some("9.9.9"));
+
+        let f = helper_facts.expect("helper facts");
+        assert_eq!(f.argv[0], "rg");
+        assert_eq!(detect_claude_code(&f), None);
+    }
+}

@@ -1,0 +1,1130 @@
+//! Session transcripts: where they are, which tool calls are in flight, and which one a
+//! Bash tool process runs.
+//!
+//! Claude Code appends one JSON object per line to
+//! `<config>/projects/<cwd mangled>/<session-id>.jsonl` ([`transcript_path`]). Assistant
+//! records carry `tool_use` blocks (`id`, `name`, `input.command`) and user records the
+//! matching `tool_result` (`tool_use_id`); a tool_use without its result yet is a call in
+//! flight. The Bash tool runs each command through a wrapper,
+//! `bash -c "source …/shell-snapshots/… && eval '<cmd>' …"`, so the wrapper's `eval`
+//! argument ([`extract_eval_command`]) names the tool call that owns that process tree.
+//!
+//! Transcripts grow to many megabytes and events arrive by the thousand, so
+//! [`TranscriptTail`] keeps a byte offset and only ever reads the bytes appended since its
+//! last poll, holding back an incomplete last line until its newline arrives. It starts
+//! over when the file shrinks or is replaced (another inode). Memory is bounded: completed
+//! calls are forgotten, in-flight calls are capped (oldest evicted first: a call whose
+//! result never comes, e.g. when the CLI was killed, must not pin memory), and a line longer
+//! than a limit is skipped rather than buffered.
+
+use std::{
+    fmt,
+    fs::{self, File},
+    io::{self, Read as _, Seek as _, SeekFrom},
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+};
+
+use serde::{
+    Deserialize, Deserializer,
+    de::{IgnoredAny, MapAccess, SeqAccess, Visitor},
+};
+
+/// The name of the transcript directory of a working directory: every character other
+/// than an ASCII letter or digit becomes `-` (Claude Code does this on the JavaScript
+/// string, so a character outside the Basic Multilingual Plane, two UTF-16 units there,
+/// becomes `--`). `/home/u/my.app` gives `-home-u-my-app`.
+pub fn project_dir_name(cwd: &Path) -> String {
+    let cwd = cwd.to_string_lossy();
+    let mut out = String::with_capacity(cwd.len());
+    for c in cwd.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else {
+            out.extend(std::iter::repeat_n('-', c.len_utf16()));
+        }
+    }
+    out
+}
+
+/// Whether a session id can safely name a file: 1 to 128 ASCII letters, digits, `-` or
+/// `_` (Claude Code's are UUIDs). The id comes from a file the user controls and the
+/// monitor runs as root, so an id like `../../x` must not become a path.
+pub fn is_safe_session_id(id: &str) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `<config_dir>/projects/<project_dir_name(cwd)>/<session_id>.jsonl`, where `config_dir`
+/// is `~/.claude` or `$CLAUDE_CONFIG_DIR`. `None` for an unsafe session id.
+pub fn transcript_path(config_dir: &Path, cwd: &Path, session_id: &str) -> Option<PathBuf> {
+    is_safe_session_id(session_id).then(|| {
+        config_dir
+            .join("projects")
+            .join(project_dir_name(cwd))
+            .join(format!("{session_id}.jsonl"))
+    })
+}
+
+/// The transcript of a session that exists: [`transcript_path`] first, else any
+/// `<config_dir>/projects/*/<session_id>.jsonl` (session ids are unique; this covers a
+/// project directory named otherwise, e.g. by a version that shortens long paths).
+pub fn locate(config_dir: &Path, cwd: &Path, session_id: &str) -> Option<PathBuf> {
+    let direct = transcript_path(config_dir, cwd, session_id)?;
+    if direct.is_file() {
+        return Some(direct);
+    }
+    let name = format!("{session_id}.jsonl");
+    let mut found: Vec<PathBuf> = fs::read_dir(config_dir.join("projects"))
+        .ok()?
+        .flatten()
+        .map(|d| d.path().join(&name))
+        .filter(|p| p.is_file())
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
+/// A tool call seen in a transcript.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ToolCall {
+    /// The tool_use id (`toolu_…`).
+    pub id: String,
+    /// The tool's name, `Bash` for shell commands.
+    pub name: String,
+    /// `input.command`, when the input has one (Bash).
+    pub command: Option<String>,
+    /// The record's `timestamp` (RFC 3339), when it has one.
+    pub timestamp: Option<String>,
+}
+
+/// Bounds on what a [`TranscriptTail`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// In-flight calls kept; beyond it the oldest is forgotten.
+    pub max_in_flight: usize,
+    /// Longest line buffered and parsed; longer lines (huge tool outputs or images) are
+    /// skipped.
+    pub max_line_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_in_flight: 256,
+            max_line_bytes: 32 * 1024 * 1024,
+        }
+    }
+}
+
+/// What a [`TranscriptTail`] has done, for the monitor's own telemetry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TailStats {
+    /// Complete non-blank lines read.
+    pub lines: u64,
+    /// Lines that were not a JSON record of the expected shape.
+    pub bad_lines: u64,
+    /// Lines skipped for being longer than [`Limits::max_line_bytes`].
+    pub long_lines: u64,
+    /// In-flight calls forgotten because of [`Limits::max_in_flight`].
+    pub evicted: u64,
+    /// Times the file shrank or was replaced and reading started over.
+    pub restarts: u64,
+}
+
+/// Reads one transcript incrementally and tracks its tool calls in flight.
+pub struct TranscriptTail {
+    path: PathBuf,
+    file: Option<File>,
+    /// (device, inode) of the file the offset refers to.
+    identity: Option<(u64, u64)>,
+    /// The file was seen missing since it was last read: whatever appears there next is
+    /// another file, even if it got the same inode number.
+    vanished: bool,
+    offset: u64,
+    state: State,
+}
+
+/// Line assembly and tool-call tracking, apart from the file so that reading can feed it.
+struct State {
+    limits: Limits,
+    partial: Vec<u8>,
+    /// Inside a line longer than the limit: drop bytes until the next newline.
+    skipping: bool,
+    /// Oldest first.
+    in_flight: Vec<ToolCall>,
+    stats: TailStats,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+impl TranscriptTail {
+    pub fn new(path: PathBuf) -> TranscriptTail {
+        TranscriptTail::with_limits(path, Limits::default())
+    }
+
+    pub fn with_limits(path: PathBuf, limits: Limits) -> TranscriptTail {
+        TranscriptTail {
+            path,
+            file: None,
+            identity: None,
+            vanished: false,
+            offset: 0,
+            state: State {
+                limits,
+                partial: Vec::new(),
+                skipping: false,
+                in_flight: Vec::new(),
+                stats: TailStats::default(),
+            },
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes consumed so far (complete lines plus the held-back partial line).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    pub fn stats(&self) -> TailStats {
+        self.state.stats
+    }
+
+    /// Reads what was appended since the last poll. A transcript that does not exist (yet:
+    /// it is created with the first message) is not an error; one that is not a regular
+    /// file (a symlink, say) is.
+    pub fn poll(&mut self) -> io::Result<()> {
+        let meta = match fs::symlink_metadata(&self.path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.file = None;
+                self.vanished = self.identity.is_some();
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if !meta.is_file() {
+            self.file = None;
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", self.path.display()),
+            ));
+        }
+        let on_disk = (meta.dev(), meta.ino());
+        if self.file.is_none() || self.identity != Some(on_disk) {
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&self.path)?;
+            let opened = file.metadata()?;
+            let identity = (opened.dev(), opened.ino());
+            if self.vanished || self.identity.is_some_and(|known| known != identity) {
+                self.restart();
+            }
+            self.identity = Some(identity);
+            self.vanished = false;
+            self.file = Some(file);
+        }
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let len = file.metadata()?.len();
+        if len < self.offset {
+            self.offset = 0;
+            self.state.restart();
+        }
+        if len == self.offset {
+            return Ok(());
+        }
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut buf = vec![0; READ_CHUNK];
+        loop {
+            let n = match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.offset += n as u64;
+            self.state.feed(&buf[..n]);
+        }
+        Ok(())
+    }
+
+    fn restart(&mut self) {
+        self.offset = 0;
+        self.state.restart();
+    }
+
+    /// Tool calls without a result yet, oldest first.
+    pub fn in_flight(&self) -> impl Iterator<Item = &ToolCall> {
+        self.state.in_flight.iter()
+    }
+
+    /// The in-flight call with this tool_use id.
+    pub fn get(&self, id: &str) -> Option<&ToolCall> {
+        self.state.in_flight.iter().find(|c| c.id == id)
+    }
+
+    /// The in-flight Bash call that a wrapper process runs. `wrapper` is the wrapper's
+    /// `-c` script, or its whole argv joined by spaces or NULs; its `eval` argument
+    /// ([`extract_eval_command`]) must equal the call's `input.command`, exactly or else
+    /// up to runs of white space. When several in-flight calls match, the newest wins (an
+    /// older one may be a call whose result was never written).
+    pub fn match_command(&self, wrapper: &str) -> Option<&ToolCall> {
+        let command = extract_eval_command(wrapper)?;
+        let bash = || {
+            self.state
+                .in_flight
+                .iter()
+                .rev()
+                .filter(|c| c.name == "Bash")
+        };
+        bash()
+            .find(|c| c.command.as_deref() == Some(command.as_str()))
+            .or_else(|| {
+                let wanted = squash_blanks(&command);
+                bash().find(|c| {
+                    c.command
+                        .as_deref()
+                        .is_some_and(|x| squash_blanks(x) == wanted)
+                })
+            })
+    }
+}
+
+fn squash_blanks(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+impl State {
+    fn restart(&mut self) {
+        self.partial.clear();
+        self.skipping = false;
+        self.in_flight.clear();
+        self.stats.restarts += 1;
+    }
+
+    fn feed(&mut self, mut chunk: &[u8]) {
+        while let Some(nl) = chunk.iter().position(|&b| b == b'\n') {
+            let (segment, rest) = (&chunk[..nl], &chunk[nl + 1..]);
+            chunk = rest;
+            if self.skipping {
+                self.skipping = false;
+                continue;
+            }
+            if self.partial.len() + segment.len() > self.limits.max_line_bytes {
+                self.partial.clear();
+                self.stats.long_lines += 1;
+                continue;
+            }
+            if self.partial.is_empty() {
+                self.line(segment);
+            } else {
+                let mut line = std::mem::take(&mut self.partial);
+                line.extend_from_slice(segment);
+                self.line(&line);
+                line.clear();
+                // Keep a modest buffer for the next partial line, not a huge one.
+                if line.capacity() <= 1024 * 1024 {
+                    self.partial = line;
+                }
+            }
+        }
+        if chunk.is_empty() || self.skipping {
+            return;
+        }
+        if self.partial.len() + chunk.len() > self.limits.max_line_bytes {
+            self.partial = Vec::new();
+            self.skipping = true;
+            self.stats.long_lines += 1;
+        } else {
+            self.partial.extend_from_slice(chunk);
+        }
+    }
+
+    fn line(&mut self, line: &[u8]) {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        self.stats.lines += 1;
+        let record: Record = match serde_json::from_slice(line) {
+            Ok(record) => record,
+            Err(e) => {
+                self.stats.bad_lines += 1;
+                // Position only: the message could quote transcript content.
+                tracing::debug!(
+                    line = e.line(),
+                    column = e.column(),
+                    "transcript line is not a record"
+                );
+                return;
+            }
+        };
+        let Some(Blocks(blocks)) = record.message.and_then(|m| m.content) else {
+            return;
+        };
+        for block in blocks {
+            match block.kind.as_deref() {
+                Some("tool_use") => {
+                    let (Some(id), Some(name)) = (block.id, block.name) else {
+                        continue;
+                    };
+                    let command = block
+                        .input
+                        .as_ref()
+                        .and_then(|i| i.get("command"))
+                        .and_then(|c| c.as_str())
+                        .map(str::to_owned);
+                    self.in_flight.retain(|c| c.id != id);
+                    self.in_flight.push(ToolCall {
+                        id,
+                        name,
+                        command,
+                        timestamp: record.timestamp.clone(),
+                    });
+                    if self.in_flight.len() > self.limits.max_in_flight {
+                        let excess = self.in_flight.len() - self.limits.max_in_flight;
+                        self.in_flight.drain(..excess);
+                        self.stats.evicted += excess as u64;
+                    }
+                }
+                Some("tool_result") => {
+                    if let Some(id) = block.tool_use_id {
+                        self.in_flight.retain(|c| c.id != id);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The parts of a transcript record read here; everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct Record {
+    #[serde(default)]
+    timestamp: Option<String>,
+    #[serde(default)]
+    message: Option<Message>,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    #[serde(default)]
+    content: Option<Blocks>,
+}
+
+#[derive(Deserialize)]
+struct Block {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
+    #[serde(default)]
+    tool_use_id: Option<String>,
+}
+
+/// `message.content`: an array of blocks, or a plain string (a typed prompt), which holds
+/// no tool calls. A visitor rather than an untagged enum, which would first copy the whole
+/// content (tool outputs can be megabytes) into a buffer.
+struct Blocks(Vec<Block>);
+
+impl<'de> Deserialize<'de> for Blocks {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Blocks, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Blocks;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("message content")
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Blocks, A::Error> {
+                let mut blocks = Vec::new();
+                while let Some(block) = seq.next_element()? {
+                    blocks.push(block);
+                }
+                Ok(Blocks(blocks))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Blocks, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Blocks(Vec::new()))
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Blocks, E> {
+                Ok(Blocks(Vec::new()))
+            }
+
+            fn visit_unit<E>(self) -> Result<Blocks, E> {
+                Ok(Blocks(Vec::new()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The command a Bash tool wrapper evaluates: the first shell word after the first
+/// unquoted word `eval`, with its quoting removed. `script` is the wrapper's `-c` argument
+/// (`source …/snapshot.sh && eval 'npm test' \< /dev/null && pwd -P >| …`) or its argv
+/// joined by spaces or NULs; both contain the script unchanged.
+///
+/// Quoting understood: `'…'`, `"…"` (with `\$ \` \" \\` and line continuation), `$'…'`
+/// (common escapes), backslash outside quotes, and any concatenation of these, so
+/// `'it'\''s'` and `'it'"'"'s'` both give `it's`. Only the first word counts: the wrapper
+/// passes `\<` `/dev/null` as further words, which are not part of the tool's command.
+/// `None` when there is no `eval`, nothing after it, or an unterminated quote.
+pub fn extract_eval_command(script: &str) -> Option<String> {
+    let s: Vec<char> = script.chars().collect();
+    let mut i = 0;
+    let mut word_start = true;
+    while i < s.len() {
+        match s[i] {
+            '\'' => {
+                i = s[i + 1..].iter().position(|&c| c == '\'')? + i + 2;
+                word_start = false;
+            }
+            '"' => {
+                i = end_of_double_quoted(&s, i + 1)?;
+                word_start = false;
+            }
+            '\\' => {
+                i += 2;
+                word_start = false;
+            }
+            c if is_blank(c) || is_operator(c) => {
+                i += 1;
+                word_start = true;
+            }
+            _ => {
+                if word_start
+                    && s[i..].starts_with(&['e', 'v', 'a', 'l'])
+                    && s.get(i + 4).is_some_and(|&c| is_blank(c))
+                {
+                    let mut j = i + 4;
+                    while s.get(j).is_some_and(|&c| is_blank(c)) {
+                        j += 1;
+                    }
+                    return shell_word(&s[j..]);
+                }
+                i += 1;
+                word_start = false;
+            }
+        }
+    }
+    None
+}
+
+fn is_blank(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\0')
+}
+
+fn is_operator(c: char) -> bool {
+    matches!(c, ';' | '&' | '|' | '(' | ')' | '<' | '>')
+}
+
+/// The index after the `"` closing a double-quoted string whose content starts at `i`.
+fn end_of_double_quoted(s: &[char], mut i: usize) -> Option<usize> {
+    while i < s.len() {
+        match s[i] {
+            '"' => return Some(i + 1),
+            '\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// One shell word at the start of `s`, unquoted (see [`extract_eval_command`]).
+fn shell_word(s: &[char]) -> Option<String> {
+    let mut out = String::new();
+    let mut any = false;
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            '\'' => {
+                let close = s[i + 1..].iter().position(|&c| c == '\'')? + i + 1;
+                out.extend(&s[i + 1..close]);
+                i = close + 1;
+            }
+            '"' => {
+                i += 1;
+                loop {
+                    match *s.get(i)? {
+                        '"' => break,
+                        '\\' if s.get(i + 1) == Some(&'\n') => i += 2,
+                        '\\' if matches!(s.get(i + 1), Some('$' | '`' | '"' | '\\')) => {
+                            out.push(s[i + 1]);
+                            i += 2;
+                        }
+                        c => {
+                            out.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                i += 1;
+            }
+            '$' if s.get(i + 1) == Some(&'\'') => {
+                i = ansi_c_quoted(s, i + 2, &mut out)?;
+            }
+            '\\' => match s.get(i + 1) {
+                Some('\n') => i += 2,
+                Some(&c) => {
+                    out.push(c);
+                    i += 2;
+                }
+                None => {
+                    out.push('\\');
+                    i += 1;
+                }
+            },
+            c if is_blank(c) || is_operator(c) => break,
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+        any = true;
+    }
+    any.then_some(out)
+}
+
+/// `$'…'` content starting at `i`: appends it to `out`, returns the index after the `'`.
+fn ansi_c_quoted(s: &[char], mut i: usize, out: &mut String) -> Option<usize> {
+    loop {
+        match *s.get(i)? {
+            '\'' => return Some(i + 1),
+            '\\' => {
+                let c = *s.get(i + 1)?;
+                match c {
+                    'n' => out.push('\n'),
+                    't' => out.push('\t'),
+                    'r' => out.push('\r'),
+                    'a' => out.push('\u{7}'),
+                    'b' => out.push('\u{8}'),
+                    'e' | 'E' => out.push('\u{1b}'),
+                    'f' => out.push('\u{c}'),
+                    'v' => out.push('\u{b}'),
+                    '\\' | '\'' | '"' | '?' => out.push(c),
+                    other => {
+                        out.push('\\');
+                        out.push(other);
+                    }
+                }
+                i += 2;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claude::testutil::TempDir;
+    use std::io::Write as _;
+
+    const SESSION: &str = "3f2a9c1e-7b4d-4e8a-9f0b-1c2d3e4f5a6b";
+
+    /// `'…'` with each `'` written as `'\''`.
+    fn quote_backslash(cmd: &str) -> String {
+        format!("'{}'", cmd.replace('\'', r"'\''"))
+    }
+
+    /// `'…'` with each `'` written as `'"'"'`.
+    fn quote_double(cmd: &str) -> String {
+        format!("'{}'", cmd.replace('\'', r#"'"'"'"#))
+    }
+
+    fn wrapper(quoted: &str) -> String {
+        format!(
+            "source /home/u/.claude/shell-snapshots/snapshot-bash-1763762520123-x1y2z3.sh \
+             && eval {quoted} \\< /dev/null && pwd -P >| /tmp/claude-7f3a-cwd"
+        )
+    }
+
+    const COMMANDS: &[&str] = &[
+        "npm test",
+        "ls",
+        "echo 'hello world' && grep -r \"it's\" src",
+        "cd /tmp && make -j8 2>&1 | tail -n 50",
+        "python3 - <<'EOF'\nprint('a')\nprint(\"b\")\nEOF",
+        "for f in *.rs; do\n  echo \"$f\"\ndone",
+        "git commit -m 'fix: don'\"'\"'t crash'",
+        "echo \\\\n $(date) `uname` ${HOME}",
+        "printf 'café ☕ 𝄞\\n'",
+        "''",
+        "a;b||c&&d",
+    ];
+
+    #[test]
+    fn eval_argument_round_trips() {
+        for cmd in COMMANDS {
+            for quoted in [quote_backslash(cmd), quote_double(cmd)] {
+                let script = wrapper(&quoted);
+                assert_eq!(
+                    extract_eval_command(&script).as_deref(),
+                    Some(*cmd),
+                    "{script}"
+                );
+                // The whole argv, joined by spaces or by NULs.
+                for sep in [" ", "\0"] {
+                    let argv = ["/bin/bash", "-c", "-l", &script].join(sep);
+                    assert_eq!(extract_eval_command(&argv).as_deref(), Some(*cmd), "{argv}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn other_quoting_styles() {
+        let cases: &[(&str, &str)] = &[
+            (
+                r#"eval "echo \"hi\" \$HOME \\ \`x\` \n""#,
+                r#"echo "hi" $HOME \ `x` \n"#,
+            ),
+            ("eval \"a\\\nb\"", "ab"),
+            (r"eval $'a\nb\t\'c\' \x'", "a\nb\t'c' \\x"),
+            (r"eval npm\ test \< /dev/null", "npm test"),
+            ("eval ls; echo done", "ls"),
+            ("eval ls&&echo", "ls"),
+            ("eval 'a'\"b\"c\\ d", "abc d"),
+            ("x && eval\t'tabbed'", "tabbed"),
+        ];
+        for (script, want) in cases {
+            assert_eq!(
+                extract_eval_command(script).as_deref(),
+                Some(*want),
+                "{script}"
+            );
+        }
+    }
+
+    #[test]
+    fn eval_not_found() {
+        for script in [
+            "",
+            "npm test",
+            "evaluate 'x'",
+            "noeval 'x'",
+            "eval",
+            "eval   ",
+            "eval 'unterminated",
+            "eval \"unterminated",
+            "eval $'unterminated",
+            // Quoted text is not a command word.
+            "echo 'eval x'",
+            "echo \"eval x\"",
+            "echo \\eval x",
+            // `eval` followed by an operator has no argument.
+            "eval ; ls",
+        ] {
+            assert_eq!(extract_eval_command(script), None, "{script:?}");
+        }
+        // `eval` inside an earlier quoted word is skipped; the real one is found.
+        assert_eq!(
+            extract_eval_command("source '/x/eval y/snap.sh' && eval 'ls -l'").as_deref(),
+            Some("ls -l")
+        );
+        // The first eval is the wrapper's; one inside the command stays in the command.
+        assert_eq!(
+            extract_eval_command(&wrapper(&quote_backslash("eval 'echo x'"))).as_deref(),
+            Some("eval 'echo x'")
+        );
+    }
+
+    #[test]
+    fn project_dir_mangling() {
+        let cases = [
+            ("/home/u/src/app", "-home-u-src-app"),
+            ("/home/u/my.project_v2", "-home-u-my-project-v2"),
+            ("/root/work space/a+b@c", "-root-work-space-a-b-c"),
+            ("/srv/ÄPP", "-srv--PP"),
+            ("/tmp/🎉x", "-tmp---x"),
+            ("/", "-"),
+            ("/Users/Me/Dev-1", "-Users-Me-Dev-1"),
+        ];
+        for (cwd, want) in cases {
+            assert_eq!(project_dir_name(Path::new(cwd)), want, "{cwd}");
+        }
+    }
+
+    #[test]
+    fn transcript_paths() {
+        let config = Path::new("/home/u/.claude");
+        assert_eq!(
+            transcript_path(config, Path::new("/home/u/src/app"), SESSION),
+            Some(PathBuf::from(format!(
+                "/home/u/.claude/projects/-home-u-src-app/{SESSION}.jsonl"
+            )))
+        );
+        for bad in ["", "../../etc/shadow", "a/b", "x.y", &"a".repeat(129)] {
+            assert_eq!(transcript_path(config, Path::new("/"), bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn locate_falls_back_to_scanning_projects() {
+        let config = TempDir::new("tr-locate");
+        let cwd = Path::new("/home/u/src/app");
+        assert_eq!(locate(config.path(), cwd, SESSION), None);
+        let other = config.path().join("projects/-home-u-src-app-1a2b3c");
+        fs::create_dir_all(&other).expect("mkdir");
+        fs::write(other.join(format!("{SESSION}.jsonl")), "").expect("write");
+        assert_eq!(
+            locate(config.path(), cwd, SESSION),
+            Some(other.join(format!("{SESSION}.jsonl")))
+        );
+        let direct = transcript_path(config.path(), cwd, SESSION).expect("path");
+        fs::create_dir_all(direct.parent().expect("parent")).expect("mkdir");
+        fs::write(&direct, "").expect("write");
+        assert_eq!(locate(config.path(), cwd, SESSION), Some(direct));
+        assert_eq!(locate(config.path(), cwd, "../x"), None);
+    }
+
+    // Realistic records (shortened: real ones carry more keys, all ignored).
+    fn user_prompt(text: &str) -> String {
+        format!(
+            r#"{{"parentUuid":null,"isSidechain":false,"userType":"external","cwd":"/home/u/src/app","sessionId":"{SESSION}","version":"2.0.14","gitBranch":"main","type":"user","message":{{"role":"user","content":{}}},"uuid":"u1","timestamp":"2026-11-21T14:02:00.000Z"}}"#,
+            serde_json::to_string(text).expect("json")
+        )
+    }
+
+    fn tool_use(id: &str, name: &str, input: serde_json::Value, ts: &str) -> String {
+        let record = serde_json::json!({
+            "parentUuid": "u1", "isSidechain": false, "cwd": "/home/u/src/app",
+            "sessionId": SESSION, "version": "2.0.14", "type": "assistant",
+            "message": {
+                "model": "claude-sonnet-4-5", "id": "msg_01", "type": "message",
+                "role": "assistant",
+                "content": [
+                    {"type": "text", "text": "Let me run that."},
+                    {"type": "tool_use", "id": id, "name": name, "input": input}
+                ],
+                "stop_reason": null, "usage": {"input_tokens": 4, "output_tokens": 1}
+            },
+            "requestId": "req_1", "uuid": "a1", "timestamp": ts
+        });
+        record.to_string()
+    }
+
+    fn bash(id: &str, command: &str) -> String {
+        tool_use(
+            id,
+            "Bash",
+            serde_json::json!({"command": command, "description": "run it", "timeout": 120000}),
+            "2026-11-21T14:02:05.000Z",
+        )
+    }
+
+    fn tool_result(id: &str, output: &str) -> String {
+        serde_json::json!({
+            "parentUuid": "a1", "type": "user",
+            "message": {"role": "user", "content": [
+                {"tool_use_id": id, "type": "tool_result", "content": output, "is_error": false}
+            ]},
+            "toolUseResult": {"stdout": output, "stderr": "", "interrupted": false},
+            "uuid": "u2", "timestamp": "2026-11-21T14:02:09.000Z"
+        })
+        .to_string()
+    }
+
+    fn append(path: &Path, bytes: &str) {
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(bytes.as_bytes()))
+            .expect("append");
+    }
+
+    fn ids(tail: &TranscriptTail) -> Vec<&str> {
+        tail.in_flight().map(|c| c.id.as_str()).collect()
+    }
+
+    const BUILD: &str = "python3 build.py --target 'it'\\''s' && echo \"done\"\nls";
+
+    #[test]
+    fn tracks_calls_across_appends_and_split_lines() {
+        let dir = TempDir::new("tr-tail");
+        let path = dir.path().join(format!("{SESSION}.jsonl"));
+        let mut tail = TranscriptTail::new(path.clone());
+        tail.poll().expect("missing file is fine");
+        assert_eq!(ids(&tail), Vec::<&str>::new());
+
+        let first = [
+            user_prompt("run the tests, then build"),
+            bash("toolu_01A", "npm test"),
+            tool_result("toolu_01A", "ok: 12 passed"),
+        ]
+        .map(|l| l + "\n")
+        .concat();
+        append(&path, &first);
+        tail.poll().expect("poll");
+        assert_eq!(ids(&tail), Vec::<&str>::new(), "A completed");
+        assert_eq!(tail.offset(), first.len() as u64);
+
+        // The next tool_use arrives in three pieces, split inside the JSON.
+        let b = bash("toolu_01B", BUILD) + "\n";
+        let (p1, rest) = b.split_at(40);
+        let (p2, p3) = rest.split_at(rest.len() - 5);
+        append(&path, p1);
+        tail.poll().expect("poll");
+        assert!(
+            tail.get("toolu_01B").is_none(),
+            "partial line not parsed yet"
+        );
+        append(&path, p2);
+        tail.poll().expect("poll");
+        assert!(tail.get("toolu_01B").is_none());
+        append(&path, p3);
+        tail.poll().expect("poll");
+        let call = tail.get("toolu_01B").expect("B in flight");
+        assert_eq!(call.name, "Bash");
+        assert_eq!(call.command.as_deref(), Some(BUILD));
+        assert_eq!(call.timestamp.as_deref(), Some("2026-11-21T14:02:05.000Z"));
+
+        // A non-Bash call in flight too.
+        append(
+            &path,
+            &(tool_use(
+                "toolu_01C",
+                "Read",
+                serde_json::json!({"file_path": "/home/u/src/app/build.py"}),
+                "2026-11-21T14:02:06.000Z",
+            ) + "\n"),
+        );
+        tail.poll().expect("poll");
+        assert_eq!(ids(&tail), vec!["toolu_01B", "toolu_01C"]);
+        assert_eq!(tail.get("toolu_01C").and_then(|c| c.command.clone()), None);
+
+        // The wrapper of B, as the kernel shows its argv.
+        let argv = ["/bin/bash", "-c", "-l", &wrapper(&quote_backslash(BUILD))].join("\0");
+        assert_eq!(
+            tail.match_command(&argv).map(|c| c.id.as_str()),
+            Some("toolu_01B")
+        );
+        // A's command is no longer in flight; an unrelated wrapper matches nothing.
+        assert_eq!(tail.match_command(&wrapper("'npm test'")), None);
+        assert_eq!(tail.match_command("bash -c 'npm test'"), None);
+
+        // Polling without new bytes changes nothing and reads nothing.
+        let before = tail.stats();
+        tail.poll().expect("poll");
+        assert_eq!(tail.stats(), before);
+        assert_eq!(tail.stats().lines, 5);
+        assert_eq!(tail.offset(), fs::metadata(&path).expect("meta").len());
+
+        // Results complete both.
+        append(
+            &path,
+            &[
+                tool_result("toolu_01C", "print('x')"),
+                tool_result("toolu_01B", "done"),
+            ]
+            .map(|l| l + "\n")
+            .concat(),
+        );
+        tail.poll().expect("poll");
+        assert_eq!(ids(&tail), Vec::<&str>::new());
+        assert_eq!(tail.match_command(&argv), None);
+        assert_eq!(
+            tail.stats(),
+            TailStats {
+                lines: 7,
+                ..TailStats::default()
+            }
+        );
+    }
+
+    #[test]
+    fn truncation_and_replacement_start_over() {
+        let dir = TempDir::new("tr-trunc");
+        let path = dir.path().join("t.jsonl");
+        append(
+            &path,
+            &[bash("toolu_old", "sleep 100"), user_prompt("x")]
+                .map(|l| l + "\n")
+                .concat(),
+        );
+        let mut tail = TranscriptTail::new(path.clone());
+        tail.poll().expect("poll");
+        assert_eq!(ids(&tail), vec!["toolu_old"]);
+
+        // Truncated and rewritten shorter, in place.
+        fs::write(&path, bash("toolu_new", "make") + "\n").expect("rewrite");
+        tail.poll().expect("poll");
+        assert_eq!(ids(&tail), vec!["toolu_new"]);
+        assert_eq!(tail.stats().restarts, 1);
+
+        // Replaced by another file (new inode), even a longer one.
+        let tmp = dir.path().join("t.jsonl.new");
+        let replacement = [
+            user_prompt(&"long prompt ".repeat(100)),
+            bash("toolu_r1", "cargo build"),
+        ]
+        .map(|l| l + "\n")
+        .concat();
+        fs::write(&tmp, &replacement).expect("write");
+        fs::rename(&tmp, &path).expect("rename");
+        tail.poll().expect("poll");
+        assert_eq!(ids(&tail), vec!["toolu_r1"]);
+        assert_eq!(tail.stats().restarts, 2);
+        assert_eq!(tail.offset(), replacement.len() as u64);
+
+        // Removed: nothing new, state kept; recreated: a new file, read from its start.
+        fs::remove_file(&path).expect("rm");
+        tail.poll().expect("poll");
+        assert_eq!(ids(&tail), vec!["toolu_r1"]);
+        // Longer than what was read, so only the disappearance tells it is a new file
+        // (its inode number may well be the old one's).
+        append(&path, &(bash("toolu_r2", &"x".repeat(2000)) + "\n"));
+        tail.poll().expect("poll");
+        assert_eq!(ids(&tail), vec!["toolu_r2"]);
+        assert_eq!(tail.stats().restarts, 3);
+    }
+
+    #[test]
+    fn truncation_drops_a_held_back_partial_line() {
+        let dir = TempDir::new("tr-partial");
+        let path = dir.path().join("t.jsonl");
+        let line = bash("toolu_a", "ls") + "\n";
+        append(&path, &line[..30]);
+        let mut tail = TranscriptTail::new(path.clone());
+        tail.poll().expect("poll");
+        fs::write(&path, "").expect("truncate");
+        tail.poll().expect("poll");
+        append(&path, &(bash("toolu_b", "pwd") + "\n"));
+        tail.poll().expect("poll");
+        assert_eq!(ids(&tail), vec!["toolu_b"]);
+        assert_eq!(tail.stats().bad_lines, 0);
+    }
+
+    #[test]
+    fn bounded_memory() {
+        let dir = TempDir::new("tr-bounds");
+        let path = dir.path().join("t.jsonl");
+        let limits = Limits {
+            max_in_flight: 2,
+            max_line_bytes: 2048,
+        };
+        let mut tail = TranscriptTail::with_limits(path.clone(), limits);
+        let mut text = String::new();
+        for i in 0..5 {
+            text += &(bash(&format!("toolu_{i}"), &format!("job {i}")) + "\n");
+        }
+        append(&path, &text);
+        tail.poll().expect("poll");
+        assert_eq!(ids(&tail), vec!["toolu_3", "toolu_4"]);
+        assert_eq!(tail.stats().evicted, 3);
+
+        // A line over the limit, arriving in pieces, is skipped; the next one is read.
+        let huge = tool_result("toolu_3", &"x".repeat(5000)) + "\n";
+        append(&path, &huge[..1000]);
+        tail.poll().expect("poll");
+        append(&path, &huge[1000..3000]);
+        tail.poll().expect("poll");
+        append(&path, &huge[3000..]);
+        tail.poll().expect("poll");
+        append(&path, &(tool_result("toolu_4", "ok") + "\n"));
+        tail.poll().expect("poll");
+        assert_eq!(
+            ids(&tail),
+            vec!["toolu_3"],
+            "huge result skipped, small one read"
+        );
+        assert_eq!(tail.stats().long_lines, 1);
+
+        // Over the limit within a single read, too.
+        let mut tail = TranscriptTail::with_limits(path.clone(), limits);
+        tail.poll().expect("poll");
+        assert_eq!(tail.stats().long_lines, 1);
+        assert_eq!(ids(&tail), vec!["toolu_3"]);
+    }
+
+    #[test]
+    fn odd_lines_are_skipped() {
+        let dir = TempDir::new("tr-odd");
+        let path = dir.path().join("t.jsonl");
+        let text = [
+            "not json".to_string(),
+            String::new(),
+            "   ".to_string(),
+            r#"{"type":"summary","summary":"Fix build","leafUuid":"x"}"#.to_string(),
+            r#"{"type":"assistant","message":{"content":{"weird":true}}}"#.to_string(),
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","name":"Bash"}]}}"#
+                .to_string(),
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"t1","name":"Bash","input":"raw"}]}}"#
+                .to_string(),
+            r#"{"type":"assistant","message":{"content":[{"type":"tool_use","id":"t2","name":"Bash","input":{"command":["not","a","string"]}}]}}"#
+                .to_string(),
+            r#"{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"nobody"}]}}"#
+                .to_string(),
+            "\u{feff}{}".to_string(),
+            bash("toolu_ok", "true"),
+        ]
+        .map(|l| l + "\n")
+        .concat();
+        append(&path, &text);
+        let mut tail = TranscriptTail::new(path);
+        tail.poll().expect("poll");
+        assert_eq!(ids(&tail), vec!["t1", "t2", "toolu_ok"]);
+        assert_eq!(tail.get("t1").and_then(|c| c.command.clone()), None);
+        assert_eq!(tail.stats().bad_lines, 2, "{:?}", tail.stats());
+        assert_eq!(tail.stats().lines, 9);
+    }
+
+    #[test]
+    fn newest_matching_call_wins_and_whitespace_is_forgiven() {
+        let dir = TempDir::new("tr-match");
+        let path = dir.path().join("t.jsonl");
+        append(
+            &path,
+            &[
+                bash("toolu_1", "npm test"),
+                bash("toolu_2", "npm test"),
+                bash("toolu_3", "echo  a\tb "),
+            ]
+            .map(|l| l + "\n")
+            .concat(),
+        );
+        let mut tail = TranscriptTail::new(path);
+        tail.poll().expect("poll");
+        assert_eq!(
+            tail.match_command(&wrapper("'npm test'"))
+                .map(|c| c.id.as_str()),
+            Some("toolu_2")
+        );
+        assert_eq!(
+            tail.match_command(&wrapper("'echo a b'"))
+                .map(|c| c.id.as_str()),
+            Some("toolu_3")
+        );
+    }
+
+    #[test]
+    fn a_symlinked_transcript_is_refused() {
+        let dir = TempDir::new("tr-link");
+        let target = dir.path().join("secret.jsonl");
+        append(&target, &(bash("toolu_s", "cat /etc/shadow") + "\n"));
+        let link = dir.path().join("t.jsonl");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        let mut tail = TranscriptTail::new(link);
+        assert!(tail.poll().is_err());
+        assert_eq!(ids(&tail), Vec::<&str>::new());
+    }
+}

@@ -1,0 +1,361 @@
+//! The process table: every process the agent knows, identified by pid *and* start time so
+//! that a reused pid is never confused with the process that had it before.
+//!
+//! It is fed by the kernel's fork/exec/exit records (in order, from the ring buffer) and by
+//! a /proc scan at start-up for processes that existed before the agent. Each entry keeps
+//! the parent it was *forked* from (not the current parent: an orphan reparented to init
+//! or a subreaper stays attributed to the tree that started it) and the session it belongs
+//! to, inherited at fork, so a child forked microseconds after its parent joined a session
+//! is attributed without a race. Exited processes are kept for a while (bounded) so that
+//! the ancestry of an orphan whose parent died first can still be told.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::Serialize;
+
+/// Ticks per second of /proc's start times (`USER_HZ`, 100 on every Linux ABI).
+pub const USER_HZ: u64 = 100;
+
+/// Start time in clock ticks since boot (field 22 of /proc/PID/stat) from `start_boottime`
+/// nanoseconds, as the kernel's `nsec_to_clock_t` computes it.
+pub fn ns_to_ticks(ns: u64) -> u64 {
+    ns / (1_000_000_000 / USER_HZ)
+}
+
+/// A process identity: pid plus start time (clock ticks since boot).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProcId {
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl std::fmt::Display for ProcId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.pid, self.start)
+    }
+}
+
+impl Serialize for ProcId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Index of a session in the agent's session list.
+pub type SessionIdx = usize;
+
+#[derive(Clone, Debug)]
+pub struct Proc {
+    pub id: ProcId,
+    /// The process it was forked from (when known).
+    pub parent: Option<ProcId>,
+    pub comm: String,
+    /// Last exec'd file (when seen).
+    pub filename: Option<String>,
+    pub session: Option<SessionIdx>,
+    /// This process is the root of its session.
+    pub session_root: bool,
+    /// `signal->maxrss` just after the last exec (KiB), a baseline for its own peak.
+    pub exec_maxrss_kb: Option<u64>,
+    pub exited: bool,
+}
+
+/// How many exited processes are remembered for lineage.
+const DEAD_KEPT: usize = 4096;
+/// Bound on ancestry chains (and a guard against cycles from bad data).
+pub const ANCESTRY_MAX: usize = 16;
+
+#[derive(Default)]
+pub struct ProcTable {
+    /// Live (and recently exited) processes by pid; a pid maps to its newest process.
+    by_pid: HashMap<u32, Proc>,
+    /// Exited processes by identity, for lineage after their pid was reused.
+    dead: HashMap<ProcId, Proc>,
+    dead_order: VecDeque<ProcId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Ancestor {
+    pub pid: u32,
+    pub comm: String,
+}
+
+impl ProcTable {
+    pub fn new() -> ProcTable {
+        ProcTable::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_pid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_pid.is_empty()
+    }
+
+    /// A process seen at start-up in /proc (parent by current ppid: the best there is).
+    pub fn insert_existing(&mut self, id: ProcId, ppid: u32, comm: String) {
+        let parent = self.by_pid.get(&ppid).map(|p| p.id);
+        self.by_pid.insert(
+            id.pid,
+            Proc {
+                id,
+                parent,
+                comm,
+                filename: None,
+                session: None,
+                session_root: false,
+                exec_maxrss_kb: None,
+                exited: false,
+            },
+        );
+    }
+
+    /// Links parents after a /proc scan inserted processes in arbitrary order.
+    pub fn link_existing(&mut self, ppids: &HashMap<u32, u32>) {
+        let ids: HashMap<u32, ProcId> = self.by_pid.iter().map(|(&pid, p)| (pid, p.id)).collect();
+        for (pid, proc) in &mut self.by_pid {
+            if proc.parent.is_none()
+                && let Some(ppid) = ppids.get(pid)
+            {
+                proc.parent = ids.get(ppid).copied();
+            }
+        }
+    }
+
+    /// A fork: the child inherits its parent's session.
+    pub fn fork(&mut self, child: ProcId, parent_pid: u32, comm: String) -> &Proc {
+        let parent = self.by_pid.get(&parent_pid).filter(|p| !p.exited);
+        let (parent_id, session) = match parent {
+            Some(p) => (Some(p.id), p.session),
+            None => (None, None),
+        };
+        self.replace(Proc {
+            id: child,
+            parent: parent_id,
+            comm,
+            filename: None,
+            session,
+            session_root: false,
+            exec_maxrss_kb: None,
+            exited: false,
+        })
+    }
+
+    /// An exec: new name and file; an unknown process (forked before we looked) is added.
+    pub fn exec(
+        &mut self,
+        id: ProcId,
+        ppid: u32,
+        comm: String,
+        filename: String,
+        maxrss_kb: u64,
+    ) -> &mut Proc {
+        let known = self
+            .by_pid
+            .get(&id.pid)
+            .is_some_and(|p| p.id == id && !p.exited);
+        if !known {
+            let parent = self.by_pid.get(&ppid).filter(|p| !p.exited);
+            let (parent_id, session) = match parent {
+                Some(p) => (Some(p.id), p.session),
+                None => (None, None),
+            };
+            self.replace(Proc {
+                id,
+                parent: parent_id,
+                comm: comm.clone(),
+                filename: None,
+                session,
+                session_root: false,
+                exec_maxrss_kb: None,
+                exited: false,
+            });
+        }
+        let proc = self.by_pid.get_mut(&id.pid).expect("inserted above");
+        proc.comm = comm;
+        proc.filename = Some(filename);
+        proc.exec_maxrss_kb = Some(maxrss_kb);
+        proc
+    }
+
+    /// An exit: the process stays known (for lineage) until its pid is reused or it ages out.
+    pub fn exit(&mut self, id: ProcId) -> Option<&Proc> {
+        let proc = self.by_pid.get_mut(&id.pid).filter(|p| p.id == id)?;
+        proc.exited = true;
+        let snapshot = proc.clone();
+        self.remember_dead(snapshot);
+        self.by_pid.get(&id.pid)
+    }
+
+    fn remember_dead(&mut self, proc: Proc) {
+        if self.dead_order.len() == DEAD_KEPT
+            && let Some(old) = self.dead_order.pop_front()
+        {
+            self.dead.remove(&old);
+            if self.by_pid.get(&old.pid).is_some_and(|p| p.id == old) {
+                self.by_pid.remove(&old.pid);
+            }
+        }
+        self.dead_order.push_back(proc.id);
+        self.dead.insert(proc.id, proc);
+    }
+
+    fn replace(&mut self, proc: Proc) -> &Proc {
+        let pid = proc.id.pid;
+        self.by_pid.insert(pid, proc);
+        &self.by_pid[&pid]
+    }
+
+    /// The live process with this pid, or the one that just exited with it.
+    pub fn get(&self, pid: u32) -> Option<&Proc> {
+        self.by_pid.get(&pid)
+    }
+
+    pub fn get_mut(&mut self, pid: u32) -> Option<&mut Proc> {
+        self.by_pid.get_mut(&pid)
+    }
+
+    /// A process by identity, live or remembered.
+    pub fn by_id(&self, id: ProcId) -> Option<&Proc> {
+        match self.by_pid.get(&id.pid) {
+            Some(p) if p.id == id => Some(p),
+            _ => self.dead.get(&id),
+        }
+    }
+
+    /// The chain from `pid` up to its session root (inclusive), or up to `ANCESTRY_MAX`
+    /// entries when it has no session. Follows fork parents, so reparenting does not cut it.
+    pub fn ancestry(&self, pid: u32) -> Vec<Ancestor> {
+        let mut out = Vec::new();
+        let mut cur = self.get(pid).cloned();
+        while let Some(p) = cur {
+            out.push(Ancestor {
+                pid: p.id.pid,
+                comm: p.comm.clone(),
+            });
+            if p.session_root || out.len() >= ANCESTRY_MAX {
+                break;
+            }
+            cur = p.parent.and_then(|id| self.by_id(id)).cloned();
+        }
+        out
+    }
+
+    /// Attaches `pid`'s process (the session root) and its known descendants to a session.
+    pub fn set_session(&mut self, root: u32, session: SessionIdx) {
+        let Some(root_id) = self.by_pid.get(&root).map(|p| p.id) else {
+            return;
+        };
+        if let Some(p) = self.by_pid.get_mut(&root) {
+            p.session = Some(session);
+            p.session_root = true;
+        }
+        // Descendants that already exist (the agent started after the session did).
+        loop {
+            let mut changed = false;
+            let ids: Vec<(u32, Option<ProcId>)> = self
+                .by_pid
+                .iter()
+                .filter(|(_, p)| p.session.is_none())
+                .map(|(&pid, p)| (pid, p.parent))
+                .collect();
+            for (pid, parent) in ids {
+                let in_session = parent
+                    .and_then(|id| self.by_id(id))
+                    .is_some_and(|p| p.session == Some(session) || p.id == root_id);
+                if in_session && let Some(p) = self.by_pid.get_mut(&pid) {
+                    p.session = Some(session);
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(pid: u32, start: u64) -> ProcId {
+        ProcId { pid, start }
+    }
+
+    #[test]
+    fn ticks_match_proc_stat() {
+        assert_eq!(ns_to_ticks(12_345_678_901), 1234);
+        assert_eq!(id(7, 99).to_string(), "7:99");
+    }
+
+    #[test]
+    fn children_inherit_the_session_at_fork() {
+        let mut t = ProcTable::new();
+        t.insert_existing(id(100, 1), 1, "claude".into());
+        t.set_session(100, 0);
+        t.fork(id(101, 5), 100, "claude".into());
+        t.exec(id(101, 5), 100, "bash".into(), "/bin/bash".into(), 300_000);
+        t.fork(id(102, 6), 101, "bash".into());
+        assert_eq!(t.get(102).and_then(|p| p.session), Some(0));
+        let chain: Vec<u32> = t.ancestry(102).iter().map(|a| a.pid).collect();
+        assert_eq!(chain, vec![102, 101, 100]);
+        assert_eq!(t.get(101).and_then(|p| p.exec_maxrss_kb), Some(300_000));
+    }
+
+    #[test]
+    fn orphans_keep_their_lineage_and_session() {
+        let mut t = ProcTable::new();
+        t.insert_existing(id(100, 1), 1, "claude".into());
+        t.set_session(100, 3);
+        t.fork(id(101, 5), 100, "bash".into());
+        t.fork(id(102, 6), 101, "sleep".into());
+        // The session root and the middle process die; 102 is reparented to init.
+        t.exit(id(100, 1));
+        t.exit(id(101, 5));
+        assert_eq!(t.get(102).and_then(|p| p.session), Some(3));
+        let chain: Vec<u32> = t.ancestry(102).iter().map(|a| a.pid).collect();
+        assert_eq!(chain, vec![102, 101, 100]);
+    }
+
+    #[test]
+    fn a_reused_pid_is_a_new_process() {
+        let mut t = ProcTable::new();
+        t.insert_existing(id(100, 1), 1, "claude".into());
+        t.set_session(100, 0);
+        t.fork(id(200, 5), 100, "tool".into());
+        t.exit(id(200, 5));
+        // pid 200 reused by an unrelated process forked from init.
+        t.fork(id(200, 900), 1, "cron".into());
+        assert_eq!(t.get(200).and_then(|p| p.session), None);
+        // The exit of the old identity is not applied to the new process.
+        assert!(t.exit(id(200, 5)).is_none());
+        assert!(!t.get(200).expect("new").exited);
+        // The old one is still known by identity.
+        assert_eq!(t.by_id(id(200, 5)).map(|p| p.comm.as_str()), Some("tool"));
+    }
+
+    #[test]
+    fn existing_descendants_join_a_session_found_later() {
+        let mut t = ProcTable::new();
+        t.insert_existing(id(300, 1), 1, "claude".into());
+        t.insert_existing(id(302, 3), 301, "python3".into());
+        t.insert_existing(id(301, 2), 300, "bash".into());
+        t.link_existing(&HashMap::from([(300, 1), (301, 300), (302, 301)]));
+        t.set_session(300, 1);
+        assert_eq!(t.get(302).and_then(|p| p.session), Some(1));
+        assert!(t.get(300).is_some_and(|p| p.session_root));
+    }
+
+    #[test]
+    fn remembered_dead_are_bounded() {
+        let mut t = ProcTable::new();
+        for pid in 0..(DEAD_KEPT as u32 + 10) {
+            t.fork(id(10_000 + pid, 1), 1, "x".into());
+            t.exit(id(10_000 + pid, 1));
+        }
+        assert!(t.dead.len() <= DEAD_KEPT);
+        assert!(t.by_pid.len() <= DEAD_KEPT);
+    }
+}
