@@ -26,15 +26,26 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("scope").required(true).multiple(false))]
 pub struct TraceArgs {
     /// Report every process on the host.
-    #[arg(long, conflicts_with = "pids", required_unless_present = "pids")]
+    #[arg(long, group = "scope")]
     pub all: bool,
 
     /// Report this process and all its descendants, present and future (repeatable).
     /// Children are followed across fork in the kernel, so short-lived ones are not missed.
-    #[arg(long = "pid", value_name = "PID", id = "pids")]
+    #[arg(long = "pid", value_name = "PID", id = "pids", group = "scope")]
     pub pids: Vec<u32>,
+
+    /// Report the processes of every Claude Code session (and trees matched by other agent
+    /// rules), those running now and those started later.
+    #[arg(long, group = "scope")]
+    pub claude: bool,
+
+    /// Report one session: its id (`PID:START` as in the events' `session.id`) or its
+    /// Claude Code session id (`sessionId`).
+    #[arg(long, value_name = "ID", group = "scope")]
+    pub session: Option<String>,
 
     /// Output format [default: json when stdout is not a terminal, text on a terminal].
     #[arg(long, value_enum)]
@@ -80,6 +91,10 @@ impl TraceArgs {
         }
         let scope = if self.all {
             ScopeMode::All
+        } else if self.claude {
+            ScopeMode::Sessions
+        } else if let Some(id) = self.session {
+            ScopeMode::Session(id)
         } else {
             let mut pids = self.pids;
             pids.sort_unstable();
@@ -123,6 +138,15 @@ mod tests {
     fn scope_is_required_and_exclusive() {
         assert!(parse(&["trace"]).is_err());
         assert!(parse(&["trace", "--all", "--pid", "1"]).is_err());
+        assert!(parse(&["trace", "--claude", "--all"]).is_err());
+        let cfg = trace(&["trace", "--claude"])
+            .into_config(false)
+            .expect("valid");
+        assert_eq!(cfg.scope, ScopeMode::Sessions);
+        let cfg = trace(&["trace", "--session", "12:34"])
+            .into_config(false)
+            .expect("valid");
+        assert_eq!(cfg.scope, ScopeMode::Session("12:34".into()));
         let cfg = trace(&["trace", "--pid", "9", "--pid", "3", "--pid", "9"])
             .into_config(false)
             .expect("valid");

@@ -6,6 +6,7 @@ use monitor_common::{OOM_FLAG_MEMORY, Record};
 use serde::Serialize;
 
 use crate::{
+    attribution::{Attr, Cause},
     cgroups::MemoryHierarchy,
     clock::Clock,
     names::{WaitStatus, si_code_name, signal_name, signal_result_name},
@@ -23,6 +24,9 @@ pub struct Event {
     pub comm: String,
     #[serde(flatten)]
     pub body: Body,
+    /// `proc_id`, `session`, `ancestry`: on every kernel event, absent on the agent's own.
+    #[serde(flatten)]
+    pub attr: Option<Attr>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -54,10 +58,12 @@ pub struct AgentStart {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Scope {
-    /// `all` or `pids`.
+    /// `all`, `pids`, `claude` or `session`.
     pub mode: &'static str,
-    /// The roots given with `--pid` (empty for `all`).
+    /// The roots given with `--pid` (empty otherwise).
     pub pids: Vec<u32>,
+    /// The session given with `--session`.
+    pub session: Option<String>,
     /// Processes followed at start: the roots and their descendants found in /proc.
     pub watched_at_start: usize,
 }
@@ -96,6 +102,9 @@ pub struct Exit {
     pub memcg_id: Option<u64>,
     /// Path of the memory cgroup inside its hierarchy, resolved by the agent.
     pub memcg_path: Option<String>,
+    /// Why it ended: `cause`, `killed_by`, `oom`.
+    #[serde(flatten)]
+    pub cause: Cause,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -116,6 +125,9 @@ pub struct Sender {
     pub tid: u32,
     pub comm: String,
     pub uid: u32,
+    pub proc_id: Option<String>,
+    /// The sender's session, when it belongs to one.
+    pub session_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -202,6 +214,7 @@ impl Event {
             pid,
             comm,
             body,
+            attr: None,
         }
     }
 }
@@ -216,6 +229,13 @@ fn ms(ns: u64) -> f64 {
     (ns as f64 / 1_000.0).round() / 1_000.0
 }
 
+/// The page size in KiB.
+pub fn page_kb() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(page).unwrap_or(4096) / 1024
+}
+
 /// Turns kernel records into events.
 #[derive(Clone, Copy, Debug)]
 pub struct Converter {
@@ -225,11 +245,9 @@ pub struct Converter {
 
 impl Converter {
     pub fn new(clock: Clock) -> Converter {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         Converter {
             clock,
-            page_kb: u64::try_from(page).unwrap_or(4096) / 1024,
+            page_kb: page_kb(),
         }
     }
 
@@ -264,6 +282,14 @@ impl Converter {
                         duration_ms: ms(h.ts_ns.saturating_sub(e.start_boottime_ns)),
                         memcg_id: (e.memcg_id != 0).then_some(e.memcg_id),
                         memcg_path: None,
+                        cause: Cause {
+                            cause: match exit_code {
+                                Some(_) => "exited",
+                                None => "killed",
+                            },
+                            killed_by: None,
+                            oom: None,
+                        },
                     }),
                 )
             }
@@ -285,6 +311,8 @@ impl Converter {
                             tid: s.sender_tid,
                             comm: cstr(&s.sender_comm),
                             uid: s.sender_uid,
+                            proc_id: None,
+                            session_id: None,
                         },
                         target: Target {
                             pid: h.pid,

@@ -6,6 +6,7 @@
 //! [`scope`] finds the processes to follow, [`names`] decodes signals and wait statuses,
 //! [`cgroups`] resolves memory cgroup ids to paths.
 
+pub mod attribution;
 pub mod btf;
 pub mod cgroups;
 pub mod claude;

@@ -59,8 +59,13 @@ pub enum LoadError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ScopeMode {
     All,
-    /// These processes and all their descendants.
+    /// These processes and all their descendants (followed in the kernel).
     Pids(Vec<u32>),
+    /// Every agent session, present and future (the kernel reports everything; the agent
+    /// keeps the events of session members).
+    Sessions,
+    /// One session, by its id (`pid:start`) or its Claude Code session id.
+    Session(String),
 }
 
 #[derive(Clone, Debug)]
@@ -139,7 +144,7 @@ pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let flags = if opts.oom_all { SETTING_OOM_ALL } else { 0 };
     let settings = Settings {
         scope: match opts.scope {
-            ScopeMode::All => SCOPE_ALL,
+            ScopeMode::All | ScopeMode::Sessions | ScopeMode::Session(_) => SCOPE_ALL,
             ScopeMode::Pids(_) => SCOPE_WATCHED,
         },
         flags,

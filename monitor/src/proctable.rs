@@ -242,35 +242,39 @@ impl ProcTable {
         out
     }
 
-    /// Attaches `pid`'s process (the session root) and its known descendants to a session.
+    /// Makes `root`'s process a session root and attaches its known descendants (those
+    /// that existed before the session was detected, e.g. when the agent started after it),
+    /// including descendants that belonged to an enclosing session: a session started from
+    /// another session's tool is a session of its own.
     pub fn set_session(&mut self, root: u32, session: SessionIdx) {
         let Some(root_id) = self.by_pid.get(&root).map(|p| p.id) else {
             return;
         };
+        let mut children: HashMap<ProcId, Vec<u32>> = HashMap::new();
+        for (&pid, p) in &self.by_pid {
+            if let Some(parent) = p.parent
+                && !p.exited
+            {
+                children.entry(parent).or_default().push(pid);
+            }
+        }
         if let Some(p) = self.by_pid.get_mut(&root) {
             p.session = Some(session);
             p.session_root = true;
         }
-        // Descendants that already exist (the agent started after the session did).
-        loop {
-            let mut changed = false;
-            let ids: Vec<(u32, Option<ProcId>)> = self
-                .by_pid
-                .iter()
-                .filter(|(_, p)| p.session.is_none())
-                .map(|(&pid, p)| (pid, p.parent))
-                .collect();
-            for (pid, parent) in ids {
-                let in_session = parent
-                    .and_then(|id| self.by_id(id))
-                    .is_some_and(|p| p.session == Some(session) || p.id == root_id);
-                if in_session && let Some(p) = self.by_pid.get_mut(&pid) {
-                    p.session = Some(session);
-                    changed = true;
-                }
+        let mut stack = vec![root_id];
+        let mut seen = 0usize;
+        while let Some(id) = stack.pop() {
+            seen += 1;
+            if seen > self.by_pid.len() {
+                break; // a cycle in bad data
             }
-            if !changed {
-                break;
+            for &pid in children.get(&id).map(Vec::as_slice).unwrap_or(&[]) {
+                if let Some(p) = self.by_pid.get_mut(&pid) {
+                    p.session = Some(session);
+                    p.session_root = false;
+                    stack.push(p.id);
+                }
             }
         }
     }
@@ -346,6 +350,15 @@ mod tests {
         t.set_session(300, 1);
         assert_eq!(t.get(302).and_then(|p| p.session), Some(1));
         assert!(t.get(300).is_some_and(|p| p.session_root));
+        // A session started inside it (from a tool) takes its own subtree.
+        t.insert_existing(id(303, 4), 302, "claude".into());
+        t.insert_existing(id(304, 5), 303, "bash".into());
+        t.link_existing(&HashMap::from([(303, 302), (304, 303)]));
+        t.set_session(303, 2);
+        assert_eq!(t.get(304).and_then(|p| p.session), Some(2));
+        assert_eq!(t.get(302).and_then(|p| p.session), Some(1));
+        let chain: Vec<u32> = t.ancestry(304).iter().map(|a| a.pid).collect();
+        assert_eq!(chain, vec![304, 303]);
     }
 
     #[test]

@@ -101,13 +101,20 @@ pub fn text_line(e: &Event) -> String {
         }
         Body::AgentStop(s) => format!("{} events, {} lost ({})", s.events, s.lost, s.reason),
         Body::Exit(x) => {
-            let how = match (x.exit_code, &x.signal_name) {
+            let signal = x
+                .signal_name
+                .clone()
+                .unwrap_or_else(|| format!("signal {}", x.signal.unwrap_or(0)));
+            let core = if x.core_dumped { " (core dumped)" } else { "" };
+            let how = match (x.exit_code, x.cause.cause) {
                 (Some(code), _) => format!("exited {code}"),
-                (None, Some(name)) => format!(
-                    "killed by {name}{}",
-                    if x.core_dumped { " (core dumped)" } else { "" }
-                ),
-                (None, None) => format!("killed by signal {}", x.signal.unwrap_or(0)),
+                (None, "oom_killed") => "OOM-killed".to_owned(),
+                (None, "crashed") => format!("crashed with {signal}{core}"),
+                (None, "killed_by_kernel") => format!("killed by the kernel with {signal}{core}"),
+                (None, _) => match &x.cause.killed_by {
+                    Some(k) => format!("killed by {signal} from {} {}{core}", k.pid, k.comm),
+                    None => format!("killed by {signal}{core}"),
+                },
             };
             format!(
                 "{how}, ran {:.1}ms, peak rss {}, cpu {:.1}ms user {:.1}ms sys, ppid {}",
@@ -142,7 +149,10 @@ pub fn text_line(e: &Event) -> String {
         Body::Exec(x) => format!("exec {}", x.filename),
         Body::Lost(l) => format!("{} records lost ({})", l.count, l.reason),
     };
-    format!("{head} {detail}")
+    match e.attr.as_ref().and_then(|a| a.session.as_ref()) {
+        Some(s) => format!("{head} {detail} [{} session {}]", s.agent, s.id),
+        None => format!("{head} {detail}"),
+    }
 }
 
 #[cfg(test)]

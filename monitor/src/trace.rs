@@ -12,7 +12,9 @@ use tokio::{
 };
 
 use crate::{
+    attribution::{self, Attributor},
     cgroups,
+    claude::detect::Detector,
     clock::{self, Clock},
     event::{AgentStart, AgentStop, Body, Converter, Event, Lost, Scope},
     loader::{self, Counters, KernelCounters, LoadOptions, ScopeMode},
@@ -35,6 +37,8 @@ const COUNTER_PERIOD: Duration = Duration::from_millis(500);
 
 struct Stream<W: Write> {
     sink: Sink<W>,
+    attributor: Attributor,
+    filter: Filter,
     conv: Converter,
     memcgs: cgroups::Resolver,
     dedup: ExitDedup,
@@ -69,8 +73,11 @@ impl<W: Write> Stream<W> {
                         continue;
                     }
                     let mut event = self.conv.convert(&record);
-                    self.enrich(&mut event);
-                    self.emit(&event)?;
+                    self.attribute(&record, &mut event);
+                    if self.filter.keeps(&event) {
+                        self.enrich(&mut event);
+                        self.emit(&event)?;
+                    }
                 }
                 Err(e) => {
                     self.decode_errors += 1;
@@ -79,6 +86,33 @@ impl<W: Write> Stream<W> {
             }
         }
         self.sink.flush()
+    }
+
+    /// Feeds the record to the process table and adds session, lineage and cause.
+    fn attribute(&mut self, record: &Record, event: &mut Event) {
+        let a = &mut self.attributor;
+        match (record, &mut event.body) {
+            (Record::Fork(f), _) => a.on_fork(f),
+            (Record::Exec(x), _) => a.on_exec(x),
+            (Record::Signal(s), Body::Signal(body)) => {
+                a.on_signal(s);
+                let sender = a.attr(s.sender_pid);
+                body.sender.proc_id = sender.proc_id;
+                body.sender.session_id = sender.session.map(|s| s.id);
+            }
+            (Record::Oom(o), Body::Oom(body)) => a.on_oom(o, body.anon_rss_kb, body.total_vm_kb),
+            (Record::Exit(e), Body::Exit(body)) => {
+                body.cause = a.cause(e);
+                if body.own_peak_rss_kb.is_none() {
+                    body.own_peak_rss_kb = a.own_peak_fallback(e, body.peak_rss_kb);
+                }
+            }
+            _ => {}
+        }
+        event.attr = Some(a.attr(event.pid));
+        if let Record::Exit(e) = record {
+            a.on_exit_done(e);
+        }
     }
 
     /// What userspace adds to a kernel record: cgroup paths; the OOM victim's name and uid
@@ -147,8 +181,25 @@ pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
     // Descendants that existed before the fork hook was attached. Two passes: a process
     // forked by a not-yet-watched descendant between attach and the first pass is found by
     // the second.
+    // Processes that existed before the hooks, and the sessions among them.
+    let clock = Clock::measure();
+    let page_kb = crate::event::page_kb();
+    let detector = Detector::new(Vec::new()).context("agent rules")?;
+    let mut attributor = Attributor::new(detector, attribution::default_registry(), clock, page_kb);
+    attributor.scan_proc();
+    let in_sessions = attributor.sessions().len();
+
     let (mode, pids, watched_at_start) = match &cfg.scope {
         ScopeMode::All => ("all", Vec::new(), 0),
+        ScopeMode::Sessions | ScopeMode::Session(_) => (
+            if cfg.scope == ScopeMode::Sessions {
+                "claude"
+            } else {
+                "session"
+            },
+            Vec::new(),
+            in_sessions,
+        ),
         ScopeMode::Pids(roots) => {
             let mut watched = loader::watched_map(&mut loaded.ebpf)?;
             let mut all = Vec::new();
@@ -177,7 +228,9 @@ pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
     let hierarchy = cgroups::MemoryHierarchy::detect();
     let mut stream = Stream {
         sink: Sink::new(out, cfg.format),
-        conv: Converter::new(Clock::measure()),
+        conv: Converter::new(clock),
+        attributor,
+        filter: Filter::from(&cfg.scope),
         memcgs: cgroups::Resolver::new(hierarchy.clone()),
         dedup: ExitDedup::default(),
         written: 0,
@@ -192,6 +245,10 @@ pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
         scope: Scope {
             mode,
             pids,
+            session: match &cfg.scope {
+                ScopeMode::Session(id) => Some(id.clone()),
+                _ => None,
+            },
             watched_at_start,
         },
         hooks: loaded.attached.clone(),
@@ -368,5 +425,42 @@ mod tests {
             d.is_duplicate(&exit(pid, 1, EXIT_FLAG_LIVE_COUNTER));
         }
         assert!(!d.is_duplicate(&exit(10, 5, EXIT_FLAG_LIVE_COUNTER)));
+    }
+}
+
+/// Which events are written: in the session scopes, those of session members (and signals
+/// sent by them); otherwise every event the kernel reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Filter {
+    All,
+    Sessions,
+    Session(String),
+}
+
+impl From<&ScopeMode> for Filter {
+    fn from(scope: &ScopeMode) -> Filter {
+        match scope {
+            ScopeMode::All | ScopeMode::Pids(_) => Filter::All,
+            ScopeMode::Sessions => Filter::Sessions,
+            ScopeMode::Session(id) => Filter::Session(id.clone()),
+        }
+    }
+}
+
+impl Filter {
+    fn keeps(&self, event: &Event) -> bool {
+        let session = event.attr.as_ref().and_then(|a| a.session.as_ref());
+        let sender_session = match &event.body {
+            Body::Signal(s) => s.sender.session_id.as_deref(),
+            _ => None,
+        };
+        match self {
+            Filter::All => true,
+            Filter::Sessions => session.is_some() || sender_session.is_some(),
+            Filter::Session(id) => {
+                session.is_some_and(|s| s.id == *id || s.claude_session_id.as_deref() == Some(id))
+                    || sender_session == Some(id.as_str())
+            }
+        }
     }
 }

@@ -1,0 +1,461 @@
+//! Attribution: which session and lineage each event belongs to, and why each process died.
+//!
+//! **Where matching happens, and why.** Session detection needs facts only userspace has:
+//! the executable's path (`/proc/PID/exe`), argv (the `rg` helper re-executes the CLI with
+//! argv[0] `rg`), the session registry and transcripts. So rules are matched here, at exec
+//! and in a /proc scan at start-up. Lineage is race-free anyway: the kernel reports every
+//! fork *in order* in the same ring buffer before the child can exec or exit, and the
+//! process table gives a child its parent's session at fork, so a child forked microseconds
+//! after its parent became a session is attributed. Processes are identified by pid plus
+//! start time, so a reused pid never inherits the old process's session, and by the parent
+//! they were forked from, so an orphan reparented to init stays in its session. The cost of
+//! this choice (every fork/exec/exit of the host reaches userspace in `--claude` mode) is
+//! what the benchmark issue measures; `--pid` keeps the in-kernel tree filter.
+//!
+//! **Cause of death.** Signals are recorded at generation with their sender, OOM kills at
+//! victim selection; the exit that follows is matched to them by pid (and start time).
+
+use std::collections::{HashMap, VecDeque};
+
+use monitor_common::{Exec, Exit, Fork, Oom, Signal};
+use serde::Serialize;
+
+use crate::{
+    claude::{
+        detect::{self, Detector, ProcFacts},
+        registry::{self, Registry},
+    },
+    clock::Clock,
+    event::cstr,
+    names::WaitStatus,
+    proctable::{Ancestor, ProcId, ProcTable, SessionIdx, ns_to_ticks},
+};
+
+/// A detected session: one process tree rooted at an agent's process.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub agent: String,
+    pub root: ProcId,
+    pub version: Option<String>,
+    pub rule: String,
+    pub cwd: Option<String>,
+    pub claude_session_id: Option<String>,
+}
+
+/// The `session` object of an event.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct SessionJson {
+    /// Stable for the agent process's lifetime: the root's proc_id (`pid:start_ticks`).
+    pub id: String,
+    pub agent: String,
+    pub root_pid: u32,
+    /// The root process's start, RFC 3339.
+    pub root_start: String,
+    pub cwd: Option<String>,
+    pub claude_session_id: Option<String>,
+    pub version: Option<String>,
+}
+
+/// Attribution of one event's process.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Attr {
+    pub proc_id: Option<String>,
+    pub session: Option<SessionJson>,
+    /// From the process up to its session root (pid, comm); null outside sessions.
+    pub ancestry: Option<Vec<Ancestor>>,
+}
+
+/// Who sent a fatal signal.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct KilledBy {
+    pub pid: u32,
+    pub comm: String,
+    pub uid: u32,
+    pub proc_id: Option<String>,
+    pub session_id: Option<String>,
+    /// The sender belongs to the victim's own session.
+    pub same_session: bool,
+    pub signal: i32,
+    pub si_code: i32,
+}
+
+/// OOM facts attached to an `oom_killed` exit.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct OomCause {
+    pub trigger_pid: u32,
+    pub trigger_comm: String,
+    pub anon_rss_kb: Option<u64>,
+    pub total_vm_kb: Option<u64>,
+    pub memcg_id: Option<u64>,
+}
+
+/// Why a process ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Cause {
+    /// `exited`, `crashed`, `oom_killed`, `killed` or `killed_by_kernel`.
+    pub cause: &'static str,
+    pub killed_by: Option<KilledBy>,
+    pub oom: Option<OomCause>,
+}
+
+#[derive(Clone, Debug)]
+struct SignalNote {
+    sig: i32,
+    si_code: i32,
+    sender: ProcIdOrPid,
+    sender_comm: String,
+    sender_uid: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct ProcIdOrPid {
+    pid: u32,
+    id: Option<ProcId>,
+    session: Option<SessionIdx>,
+}
+
+/// Signals that mean the process crashed when the kernel (or the process itself) raised them.
+const CRASH_SIGNALS: [i32; 5] = [4, 6, 7, 8, 11]; // SIGILL SIGABRT SIGBUS SIGFPE SIGSEGV
+const SI_KERNEL: i32 = 0x80;
+/// Bounds on the per-target notes kept between a signal and the exit it causes.
+const NOTES_PER_TARGET: usize = 4;
+const NOTE_TARGETS: usize = 8192;
+
+pub struct Attributor {
+    table: ProcTable,
+    sessions: Vec<Session>,
+    detector: Detector,
+    registry: Registry,
+    clock: Clock,
+    page_kb: u64,
+    signals: HashMap<u32, VecDeque<SignalNote>>,
+    ooms: HashMap<u32, OomCause>,
+}
+
+impl Attributor {
+    pub fn new(detector: Detector, registry: Registry, clock: Clock, page_kb: u64) -> Attributor {
+        Attributor {
+            table: ProcTable::new(),
+            sessions: Vec::new(),
+            detector,
+            registry,
+            clock,
+            page_kb,
+            signals: HashMap::new(),
+            ooms: HashMap::new(),
+        }
+    }
+
+    pub fn sessions(&self) -> &[Session] {
+        &self.sessions
+    }
+
+    pub fn table(&self) -> &ProcTable {
+        &self.table
+    }
+
+    /// Every process in /proc now, then session detection over them (oldest first, so a
+    /// session started inside another one's tool becomes its own session).
+    pub fn scan_proc(&mut self) {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        let mut found: Vec<(ProcId, u32, String)> = Vec::new();
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            if let Some((comm, ppid, start)) = parse_stat(&stat) {
+                found.push((ProcId { pid, start }, ppid, comm));
+            }
+        }
+        found.sort_by_key(|(id, _, _)| id.start);
+        let ppids: HashMap<u32, u32> = found.iter().map(|(id, ppid, _)| (id.pid, *ppid)).collect();
+        for (id, ppid, comm) in &found {
+            self.table.insert_existing(*id, *ppid, comm.clone());
+        }
+        self.table.link_existing(&ppids);
+        for (id, _, _) in &found {
+            if let Ok(facts) = detect::read_proc_facts(id.pid) {
+                self.maybe_session(*id, &facts);
+            }
+        }
+    }
+
+    fn maybe_session(&mut self, id: ProcId, facts: &ProcFacts) -> Option<SessionIdx> {
+        let detection = self.detector.detect(facts)?;
+        if let Some(p) = self.table.get(id.pid)
+            && p.session_root
+            && p.id == id
+        {
+            return p.session;
+        }
+        let idx = self.sessions.len();
+        self.sessions.push(Session {
+            agent: detection.agent,
+            root: id,
+            version: detection.version,
+            rule: detection.rule,
+            cwd: None,
+            claude_session_id: None,
+        });
+        self.table.set_session(id.pid, idx);
+        tracing::debug!(pid = id.pid, session = idx, "session detected");
+        Some(idx)
+    }
+
+    pub fn on_fork(&mut self, f: &Fork) {
+        let id = ProcId {
+            pid: f.header.pid,
+            start: ns_to_ticks(f.start_boottime_ns),
+        };
+        self.table.fork(id, f.parent_pid, cstr(&f.header.comm));
+    }
+
+    pub fn on_exec(&mut self, x: &Exec) {
+        let id = ProcId {
+            pid: x.header.pid,
+            start: ns_to_ticks(x.start_boottime_ns),
+        };
+        let comm = cstr(&x.header.comm);
+        let filename = cstr(&x.filename);
+        self.table.exec(
+            id,
+            x.ppid,
+            comm.clone(),
+            filename.clone(),
+            x.maxrss_pages * self.page_kb,
+        );
+        // Facts from /proc while the process lives; the record's own fields otherwise.
+        let facts = detect::read_proc_facts(id.pid).unwrap_or(ProcFacts {
+            pid: id.pid,
+            comm,
+            exe: Some(filename.into()),
+            argv: Vec::new(),
+        });
+        self.maybe_session(id, &facts);
+    }
+
+    pub fn on_signal(&mut self, s: &Signal) {
+        if self.signals.len() >= NOTE_TARGETS && !self.signals.contains_key(&s.header.pid) {
+            // Targets that never exited (signals that did not kill): forget them all.
+            self.signals.clear();
+        }
+        let sender = self.who(s.sender_pid);
+        let notes = self.signals.entry(s.header.pid).or_default();
+        if notes.len() == NOTES_PER_TARGET {
+            notes.pop_front();
+        }
+        notes.push_back(SignalNote {
+            sig: s.sig,
+            si_code: s.si_code,
+            sender,
+            sender_comm: cstr(&s.sender_comm),
+            sender_uid: s.sender_uid,
+        });
+    }
+
+    pub fn on_oom(&mut self, o: &Oom, anon_rss_kb: Option<u64>, total_vm_kb: Option<u64>) {
+        if self.ooms.len() >= NOTE_TARGETS {
+            self.ooms.clear();
+        }
+        self.ooms.insert(
+            o.header.pid,
+            OomCause {
+                trigger_pid: o.trigger_pid,
+                trigger_comm: cstr(&o.trigger_comm),
+                anon_rss_kb,
+                total_vm_kb,
+                memcg_id: (o.memcg_id != 0).then_some(o.memcg_id),
+            },
+        );
+    }
+
+    fn who(&self, pid: u32) -> ProcIdOrPid {
+        let p = self.table.get(pid).filter(|p| !p.exited);
+        ProcIdOrPid {
+            pid,
+            id: p.map(|p| p.id),
+            session: p.and_then(|p| p.session),
+        }
+    }
+
+    /// The cause of an exit (call before [`Attributor::on_exit_done`]).
+    pub fn cause(&mut self, e: &Exit) -> Cause {
+        let pid = e.header.pid;
+        let notes = self.signals.remove(&pid).unwrap_or_default();
+        let oom = self.ooms.remove(&pid);
+        let victim_session = self.table.get(pid).and_then(|p| p.session);
+        let signal = match WaitStatus::decode(e.exit_status) {
+            WaitStatus::Exited(_) => {
+                return Cause {
+                    cause: "exited",
+                    killed_by: None,
+                    oom: None,
+                };
+            }
+            WaitStatus::Signaled { signal, .. } => i32::from(signal),
+        };
+        if let Some(oom) = oom {
+            return Cause {
+                cause: "oom_killed",
+                killed_by: None,
+                oom: Some(oom),
+            };
+        }
+        // The last note of the signal that killed it.
+        let note = notes.iter().rev().find(|n| n.sig == signal);
+        let from_self = note.is_some_and(|n| n.sender.pid == pid);
+        let from_kernel = note.is_some_and(|n| n.si_code > 0 || n.si_code == SI_KERNEL);
+        if CRASH_SIGNALS.contains(&signal) && (note.is_none() || from_self || from_kernel) {
+            return Cause {
+                cause: "crashed",
+                killed_by: None,
+                oom: None,
+            };
+        }
+        let Some(note) = note else {
+            return Cause {
+                cause: "killed",
+                killed_by: None,
+                oom: None,
+            };
+        };
+        if note.si_code == SI_KERNEL {
+            return Cause {
+                cause: "killed_by_kernel",
+                killed_by: None,
+                oom: None,
+            };
+        }
+        Cause {
+            cause: "killed",
+            killed_by: Some(KilledBy {
+                pid: note.sender.pid,
+                comm: note.sender_comm.clone(),
+                uid: note.sender_uid,
+                proc_id: note.sender.id.map(|id| id.to_string()),
+                session_id: note.sender.session.map(|s| self.session_id(s)),
+                same_session: victim_session.is_some() && note.sender.session == victim_session,
+                signal: note.sig,
+                si_code: note.si_code,
+            }),
+            oom: None,
+        }
+    }
+
+    /// The process's own peak when the kernel could not read its mm: `signal->maxrss` is
+    /// its own only if it grew past what exec carried over.
+    pub fn own_peak_fallback(&self, e: &Exit, peak_kb: u64) -> Option<u64> {
+        let baseline = self.table.get(e.header.pid)?.exec_maxrss_kb?;
+        (peak_kb > baseline).then_some(peak_kb)
+    }
+
+    pub fn on_exit_done(&mut self, e: &Exit) {
+        self.table.exit(ProcId {
+            pid: e.header.pid,
+            start: ns_to_ticks(e.start_boottime_ns),
+        });
+    }
+
+    fn session_id(&self, idx: SessionIdx) -> String {
+        self.sessions
+            .get(idx)
+            .map(|s| s.root.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The attribution of process `pid` now.
+    pub fn attr(&mut self, pid: u32) -> Attr {
+        let Some(p) = self.table.get(pid) else {
+            return Attr {
+                proc_id: None,
+                session: None,
+                ancestry: None,
+            };
+        };
+        let proc_id = Some(p.id.to_string());
+        let Some(idx) = p.session else {
+            return Attr {
+                proc_id,
+                session: None,
+                ancestry: None,
+            };
+        };
+        let ancestry = Some(self.table.ancestry(pid));
+        self.refresh_registry(idx);
+        let s = &self.sessions[idx];
+        let root_start_ns = s.root.start * (1_000_000_000 / crate::proctable::USER_HZ);
+        Attr {
+            proc_id,
+            session: Some(SessionJson {
+                id: s.root.to_string(),
+                agent: s.agent.clone(),
+                root_pid: s.root.pid,
+                root_start: self.clock.rfc3339(root_start_ns),
+                cwd: s.cwd.clone(),
+                claude_session_id: s.claude_session_id.clone(),
+                version: s.version.clone(),
+            }),
+            ancestry,
+        }
+    }
+
+    /// Session id and cwd from the registry, once it has an entry for the root process.
+    fn refresh_registry(&mut self, idx: SessionIdx) {
+        let s = &mut self.sessions[idx];
+        if s.agent != crate::claude::CLAUDE_CODE {
+            return;
+        }
+        if let Some(info) = self.registry.lookup(s.root.pid, s.root.start) {
+            s.claude_session_id = Some(info.session_id);
+            s.cwd = Some(info.cwd.display().to_string());
+            if info.version.is_some() {
+                s.version = info.version;
+            }
+        }
+    }
+}
+
+/// (comm, ppid, start ticks) from /proc/PID/stat.
+fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    let mut rest = stat.get(close + 1..)?.split_whitespace();
+    let ppid = rest.nth(1)?.parse().ok()?;
+    // Field 22 overall: the 20th after the comm (state is the 1st).
+    let start = rest.nth(17)?.parse().ok()?;
+    Some((comm, ppid, start))
+}
+
+/// The registry directories of every user on this host.
+pub fn default_registry() -> Registry {
+    let config_dir = std::env::var_os("CLAUDE_CONFIG_DIR").map(std::path::PathBuf::from);
+    Registry::new(registry::default_dirs(
+        &registry::candidate_homes(),
+        config_dir.as_deref(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields() {
+        let stat =
+            "4242 (a (b) c) S 17 4242 4242 0 -1 4194560 123 0 0 0 5 6 0 0 20 0 1 0 98765 1000 200";
+        assert_eq!(parse_stat(stat), Some(("a (b) c".into(), 17, 98765)));
+        let me = std::fs::read_to_string("/proc/self/stat").expect("stat");
+        let (_, _, start) = parse_stat(&me).expect("parse");
+        assert_eq!(Some(start), registry::parse_start_ticks(&me));
+    }
+}
