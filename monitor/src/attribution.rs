@@ -120,12 +120,17 @@ const SI_KERNEL: i32 = 0x80;
 /// Bounds on the per-target notes kept between a signal and the exit it causes.
 const NOTES_PER_TARGET: usize = 4;
 const NOTE_TARGETS: usize = 8192;
+/// Minimum time between two rebuilds of the registry's directory list.
+const REGISTRY_REBUILD: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Attributor {
     table: ProcTable,
     sessions: Vec<Session>,
     detector: Detector,
     registry: Registry,
+    /// When the registry's directory list was last rebuilt (a user may run Claude Code for
+    /// the first time after the agent started, creating their sessions directory).
+    registry_built: std::time::Instant,
     clock: Clock,
     page_kb: u64,
     signals: HashMap<u32, VecDeque<SignalNote>>,
@@ -139,6 +144,7 @@ impl Attributor {
             sessions: Vec::new(),
             detector,
             registry,
+            registry_built: std::time::Instant::now(),
             clock,
             page_kb,
             signals: HashMap::new(),
@@ -414,7 +420,16 @@ impl Attributor {
         if s.agent != crate::claude::CLAUDE_CODE {
             return;
         }
-        if let Some(info) = self.registry.lookup(s.root.pid, s.root.start) {
+        let mut found = self.registry.lookup(s.root.pid, s.root.start);
+        if found.is_none()
+            && s.claude_session_id.is_none()
+            && self.registry_built.elapsed() >= REGISTRY_REBUILD
+        {
+            self.registry = default_registry();
+            self.registry_built = std::time::Instant::now();
+            found = self.registry.lookup(s.root.pid, s.root.start);
+        }
+        if let Some(info) = found {
             s.claude_session_id = Some(info.session_id);
             s.cwd = Some(info.cwd.display().to_string());
             if info.version.is_some() {

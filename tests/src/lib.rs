@@ -106,7 +106,13 @@ pub struct Agent {
 impl Agent {
     /// Starts `claude-monitor trace ARGS --format json` and waits for `agent_start`.
     pub fn start(args: &[&str]) -> Agent {
+        Agent::start_with_env(args, &[])
+    }
+
+    /// [`Agent::start`] with extra environment variables for the agent.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Agent {
         let mut child = Command::new(agent_binary())
+            .envs(env.iter().copied())
             .arg("trace")
             .args(args)
             .args(["--format", "json"])
