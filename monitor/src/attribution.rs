@@ -15,7 +15,10 @@
 //! **Cause of death.** Signals are recorded at generation with their sender, OOM kills at
 //! victim selection; the exit that follows is matched to them by pid (and start time).
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    path::PathBuf,
+};
 
 use monitor_common::{Exec, Exit, Fork, Oom, Signal};
 use serde::Serialize;
@@ -24,15 +27,15 @@ use crate::{
     claude::{
         detect::{self, Detector, ProcFacts},
         registry::{self, Registry},
+        transcript::{self, TranscriptTail},
     },
     clock::Clock,
     event::cstr,
     names::WaitStatus,
-    proctable::{Ancestor, ProcId, ProcTable, SessionIdx, ns_to_ticks},
+    proctable::{Ancestor, ProcId, ProcTable, SessionIdx, ToolCallRef, ns_to_ticks},
 };
 
 /// A detected session: one process tree rooted at an agent's process.
-#[derive(Clone, Debug)]
 pub struct Session {
     pub agent: String,
     pub root: ProcId,
@@ -40,6 +43,10 @@ pub struct Session {
     pub rule: String,
     pub cwd: Option<String>,
     pub claude_session_id: Option<String>,
+    /// The Claude Code configuration directory its registry entry was found in.
+    pub config_dir: Option<PathBuf>,
+    /// The session's transcript, read incrementally for tool calls in flight.
+    transcript: Option<TranscriptTail>,
 }
 
 /// The `session` object of an event.
@@ -63,6 +70,8 @@ pub struct Attr {
     pub session: Option<SessionJson>,
     /// From the process up to its session root (pid, comm); null outside sessions.
     pub ancestry: Option<Vec<Ancestor>>,
+    /// The agent tool call the process runs for (Claude Code's Bash tool), when known.
+    pub tool_call: Option<ToolCallRef>,
 }
 
 /// Who sent a fatal signal.
@@ -211,6 +220,8 @@ impl Attributor {
             rule: detection.rule,
             cwd: None,
             claude_session_id: None,
+            config_dir: None,
+            transcript: None,
         });
         self.table.set_session(id.pid, idx);
         tracing::debug!(pid = id.pid, session = idx, "session detected");
@@ -247,6 +258,54 @@ impl Attributor {
             argv: Vec::new(),
         });
         self.maybe_session(id, &facts);
+        self.maybe_tool_call(id.pid, &facts);
+    }
+
+    /// A Bash tool's wrapper (`bash -c "source …snapshot… && eval '<cmd>' …"`) starting in a
+    /// session: find the tool call in flight that runs `<cmd>` in the session's transcript.
+    /// Recorded on the wrapper and inherited by everything it starts, because the call may
+    /// complete (or be backgrounded) long before its processes end.
+    fn maybe_tool_call(&mut self, pid: u32, facts: &ProcFacts) {
+        let Some(proc) = self.table.get(pid) else {
+            return;
+        };
+        let Some(idx) = proc.session else {
+            return;
+        };
+        if proc.session_root || facts.argv.len() < 3 || facts.argv[1] != "-c" {
+            return;
+        }
+        let script = &facts.argv[2];
+        if !script.contains("eval") {
+            return;
+        }
+        self.refresh_registry(idx);
+        let s = &mut self.sessions[idx];
+        let (Some(config), Some(cwd), Some(sid)) = (&s.config_dir, &s.cwd, &s.claude_session_id)
+        else {
+            return;
+        };
+        let Some(path) = transcript::locate(config, std::path::Path::new(cwd), sid) else {
+            return;
+        };
+        if s.transcript.as_ref().is_none_or(|t| t.path() != path) {
+            s.transcript = Some(TranscriptTail::new(path));
+        }
+        let Some(tail) = s.transcript.as_mut() else {
+            return;
+        };
+        if let Err(e) = tail.poll() {
+            tracing::debug!("transcript {}: {e}", tail.path().display());
+            return;
+        }
+        let call = tail.match_command(script).map(|c| ToolCallRef {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            command: c.command.clone(),
+        });
+        if let (Some(call), Some(p)) = (call, self.table.get_mut(pid)) {
+            p.tool_call = Some(call);
+        }
     }
 
     pub fn on_signal(&mut self, s: &Signal) {
@@ -385,14 +444,17 @@ impl Attributor {
                 proc_id: None,
                 session: None,
                 ancestry: None,
+                tool_call: None,
             };
         };
         let proc_id = Some(p.id.to_string());
+        let tool_call = p.tool_call.clone();
         let Some(idx) = p.session else {
             return Attr {
                 proc_id,
                 session: None,
                 ancestry: None,
+                tool_call,
             };
         };
         let ancestry = Some(self.table.ancestry(pid));
@@ -411,6 +473,7 @@ impl Attributor {
                 version: s.version.clone(),
             }),
             ancestry,
+            tool_call,
         }
     }
 
@@ -432,6 +495,7 @@ impl Attributor {
         if let Some(info) = found {
             s.claude_session_id = Some(info.session_id);
             s.cwd = Some(info.cwd.display().to_string());
+            s.config_dir = Some(info.config_dir);
             if info.version.is_some() {
                 s.version = info.version;
             }

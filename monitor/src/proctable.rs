@@ -57,7 +57,17 @@ pub struct Proc {
     pub session_root: bool,
     /// `signal->maxrss` just after the last exec (KiB), a baseline for its own peak.
     pub exec_maxrss_kb: Option<u64>,
+    /// The agent tool call this process runs for (set on the tool's wrapper, inherited).
+    pub tool_call: Option<ToolCallRef>,
     pub exited: bool,
+}
+
+/// The `tool_call` object: a Bash tool call of a session, from its transcript.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ToolCallRef {
+    pub id: String,
+    pub name: String,
+    pub command: Option<String>,
 }
 
 /// How many exited processes are remembered for lineage.
@@ -106,6 +116,7 @@ impl ProcTable {
                 session: None,
                 session_root: false,
                 exec_maxrss_kb: None,
+                tool_call: None,
                 exited: false,
             },
         );
@@ -126,9 +137,9 @@ impl ProcTable {
     /// A fork: the child inherits its parent's session.
     pub fn fork(&mut self, child: ProcId, parent_pid: u32, comm: String) -> &Proc {
         let parent = self.by_pid.get(&parent_pid).filter(|p| !p.exited);
-        let (parent_id, session) = match parent {
-            Some(p) => (Some(p.id), p.session),
-            None => (None, None),
+        let (parent_id, session, tool_call) = match parent {
+            Some(p) => (Some(p.id), p.session, p.tool_call.clone()),
+            None => (None, None, None),
         };
         self.replace(Proc {
             id: child,
@@ -138,6 +149,7 @@ impl ProcTable {
             session,
             session_root: false,
             exec_maxrss_kb: None,
+            tool_call,
             exited: false,
         })
     }
@@ -157,9 +169,9 @@ impl ProcTable {
             .is_some_and(|p| p.id == id && !p.exited);
         if !known {
             let parent = self.by_pid.get(&ppid).filter(|p| !p.exited);
-            let (parent_id, session) = match parent {
-                Some(p) => (Some(p.id), p.session),
-                None => (None, None),
+            let (parent_id, session, tool_call) = match parent {
+                Some(p) => (Some(p.id), p.session, p.tool_call.clone()),
+                None => (None, None, None),
             };
             self.replace(Proc {
                 id,
@@ -169,6 +181,7 @@ impl ProcTable {
                 session,
                 session_root: false,
                 exec_maxrss_kb: None,
+                tool_call,
                 exited: false,
             });
         }

@@ -140,6 +140,34 @@ impl Drop for Session {
     }
 }
 
+/// A transcript with one Bash tool_use in flight (and one completed) for the session
+/// `Session::start` will create in `dir`.
+fn write_transcript(dir: &Path, config: &Path, command: &str) {
+    let sid = format!("3f2a0000-0000-4000-8000-{:012}", std::process::id());
+    let project: String = dir
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let tool_use = |id: &str, cmd: &str| {
+        serde_json::json!({"type": "assistant", "sessionId": sid, "message": {"role": "assistant",
+            "content": [{"type": "tool_use", "id": id, "name": "Bash",
+                         "input": {"command": cmd, "description": "test"}}]}})
+        .to_string()
+    };
+    let result = serde_json::json!({"type": "user", "sessionId": sid, "message": {"role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "toolu_01DONE", "content": "ok"}]}});
+    let path = config.join("projects").join(project);
+    std::fs::create_dir_all(&path).expect("mkdir");
+    let lines = [
+        tool_use("toolu_01DONE", "true"),
+        result.to_string(),
+        tool_use("toolu_01TEST", command),
+    ];
+    std::fs::write(path.join(format!("{sid}.jsonl")), lines.join("\n") + "\n").expect("transcript");
+}
+
 fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
@@ -194,7 +222,9 @@ fn tool_exit_is_attributed_and_rg_helper_is_not_a_session() {
     if !privileged("tool_exit_is_attributed_and_rg_helper_is_not_a_session") {
         return;
     }
-    let config = Session::dir("exit3").join("claude-config");
+    let dir = Session::dir("exit3");
+    let config = dir.join("claude-config");
+    write_transcript(&dir, &config, r#"sh -c "exit 3""#);
     let agent = Agent::start_with_env(&["--claude"], &[("CLAUDE_CONFIG_DIR", config.as_os_str())]);
     let mut s = Session::start("exit3", r#"sh -c "exit 3""#, "");
     // The CLI re-executing itself as ripgrep: argv[0] `rg`, same executable. Not a session.
@@ -219,6 +249,12 @@ fn tool_exit_is_attributed_and_rg_helper_is_not_a_session() {
     assert_eq!(e["cause"], "exited");
     assert_eq!(e["session"]["claude_session_id"], s.sid.as_str());
     assert_eq!(e["session"]["cwd"], s.dir.display().to_string());
+    // The transcript's Bash tool_use in flight names the command.
+    assert_eq!(e["tool_call"]["id"], "toolu_01TEST", "{e}");
+    assert_eq!(e["tool_call"]["name"], "Bash");
+    assert_eq!(e["tool_call"]["command"], r#"sh -c "exit 3""#);
+    // The session root itself runs no tool.
+    assert_eq!(exit_of(&events, s.pid)["tool_call"], Value::Null);
     // Every event of the run belongs to that one session; the rg helper reported nothing.
     assert!(
         events.iter().all(|e| e["pid"].as_u64() != Some(u(rg_pid))),
