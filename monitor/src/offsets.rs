@@ -165,6 +165,13 @@ pub fn compute(btf: &Btf) -> Result<KernelLayout, LayoutError> {
                      is detected from signal->live"
                         .into(),
                 );
+                b.notes.push(
+                    "own_peak_rss_kb: on kernels before ~6.16 the exit tracepoint runs after the \
+                     address space is released; the figure then comes only from the exec \
+                     baseline (when the process grew past what exec carried over) and is often \
+                     null"
+                        .into(),
+                );
                 "sched_process_exit_legacy"
             }
             ("mark_victim", Some(a)) if !a.first().is_some_and(|t| t.contains("task_struct")) => {

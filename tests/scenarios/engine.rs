@@ -514,6 +514,7 @@ fn own_peak_excludes_what_exec_carried_over() {
         return;
     }
     let agent = Agent::start(&["--pid", &me()]);
+    let start = agent.start.clone();
     let mut parent = Command::new(helper("bigparent", env!("CARGO_BIN_EXE_bigparent")))
         .args(["300", "/bin/sh", "-c", "exit 5"])
         .spawn()
@@ -531,15 +532,29 @@ fn own_peak_excludes_what_exec_carried_over() {
         inherited >= 300 << 10,
         "maxrss should carry the parent's peak: {child}"
     );
-    let own = child["own_peak_rss_kb"]
-        .as_u64()
-        .expect("own peak on this kernel");
-    assert!(
-        (100..16 << 10).contains(&own),
-        "own peak of sh should be small: {child}"
-    );
+    // Where the exit tracepoint runs after the address space is released (kernels before
+    // ~6.16, said in agent_start's notes), the own peak may be unknown (null), never wrong.
+    let exact = !notes_mention(&start, "own_peak_rss_kb");
+    match (child["own_peak_rss_kb"].as_u64(), exact) {
+        (Some(own), _) => assert!(
+            (100..16 << 10).contains(&own),
+            "own peak of sh should be small: {child}"
+        ),
+        (None, true) => panic!("no own peak on a kernel that should give it: {child}"),
+        (None, false) => {}
+    }
     let parent_exit = of(&events, "exit", parent_pid);
-    let parent_own = parent_exit[0]["own_peak_rss_kb"].as_u64().expect("own");
-    assert!(parent_own >= 300 << 10, "{}", parent_exit[0]);
+    match (parent_exit[0]["own_peak_rss_kb"].as_u64(), exact) {
+        (Some(own), _) => assert!(own >= 300 << 10, "{}", parent_exit[0]),
+        (None, true) => panic!("no own peak: {}", parent_exit[0]),
+        (None, false) => {}
+    }
     assert_nothing_lost(&events);
+}
+
+fn notes_mention(start: &Value, what: &str) -> bool {
+    start["notes"].as_array().is_some_and(|n| {
+        n.iter()
+            .any(|n| n.as_str().is_some_and(|n| n.contains(what)))
+    })
 }

@@ -154,6 +154,8 @@ impl Agent {
                 agent.start = first;
             }
             Err(_) => {
+                // Still running when the reader gave up (e.g. a schema violation): end it.
+                let _ = agent.child.kill();
                 let status = agent.child.wait().ok();
                 panic!(
                     "claude-monitor did not start (exit {status:?}): {}",

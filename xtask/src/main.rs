@@ -1,11 +1,13 @@
 //! Developer tasks that cargo alone cannot do: bootstrap the eBPF toolchain, run the agent
 //! with the privileges it needs, and run the test binaries (escalating only the privileged
-//! ones). Each subcommand lives in its own module.
+//! ones), on this machine's kernel or on other kernels under qemu (`vm`). Each subcommand
+//! lives in its own module.
 
 mod cargo;
 mod run;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -26,6 +28,8 @@ enum Command {
     Run(run::Options),
     /// Set up, build, and run every test: unit tests as you, the real-kernel integration
     /// tests as root (sudo when you are not root). Under CI=true they never skip.
+    /// `--kernel 6.1|6.12|all` runs the real-kernel scenarios on Debian's cloud kernels too,
+    /// booted under qemu (no root needed for those).
     Test(test::Options),
 }
 
