@@ -63,3 +63,20 @@ pub fn privileged(program: &Path) -> Command {
         cmd
     }
 }
+
+/// Runs `cmd` to completion and returns its stdout; a failure names the command, its status
+/// and its stderr.
+pub fn capture(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("could not start `{}`", describe(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::cargo::{describe, run_checked};
+use crate::cargo::{capture, describe, run_checked};
 
 /// The eBPF toolchain: `rustup run <NIGHTLY>` is what aya-build uses.
 pub const NIGHTLY: &str = "nightly";
@@ -237,20 +237,6 @@ fn symlink_force(target: &Path, link: &Path) -> Result<()> {
     }
     std::os::unix::fs::symlink(target, link)
         .with_context(|| format!("cannot link {} -> {}", link.display(), target.display()))
-}
-
-fn capture(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("could not start `{}`", describe(cmd)))?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed: {}",
-            describe(cmd),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    String::from_utf8(out.stdout).with_context(|| format!("`{}` printed non-UTF-8", describe(cmd)))
 }
 
 pub fn which(program: &str) -> Result<PathBuf> {

@@ -16,7 +16,7 @@ use std::{
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::cargo::{describe, is_root};
+use crate::cargo::{capture, describe, is_root};
 
 /// A failed download whose cause may be stale package lists (`404`, unknown package): the
 /// one case where running `apt-get update` can help.
@@ -65,17 +65,7 @@ impl Apt {
             cmd
         };
         cmd.args(["-q", "update"]);
-        let out = cmd
-            .output()
-            .with_context(|| format!("could not start `{}`", describe(&cmd)))?;
-        if !out.status.success() {
-            bail!(
-                "`{}` failed: {}",
-                describe(&cmd),
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        Ok(())
+        capture(&mut cmd).map(drop)
     }
 
     /// Downloads `packages` into `dir` (created empty); returns each package's .deb.
@@ -178,19 +168,7 @@ fn installed(packages: &BTreeSet<String>) -> Result<BTreeSet<String>> {
 
 /// Unpacks a whole .deb into `dest`.
 fn extract_all(deb: &Path, dest: &Path) -> Result<()> {
-    let mut cmd = Command::new("dpkg-deb");
-    cmd.arg("-x").arg(deb).arg(dest);
-    let out = cmd
-        .output()
-        .with_context(|| format!("could not start `{}`", describe(&cmd)))?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed: {}",
-            describe(&cmd),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    capture(Command::new("dpkg-deb").arg("-x").arg(deb).arg(dest)).map(drop)
 }
 
 /// Unpacks only the members matching `pattern` (a tar wildcard such as `./boot/vmlinuz-*`):
@@ -527,21 +505,6 @@ fn replace_dir(work: &Path, dest: &Path) -> Result<()> {
     }
     fs::rename(work, dest)
         .with_context(|| format!("cannot move {} to {}", work.display(), dest.display()))
-}
-
-fn capture(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .output()
-        .with_context(|| format!("could not start `{}`", describe(cmd)))?;
-    if !out.status.success() {
-        bail!(
-            "`{}` failed ({}): {}",
-            describe(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]
