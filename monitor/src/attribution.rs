@@ -33,6 +33,7 @@ use crate::{
     event::cstr,
     names::WaitStatus,
     proctable::{Ancestor, ProcId, ProcTable, SessionIdx, ToolCallRef, ns_to_ticks},
+    scope,
 };
 
 /// A detected session: one process tree rooted at an agent's process.
@@ -172,25 +173,22 @@ impl Attributor {
     /// Every process in /proc now, then session detection over them (oldest first, so a
     /// session started inside another one's tool becomes its own session).
     pub fn scan_proc(&mut self) {
-        let Ok(dir) = std::fs::read_dir("/proc") else {
+        let Ok(stats) = scope::proc_stats() else {
             return;
         };
-        let mut found: Vec<(ProcId, u32, String)> = Vec::new();
-        for entry in dir.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            if let Some((comm, ppid, start)) = parse_stat(&stat) {
-                found.push((ProcId { pid, start }, ppid, comm));
-            }
-        }
+        let mut found: Vec<(ProcId, u32, String)> = stats
+            .into_iter()
+            .map(|s| {
+                (
+                    ProcId {
+                        pid: s.pid,
+                        start: s.start,
+                    },
+                    s.ppid,
+                    s.comm,
+                )
+            })
+            .collect();
         found.sort_by_key(|(id, _, _)| id.start);
         let ppids: HashMap<u32, u32> = found.iter().map(|(id, ppid, _)| (id.pid, *ppid)).collect();
         for (id, ppid, comm) in &found {
@@ -503,18 +501,6 @@ impl Attributor {
     }
 }
 
-/// (comm, ppid, start ticks) from /proc/PID/stat.
-fn parse_stat(stat: &str) -> Option<(String, u32, u64)> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_owned();
-    let mut rest = stat.get(close + 1..)?.split_whitespace();
-    let ppid = rest.nth(1)?.parse().ok()?;
-    // Field 22 overall: the 20th after the comm (state is the 1st).
-    let start = rest.nth(17)?.parse().ok()?;
-    Some((comm, ppid, start))
-}
-
 /// The registry directories of every user on this host.
 pub fn default_registry() -> Registry {
     let config_dir = std::env::var_os("CLAUDE_CONFIG_DIR").map(std::path::PathBuf::from);
@@ -522,19 +508,4 @@ pub fn default_registry() -> Registry {
         &registry::candidate_homes(),
         config_dir.as_deref(),
     ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stat_fields() {
-        let stat =
-            "4242 (a (b) c) S 17 4242 4242 0 -1 4194560 123 0 0 0 5 6 0 0 20 0 1 0 98765 1000 200";
-        assert_eq!(parse_stat(stat), Some(("a (b) c".into(), 17, 98765)));
-        let me = std::fs::read_to_string("/proc/self/stat").expect("stat");
-        let (_, _, start) = parse_stat(&me).expect("parse");
-        assert_eq!(Some(start), registry::parse_start_ticks(&me));
-    }
 }

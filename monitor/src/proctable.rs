@@ -134,24 +134,27 @@ impl ProcTable {
         }
     }
 
-    /// A fork: the child inherits its parent's session.
-    pub fn fork(&mut self, child: ProcId, parent_pid: u32, comm: String) -> &Proc {
+    /// A new entry for `id`, forked from the live process `parent_pid` (whose session and
+    /// tool call it inherits) when there is one.
+    fn child_of(&self, id: ProcId, parent_pid: u32, comm: String) -> Proc {
         let parent = self.by_pid.get(&parent_pid).filter(|p| !p.exited);
-        let (parent_id, session, tool_call) = match parent {
-            Some(p) => (Some(p.id), p.session, p.tool_call.clone()),
-            None => (None, None, None),
-        };
-        self.replace(Proc {
-            id: child,
-            parent: parent_id,
+        Proc {
+            id,
+            parent: parent.map(|p| p.id),
             comm,
             filename: None,
-            session,
+            session: parent.and_then(|p| p.session),
             session_root: false,
             exec_maxrss_kb: None,
-            tool_call,
+            tool_call: parent.and_then(|p| p.tool_call.clone()),
             exited: false,
-        })
+        }
+    }
+
+    /// A fork: the child inherits its parent's session.
+    pub fn fork(&mut self, child: ProcId, parent_pid: u32, comm: String) -> &Proc {
+        let proc = self.child_of(child, parent_pid, comm);
+        self.replace(proc)
     }
 
     /// An exec: new name and file; an unknown process (forked before we looked) is added.
@@ -168,22 +171,8 @@ impl ProcTable {
             .get(&id.pid)
             .is_some_and(|p| p.id == id && !p.exited);
         if !known {
-            let parent = self.by_pid.get(&ppid).filter(|p| !p.exited);
-            let (parent_id, session, tool_call) = match parent {
-                Some(p) => (Some(p.id), p.session, p.tool_call.clone()),
-                None => (None, None, None),
-            };
-            self.replace(Proc {
-                id,
-                parent: parent_id,
-                comm: comm.clone(),
-                filename: None,
-                session,
-                session_root: false,
-                exec_maxrss_kb: None,
-                tool_call,
-                exited: false,
-            });
+            let proc = self.child_of(id, ppid, comm.clone());
+            self.replace(proc);
         }
         let proc = self.by_pid.get_mut(&id.pid).expect("inserted above");
         proc.comm = comm;
