@@ -75,6 +75,17 @@ pub struct Attr {
     pub tool_call: Option<ToolCallRef>,
 }
 
+impl Cause {
+    /// A cause without sender or OOM details.
+    pub fn only(cause: &'static str) -> Cause {
+        Cause {
+            cause,
+            killed_by: None,
+            oom: None,
+        }
+    }
+}
+
 /// Who sent a fatal signal.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct KilledBy {
@@ -164,10 +175,6 @@ impl Attributor {
 
     pub fn sessions(&self) -> &[Session] {
         &self.sessions
-    }
-
-    pub fn table(&self) -> &ProcTable {
-        &self.table
     }
 
     /// Every process in /proc now, then session detection over them (oldest first, so a
@@ -358,11 +365,7 @@ impl Attributor {
         let victim_session = self.table.get(pid).and_then(|p| p.session);
         let signal = match WaitStatus::decode(e.exit_status) {
             WaitStatus::Exited(_) => {
-                return Cause {
-                    cause: "exited",
-                    killed_by: None,
-                    oom: None,
-                };
+                return Cause::only("exited");
             }
             WaitStatus::Signaled { signal, .. } => i32::from(signal),
         };
@@ -378,25 +381,13 @@ impl Attributor {
         let from_self = note.is_some_and(|n| n.sender.pid == pid);
         let from_kernel = note.is_some_and(|n| n.si_code > 0 || n.si_code == SI_KERNEL);
         if CRASH_SIGNALS.contains(&signal) && (note.is_none() || from_self || from_kernel) {
-            return Cause {
-                cause: "crashed",
-                killed_by: None,
-                oom: None,
-            };
+            return Cause::only("crashed");
         }
         let Some(note) = note else {
-            return Cause {
-                cause: "killed",
-                killed_by: None,
-                oom: None,
-            };
+            return Cause::only("killed");
         };
         if note.si_code == SI_KERNEL {
-            return Cause {
-                cause: "killed_by_kernel",
-                killed_by: None,
-                oom: None,
-            };
+            return Cause::only("killed_by_kernel");
         }
         Cause {
             cause: "killed",

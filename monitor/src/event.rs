@@ -282,14 +282,11 @@ impl Converter {
                         duration_ms: ms(h.ts_ns.saturating_sub(e.start_boottime_ns)),
                         memcg_id: (e.memcg_id != 0).then_some(e.memcg_id),
                         memcg_path: None,
-                        cause: Cause {
-                            cause: match exit_code {
-                                Some(_) => "exited",
-                                None => "killed",
-                            },
-                            killed_by: None,
-                            oom: None,
-                        },
+                        cause: Cause::only(if exit_code.is_some() {
+                            "exited"
+                        } else {
+                            "killed"
+                        }),
                     }),
                 )
             }

@@ -95,14 +95,6 @@ impl ProcTable {
         ProcTable::default()
     }
 
-    pub fn len(&self) -> usize {
-        self.by_pid.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.by_pid.is_empty()
-    }
-
     /// A process seen at start-up in /proc (parent by current ppid: the best there is).
     pub fn insert_existing(&mut self, id: ProcId, ppid: u32, comm: String) {
         let parent = self.by_pid.get(&ppid).map(|p| p.id);
