@@ -452,7 +452,10 @@ fn a_reused_pid_is_not_attributed() {
         e["kind"] == "exit" && e["exit_code"] == 3 && e["comm"] == "sh" && e["session"].is_object()
     });
     let pid = u32::try_from(member["pid"].as_u64().expect("pid")).expect("u32");
-    // An unrelated process gets the same pid (ns_last_pid makes the next pid pid).
+    // An unrelated process gets the same pid (ns_last_pid makes the next pid pid). Not
+    // within the same clock tick: proc_id has /proc's 10 ms start-time resolution, and a pid
+    // cannot come round again that fast without ns_last_pid.
+    std::thread::sleep(Duration::from_millis(20));
     let mut reused = None;
     for _ in 0..50 {
         std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).expect("ns_last_pid");
