@@ -176,6 +176,8 @@ const _: () = assert!(core::mem::size_of::<Fork>() == 56);
 const _: () = assert!(core::mem::size_of::<Exec>() == 328);
 const _: () = assert!(core::mem::align_of::<Exit>() == 8);
 const _: () = assert!(core::mem::align_of::<Exec>() == 8);
+const _: () = assert!(core::mem::size_of::<Settings>() == 24);
+const _: () = assert!(core::mem::size_of::<AggValue>() == 72);
 
 /// Byte offsets of kernel struct fields, computed from the running kernel's BTF at start-up
 /// and passed to the programs as the read-only global `OFFSETS`. [`UNAVAILABLE`] marks a field
@@ -266,14 +268,71 @@ pub struct Settings {
     pub scope: u32,
     /// `SETTING_*` bits.
     pub flags: u32,
+    /// Signals of one (sender, target, signal) key reported one by one per window; the
+    /// others of the window are only counted in `SIGNAL_AGG`. 0 disables aggregation.
+    pub agg_burst: u32,
+    pub _pad: u32,
+    /// Length of an aggregation window.
+    pub agg_window_ns: u64,
 }
 
 /// Report every process on the host.
 pub const SCOPE_ALL: u32 = 0;
 /// Report only processes whose tgid is in the `WATCHED` map (followed across fork).
 pub const SCOPE_WATCHED: u32 = 1;
+/// As `SCOPE_WATCHED`, and a process that execs a candidate agent image (its comm is in
+/// `CANDIDATES`, or looks like a version number with `SETTING_VERSION_COMM`) is added to
+/// `WATCHED` at exec, in the kernel, so its first children are followed; userspace then
+/// confirms the session or removes the candidate.
+pub const SCOPE_SESSIONS: u32 = 2;
 /// Report OOM kills of every process even when the scope is `SCOPE_WATCHED`.
 pub const SETTING_OOM_ALL: u32 = 4;
+/// Report signals whose default action is to be ignored (SIGCHLD, SIGURG, SIGWINCH); by
+/// default they are dropped in the kernel: every exit sends a SIGCHLD and it explains nothing.
+pub const SETTING_REPORT_IGNORED_SIGNALS: u32 = 8;
+/// `SCOPE_SESSIONS`: a comm starting with a digit is a candidate (Claude Code's native
+/// installer names its binary by version: `~/.local/share/claude/versions/2.0.14`).
+pub const SETTING_VERSION_COMM: u32 = 16;
+/// `SCOPE_SESSIONS`: report every exec (a configured rule cannot be decided from the comm);
+/// only candidates are added to `WATCHED` in the kernel.
+pub const SETTING_EXEC_ALL: u32 = 32;
+
+/// `WATCHED` value of a process added at exec as a candidate (others hold their parent).
+pub const WATCHED_CANDIDATE: u32 = u32::MAX;
+
+/// Key of the in-kernel signal aggregator `SIGNAL_AGG`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct AggKey {
+    pub sender: u32,
+    pub target: u32,
+    pub sig: i32,
+}
+
+/// One (sender, target, signal) key's state. `suppressed` only grows (atomic add in the
+/// kernel); userspace reports the increase since its last read as an aggregate record, so
+/// no count is ever reset under a concurrent writer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AggValue {
+    pub window_start_ns: u64,
+    pub last_ns: u64,
+    pub suppressed: u64,
+    pub in_window: u32,
+    pub sender_uid: u32,
+    pub si_code: i32,
+    pub result: i32,
+    pub sender_comm: [u8; COMM_LEN],
+    pub target_comm: [u8; COMM_LEN],
+}
+
+/// Capacity of `SIGNAL_AGG`; when it is full, signals of new keys are reported one by one.
+pub const AGG_MAX: u32 = 16384;
+/// Capacity of `CANDIDATES` (comms of candidate agent images).
+pub const CANDIDATES_MAX: u32 = 64;
+/// Default aggregation: 8 records per key per 100 ms.
+pub const DEFAULT_AGG_BURST: u32 = 8;
+pub const DEFAULT_AGG_WINDOW_NS: u64 = 100_000_000;
 
 /// Index of the per-CPU counters in the `COUNTERS` map.
 pub const COUNTER_RINGBUF_FULL: u32 = 0;
@@ -291,4 +350,6 @@ mod pod {
     // explicit padding, so every bit pattern is valid.
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::AggKey {}
+    unsafe impl aya::Pod for super::AggValue {}
 }

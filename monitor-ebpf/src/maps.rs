@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
-    COUNTERS_LEN, DEFAULT_RING_BYTES, Offsets, SCOPE_ALL, SCOPE_WATCHED, Settings, WATCHED_MAX,
+    AGG_MAX, AggKey, AggValue, CANDIDATES_MAX, COMM_LEN, COUNTERS_LEN, DEFAULT_RING_BYTES, Offsets,
+    SCOPE_ALL, SCOPE_SESSIONS, Settings, WATCHED_MAX,
 };
 
 /// Every record, in one order. Userspace may resize it at load time.
@@ -15,6 +16,14 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 /// Processes (tgids) followed in `SCOPE_WATCHED`; children are added at fork.
 #[map]
 pub static WATCHED: HashMap<u32, u32> = HashMap::with_max_entries(WATCHED_MAX, 0);
+
+/// In-kernel signal aggregation: one entry per (sender, target, signal).
+#[map]
+pub static SIGNAL_AGG: HashMap<AggKey, AggValue> = HashMap::with_max_entries(AGG_MAX, 0);
+
+/// Comms of candidate agent images (`SCOPE_SESSIONS`), filled by userspace.
+#[map]
+pub static CANDIDATES: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(CANDIDATES_MAX, 0);
 
 /// Per-CPU counters (`COUNTER_*`): failed ring-buffer reserves, full watch map.
 #[map]
@@ -29,6 +38,9 @@ pub static OFFSETS: Offsets = Offsets::unavailable();
 pub static SETTINGS: Settings = Settings {
     scope: SCOPE_ALL,
     flags: 0,
+    agg_burst: 0,
+    _pad: 0,
+    agg_window_ns: 0,
 };
 
 /// Reads one field of `OFFSETS` (volatile so the compiler keeps the load; the verifier then
@@ -53,10 +65,28 @@ pub fn settings_flags() -> u32 {
     unsafe { core::ptr::read_volatile(&raw const SETTINGS.flags) }
 }
 
+/// Whether only watched processes are reported (`SCOPE_WATCHED` or `SCOPE_SESSIONS`).
 #[inline(always)]
 pub fn scope_watched() -> bool {
     // SAFETY: plain static read.
-    unsafe { core::ptr::read_volatile(&raw const SETTINGS.scope) == SCOPE_WATCHED }
+    unsafe { core::ptr::read_volatile(&raw const SETTINGS.scope) != SCOPE_ALL }
+}
+
+#[inline(always)]
+pub fn scope_sessions() -> bool {
+    // SAFETY: plain static read.
+    unsafe { core::ptr::read_volatile(&raw const SETTINGS.scope) == SCOPE_SESSIONS }
+}
+
+#[inline(always)]
+pub fn agg_settings() -> (u32, u64) {
+    // SAFETY: plain static reads.
+    unsafe {
+        (
+            core::ptr::read_volatile(&raw const SETTINGS.agg_burst),
+            core::ptr::read_volatile(&raw const SETTINGS.agg_window_ns),
+        )
+    }
 }
 
 #[inline(always)]

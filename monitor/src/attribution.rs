@@ -177,6 +177,28 @@ impl Attributor {
         &self.sessions
     }
 
+    /// The live processes (pid, comm) of a session, or of every session with `None`.
+    pub fn live_members(&self, session: Option<SessionIdx>) -> Vec<(u32, String)> {
+        let mut v: Vec<(u32, String)> = self
+            .table
+            .live_members(session)
+            .into_iter()
+            .map(|p| (p.id.pid, p.comm.clone()))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The session index of a process, when it belongs to one.
+    pub fn session_of(&self, pid: u32) -> Option<SessionIdx> {
+        self.table.get(pid).and_then(|p| p.session)
+    }
+
+    /// Whether a process is the root of its session.
+    pub fn is_session_root(&self, pid: u32) -> bool {
+        self.table.get(pid).is_some_and(|p| p.session_root)
+    }
+
     /// Every process in /proc now, then session detection over them (oldest first, so a
     /// session started inside another one's tool becomes its own session).
     pub fn scan_proc(&mut self) {

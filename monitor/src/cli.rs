@@ -59,9 +59,15 @@ pub struct TraceArgs {
     #[arg(long, value_name = "KIB", default_value_t = DEFAULT_RING_BYTES / 1024)]
     pub ring_buffer_kb: u32,
 
-    /// With --pid: report OOM kills of any process on the host, not only watched ones.
+    /// With --pid, --claude or --session: report OOM kills of any process on the host,
+    /// not only watched ones.
     #[arg(long)]
     pub oom_all: bool,
+
+    /// Also report SIGCHLD, SIGURG and SIGWINCH. Their default action is to be ignored and
+    /// every exit sends a SIGCHLD, so by default they are dropped in the kernel.
+    #[arg(long)]
+    pub ignored_signals: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -112,6 +118,7 @@ impl TraceArgs {
             duration,
             ring_buffer_bytes: kb * 1024,
             oom_all: self.oom_all,
+            report_ignored_signals: self.ignored_signals,
         })
     }
 }

@@ -54,6 +54,11 @@ pub struct AgentStart {
     pub memory_cgroup: Option<MemoryHierarchy>,
     /// Facts about how fields are read on this kernel (e.g. exit detection method).
     pub notes: Vec<String>,
+    /// Signals whose default action is to be ignored (SIGCHLD, SIGURG, SIGWINCH) are
+    /// dropped in the kernel unless this is true.
+    pub ignored_signals_reported: bool,
+    /// Pinned kernel objects (the daemon); `null` when nothing is pinned.
+    pub pin: Option<crate::loader::PinInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -81,6 +86,9 @@ pub struct AgentStop {
     /// Records the kernel could not deliver, in total.
     pub lost: u64,
     pub reason: &'static str,
+    /// Each kernel program's run count and run time, when the kernel's BPF statistics are
+    /// on (`sysctl kernel.bpf_stats_enabled=1`); `null` otherwise.
+    pub programs: Option<Vec<crate::loader::ProgramStats>>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -115,6 +123,9 @@ pub struct Signal {
     pub si_code_name: Option<&'static str>,
     pub result: &'static str,
     pub group: bool,
+    /// Signals this record stands for: 1, or more for an aggregate of a flood (same
+    /// sender, target and signal) counted in the kernel.
+    pub count: u64,
     pub sender: Sender,
     pub target: Target,
 }
@@ -303,6 +314,7 @@ impl Converter {
                         si_code_name: si_code_name(s.sig, s.si_code),
                         result: signal_result_name(s.result),
                         group: s.group != 0,
+                        count: 1,
                         sender: Sender {
                             pid: s.sender_pid,
                             tid: s.sender_tid,

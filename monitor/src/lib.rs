@@ -12,6 +12,8 @@ pub mod cgroups;
 pub mod claude;
 pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod engine;
 pub mod event;
 pub mod loader;
 pub mod names;

@@ -3,20 +3,26 @@
 //! Start-up order: check privileges and BTF, compute offsets from BTF, load the object with
 //! the offsets and settings as read-only globals, attach each hook independently (a hook the
 //! kernel lacks or refuses is reported as unavailable, the others keep working).
+//! With a pin directory ([`pin`]) the programs, links and maps outlive the agent.
 
-use std::path::Path;
+pub mod pin;
+
+use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, links::FdLink},
 };
 use monitor_common::{
-    COUNTER_RINGBUF_FULL, COUNTER_WATCH_FULL, SCOPE_ALL, SCOPE_WATCHED, SETTING_OOM_ALL, Settings,
+    AggKey, AggValue, COMM_LEN, COUNTER_RINGBUF_FULL, COUNTER_WATCH_FULL, DEFAULT_AGG_BURST,
+    DEFAULT_AGG_WINDOW_NS, SCOPE_ALL, SCOPE_SESSIONS, SCOPE_WATCHED, SETTING_EXEC_ALL,
+    SETTING_OOM_ALL, SETTING_REPORT_IGNORED_SIGNALS, SETTING_VERSION_COMM, Settings,
 };
 
 use crate::{
     btf::Btf,
+    claude::detect::KernelCandidates,
     event::Unavailable,
     offsets::{self, KernelLayout},
 };
@@ -61,8 +67,9 @@ pub enum ScopeMode {
     All,
     /// These processes and all their descendants (followed in the kernel).
     Pids(Vec<u32>),
-    /// Every agent session, present and future (the kernel reports everything; the agent
-    /// keeps the events of session members).
+    /// Every agent session, present and future: the kernel follows the trees of candidate
+    /// agent images from their exec (`SCOPE_SESSIONS`) and the agent keeps the events of
+    /// confirmed sessions.
     Sessions,
     /// One session, by its id (`pid:start`) or its Claude Code session id.
     Session(String),
@@ -72,15 +79,50 @@ pub enum ScopeMode {
 pub struct LoadOptions {
     pub scope: ScopeMode,
     pub ring_buffer_bytes: u32,
-    /// Report every OOM kill on the host even in `Pids` scope.
+    /// Report every OOM kill on the host even in a watched scope.
     pub oom_all: bool,
+    /// Report SIGCHLD, SIGURG and SIGWINCH (dropped in the kernel by default).
+    pub report_ignored_signals: bool,
+    /// Aggregate floods of one (sender, target, signal) in the kernel.
+    pub aggregate_signals: bool,
+    /// The exec prefilter of the session scopes.
+    pub candidates: KernelCandidates,
+    /// Pin programs, links and maps here (bpffs), and reuse what is pinned there.
+    pub pin_dir: Option<PathBuf>,
+}
+
+/// The maps userspace reads and writes.
+pub struct KernelMaps {
+    pub ring: Option<RingBuf<MapData>>,
+    pub watched: Option<BpfHashMap<MapData, u32, u32>>,
+    pub agg: Option<BpfHashMap<MapData, AggKey, AggValue>>,
+    pub counters: Option<Counters>,
+}
+
+/// What happened to pinned objects at start-up.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PinInfo {
+    pub dir: PathBuf,
+    /// `reused`: the kernel kept recording while the agent was down and its backlog is read
+    /// first; `replaced`: pinned programs of another version or configuration were swapped
+    /// for new ones (their backlog is read first); `created`: nothing was pinned.
+    pub state: &'static str,
 }
 
 pub struct Loaded {
-    pub ebpf: Ebpf,
+    /// Owns the programs and their links when they are not pinned (dropping it detaches).
+    _ebpf: Option<Ebpf>,
     pub layout: KernelLayout,
     pub attached: Vec<String>,
     pub unavailable: Vec<Unavailable>,
+    pub maps: KernelMaps,
+    /// The ring buffer of replaced pinned programs: drain it before `maps.ring`.
+    pub previous_ring: Option<RingBuf<MapData>>,
+    pub pin: Option<PinInfo>,
+    /// (program name, kernel program id), for run-time statistics.
+    pub programs: Vec<(String, u32)>,
+    /// The links when they are not pinned: closing them detaches the programs.
+    _links: Vec<(&'static str, FdLink)>,
 }
 
 const CAP_PERFMON: u32 = 38;
@@ -136,22 +178,129 @@ fn raise_memlock() {
     }
 }
 
-/// Loads the programs and attaches every hook the kernel has. In `Pids` scope the roots are
-/// put in the watch map before any hook is attached.
+fn settings(opts: &LoadOptions) -> Settings {
+    let mut flags = 0;
+    if opts.oom_all {
+        flags |= SETTING_OOM_ALL;
+    }
+    if opts.report_ignored_signals {
+        flags |= SETTING_REPORT_IGNORED_SIGNALS;
+    }
+    let scope = match opts.scope {
+        ScopeMode::All => SCOPE_ALL,
+        ScopeMode::Pids(_) => SCOPE_WATCHED,
+        ScopeMode::Sessions | ScopeMode::Session(_) => {
+            if opts.candidates.version_comm {
+                flags |= SETTING_VERSION_COMM;
+            }
+            if !opts.candidates.exec_all.is_empty() {
+                flags |= SETTING_EXEC_ALL;
+            }
+            SCOPE_SESSIONS
+        }
+    };
+    let (agg_burst, agg_window_ns) = if opts.aggregate_signals {
+        (DEFAULT_AGG_BURST, DEFAULT_AGG_WINDOW_NS)
+    } else {
+        (0, 0)
+    };
+    Settings {
+        scope,
+        flags,
+        agg_burst,
+        _pad: 0,
+        agg_window_ns,
+    }
+}
+
+/// The comm as the kernel stores it: at most 15 bytes, NUL-padded.
+fn comm_key(comm: &str) -> [u8; COMM_LEN] {
+    let mut key = [0u8; COMM_LEN];
+    for (k, b) in key.iter_mut().zip(comm.bytes().take(COMM_LEN - 1)) {
+        *k = b;
+    }
+    key
+}
+
+/// FNV-1a over everything the pinned programs were built from: reuse pinned objects only
+/// when it matches.
+fn fingerprint(layout: &KernelLayout, settings: &Settings, opts: &LoadOptions) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    feed(EBPF_OBJECT);
+    feed(format!("{:?}", layout.offsets).as_bytes());
+    feed(format!("{settings:?}").as_bytes());
+    feed(&opts.ring_buffer_bytes.to_le_bytes());
+    feed(format!("{:?}", opts.candidates.comms).as_bytes());
+    for hook in &layout.hooks {
+        feed(hook.program.as_bytes());
+    }
+    format!("{h:016x}")
+}
+
+const FINGERPRINT_PREFIX: &str = "fingerprint-";
+
+/// Loads the programs and attaches every hook the kernel has, or, with a pin directory
+/// whose pinned objects match this build and configuration, reopens those (the kernel kept
+/// recording into the pinned ring buffer while no agent was running).
 pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     raise_memlock();
     let layout = offsets::compute(btf)?;
-    let flags = if opts.oom_all { SETTING_OOM_ALL } else { 0 };
-    let settings = Settings {
-        scope: match opts.scope {
-            ScopeMode::All | ScopeMode::Sessions | ScopeMode::Session(_) => SCOPE_ALL,
-            ScopeMode::Pids(_) => SCOPE_WATCHED,
-        },
-        flags,
+    let settings = settings(opts);
+    let Some(dir) = &opts.pin_dir else {
+        return load_fresh(layout, &settings, opts, None);
     };
+    let print = fingerprint(&layout, &settings, opts);
+    pin::ensure_bpffs(dir)?;
+    let pinned = pin::pinned_fingerprint(dir);
+    if pinned.as_deref() == Some(print.as_str()) {
+        match pin::reopen(dir, &layout) {
+            Ok(mut loaded) => {
+                loaded.layout = layout;
+                return Ok(loaded);
+            }
+            Err(e) => tracing::warn!(
+                "cannot reopen the objects pinned in {} ({e}); replacing them",
+                dir.display()
+            ),
+        }
+    }
+    let state = if pinned.is_some() {
+        "replaced"
+    } else {
+        "created"
+    };
+    // New programs first, pinned aside; then the old ones are unpinned (detached) and
+    // the new ones moved in place. The old ring buffer is drained first: nothing is
+    // missed, though an event of the few milliseconds of overlap may be seen twice.
+    let previous_ring = pinned.as_ref().and_then(|_| pin::open_ring(dir).ok());
+    let staging = pin::staging_dir(dir);
+    pin::remove(&staging)?;
+    let mut loaded = load_fresh(layout, &settings, opts, Some(&staging))?;
+    pin::remove(dir)?;
+    pin::commit(&staging, dir, &print)?;
+    loaded.previous_ring = previous_ring;
+    loaded.pin = Some(PinInfo {
+        dir: dir.clone(),
+        state,
+    });
+    Ok(loaded)
+}
+
+fn load_fresh(
+    layout: KernelLayout,
+    settings: &Settings,
+    opts: &LoadOptions,
+    pin_to: Option<&Path>,
+) -> Result<Loaded, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .override_global("OFFSETS", &layout.offsets, true)
-        .override_global("SETTINGS", &settings, true)
+        .override_global("SETTINGS", settings, true)
         .map_max_entries("EVENTS", opts.ring_buffer_bytes)
         .load(EBPF_OBJECT)
         .map_err(LoadError::Load)?;
@@ -164,11 +313,26 @@ pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
                 .map_err(|e| LoadError::Internal(format!("cannot watch pid {pid}: {e}")))?;
         }
     }
+    if settings.scope == SCOPE_SESSIONS {
+        let map = ebpf
+            .map_mut("CANDIDATES")
+            .ok_or_else(|| LoadError::Internal("map CANDIDATES missing".into()))?;
+        let mut candidates: BpfHashMap<&mut MapData, [u8; COMM_LEN], u8> =
+            BpfHashMap::try_from(map)
+                .map_err(|e| LoadError::Internal(format!("map CANDIDATES: {e}")))?;
+        for comm in &opts.candidates.comms {
+            candidates
+                .insert(comm_key(comm), 1, 0)
+                .map_err(|e| LoadError::Internal(format!("candidate comm {comm}: {e}")))?;
+        }
+    }
 
     let aya_btf =
         aya::Btf::from_sys_fs().map_err(|e| LoadError::Internal(format!("aya BTF: {e}")))?;
     let mut attached = Vec::new();
     let mut unavailable = Vec::new();
+    let mut programs = Vec::new();
+    let mut links = Vec::new();
     for hook in &layout.hooks {
         let tp = hook.tracepoint;
         if hook.args.is_none() {
@@ -179,7 +343,11 @@ pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
             continue;
         }
         match attach(&mut ebpf, hook.program, tp, &aya_btf) {
-            Ok(()) => attached.push(tp.to_owned()),
+            Ok((id, link)) => {
+                attached.push(tp.to_owned());
+                programs.push((hook.program.to_owned(), id));
+                links.push((tp, link));
+            }
             Err(reason) => {
                 tracing::warn!("hook {tp} unavailable: {reason}");
                 unavailable.push(Unavailable {
@@ -196,15 +364,107 @@ pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
             .collect();
         return Err(LoadError::NothingAttached(reasons.join("; ")));
     }
-    Ok(Loaded {
-        ebpf,
+    if let Some(dir) = pin_to {
+        pin::pin_objects(&mut ebpf, &programs, links, dir)?;
+        links = Vec::new();
+    }
+    let loaded = Loaded {
+        maps: KernelMaps {
+            ring: Some(take_ring(&mut ebpf)?),
+            watched: Some(take_hash(&mut ebpf, "WATCHED")?),
+            agg: Some(take_hash(&mut ebpf, "SIGNAL_AGG")?),
+            counters: Some(Counters::take(&mut ebpf)?),
+        },
+        _ebpf: Some(ebpf),
         layout,
         attached,
         unavailable,
-    })
+        previous_ring: None,
+        pin: None,
+        programs,
+        _links: links,
+    };
+    Ok(loaded)
 }
 
-fn attach(ebpf: &mut Ebpf, program: &str, tp: &str, btf: &aya::Btf) -> Result<(), String> {
+impl Loaded {
+    /// Takes the ring buffer out (once).
+    pub fn take_ring(&mut self) -> Result<RingBuf<MapData>, LoadError> {
+        self.maps
+            .ring
+            .take()
+            .ok_or_else(|| LoadError::Internal("ring buffer already taken".into()))
+    }
+
+    /// Takes the maps userspace keeps: counters, watch map, signal aggregator.
+    #[allow(
+        clippy::type_complexity,
+        reason = "a plain tuple of the three map handles"
+    )]
+    pub fn take_maps(
+        &mut self,
+    ) -> Result<
+        (
+            Counters,
+            BpfHashMap<MapData, u32, u32>,
+            BpfHashMap<MapData, AggKey, AggValue>,
+        ),
+        LoadError,
+    > {
+        let taken = || LoadError::Internal("maps already taken".into());
+        Ok((
+            self.maps.counters.take().ok_or_else(taken)?,
+            self.maps.watched.take().ok_or_else(taken)?,
+            self.maps.agg.take().ok_or_else(taken)?,
+        ))
+    }
+
+    /// Run time and run count of each program (non-zero only while the kernel's BPF
+    /// statistics are on: `sysctl kernel.bpf_stats_enabled=1`).
+    pub fn program_stats(&self) -> Vec<ProgramStats> {
+        let mut by_id = std::collections::HashMap::new();
+        for info in aya::programs::loaded_programs().flatten() {
+            by_id.insert(
+                info.id(),
+                (info.run_time().as_nanos() as u64, info.run_count()),
+            );
+        }
+        self.programs
+            .iter()
+            .filter_map(|(name, id)| {
+                by_id.get(id).map(|&(run_time_ns, run_count)| ProgramStats {
+                    name: name.clone(),
+                    run_count,
+                    run_time_ns,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One program's kernel statistics.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ProgramStats {
+    pub name: String,
+    pub run_count: u64,
+    pub run_time_ns: u64,
+}
+
+/// Whether the kernel is collecting BPF run-time statistics.
+pub fn bpf_stats_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .map(|s| s.trim() == "1")
+        .unwrap_or(false)
+}
+
+/// Loads and attaches one program; returns its kernel program id and its link (the program
+/// stays attached for as long as the link is open or pinned).
+fn attach(
+    ebpf: &mut Ebpf,
+    program: &str,
+    tp: &str,
+    btf: &aya::Btf,
+) -> Result<(u32, FdLink), String> {
     let program: &mut BtfTracePoint = ebpf
         .program_mut(program)
         .ok_or_else(|| format!("program {program} missing from the object"))?
@@ -213,8 +473,15 @@ fn attach(ebpf: &mut Ebpf, program: &str, tp: &str, btf: &aya::Btf) -> Result<()
     program
         .load(tp, btf)
         .map_err(|e| explain_program_error(&e))?;
-    program.attach().map_err(|e| explain_program_error(&e))?;
-    Ok(())
+    let link_id = program.attach().map_err(|e| explain_program_error(&e))?;
+    let link = program
+        .take_link(link_id)
+        .map_err(|e| explain_program_error(&e))?;
+    let id = program
+        .info()
+        .map(|i| i.id())
+        .map_err(|e| explain_program_error(&e))?;
+    Ok((id, link.into()))
 }
 
 /// The error chain in one line, with the likely meaning of EPERM.
@@ -232,14 +499,24 @@ fn explain_program_error(e: &aya::programs::ProgramError) -> String {
     s
 }
 
-pub fn watched_map(ebpf: &mut Ebpf) -> Result<BpfHashMap<&mut MapData, u32, u32>, LoadError> {
+fn watched_map(ebpf: &mut Ebpf) -> Result<BpfHashMap<&mut MapData, u32, u32>, LoadError> {
     let map = ebpf
         .map_mut("WATCHED")
         .ok_or_else(|| LoadError::Internal("map WATCHED missing".into()))?;
     BpfHashMap::try_from(map).map_err(|e| LoadError::Internal(format!("map WATCHED: {e}")))
 }
 
-pub fn take_ring(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, LoadError> {
+fn take_hash<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<BpfHashMap<MapData, K, V>, LoadError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| LoadError::Internal(format!("map {name} missing")))?;
+    BpfHashMap::try_from(map).map_err(|e| LoadError::Internal(format!("map {name}: {e}")))
+}
+
+fn take_ring(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, LoadError> {
     let map = ebpf
         .take_map("EVENTS")
         .ok_or_else(|| LoadError::Internal("map EVENTS missing".into()))?;
@@ -258,7 +535,13 @@ pub struct Counters {
 }
 
 impl Counters {
-    pub fn take(ebpf: &mut Ebpf) -> Result<Counters, LoadError> {
+    pub fn from_map(map: aya::maps::Map) -> Result<Counters, LoadError> {
+        let map = PerCpuArray::try_from(map)
+            .map_err(|e| LoadError::Internal(format!("map COUNTERS: {e}")))?;
+        Ok(Counters { map })
+    }
+
+    fn take(ebpf: &mut Ebpf) -> Result<Counters, LoadError> {
         let map = ebpf
             .take_map("COUNTERS")
             .ok_or_else(|| LoadError::Internal("map COUNTERS missing".into()))?;

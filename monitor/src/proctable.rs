@@ -210,6 +210,16 @@ impl ProcTable {
         self.by_pid.get_mut(&pid)
     }
 
+    /// The live processes of a session (or of every session with `None`).
+    pub fn live_members(&self, session: Option<SessionIdx>) -> Vec<&Proc> {
+        self.by_pid
+            .values()
+            .filter(|p| {
+                !p.exited && p.session.is_some() && (session.is_none() || p.session == session)
+            })
+            .collect()
+    }
+
     /// A process by identity, live or remembered.
     pub fn by_id(&self, id: ProcId) -> Option<&Proc> {
         match self.by_pid.get(&id.pid) {

@@ -256,10 +256,11 @@ fn tool_exit_is_attributed_and_rg_helper_is_not_a_session() {
     // The session root itself runs no tool.
     assert_eq!(exit_of(&events, s.pid)["tool_call"], Value::Null);
     // Every event of the run belongs to that one session; the rg helper reported nothing.
-    assert!(
-        events.iter().all(|e| e["pid"].as_u64() != Some(u(rg_pid))),
-        "rg reported"
-    );
+    let rg_events: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["pid"].as_u64() == Some(u(rg_pid)))
+        .collect();
+    assert!(rg_events.is_empty(), "rg reported: {rg_events:?}");
     for e in events.iter().filter(|e| e["session"].is_object()) {
         assert_eq!(e["session"]["root_pid"].as_u64(), Some(u(s.pid)), "{e}");
     }
@@ -301,9 +302,12 @@ fn session_kills_its_own_tool_group() {
     }
     // As Claude Code does on a tool timeout: SIGTERM to the tool's process group, then
     // SIGKILL 1.5 s later. The tool ignores SIGTERM.
-    let after = r#"sleep 0.5; kill -TERM -- -$W; sleep 1.5; kill -KILL -- -$W"#;
+    // It waits for the agent to have started (the `go` file), however slow the machine.
+    let after = r#"while [ ! -e "$DIR/go" ]; do sleep 0.02; done
+        sleep 0.5; kill -TERM -- -$W; sleep 1.5; kill -KILL -- -$W"#;
     let mut s = Session::start("group", r#"trap "" TERM; sleep 30"#, after);
     let agent = Agent::start_with_env(&["--claude"], &s.env());
+    std::fs::write(s.dir.join("go"), b"").expect("go file");
     let target = s.tool_process("sleep");
     s.wait_tool_done();
     s.finish();

@@ -9,12 +9,16 @@ use aya_ebpf::{
     helpers::bpf_probe_read_kernel_str_bytes, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
-use monitor_common::{Exec, Kind};
+use monitor_common::{
+    COMM_LEN, Exec, Kind, SETTING_EXEC_ALL, SETTING_VERSION_COMM, WATCHED_CANDIDATE,
+};
 
 use super::{header, reserve};
 use crate::{
     kernel::{self, Task, read},
-    maps::{is_watched, off, scope_watched},
+    maps::{
+        CANDIDATES, WATCHED, count, is_watched, off, scope_sessions, scope_watched, settings_flags,
+    },
 };
 
 #[btf_tracepoint(function = "sched_process_exec")]
@@ -29,8 +33,21 @@ fn try_exec(ctx: &BtfTracePointContext) {
     let old_tid: u32 = ctx.arg(1);
     let bprm: *const u8 = ctx.arg(2);
     let (tgid, tid) = kernel::current_ids();
+    let comm = kernel::comm(task);
     if scope_watched() && !is_watched(tgid) {
-        return;
+        if !scope_sessions() {
+            return;
+        }
+        let flags = settings_flags();
+        if is_candidate(&comm, flags) {
+            // Watched from its exec on, so children it forks before userspace has read
+            // this record are followed; userspace removes it if it is not a session.
+            if WATCHED.insert(tgid, WATCHED_CANDIDATE, 0).is_err() {
+                count(monitor_common::COUNTER_WATCH_FULL);
+            }
+        } else if flags & SETTING_EXEC_ALL == 0 {
+            return;
+        }
     }
     let Some(mut entry) = reserve::<Exec>() else {
         return;
@@ -38,7 +55,7 @@ fn try_exec(ctx: &BtfTracePointContext) {
     let e = entry.as_mut_ptr();
     // SAFETY: `e` points to a reserved, exclusively owned ring-buffer slot.
     unsafe {
-        (*e).header = header(Kind::Exec, tgid, tid, kernel::comm(task));
+        (*e).header = header(Kind::Exec, tgid, tid, comm);
         (*e).old_tid = old_tid;
         (*e).ppid = kernel::ppid(task);
         (*e).uid = kernel::uid(task);
@@ -52,4 +69,15 @@ fn try_exec(ctx: &BtfTracePointContext) {
         }
     }
     entry.submit(0);
+}
+
+/// A comm that may be an agent's image: listed in `CANDIDATES`, or (with
+/// `SETTING_VERSION_COMM`) starting with a digit, as Claude Code's versioned binaries do.
+#[inline(always)]
+fn is_candidate(comm: &[u8; COMM_LEN], flags: u32) -> bool {
+    if flags & SETTING_VERSION_COMM != 0 && comm[0].is_ascii_digit() {
+        return true;
+    }
+    // SAFETY: read-only lookup; the value is not used.
+    unsafe { CANDIDATES.get(comm).is_some() }
 }

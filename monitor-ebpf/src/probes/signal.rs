@@ -12,13 +12,19 @@
 use aya_ebpf::{
     helpers::bpf_get_current_comm, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
-use monitor_common::{Kind, Signal};
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use monitor_common::{AggKey, AggValue, Kind, SETTING_REPORT_IGNORED_SIGNALS, Signal};
 
 use super::{header, reserve};
 use crate::{
     kernel::{self, Task, read},
-    maps::{is_watched, off, scope_watched},
+    maps::{SIGNAL_AGG, agg_settings, is_watched, off, scope_watched, settings_flags},
 };
+
+const SIGCHLD: i32 = 17;
+const SIGURG: i32 = 23;
+const SIGWINCH: i32 = 28;
 
 const SI_USER: i32 = 0;
 const SI_KERNEL: i32 = 0x80;
@@ -37,6 +43,13 @@ fn try_signal(ctx: &BtfTracePointContext) {
     let group: i32 = ctx.arg(3);
     let result: i32 = ctx.arg(4);
 
+    // Signals whose default action is to be ignored explain no death (every exit sends a
+    // SIGCHLD): dropped here unless asked for.
+    if matches!(sig, SIGCHLD | SIGURG | SIGWINCH)
+        && settings_flags() & SETTING_REPORT_IGNORED_SIGNALS == 0
+    {
+        return;
+    }
     let target = kernel::tgid(task);
     let (sender, sender_tid) = kernel::current_ids();
     if scope_watched() && !is_watched(target) && !is_watched(sender) {
@@ -47,6 +60,9 @@ fn try_signal(ctx: &BtfTracePointContext) {
         1 => SI_KERNEL,
         _ => read::<i32>(info, off!(siginfo_code)).unwrap_or(SI_USER),
     };
+    if aggregated(sender, target, sig, si_code, result, task) {
+        return;
+    }
     let Some(mut entry) = reserve::<Signal>() else {
         return;
     };
@@ -65,4 +81,59 @@ fn try_signal(ctx: &BtfTracePointContext) {
         (*e).sender_comm = bpf_get_current_comm().unwrap_or([0; 16]);
     }
     entry.submit(0);
+}
+
+/// Counts the signal in `SIGNAL_AGG` instead of reporting it when its (sender, target,
+/// signal) key already had `agg_burst` records in the current window. Returns whether it was
+/// counted (and must not be reported). Every signal is either reported or counted: a key the
+/// full map cannot hold is reported.
+#[inline(always)]
+fn aggregated(sender: u32, target: u32, sig: i32, si_code: i32, result: i32, task: Task) -> bool {
+    let (burst, window) = agg_settings();
+    if burst == 0 {
+        return false;
+    }
+    let key = AggKey {
+        sender,
+        target,
+        sig,
+    };
+    let now = kernel::now_ns();
+    if let Some(v) = SIGNAL_AGG.get_ptr_mut(&key) {
+        // SAFETY: a pointer into a map value, valid for this program run. The window fields
+        // race between CPUs, which at worst reports a few more records one by one;
+        // `suppressed` is only ever increased atomically.
+        unsafe {
+            if now.wrapping_sub((*v).window_start_ns) > window {
+                (*v).window_start_ns = now;
+                (*v).in_window = 1;
+                return false;
+            }
+            if (*v).in_window < burst {
+                (*v).in_window += 1;
+                return false;
+            }
+            (*v).last_ns = now;
+            (*v).result = result;
+            (*v).si_code = si_code;
+            // An atomic add (BPF_ATOMIC | BPF_ADD); core's AtomicU64 needs a CAS the BPF
+            // target does not declare.
+            atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*v).suppressed, 1);
+        }
+        return true;
+    }
+    let value = AggValue {
+        window_start_ns: now,
+        last_ns: now,
+        suppressed: 0,
+        in_window: 1,
+        sender_uid: aya_ebpf::helpers::bpf_get_current_uid_gid() as u32,
+        si_code,
+        result,
+        sender_comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        target_comm: kernel::comm(task),
+    };
+    // BPF_NOEXIST: if another CPU inserted the key meanwhile, this signal is reported.
+    let _ = SIGNAL_AGG.insert(&key, &value, 1);
+    false
 }

@@ -211,6 +211,51 @@ impl Detector {
         &self.rules
     }
 
+    /// What the kernel's exec prefilter needs to flag every process these rules could match
+    /// (see `SCOPE_SESSIONS`): the comms of the built-in shapes, and for each configured rule
+    /// its exact comm, else the literal file name of its `exe_glob`. A rule that gives
+    /// neither (a glob comm, a glob file name, or only `argv_pattern`) makes the kernel report
+    /// every exec, and such a rule's sessions are found when userspace reads the record.
+    pub fn kernel_candidates(&self) -> KernelCandidates {
+        let mut comms: Vec<String> = BUILTIN_CANDIDATE_COMMS
+            .iter()
+            .map(|c| (*c).to_owned())
+            .collect();
+        let mut exec_all = Vec::new();
+        for rule in &self.rules {
+            let from_exe = rule.exe_glob.as_deref().and_then(|g| {
+                let name = g.rsplit('/').next().unwrap_or(g);
+                (!name.is_empty() && !name.contains('*')).then(|| name.to_owned())
+            });
+            let comm = match (&rule.comm, from_exe) {
+                (Some(c), _) if !c.contains('*') => Some(c.clone()),
+                (None, Some(name)) => Some(name),
+                _ => None,
+            };
+            match comm {
+                Some(c) => {
+                    // The kernel keeps the first 15 bytes of the file name as comm.
+                    let c: String = c
+                        .chars()
+                        .scan(0, |n, ch| {
+                            *n += ch.len_utf8();
+                            (*n <= COMM_MAX).then_some(ch)
+                        })
+                        .collect();
+                    if !comms.contains(&c) {
+                        comms.push(c);
+                    }
+                }
+                None => exec_all.push(rule.name.clone()),
+            }
+        }
+        KernelCandidates {
+            comms,
+            version_comm: true,
+            exec_all,
+        }
+    }
+
     pub fn detect(&self, facts: &ProcFacts) -> Option<Detection> {
         detect_claude_code(facts).or_else(|| {
             self.rules
@@ -224,6 +269,21 @@ impl Detector {
                 })
         })
     }
+}
+
+/// Comms an exec of a Claude Code image has: the binary's file name (`claude`,
+/// `claude.exe`), or `node` for the old `node …/cli.js`; the native installer's versioned
+/// file names (`2.0.14`) are covered by `KernelCandidates::version_comm`.
+pub const BUILTIN_CANDIDATE_COMMS: &[&str] = &["claude", "claude.exe", "node"];
+
+/// The kernel's exec prefilter (see [`Detector::kernel_candidates`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelCandidates {
+    pub comms: Vec<String>,
+    /// A comm starting with a digit is a candidate.
+    pub version_comm: bool,
+    /// Rules the prefilter cannot decide from a comm (the kernel then reports every exec).
+    pub exec_all: Vec<String>,
 }
 
 /// The built-in rules alone (see the module documentation).
@@ -941,5 +1001,44 @@ mod tests {
         let f = helper_facts.expect("helper facts");
         assert_eq!(f.argv[0], "rg");
         assert_eq!(detect_claude_code(&f), None);
+    }
+}
+
+#[cfg(test)]
+mod candidate_tests {
+    use super::*;
+
+    fn rule(name: &str, exe: Option<&str>, comm: Option<&str>, argv: Option<&str>) -> Rule {
+        Rule {
+            name: name.into(),
+            exe_glob: exe.map(Into::into),
+            comm: comm.map(Into::into),
+            argv_pattern: argv.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn kernel_candidates_from_rules() {
+        let d = Detector::new(vec![
+            rule("aider", None, Some("aider"), None),
+            rule(
+                "cursor",
+                Some("/opt/*/cursor-agent-with-a-long-name"),
+                None,
+                None,
+            ),
+            rule("globby", Some("*/bin/*"), None, None),
+            rule("py", None, None, Some("python3 -m myagent")),
+            rule("dup", None, Some("claude"), None),
+        ])
+        .unwrap();
+        let c = d.kernel_candidates();
+        assert_eq!(
+            c.comms,
+            ["claude", "claude.exe", "node", "aider", "cursor-agent-wi"]
+        );
+        assert!(c.version_comm);
+        assert_eq!(c.exec_all, ["globby", "py"]);
+        assert!(Detector::default().kernel_candidates().exec_all.is_empty());
     }
 }

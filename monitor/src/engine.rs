@@ -1,0 +1,576 @@
+//! The event pipeline shared by `trace` and `daemon`: load the kernel programs, read the
+//! ring buffer, decode, attribute, filter and enrich each record, account for every loss,
+//! and hand the events to an [`Output`].
+
+use std::{collections::HashMap, io::Write, time::Duration};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
+use monitor_common::{
+    AggKey, AggValue, EXIT_FLAG_LIVE_COUNTER, Header, Kind, Record, WIRE_VERSION, decode,
+};
+use tokio::io::{Interest, unix::AsyncFd};
+
+use crate::{
+    attribution::{self, Attributor},
+    cgroups,
+    claude::detect::Detector,
+    clock::{self, Clock},
+    event::{AgentStart, AgentStop, Body, Converter, Event, Lost, Scope},
+    loader::{self, Counters, KernelCounters, LoadOptions, Loaded, ScopeMode},
+    scope,
+    sink::{Sink, SinkError},
+};
+
+/// Where events go.
+pub trait Output {
+    /// One event, already attributed and enriched. `attributor` gives access to the
+    /// process table (the daemon's reports list a session's live processes).
+    fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), SinkError>;
+    fn flush(&mut self) -> Result<(), SinkError>;
+}
+
+impl<W: Write> Output for Sink<W> {
+    fn write(&mut self, event: &Event, _: &Attributor) -> Result<(), SinkError> {
+        Sink::write(self, event)
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Sink::flush(self)
+    }
+}
+
+/// How often the kernel's loss counters and the signal aggregator are read.
+pub const COUNTER_PERIOD: Duration = Duration::from_millis(500);
+/// An aggregator entry idle this long is removed (see `flush_aggregates`).
+const AGG_IDLE_NS: u64 = 60_000_000_000;
+
+/// What the engine is started with.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub scope: ScopeMode,
+    pub ring_buffer_bytes: u32,
+    pub oom_all: bool,
+    pub report_ignored_signals: bool,
+    pub detector: Detector,
+    pub pin_dir: Option<std::path::PathBuf>,
+}
+
+pub struct Engine {
+    pub attributor: Attributor,
+    filter: Filter,
+    conv: Converter,
+    memcgs: cgroups::Resolver,
+    dedup: ExitDedup,
+    pub written: u64,
+    pub lost_total: u64,
+    last: KernelCounters,
+    decode_errors: u64,
+    counters: Counters,
+    watched: BpfHashMap<MapData, u32, u32>,
+    agg: BpfHashMap<MapData, AggKey, AggValue>,
+    /// `suppressed` of each aggregator key as last reported.
+    agg_seen: HashMap<AggKey, u64>,
+    sessions_scope: bool,
+    previous_ring: Option<RingBuf<MapData>>,
+    loaded: Loaded,
+}
+
+impl Engine {
+    /// Loads the programs (or reopens pinned ones), scans /proc, seeds the watch map.
+    /// Returns the engine, the ring buffer registered with the event loop, and the
+    /// `agent_start` event to write first.
+    pub fn start(opts: &EngineOptions) -> Result<(Engine, AsyncFd<RingBuf<MapData>>, Event)> {
+        loader::check_privileges()?;
+        let btf = loader::kernel_btf()?;
+        if let ScopeMode::Pids(roots) = &opts.scope {
+            scope::check_roots(roots)?;
+        }
+        let mut loaded = loader::load(
+            &btf,
+            &LoadOptions {
+                scope: opts.scope.clone(),
+                ring_buffer_bytes: opts.ring_buffer_bytes,
+                oom_all: opts.oom_all,
+                report_ignored_signals: opts.report_ignored_signals,
+                aggregate_signals: true,
+                candidates: opts.detector.kernel_candidates(),
+                pin_dir: opts.pin_dir.clone(),
+            },
+        )?;
+        drop(btf);
+
+        // Processes that existed before the hooks, and the sessions among them.
+        let clock = Clock::measure();
+        let page_kb = crate::event::page_kb();
+        let mut attributor = Attributor::new(
+            opts.detector.clone(),
+            attribution::default_registry(),
+            clock,
+            page_kb,
+        );
+        attributor.scan_proc();
+        let sessions_scope = matches!(opts.scope, ScopeMode::Sessions | ScopeMode::Session(_));
+
+        // Descendants that existed before the fork hook was attached. Two passes: a process
+        // forked by a not-yet-watched descendant between attach and the first pass is found
+        // by the second.
+        let roots: Vec<u32> = match &opts.scope {
+            ScopeMode::All => Vec::new(),
+            ScopeMode::Pids(roots) => roots.clone(),
+            ScopeMode::Sessions | ScopeMode::Session(_) => {
+                attributor.sessions().iter().map(|s| s.root.pid).collect()
+            }
+        };
+        let mut all = Vec::new();
+        if !roots.is_empty() {
+            for _ in 0..2 {
+                let table = scope::parent_table()?;
+                for pid in scope::descendants(&table, &roots) {
+                    if !all.contains(&pid) {
+                        loaded
+                            .maps
+                            .watched
+                            .as_mut()
+                            .context("watch map")?
+                            .insert(pid, 0, 0)
+                            .with_context(|| format!("cannot watch pid {pid}"))?;
+                        all.push(pid);
+                    }
+                }
+            }
+        }
+        let (mode, pids) = match &opts.scope {
+            ScopeMode::All => ("all", Vec::new()),
+            ScopeMode::Sessions => ("claude", Vec::new()),
+            ScopeMode::Session(_) => ("session", Vec::new()),
+            ScopeMode::Pids(roots) => ("pids", roots.clone()),
+        };
+        let mut notes = loaded.layout.notes.clone();
+        let candidates = opts.detector.kernel_candidates();
+        if sessions_scope && !candidates.exec_all.is_empty() {
+            notes.push(format!(
+                "rules {} cannot be matched from a comm: the kernel reports every exec, and a \
+                 child forked by a matching process before the agent reads its exec may be missed",
+                candidates.exec_all.join(", ")
+            ));
+        }
+        if let Some(pin) = &loaded.pin
+            && pin.state == "replaced"
+        {
+            notes.push(
+                "pinned programs of another version or configuration were replaced; an event \
+                 of the few milliseconds both were attached may appear twice"
+                    .into(),
+            );
+        }
+
+        // Take the ring out of the loaded set; the rest stays owned by the engine.
+        let (ring, previous_ring) = split_rings(&mut loaded)?;
+        // SAFETY: the ring buffer's fd stays open for as long as the AsyncFd owns it, and it
+        // is deregistered when the AsyncFd is dropped, before the fd is closed.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .context("cannot register the ring buffer with the event loop")?;
+
+        let hierarchy = cgroups::MemoryHierarchy::detect();
+        let (counters, watched, agg) = loaded.take_maps()?;
+        let engine = Engine {
+            conv: Converter::new(clock),
+            attributor,
+            filter: Filter::from(&opts.scope),
+            memcgs: cgroups::Resolver::new(hierarchy.clone()),
+            dedup: ExitDedup::default(),
+            written: 0,
+            lost_total: 0,
+            last: KernelCounters::default(),
+            decode_errors: 0,
+            counters,
+            watched,
+            agg,
+            agg_seen: HashMap::new(),
+            sessions_scope,
+            previous_ring,
+            loaded,
+        };
+        let start = engine.agent_event(Body::AgentStart(AgentStart {
+            version: env!("CARGO_PKG_VERSION").into(),
+            kernel: kernel_release(),
+            scope: Scope {
+                mode,
+                pids,
+                session: match &opts.scope {
+                    ScopeMode::Session(id) => Some(id.clone()),
+                    _ => None,
+                },
+                watched_at_start: if sessions_scope {
+                    engine.attributor.sessions().len()
+                } else {
+                    all.len()
+                },
+            },
+            hooks: engine.loaded.attached.clone(),
+            hooks_unavailable: engine.loaded.unavailable.clone(),
+            ring_buffer_bytes: opts.ring_buffer_bytes,
+            memory_cgroup: hierarchy,
+            notes,
+            ignored_signals_reported: opts.report_ignored_signals,
+            pin: engine.loaded.pin.clone(),
+        }));
+        Ok((engine, ring, start))
+    }
+
+    pub fn agent_event(&self, body: Body) -> Event {
+        Event::new(
+            self.conv.clock.rfc3339(clock::boottime_ns()),
+            std::process::id(),
+            "claude-monitor".into(),
+            body,
+        )
+    }
+
+    /// The `agent_stop` event.
+    pub fn stop_event(&self, reason: &'static str) -> Event {
+        self.agent_event(Body::AgentStop(AgentStop {
+            events: self.written,
+            lost: self.lost_total,
+            reason,
+            programs: loader::bpf_stats_enabled().then(|| self.loaded.program_stats()),
+        }))
+    }
+
+    pub fn emit(&mut self, out: &mut impl Output, event: &Event) -> Result<(), SinkError> {
+        out.write(event, &self.attributor)?;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// The backlog of replaced pinned programs, before anything of the new ones.
+    pub fn drain_previous(&mut self, out: &mut impl Output) -> Result<(), SinkError> {
+        if let Some(mut old) = self.previous_ring.take() {
+            self.drain(&mut old, out)?;
+        }
+        Ok(())
+    }
+
+    pub fn drain(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        out: &mut impl Output,
+    ) -> Result<(), SinkError> {
+        while let Some(item) = ring.next() {
+            match decode(&item) {
+                Ok(record) => {
+                    drop(item);
+                    self.record(&record, 1, out)?;
+                }
+                Err(e) => {
+                    self.decode_errors += 1;
+                    tracing::warn!("undecodable ring-buffer record: {e}");
+                }
+            }
+        }
+        out.flush()
+    }
+
+    fn record(
+        &mut self,
+        record: &Record,
+        count: u64,
+        out: &mut impl Output,
+    ) -> Result<(), SinkError> {
+        if self.dedup.is_duplicate(record) {
+            return Ok(());
+        }
+        let mut event = self.conv.convert(record);
+        if let Body::Signal(s) = &mut event.body {
+            s.count = count;
+        }
+        self.attribute(record, &mut event);
+        if self.sessions_scope
+            && let Record::Exec(x) = record
+        {
+            self.confirm_candidate(x.header.pid, &event);
+        }
+        if self.filter.keeps(&event) {
+            self.enrich(&mut event);
+            self.emit(out, &event)?;
+        }
+        Ok(())
+    }
+
+    /// Session scopes: the kernel watches a candidate from its exec on; keep it watched if
+    /// it is (in) a session, stop following it otherwise. A session found from an exec the
+    /// kernel did not watch (a rule without a comm) is watched from now on.
+    fn confirm_candidate(&mut self, pid: u32, event: &Event) {
+        let in_session = event.attr.as_ref().is_some_and(|a| a.session.is_some());
+        if in_session {
+            if self.attributor.is_session_root(pid) {
+                let _ = self.watched.insert(pid, 0, 0);
+            }
+        } else {
+            let _ = self.watched.remove(&pid);
+        }
+    }
+
+    /// Feeds the record to the process table and adds session, lineage and cause.
+    fn attribute(&mut self, record: &Record, event: &mut Event) {
+        let a = &mut self.attributor;
+        match (record, &mut event.body) {
+            (Record::Fork(f), _) => a.on_fork(f),
+            (Record::Exec(x), _) => a.on_exec(x),
+            (Record::Signal(s), Body::Signal(body)) => {
+                a.on_signal(s);
+                let sender = a.attr(s.sender_pid);
+                body.sender.proc_id = sender.proc_id;
+                body.sender.session_id = sender.session.map(|s| s.id);
+            }
+            (Record::Oom(o), Body::Oom(body)) => a.on_oom(o, body.anon_rss_kb, body.total_vm_kb),
+            (Record::Exit(e), Body::Exit(body)) => {
+                body.cause = a.cause(e);
+                if body.own_peak_rss_kb.is_none() {
+                    body.own_peak_rss_kb = a.own_peak_fallback(e, body.peak_rss_kb);
+                }
+            }
+            _ => {}
+        }
+        event.attr = Some(a.attr(event.pid));
+        if let Record::Exit(e) = record {
+            a.on_exit_done(e);
+        }
+    }
+
+    /// What userspace adds to a kernel record: cgroup paths; the OOM victim's name and uid
+    /// when the kernel passed only its pid (kernels before ~6.8).
+    fn enrich(&mut self, event: &mut Event) {
+        match &mut event.body {
+            Body::Exit(e) => e.memcg_path = e.memcg_id.and_then(|id| self.memcgs.path(id)),
+            Body::Oom(o) => {
+                o.memcg_path = o.memcg_id.and_then(|id| self.memcgs.path(id));
+                if o.victim.comm.is_empty() {
+                    let pid = o.victim.pid;
+                    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+                        o.victim.comm = comm.trim_end().to_owned();
+                        event.comm.clone_from(&o.victim.comm);
+                    }
+                    if o.victim.uid.is_none() {
+                        o.victim.uid = proc_uid(pid);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The periodic work: loss counters and signal aggregates.
+    pub fn tick(&mut self, out: &mut impl Output) -> Result<(), SinkError> {
+        self.flush_aggregates(out)?;
+        self.check_counters(out)
+    }
+
+    /// Reports, for each (sender, target, signal) key of the kernel's aggregator, the
+    /// signals counted since the last read as one `signal` record with that `count`. The
+    /// kernel only ever adds to a key's count, so nothing is lost between reads; keys idle
+    /// for a minute are removed (the kernel reports the first signals of a window one by
+    /// one, so an idle key has nothing left to count).
+    fn flush_aggregates(&mut self, out: &mut impl Output) -> Result<(), SinkError> {
+        let now = clock::boottime_ns();
+        let entries: Vec<(AggKey, AggValue)> = self.agg.iter().flatten().collect();
+        let mut idle = Vec::new();
+        for (key, v) in entries {
+            let seen = self.agg_seen.get(&key).copied().unwrap_or(0);
+            if v.suppressed > seen {
+                self.agg_seen.insert(key, v.suppressed);
+                let record = Record::Signal(monitor_common::Signal {
+                    header: Header {
+                        kind: Kind::Signal as u16,
+                        version: WIRE_VERSION,
+                        cpu: 0,
+                        ts_ns: v.last_ns,
+                        pid: key.target,
+                        tid: key.target,
+                        comm: v.target_comm,
+                    },
+                    sig: key.sig,
+                    si_code: v.si_code,
+                    result: v.result,
+                    group: 1,
+                    sender_pid: key.sender,
+                    sender_tid: key.sender,
+                    sender_uid: v.sender_uid,
+                    _pad: 0,
+                    sender_comm: v.sender_comm,
+                });
+                self.record(&record, v.suppressed - seen, out)?;
+            } else if now.saturating_sub(v.last_ns) > AGG_IDLE_NS
+                && now.saturating_sub(v.window_start_ns) > AGG_IDLE_NS
+            {
+                idle.push(key);
+            }
+        }
+        for key in idle {
+            let _ = self.agg.remove(&key);
+            self.agg_seen.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Emits `lost` records for kernel-side losses since the last check.
+    fn check_counters(&mut self, out: &mut impl Output) -> Result<(), SinkError> {
+        let now = self.counters.read();
+        let rb = now.ringbuf_full.saturating_sub(self.last.ringbuf_full);
+        let watch = now.watch_full.saturating_sub(self.last.watch_full);
+        let decode_errors = std::mem::take(&mut self.decode_errors);
+        self.last = now;
+        for (count, reason) in [
+            (rb, "ring_buffer_full"),
+            (watch, "watch_map_full"),
+            (decode_errors, "decode_error"),
+        ] {
+            if count > 0 {
+                if reason != "watch_map_full" {
+                    self.lost_total += count;
+                }
+                tracing::warn!("{count} records lost: {reason}");
+                let event = self.agent_event(Body::Lost(Lost { count, reason }));
+                self.emit(out, &event)?;
+            }
+        }
+        out.flush()
+    }
+}
+
+fn split_rings(loaded: &mut Loaded) -> Result<(RingBuf<MapData>, Option<RingBuf<MapData>>)> {
+    let ring = loaded.take_ring().context("ring buffer")?;
+    Ok((ring, loaded.previous_ring.take()))
+}
+
+fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The real uid of a live (or zombie) process, from /proc.
+fn proc_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// On kernels whose `sched_process_exit` has no `group_dead` argument, the kernel program
+/// detects the group's end from `signal->live`, and two threads leaving at the same instant
+/// can both see it at zero. Exits detected that way are de-duplicated here by (pid, start
+/// time) over the last `DEDUP_WINDOW` such exits.
+#[derive(Default)]
+struct ExitDedup {
+    recent: std::collections::VecDeque<(u32, u64)>,
+}
+
+const DEDUP_WINDOW: usize = 1024;
+
+impl ExitDedup {
+    fn is_duplicate(&mut self, record: &Record) -> bool {
+        let Record::Exit(e) = record else {
+            return false;
+        };
+        if e.flags & EXIT_FLAG_LIVE_COUNTER == 0 {
+            return false;
+        }
+        let key = (e.header.pid, e.start_boottime_ns);
+        if self.recent.contains(&key) {
+            return true;
+        }
+        if self.recent.len() == DEDUP_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(key);
+        false
+    }
+}
+
+/// Which events are written: in the session scopes, those of session members (and signals
+/// sent by them); otherwise every event the kernel reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Filter {
+    All,
+    Sessions,
+    Session(String),
+}
+
+impl From<&ScopeMode> for Filter {
+    fn from(scope: &ScopeMode) -> Filter {
+        match scope {
+            ScopeMode::All | ScopeMode::Pids(_) => Filter::All,
+            ScopeMode::Sessions => Filter::Sessions,
+            ScopeMode::Session(id) => Filter::Session(id.clone()),
+        }
+    }
+}
+
+impl Filter {
+    fn keeps(&self, event: &Event) -> bool {
+        let session = event.attr.as_ref().and_then(|a| a.session.as_ref());
+        let sender_session = match &event.body {
+            Body::Signal(s) => s.sender.session_id.as_deref(),
+            _ => None,
+        };
+        match self {
+            Filter::All => true,
+            Filter::Sessions => session.is_some() || sender_session.is_some(),
+            Filter::Session(id) => {
+                session.is_some_and(|s| s.id == *id || s.claude_session_id.as_deref() == Some(id))
+                    || sender_session == Some(id.as_str())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use monitor_common::{Exit, Header, Kind, WIRE_VERSION};
+
+    use super::*;
+
+    fn exit(pid: u32, start: u64, flags: u32) -> Record {
+        Record::Exit(Exit {
+            header: Header {
+                kind: Kind::Exit as u16,
+                version: WIRE_VERSION,
+                cpu: 0,
+                ts_ns: 1,
+                pid,
+                tid: pid,
+                comm: [0; 16],
+            },
+            ppid: 1,
+            uid: 0,
+            exit_status: 0,
+            flags,
+            maxrss_pages: 0,
+            utime_ns: 0,
+            stime_ns: 0,
+            start_boottime_ns: start,
+            memcg_id: 0,
+            mm_peak_pages: 0,
+        })
+    }
+
+    #[test]
+    fn live_counter_exits_are_deduplicated_by_pid_and_start() {
+        let mut d = ExitDedup::default();
+        assert!(!d.is_duplicate(&exit(10, 5, EXIT_FLAG_LIVE_COUNTER)));
+        assert!(d.is_duplicate(&exit(10, 5, EXIT_FLAG_LIVE_COUNTER)));
+        // Same pid, another process (pid reuse): not a duplicate.
+        assert!(!d.is_duplicate(&exit(10, 6, EXIT_FLAG_LIVE_COUNTER)));
+        // Exits detected with group_dead are never dropped.
+        assert!(!d.is_duplicate(&exit(11, 5, 0)));
+        assert!(!d.is_duplicate(&exit(11, 5, 0)));
+        // The window is bounded.
+        for pid in 100..100 + DEDUP_WINDOW as u32 {
+            d.is_duplicate(&exit(pid, 1, EXIT_FLAG_LIVE_COUNTER));
+        }
+        assert!(!d.is_duplicate(&exit(10, 5, EXIT_FLAG_LIVE_COUNTER)));
+    }
+}

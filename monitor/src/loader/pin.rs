@@ -1,0 +1,229 @@
+//! Pinning under bpffs, so the kernel keeps recording while no agent runs.
+//!
+//! Layout of the pin directory (default `/sys/fs/bpf/claude-monitor`): one file per map
+//! (`EVENTS`, `WATCHED`, `SIGNAL_AGG`, `COUNTERS`, `CANDIDATES`), per program
+//! (`prog_<program>`) and per link (`link_<tracepoint>`), and `fingerprint-<hex>` (the ring
+//! buffer pinned a second time under a name that records what the objects were built from:
+//! the agent binary's kernel programs, the kernel offsets, the settings). An agent whose
+//! fingerprint matches reopens the objects and reads the backlog; another one replaces them.
+
+use std::{
+    fs,
+    os::unix::ffi::OsStrExt as _,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap as BpfHashMap, Map, MapData, RingBuf},
+    programs::{BtfTracePoint, ProgramInfo, links::FdLink},
+};
+
+use super::{
+    Counters, FINGERPRINT_PREFIX, KernelMaps, LoadError, Loaded, PinInfo, explain_program_error,
+};
+use crate::{event::Unavailable, offsets::KernelLayout};
+
+/// Maps pinned by name.
+const MAPS: &[&str] = &["EVENTS", "WATCHED", "SIGNAL_AGG", "COUNTERS", "CANDIDATES"];
+
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+fn internal(what: impl std::fmt::Display) -> LoadError {
+    LoadError::Internal(what.to_string())
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: zeroed statfs is a valid out-parameter; `c` is a valid C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    (unsafe { libc::statfs(c.as_ptr(), &mut st) }) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+}
+
+/// Makes sure the directory's parent is a mounted bpffs (mounting it when it is not, as
+/// fresh machines often lack the mount) and creates the directory.
+pub fn ensure_bpffs(dir: &Path) -> Result<(), LoadError> {
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .ok_or_else(|| internal(format!("pin directory {} has no parent", dir.display())))?;
+    if !is_bpffs(parent) {
+        fs::create_dir_all(parent)
+            .map_err(|e| internal(format!("cannot create {}: {e}", parent.display())))?;
+        let target = std::ffi::CString::new(parent.as_os_str().as_bytes())
+            .map_err(|e| internal(format!("bad path {}: {e}", parent.display())))?;
+        // SAFETY: valid C strings; a null data pointer is allowed for bpffs.
+        let rc = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            return Err(internal(format!(
+                "{} is not a BPF filesystem and mounting one there failed ({}); mount it with \
+                 `mount -t bpf bpf {}` (needs CAP_SYS_ADMIN) or set kernel.pin = false",
+                parent.display(),
+                std::io::Error::last_os_error(),
+                parent.display()
+            )));
+        }
+        tracing::info!("mounted bpffs at {}", parent.display());
+    }
+    fs::create_dir_all(dir).map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))
+}
+
+/// The fingerprint of the pinned objects, if any are pinned.
+pub fn pinned_fingerprint(dir: &Path) -> Option<String> {
+    fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        e.file_name()
+            .to_str()
+            .and_then(|n| n.strip_prefix(FINGERPRINT_PREFIX))
+            .map(str::to_owned)
+    })
+}
+
+pub fn staging_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".new");
+    dir.with_file_name(name)
+}
+
+/// Removes every pinned object of the directory (which detaches pinned links nobody else
+/// holds) and the directory itself. A missing directory is fine.
+pub fn remove(dir: &Path) -> Result<(), LoadError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(internal(format!("cannot read {}: {e}", dir.display()))),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        fs::remove_file(&path)
+            .map_err(|e| internal(format!("cannot unpin {}: {e}", path.display())))?;
+    }
+    match fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(internal(format!("cannot remove {}: {e}", dir.display()))),
+    }
+}
+
+/// Pins the maps, programs and links of a freshly loaded object into `dir` (created).
+pub(super) fn pin_objects(
+    ebpf: &mut Ebpf,
+    programs: &[(String, u32)],
+    links: Vec<(&'static str, FdLink)>,
+    dir: &Path,
+) -> Result<(), LoadError> {
+    fs::create_dir_all(dir)
+        .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
+    for name in MAPS {
+        let map = ebpf
+            .map(name)
+            .ok_or_else(|| internal(format!("map {name} missing")))?;
+        map.pin(dir.join(name))
+            .map_err(|e| internal(format!("cannot pin map {name}: {e}")))?;
+    }
+    for (name, _) in programs {
+        let program: &mut BtfTracePoint = ebpf
+            .program_mut(name)
+            .ok_or_else(|| internal(format!("program {name} missing")))?
+            .try_into()
+            .map_err(|e| internal(format!("program {name}: {e}")))?;
+        program
+            .pin(dir.join(format!("prog_{name}")))
+            .map_err(|e| internal(format!("cannot pin program {name}: {e}")))?;
+    }
+    for (tp, link) in links {
+        link.pin(dir.join(format!("link_{tp}")))
+            .map_err(|e| internal(format!("cannot pin the link of {tp}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Moves the objects pinned in `staging` to `dir` and marks them with `fingerprint`.
+pub(super) fn commit(staging: &Path, dir: &Path, fingerprint: &str) -> Result<(), LoadError> {
+    fs::create_dir_all(dir)
+        .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
+    let entries = fs::read_dir(staging)
+        .map_err(|e| internal(format!("cannot read {}: {e}", staging.display())))?;
+    for entry in entries.flatten() {
+        let to = dir.join(entry.file_name());
+        fs::rename(entry.path(), &to)
+            .map_err(|e| internal(format!("cannot move the pin to {}: {e}", to.display())))?;
+    }
+    let _ = fs::remove_dir(staging);
+    let ring = MapData::from_pin(dir.join("EVENTS"))
+        .map_err(|e| internal(format!("cannot reopen the pinned ring buffer: {e}")))?;
+    ring.pin(dir.join(format!("{FINGERPRINT_PREFIX}{fingerprint}")))
+        .map_err(|e| internal(format!("cannot pin the fingerprint: {e}")))
+}
+
+fn open_map(dir: &Path, name: &str) -> Result<MapData, String> {
+    MapData::from_pin(dir.join(name)).map_err(|e| format!("map {name}: {e}"))
+}
+
+pub fn open_ring(dir: &Path) -> Result<RingBuf<MapData>, String> {
+    RingBuf::try_from(Map::RingBuf(open_map(dir, "EVENTS")?)).map_err(|e| e.to_string())
+}
+
+/// Reopens pinned objects whose fingerprint matched.
+pub(super) fn reopen(dir: &Path, layout: &KernelLayout) -> Result<Loaded, String> {
+    let ring = open_ring(dir)?;
+    let watched =
+        BpfHashMap::try_from(Map::HashMap(open_map(dir, "WATCHED")?)).map_err(|e| e.to_string())?;
+    let agg = BpfHashMap::try_from(Map::HashMap(open_map(dir, "SIGNAL_AGG")?))
+        .map_err(|e| e.to_string())?;
+    let counters = Counters::from_map(Map::PerCpuArray(open_map(dir, "COUNTERS")?))
+        .map_err(|e| e.to_string())?;
+    let mut attached = Vec::new();
+    let mut unavailable = Vec::new();
+    let mut programs = Vec::new();
+    for hook in &layout.hooks {
+        let tp = hook.tracepoint;
+        if dir.join(format!("link_{tp}")).exists() {
+            let info = ProgramInfo::from_pin(dir.join(format!("prog_{}", hook.program)))
+                .map_err(|e| format!("program {}: {}", hook.program, explain_program_error(&e)))?;
+            attached.push(tp.to_owned());
+            programs.push((hook.program.to_owned(), info.id()));
+        } else {
+            unavailable.push(Unavailable {
+                hook: tp.to_owned(),
+                reason: if hook.args.is_none() {
+                    format!("this kernel has no tracepoint {tp} (no btf_trace_{tp} in BTF)")
+                } else {
+                    "not attached when the pinned programs were loaded".to_owned()
+                },
+            });
+        }
+    }
+    if attached.is_empty() {
+        return Err("no pinned link".into());
+    }
+    Ok(Loaded {
+        _ebpf: None,
+        layout: layout.clone(),
+        attached,
+        unavailable,
+        maps: KernelMaps {
+            ring: Some(ring),
+            watched: Some(watched),
+            agg: Some(agg),
+            counters: Some(counters),
+        },
+        previous_ring: None,
+        pin: Some(PinInfo {
+            dir: dir.to_owned(),
+            state: "reused",
+        }),
+        programs,
+        _links: Vec::new(),
+    })
+}
