@@ -1,11 +1,19 @@
 //! Userspace decoding of ring-buffer records: length and kind are checked before any read.
 
+extern crate alloc;
+
+use alloc::{string::String, vec::Vec};
 use core::mem::size_of;
 
-use crate::{Exec, Exit, Fork, Header, Kind, Oom, Signal, WIRE_VERSION};
+use crate::{ARGS_LEN, EXEC_FLAG_ARGS, Exec, Exit, Fork, Header, Kind, Oom, Signal, WIRE_VERSION};
 
 /// A decoded record, copied out of the ring buffer.
 #[derive(Clone, Copy, Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a record is decoded, handled and dropped one at a time; boxing the exec \
+              variant would allocate for every exec"
+)]
 pub enum Record {
     Exit(Exit),
     Signal(Signal),
@@ -69,6 +77,58 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         Kind::Fork => Record::Fork(read(bytes, kind)?),
         Kind::Exec => Record::Exec(read(bytes, kind)?),
     })
+}
+
+/// The start of an exec'd program's argv as the kernel captured it (`Exec::args`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecArgv {
+    /// The arguments, bytes that are not valid UTF-8 replaced by U+FFFD. Empty arguments are
+    /// kept: at exec nothing has rewritten the area yet, so every NUL ends one argument.
+    pub argv: Vec<String>,
+    /// The area was longer than [`ARGS_LEN`]: the last element of `argv` is the captured
+    /// prefix of an argument (empty when the cut fell just after a NUL), and the arguments
+    /// after it are missing.
+    pub truncated: bool,
+}
+
+impl ExecArgv {
+    /// The arguments known to be whole (all of them unless truncated).
+    pub fn whole(&self) -> &[String] {
+        match (self.truncated, self.argv.split_last()) {
+            (true, Some((_, whole))) => whole,
+            _ => &self.argv,
+        }
+    }
+}
+
+impl Exec {
+    /// The captured start of argv; `None` when the kernel could not read it (its offsets are
+    /// missing from BTF, or the area was not mapped).
+    pub fn argv(&self) -> Option<ExecArgv> {
+        if self.flags & EXEC_FLAG_ARGS == 0 {
+            return None;
+        }
+        let total = self.args_len as usize;
+        let truncated = total > ARGS_LEN;
+        let bytes = &self.args[..total.min(ARGS_LEN)];
+        // Every argument ends with a NUL, so a whole area ends with one: drop that last
+        // terminator rather than report an empty argument after it. (An area without one,
+        // set by prctl(PR_SET_MM_ARG_*), keeps its last piece.)
+        let bytes = match (truncated, bytes.split_last()) {
+            (false, Some((0, rest))) => rest,
+            _ => bytes,
+        };
+        let argv = if total == 0 {
+            // argc 0 (kernels before 5.18 allowed it; later ones pass one empty argument).
+            Vec::new()
+        } else {
+            bytes
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        };
+        Some(ExecArgv { argv, truncated })
+    }
 }
 
 #[cfg(test)]
@@ -150,6 +210,105 @@ mod tests {
         let mut long = bytes.clone();
         long.push(0);
         assert!(matches!(decode(&long), Err(DecodeError::Length { .. })));
+    }
+
+    /// An exec record whose argument area is `area` (of full size `total`), the unused
+    /// tail of `args` filled with garbage as a reused ring-buffer slot may be.
+    fn exec_record(area: &[u8], total: u32) -> Exec {
+        let mut args = [0xAA; ARGS_LEN];
+        args[..area.len()].copy_from_slice(area);
+        Exec {
+            header: header(Kind::Exec),
+            old_tid: 43,
+            ppid: 1,
+            uid: 0,
+            flags: EXEC_FLAG_ARGS,
+            start_boottime_ns: 9,
+            maxrss_pages: 0,
+            args_len: total,
+            _pad: 0,
+            filename: [0; crate::FILENAME_LEN],
+            args,
+        }
+    }
+
+    fn argv_of(area: &[u8]) -> Option<ExecArgv> {
+        let total = u32::try_from(area.len()).expect("small");
+        exec_record(area, total).argv()
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| String::from(*s)).collect()
+    }
+
+    #[test]
+    fn exec_record_round_trips_with_its_argv() {
+        let bytes = bytes_of(&exec_record(b"rg\0--files\0", 11));
+        assert_eq!(bytes.len(), 464);
+        let Ok(Record::Exec(x)) = decode(&bytes) else {
+            panic!("not an exec record");
+        };
+        let a = x.argv().expect("captured");
+        assert_eq!(a.argv, strings(&["rg", "--files"]));
+        assert!(!a.truncated);
+        assert_eq!(a.whole(), a.argv.as_slice());
+    }
+
+    #[test]
+    fn whole_argument_areas() {
+        let whole = |area: &[u8], want: &[&str]| {
+            let a = argv_of(area).expect("captured");
+            assert_eq!(a.argv, strings(want), "{area:?}");
+            assert!(!a.truncated);
+        };
+        whole(b"sh\0-c\0exit 3\0", &["sh", "-c", "exit 3"]);
+        // Empty arguments are arguments, in the middle and at the end.
+        whole(b"a\0\0b\0", &["a", "", "b"]);
+        whole(b"prog\0\0", &["prog", ""]);
+        // argc 0: nothing; the one empty argument newer kernels substitute.
+        whole(b"", &[]);
+        whole(b"\0", &[""]);
+        // An area without its final NUL (rewritten with prctl) keeps its last piece.
+        whole(b"a\0b", &["a", "b"]);
+        // Invalid UTF-8 is replaced, not dropped.
+        whole(b"x\xff\0", &["x\u{fffd}"]);
+        // Exactly ARGS_LEN bytes is still whole.
+        let mut area = [b'a'; ARGS_LEN];
+        area[ARGS_LEN - 1] = 0;
+        let a = argv_of(&area).expect("captured");
+        assert!(!a.truncated);
+        assert_eq!(a.argv.len(), 1);
+        assert_eq!(a.argv[0].len(), ARGS_LEN - 1);
+    }
+
+    #[test]
+    fn truncated_argument_areas() {
+        // Cut inside the third argument: its prefix is the last element.
+        let mut area = Vec::from(&b"bash\0-c\0"[..]);
+        area.resize(ARGS_LEN, b'x');
+        let a = exec_record(&area, 4000).argv().expect("captured");
+        assert!(a.truncated);
+        assert_eq!(a.argv.len(), 3);
+        assert_eq!(a.argv[2], "x".repeat(ARGS_LEN - 8));
+        assert_eq!(a.whole(), strings(&["bash", "-c"]).as_slice());
+        // Cut just after a NUL: the next argument's (empty) prefix, never a whole "".
+        let mut area = [b'y'; ARGS_LEN];
+        area[ARGS_LEN - 1] = 0;
+        let a = exec_record(&area, 200).argv().expect("captured");
+        assert!(a.truncated);
+        assert_eq!(a.argv.len(), 2);
+        assert_eq!(a.argv[1], "");
+        assert_eq!(a.whole().len(), 1);
+        // A saturated length is still just "truncated".
+        let a = exec_record(&area, u32::MAX).argv().expect("captured");
+        assert!(a.truncated);
+    }
+
+    #[test]
+    fn uncaptured_argv_is_none() {
+        let mut x = exec_record(b"rg\0", 3);
+        x.flags = 0;
+        assert_eq!(x.argv(), None);
     }
 
     #[test]

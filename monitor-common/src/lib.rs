@@ -14,14 +14,18 @@
 #[cfg(feature = "user")]
 mod decode;
 #[cfg(feature = "user")]
-pub use decode::{DecodeError, Record, decode};
+pub use decode::{DecodeError, ExecArgv, Record, decode};
 
 /// Version of the record layout; bumped on any change of the structs below.
-pub const WIRE_VERSION: u16 = 2;
+pub const WIRE_VERSION: u16 = 3;
 /// Length of `task_struct::comm`.
 pub const COMM_LEN: usize = 16;
 /// Bytes of the exec filename kept (NUL-terminated, truncated beyond).
 pub const FILENAME_LEN: usize = 256;
+/// Bytes of an exec'd program's argument area kept (`Exec::args`): enough for argv[0] and
+/// the first arguments, which is what session detection looks at; the whole command line is
+/// read from /proc while the process lives.
+pub const ARGS_LEN: usize = 128;
 /// Marker for an offset or index the running kernel does not have.
 pub const UNAVAILABLE: u32 = u32::MAX;
 
@@ -151,17 +155,29 @@ pub struct Exec {
     pub old_tid: u32,
     pub ppid: u32,
     pub uid: u32,
-    pub _pad: u32,
+    /// `EXEC_FLAG_*` bits.
+    pub flags: u32,
     pub start_boottime_ns: u64,
     /// `signal->maxrss` just after exec, pages: the peak carried over from the image(s)
     /// before exec, a baseline for the new image's own peak.
     pub maxrss_pages: u64,
+    /// Size of the whole argument area (`mm->arg_end - mm->arg_start`: argv's strings, each
+    /// NUL-terminated), saturated at `u32::MAX`. With `EXEC_FLAG_ARGS`, `args` holds its first
+    /// `min(args_len, ARGS_LEN)` bytes, so a larger value means argv was cut.
+    pub args_len: u32,
+    pub _pad: u32,
     pub filename: [u8; FILENAME_LEN],
+    /// The start of the argument area, read from the new image's stack at exec: unlike
+    /// /proc/PID/cmdline, still there when a short-lived process is gone by the time
+    /// userspace reads the record. Bytes past `args_len` are unspecified.
+    pub args: [u8; ARGS_LEN],
 }
 
 /// `Exit::flags`: the `group_dead` argument was not available; the exit was detected from
 /// `signal->live`.
 pub const EXIT_FLAG_LIVE_COUNTER: u32 = 1;
+/// `Exec::flags`: `args`/`args_len` were read (the offsets exist and the area was mapped).
+pub const EXEC_FLAG_ARGS: u32 = 1;
 /// `Oom::flags`: the victim's memory figures were read (the victim still had an mm).
 pub const OOM_FLAG_MEMORY: u32 = 1;
 /// `Oom::flags`: rss figures come from percpu counters' central count (exact to within the
@@ -173,7 +189,7 @@ const _: () = assert!(core::mem::size_of::<Exit>() == 104);
 const _: () = assert!(core::mem::size_of::<Signal>() == 88);
 const _: () = assert!(core::mem::size_of::<Oom>() == 128);
 const _: () = assert!(core::mem::size_of::<Fork>() == 56);
-const _: () = assert!(core::mem::size_of::<Exec>() == 328);
+const _: () = assert!(core::mem::size_of::<Exec>() == 464);
 const _: () = assert!(core::mem::align_of::<Exit>() == 8);
 const _: () = assert!(core::mem::align_of::<Exec>() == 8);
 const _: () = assert!(core::mem::size_of::<Settings>() == 24);
@@ -219,6 +235,9 @@ pub struct Offsets {
     pub mm_pgtables_bytes: u32,
     pub siginfo_code: u32,
     pub bprm_filename: u32,
+    /// `mm_struct.arg_start` / `arg_end`: the exec'd program's argument area.
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
 }
 
 impl Offsets {
@@ -256,6 +275,8 @@ impl Offsets {
             mm_pgtables_bytes: u,
             siginfo_code: u,
             bprm_filename: u,
+            mm_arg_start: u,
+            mm_arg_end: u,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Reading kernel structs at BTF-derived offsets.
 
-use aya_ebpf::helpers::bpf_probe_read_kernel;
-use monitor_common::{COMM_LEN, UNAVAILABLE};
+use aya_ebpf::helpers::{bpf_probe_read_kernel, bpf_probe_read_user_buf};
+use monitor_common::{ARGS_LEN, COMM_LEN, UNAVAILABLE};
 
 use crate::maps::off;
 
@@ -96,4 +96,32 @@ pub fn mm_rss_pages(mm: *const u8) -> u64 {
     let anon = read::<i64>(mm, off!(mm_anon_rss)).unwrap_or(0).max(0) as u64;
     let shmem = read::<i64>(mm, off!(mm_shmem_rss)).unwrap_or(0).max(0) as u64;
     file + anon + shmem
+}
+
+/// Copies the start of the current process's argument area (`mm->arg_start..arg_end`, argv's
+/// NUL-terminated strings on the new image's stack) into `buf` and returns the area's full
+/// size (saturated at `u32::MAX`); `None` when an offset is unavailable or a read faults.
+///
+/// Only `min(size, ARGS_LEN)` bytes are read: the strings sit at the top of the stack,
+/// followed only by the environment and the exec'd path, so a fixed-size read could run
+/// past the end of the stack for a short command line with an empty environment and fault.
+/// Must run in the process's own context after its new mm is in place
+/// (`sched_process_exec`): `bpf_probe_read_user` reads the current address space.
+#[inline(always)]
+pub fn read_args(task: Task, buf: &mut [u8; ARGS_LEN]) -> Option<u32> {
+    let mm = read_ptr(task, off!(task_mm));
+    let start = read::<u64>(mm, off!(mm_arg_start))?;
+    let end = read::<u64>(mm, off!(mm_arg_end))?;
+    let size = end.checked_sub(start)?;
+    let len = if size > ARGS_LEN as u64 {
+        ARGS_LEN
+    } else {
+        size as usize
+    };
+    if len > 0 {
+        // SAFETY: bpf_probe_read_user copes with any address (it returns an error on a
+        // fault); `len` is at most ARGS_LEN, so the destination is in bounds.
+        unsafe { bpf_probe_read_user_buf(start as *const u8, &mut buf[..len]).ok()? };
+    }
+    Some(u32::try_from(size).unwrap_or(u32::MAX))
 }

@@ -20,7 +20,7 @@ use std::{
     path::PathBuf,
 };
 
-use monitor_common::{Exec, Exit, Fork, Oom, Signal};
+use monitor_common::{Exec, ExecArgv, Exit, Fork, Oom, Signal};
 use serde::Serialize;
 
 use crate::{
@@ -277,15 +277,25 @@ impl Attributor {
             filename.clone(),
             x.maxrss_pages * self.page_kb,
         );
-        // Facts from /proc while the process lives; the record's own fields otherwise.
-        let facts = detect::read_proc_facts(id.pid).unwrap_or(ProcFacts {
-            pid: id.pid,
+        let facts = exec_facts(
+            id.pid,
             comm,
-            exe: Some(filename.into()),
-            argv: Vec::new(),
-        });
+            filename,
+            detect::read_proc_facts(id.pid).ok(),
+            x.argv().as_ref(),
+        );
+        if let Some(p) = self.table.get_mut(id.pid)
+            && !facts.argv.is_empty()
+        {
+            p.argv = Some(facts.argv.clone());
+        }
         self.maybe_session(id, &facts);
         self.maybe_tool_call(id.pid, &facts);
+    }
+
+    /// The command line of a process's last exec, when it was seen.
+    pub fn argv(&self, pid: u32) -> Option<Vec<String>> {
+        self.table.get(pid).and_then(|p| p.argv.clone())
     }
 
     /// A Bash tool's wrapper (`bash -c "source …snapshot… && eval '<cmd>' …"`) starting in a
@@ -434,6 +444,19 @@ impl Attributor {
         (peak_kb > baseline).then_some(peak_kb)
     }
 
+    /// An exit of a process the table never saw (it was forked and exec'd while no agent
+    /// read the kernel's records, e.g. a backlog drained after a restart): it is added as a
+    /// child of its parent, so it inherits the parent's session.
+    pub fn on_exit_unknown(&mut self, e: &Exit) {
+        let id = ProcId {
+            pid: e.header.pid,
+            start: ns_to_ticks(e.start_boottime_ns),
+        };
+        if self.table.by_id(id).is_none() {
+            self.table.fork(id, e.ppid, cstr(&e.header.comm));
+        }
+    }
+
     pub fn on_exit_done(&mut self, e: &Exit) {
         self.table.exit(ProcId {
             pid: e.header.pid,
@@ -514,6 +537,46 @@ impl Attributor {
     }
 }
 
+/// The facts session detection sees for an exec record.
+///
+/// /proc's while the process lives: it has the resolved executable (the native installer's
+/// `~/.local/bin/claude` is a symlink to `…/claude/versions/<semver>`) and the whole command
+/// line. When the process is gone by the time the record is read, or is a zombie (its /proc
+/// shows neither exe nor cmdline), the record's own: the new comm, the path given to execve
+/// as the exe, and the arguments the kernel captured whole (also when /proc's cmdline is
+/// empty, as it is for a moment during a later execve).
+///
+/// Either way argv\[0\] is the kernel's when it captured a whole one. argv\[0\] is what
+/// tells Claude Code's `rg` helper (the session's own exe and comm) from a session, and the
+/// captured one belongs to this very exec, while /proc is read later and may by then describe
+/// another image (the process exec'd again), another process (the pid was reused) or a title
+/// the process set itself. The rest of the command line stays /proc's, which is not cut at
+/// [`monitor_common::ARGS_LEN`] bytes.
+fn exec_facts(
+    pid: u32,
+    comm: String,
+    filename: String,
+    proc: Option<ProcFacts>,
+    captured: Option<&ExecArgv>,
+) -> ProcFacts {
+    let whole = captured.map_or(&[][..], ExecArgv::whole);
+    let mut facts = match proc {
+        Some(f) if f.exe.is_some() => f,
+        _ => ProcFacts {
+            pid,
+            comm,
+            exe: (!filename.is_empty()).then(|| filename.into()),
+            argv: whole.to_vec(),
+        },
+    };
+    match (facts.argv.first_mut(), whole.first()) {
+        (Some(a), Some(arg0)) => a.clone_from(arg0),
+        (None, _) => facts.argv = whole.to_vec(),
+        (Some(_), None) => {}
+    }
+    facts
+}
+
 /// The registry directories of every user on this host.
 pub fn default_registry() -> Registry {
     let config_dir = std::env::var_os("CLAUDE_CONFIG_DIR").map(std::path::PathBuf::from);
@@ -521,4 +584,88 @@ pub fn default_registry() -> Registry {
         &registry::candidate_homes(),
         config_dir.as_deref(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    const SESSION_EXE: &str = "/home/u/.local/share/claude/versions/9.9.9";
+
+    fn captured(argv: &[&str], truncated: bool) -> ExecArgv {
+        ExecArgv {
+            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+            truncated,
+        }
+    }
+
+    fn proc_facts(exe: Option<&str>, comm: &str, argv: &[&str]) -> ProcFacts {
+        ProcFacts {
+            pid: 7,
+            comm: comm.into(),
+            exe: exe.map(PathBuf::from),
+            argv: argv.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    fn facts(proc: Option<ProcFacts>, captured: Option<&ExecArgv>) -> ProcFacts {
+        exec_facts(7, "9.9.9".into(), SESSION_EXE.into(), proc, captured)
+    }
+
+    /// The flaky case: Claude Code's `rg` helper gone before /proc could be read.
+    #[test]
+    fn gone_rg_helper_is_not_a_session() {
+        let rg = captured(&["rg", "--files", "/home/u/src"], false);
+        let f = facts(None, Some(&rg));
+        assert_eq!(f.exe.as_deref(), Some(std::path::Path::new(SESSION_EXE)));
+        assert_eq!(f.comm, "9.9.9");
+        assert_eq!(f.argv, ["rg", "--files", "/home/u/src"]);
+        assert_eq!(detect::detect_claude_code(&f), None);
+        // A zombie's /proc (comm only) is no better than none.
+        let zombie = proc_facts(None, "9.9.9", &[]);
+        let f = facts(Some(zombie), Some(&rg));
+        assert_eq!(f.argv[0], "rg");
+        assert_eq!(detect::detect_claude_code(&f), None);
+        // While a gone session is still one.
+        let session = captured(&["claude", "-p", "hi"], false);
+        let f = facts(None, Some(&session));
+        assert!(detect::detect_claude_code(&f).is_some());
+    }
+
+    #[test]
+    fn gone_process_keeps_only_whole_arguments() {
+        let cut = captured(&["bash", "-c", "source /tmp/snap && ev"], true);
+        let f = facts(None, Some(&cut));
+        assert_eq!(f.argv, ["bash", "-c"]);
+        // Nothing captured, nothing readable: the record's comm and path alone.
+        let f = exec_facts(7, "true".into(), String::new(), None, None);
+        assert_eq!(f, proc_facts(None, "true", &[]));
+        assert_eq!(f.pid, 7);
+    }
+
+    #[test]
+    fn live_process_keeps_proc_facts_but_the_captured_argv0() {
+        let live = proc_facts(Some(SESSION_EXE), "9.9.9", &["claude", "--resume", "x"]);
+        // Nothing captured: /proc as it is.
+        assert_eq!(facts(Some(live.clone()), None), live);
+        // The same argv[0]: unchanged.
+        let same = captured(&["claude", "--res"], true);
+        assert_eq!(facts(Some(live.clone()), Some(&same)), live);
+        // /proc shows another argv[0] than the exec had (a rewritten title, a later
+        // exec): the exec's wins, the rest stays /proc's, which is not cut.
+        let rg = captured(&["rg", "-n"], true);
+        let f = facts(Some(live.clone()), Some(&rg));
+        assert_eq!(f.argv, ["rg", "--resume", "x"]);
+        assert_eq!(f.exe, live.exe);
+        assert_eq!(detect::detect_claude_code(&f), None);
+        // /proc's cmdline empty (caught while exec'ing again): the captured arguments.
+        let empty = proc_facts(Some(SESSION_EXE), "9.9.9", &[]);
+        let f = facts(Some(empty), Some(&captured(&["rg", "x"], false)));
+        assert_eq!(f.argv, ["rg", "x"]);
+        // An argv[0] cut short is not used.
+        let partial = captured(&["r"], true);
+        assert_eq!(facts(Some(live.clone()), Some(&partial)), live);
+    }
 }

@@ -100,14 +100,18 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Minimum time between two full rescans for unknown ids.
+/// Minimum time between two full rescans for the same unknown id (a removed cgroup's id
+/// stays unknown; a new cgroup's id is found by the first rescan after its creation).
 const RESCAN_INTERVAL: Duration = Duration::from_millis(200);
+/// Bound on the remembered misses.
+const MISSES_MAX: usize = 1024;
 
 /// Maps memory cgroup ids to paths, with a cache.
 pub struct Resolver {
     hierarchy: Option<MemoryHierarchy>,
     paths: HashMap<u64, String>,
-    last_scan: Option<Instant>,
+    /// Ids not found, with when they were last looked for.
+    misses: HashMap<u64, Instant>,
 }
 
 impl Resolver {
@@ -115,7 +119,7 @@ impl Resolver {
         Resolver {
             hierarchy,
             paths: HashMap::new(),
-            last_scan: None,
+            misses: HashMap::new(),
         }
     }
 
@@ -127,15 +131,22 @@ impl Resolver {
         }
         let mount = self.hierarchy.as_ref()?.mount.clone();
         if self
-            .last_scan
+            .misses
+            .get(&id)
             .is_some_and(|t| t.elapsed() < RESCAN_INTERVAL)
         {
             return None;
         }
         self.paths.clear();
         scan(&mount, &mount, &mut self.paths);
-        self.last_scan = Some(Instant::now());
-        self.paths.get(&id).cloned()
+        let found = self.paths.get(&id).cloned();
+        if found.is_none() {
+            if self.misses.len() >= MISSES_MAX {
+                self.misses.clear();
+            }
+            self.misses.insert(id, Instant::now());
+        }
+        found
     }
 }
 

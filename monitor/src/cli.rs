@@ -23,6 +23,128 @@ pub enum Command {
     /// The first record is `agent_start` (hooks attached and unavailable), the last
     /// `agent_stop`. Needs root, or CAP_BPF and CAP_PERFMON. Schema: docs/events.md.
     Trace(TraceArgs),
+
+    /// Run the host agent: watch every Claude Code session (and trees matched by configured
+    /// rules) and every OOM kill on the host; write the event log, exit reports, resource logs
+    /// and alerts under the data directory (default /var/lib/claude-monitor).
+    ///
+    /// Configuration: /etc/claude-monitor/config.toml (absent = defaults), overridden by
+    /// CLAUDE_MONITOR_* variables, then by flags (`claude-monitor config` shows the result).
+    /// SIGTERM flushes and exits; SIGHUP reloads the configuration. The kernel programs stay
+    /// pinned under bpffs between runs, so exits while the daemon is down are not lost.
+    Daemon(DaemonArgs),
+
+    /// Print the effective daemon configuration, as TOML, with where each value came from.
+    Config(ConfigCmdArgs),
+
+    /// Explain an exit status (`137`) or a signal (`SIGSEGV`, `segv`, `11` is an exit status:
+    /// use `SIG11` for the signal) in plain language.
+    Explain {
+        /// An exit status 0-255, or a signal name or `SIG<number>`.
+        what: String,
+    },
+
+    /// List the daemon's exit reports, newest first.
+    Reports(ReportsArgs),
+
+    /// Print one exit report (by id or unique id prefix, or --last).
+    Report(ReportArgs),
+
+    /// Install and start the systemd service (prints the unit when systemd is not running).
+    Install(ConfigArgs),
+
+    /// Stop and remove the systemd service and the pinned kernel objects.
+    Uninstall(ConfigArgs),
+}
+
+/// Where the configuration comes from (shared by the daemon's subcommands).
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArgs {
+    /// Configuration file [default: /etc/claude-monitor/config.toml; absent = defaults].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Data directory (overrides `data_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+impl ConfigArgs {
+    /// Flag overrides, as (config key, value).
+    pub fn flags(&self) -> Vec<(&'static str, String)> {
+        let mut flags = Vec::new();
+        if let Some(d) = &self.data_dir {
+            flags.push(("data_dir", d.display().to_string()));
+        }
+        flags
+    }
+
+    /// Loads the configuration (file, environment, flags).
+    pub fn load(&self) -> Result<crate::config::Loaded, crate::config::ConfigError> {
+        crate::config::load_with_process_env(self.config.as_deref(), &self.flags())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCmdArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Print a complete sample configuration file (every key, its default and meaning).
+    #[arg(long)]
+    pub sample: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// Remove the pinned kernel programs, links and maps (/sys/fs/bpf/claude-monitor by
+    /// default) and exit.
+    #[arg(long)]
+    pub unpin: bool,
+
+    /// Also print every event as a JSON line on stdout.
+    #[arg(long)]
+    pub stdout: bool,
+
+    /// Stop after this many seconds (for tests and trials).
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportsArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Only reports of this session (`session.id` or Claude Code session id; a prefix works).
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// Only reports with this cause (oom_killed, killed, crashed, killed_by_kernel, exited).
+    #[arg(long)]
+    pub cause: Option<String>,
+    /// At most this many reports.
+    #[arg(long, short = 'n')]
+    pub limit: Option<usize>,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("which").required(true).multiple(false))]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Report id (or a unique prefix of one).
+    #[arg(group = "which")]
+    pub id: Option<String>,
+    /// The newest report.
+    #[arg(long, group = "which")]
+    pub last: bool,
+    /// Print the JSON instead of the text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -138,7 +260,25 @@ mod tests {
     fn trace(args: &[&str]) -> TraceArgs {
         match parse(args).expect("parse").command {
             Command::Trace(t) => t,
+            other => panic!("not trace: {other:?}"),
         }
+    }
+
+    #[test]
+    fn daemon_subcommands_parse() {
+        let Command::Daemon(d) = parse(&["daemon", "--config", "/x.toml", "--data-dir", "/d"])
+            .expect("parse")
+            .command
+        else {
+            panic!("not daemon")
+        };
+        assert_eq!(d.config.flags(), [("data_dir", "/d".to_owned())]);
+        assert!(!d.unpin);
+        assert!(parse(&["report"]).is_err(), "report needs an id or --last");
+        assert!(parse(&["report", "abc", "--last"]).is_err());
+        assert!(parse(&["report", "--last"]).is_ok());
+        assert!(parse(&["explain", "137"]).is_ok());
+        assert!(parse(&["config", "--sample"]).is_ok());
     }
 
     #[test]

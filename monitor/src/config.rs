@@ -60,7 +60,7 @@ pub struct Watch {
     pub ignored_signals: IgnoredSignals,
 }
 
-/// Signals whose default action is "ignore" (SIGCHLD, SIGURG, SIGWINCH, SIGCONT) are
+/// Signals whose default action is "ignore" (SIGCHLD, SIGURG, SIGWINCH) are
 /// frequent and almost never explain a death.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum IgnoredSignals {
@@ -415,8 +415,8 @@ static KEYS: [KeyInfo; 17] = [
     },
     KeyInfo {
         key: "watch.ignored_signals",
-        doc: "Signals whose default action is to be ignored (SIGCHLD, SIGURG, SIGWINCH, \
-              SIGCONT): \"filter\" drops them in the kernel, \"report\" reports them.",
+        doc: "Signals whose default action is to be ignored (SIGCHLD, SIGURG, \
+              SIGWINCH): \"filter\" drops them in the kernel, \"report\" reports them.",
         kind: Kind::Signals(field!(watch.ignored_signals)),
     },
     KeyInfo {
@@ -494,7 +494,7 @@ static KEYS: [KeyInfo; 17] = [
     },
     KeyInfo {
         key: "alerts.memory_percent",
-        doc: "Alert when host memory use reaches this percentage.",
+        doc: "Alert when host memory use is above this percentage.",
         kind: Kind::Float {
             field: FloatField::F64(field!(alerts.memory_percent)),
             max: 100.0,
@@ -502,7 +502,7 @@ static KEYS: [KeyInfo; 17] = [
     },
     KeyInfo {
         key: "alerts.disk_percent",
-        doc: "Alert when a watched filesystem's use reaches this percentage.",
+        doc: "Alert when a watched filesystem's use is above this percentage.",
         kind: Kind::Float {
             field: FloatField::F64(field!(alerts.disk_percent)),
             max: 100.0,
@@ -510,7 +510,7 @@ static KEYS: [KeyInfo; 17] = [
     },
     KeyInfo {
         key: "alerts.session_rss_mb",
-        doc: "Alert when a session's total resident memory reaches this many MiB (0 disables).",
+        doc: "Alert when a session's total resident memory is above this many MiB (0 disables).",
         kind: Kind::Int {
             field: IntField::U64(field!(alerts.session_rss_mb)),
             min: 0,
@@ -1146,7 +1146,7 @@ data_dir = "/var/lib/claude-monitor"
 oom_all = true
 # Also write an exit report for any non-zero exit of a process in a watched session.
 report_nonzero_exit = false
-# Signals whose default action is to be ignored (SIGCHLD, SIGURG, SIGWINCH, SIGCONT):
+# Signals whose default action is to be ignored (SIGCHLD, SIGURG, SIGWINCH):
 # "filter" drops them in the kernel, "report" reports them.
 ignored_signals = "filter"
 
@@ -1178,11 +1178,11 @@ mounts = ["/"]
 history = 30
 
 [alerts]
-# Alert when host memory use reaches this percentage (above 0, at most 100).
+# Alert when host memory use is above this percentage (above 0, at most 100).
 memory_percent = 85.0
-# Alert when a watched filesystem's use reaches this percentage (above 0, at most 100).
+# Alert when a watched filesystem's use is above this percentage (above 0, at most 100).
 disk_percent = 90.0
-# Alert when a session's total resident memory reaches this many MiB (0 disables).
+# Alert when a session's total resident memory is above this many MiB (0 disables).
 session_rss_mb = 0
 # Minimum seconds between two alerts of the same kind about the same subject.
 cooldown_secs = 1800

@@ -176,7 +176,7 @@ impl Engine {
         let engine = Engine {
             conv: Converter::new(clock),
             attributor,
-            filter: Filter::from(&opts.scope),
+            filter: Filter::new(&opts.scope, opts.oom_all),
             memcgs: cgroups::Resolver::new(hierarchy.clone()),
             dedup: ExitDedup::default(),
             written: 0,
@@ -215,6 +215,13 @@ impl Engine {
             ignored_signals_reported: opts.report_ignored_signals,
             pin: engine.loaded.pin.clone(),
         }));
+        // Parsing the kernel's BTF (~5 MB of type data) left freed heap behind; give it back
+        // to the system, so a daemon that runs for weeks does not keep it resident.
+        // SAFETY: malloc_trim has no preconditions.
+        #[cfg(target_env = "gnu")]
+        unsafe {
+            libc::malloc_trim(0);
+        }
         Ok((engine, ring, start))
     }
 
@@ -325,6 +332,7 @@ impl Engine {
             }
             (Record::Oom(o), Body::Oom(body)) => a.on_oom(o, body.anon_rss_kb, body.total_vm_kb),
             (Record::Exit(e), Body::Exit(body)) => {
+                a.on_exit_unknown(e);
                 body.cause = a.cause(e);
                 if body.own_peak_rss_kb.is_none() {
                     body.own_peak_rss_kb = a.own_peak_fallback(e, body.peak_rss_kb);
@@ -491,26 +499,39 @@ impl ExitDedup {
 }
 
 /// Which events are written: in the session scopes, those of session members (and signals
-/// sent by them); otherwise every event the kernel reported.
+/// sent by them), and with `oom_all` every OOM kill and its victim's exit; otherwise every
+/// event the kernel reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Filter {
     All,
-    Sessions,
-    Session(String),
-}
-
-impl From<&ScopeMode> for Filter {
-    fn from(scope: &ScopeMode) -> Filter {
-        match scope {
-            ScopeMode::All | ScopeMode::Pids(_) => Filter::All,
-            ScopeMode::Sessions => Filter::Sessions,
-            ScopeMode::Session(id) => Filter::Session(id.clone()),
-        }
-    }
+    Sessions { oom_all: bool },
+    Session { id: String, oom_all: bool },
 }
 
 impl Filter {
+    fn new(scope: &ScopeMode, oom_all: bool) -> Filter {
+        match scope {
+            ScopeMode::All | ScopeMode::Pids(_) => Filter::All,
+            ScopeMode::Sessions => Filter::Sessions { oom_all },
+            ScopeMode::Session(id) => Filter::Session {
+                id: id.clone(),
+                oom_all,
+            },
+        }
+    }
+
     fn keeps(&self, event: &Event) -> bool {
+        let oom_all = match self {
+            Filter::All => return true,
+            Filter::Sessions { oom_all } | Filter::Session { oom_all, .. } => *oom_all,
+        };
+        if oom_all {
+            match &event.body {
+                Body::Oom(_) => return true,
+                Body::Exit(e) if e.cause.cause == "oom_killed" => return true,
+                _ => {}
+            }
+        }
         let session = event.attr.as_ref().and_then(|a| a.session.as_ref());
         let sender_session = match &event.body {
             Body::Signal(s) => s.sender.session_id.as_deref(),
@@ -518,8 +539,8 @@ impl Filter {
         };
         match self {
             Filter::All => true,
-            Filter::Sessions => session.is_some() || sender_session.is_some(),
-            Filter::Session(id) => {
+            Filter::Sessions { .. } => session.is_some() || sender_session.is_some(),
+            Filter::Session { id, .. } => {
                 session.is_some_and(|s| s.id == *id || s.claude_session_id.as_deref() == Some(id))
                     || sender_session == Some(id.as_str())
             }

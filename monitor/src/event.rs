@@ -190,6 +190,11 @@ pub struct Exec {
     pub ppid: u32,
     pub uid: u32,
     pub filename: String,
+    /// The start of argv as the kernel captured it at exec (the first
+    /// [`monitor_common::ARGS_LEN`] bytes of the argument area); `None` when unreadable.
+    pub argv: Option<Vec<String>>,
+    /// `argv` was cut: its last element is a prefix of an argument, and later ones are missing.
+    pub argv_truncated: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -376,6 +381,10 @@ impl Converter {
             }
             Record::Exec(x) => {
                 let h = &x.header;
+                let (argv, argv_truncated) = match x.argv() {
+                    Some(a) => (Some(a.argv), a.truncated),
+                    None => (None, false),
+                };
                 self.event(
                     h.ts_ns,
                     h.pid,
@@ -386,6 +395,8 @@ impl Converter {
                         ppid: x.ppid,
                         uid: x.uid,
                         filename: cstr(&x.filename),
+                        argv,
+                        argv_truncated,
                     }),
                 )
             }
@@ -394,5 +405,64 @@ impl Converter {
 
     fn event(&self, ts_ns: u64, pid: u32, comm: &[u8], body: Body) -> Event {
         Event::new(self.clock.rfc3339(ts_ns), pid, cstr(comm), body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use monitor_common::{ARGS_LEN, EXEC_FLAG_ARGS, FILENAME_LEN, Header, Kind, WIRE_VERSION};
+
+    use super::*;
+
+    fn exec(flags: u32, area: &[u8], args_len: u32) -> monitor_common::Exec {
+        let mut args = [0; ARGS_LEN];
+        args[..area.len()].copy_from_slice(area);
+        let mut filename = [0; FILENAME_LEN];
+        filename[..7].copy_from_slice(b"/bin/sh");
+        monitor_common::Exec {
+            header: Header {
+                kind: Kind::Exec as u16,
+                version: WIRE_VERSION,
+                cpu: 0,
+                ts_ns: 1_000,
+                pid: 5,
+                tid: 5,
+                comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            },
+            old_tid: 5,
+            ppid: 1,
+            uid: 0,
+            flags,
+            start_boottime_ns: 0,
+            maxrss_pages: 0,
+            args_len,
+            _pad: 0,
+            filename,
+            args,
+        }
+    }
+
+    fn json(x: monitor_common::Exec) -> serde_json::Value {
+        let event = Converter::new(Clock::fixed(0)).convert(&Record::Exec(x));
+        serde_json::to_value(&event).expect("serializes")
+    }
+
+    #[test]
+    fn exec_event_carries_the_captured_argv() {
+        let v = json(exec(EXEC_FLAG_ARGS, b"sh\0-c\0exit 3\0", 13));
+        assert_eq!(v["kind"], "exec");
+        assert_eq!(v["filename"], "/bin/sh");
+        assert_eq!(v["argv"], serde_json::json!(["sh", "-c", "exit 3"]));
+        assert_eq!(v["argv_truncated"], false);
+
+        let v = json(exec(EXEC_FLAG_ARGS, &[b'x'; ARGS_LEN], 1000));
+        assert_eq!(v["argv"][0].as_str().map(str::len), Some(ARGS_LEN));
+        assert_eq!(v["argv_truncated"], true);
+
+        // Not captured: null, and present (every field always is).
+        let v = json(exec(0, b"sh\0", 3));
+        assert_eq!(v["argv"], serde_json::Value::Null);
+        assert_eq!(v["argv_truncated"], false);
+        assert!(v.as_object().is_some_and(|o| o.contains_key("argv")));
     }
 }

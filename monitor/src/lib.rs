@@ -6,6 +6,7 @@
 //! [`scope`] finds the processes to follow, [`names`] decodes signals and wait statuses,
 //! [`cgroups`] resolves memory cgroup ids to paths.
 
+pub mod alerts;
 pub mod attribution;
 pub mod btf;
 pub mod cgroups;
@@ -13,12 +14,19 @@ pub mod claude;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod event;
+pub mod explain;
 pub mod loader;
+pub mod memcg;
 pub mod names;
 pub mod offsets;
 pub mod proctable;
+pub mod report;
+pub mod resources;
+pub mod rotate;
 pub mod scope;
+pub mod service;
 pub mod sink;
 pub mod trace;

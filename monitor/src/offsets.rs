@@ -89,7 +89,11 @@ pub fn compute(btf: &Btf) -> Result<KernelLayout, LayoutError> {
         &["group_leader"],
         "CPU time of a zombie leader",
     );
-    o.task_mm = b.optional("task_struct", &["mm"], "OOM victim memory");
+    o.task_mm = b.optional(
+        "task_struct",
+        &["mm"],
+        "OOM victim memory, own peak RSS and exec argv",
+    );
     o.signal_maxrss = b.optional("signal_struct", &["maxrss"], "peak RSS");
     o.signal_utime = b.optional("signal_struct", &["utime"], "CPU time");
     o.signal_stime = b.optional("signal_struct", &["stime"], "CPU time");
@@ -137,6 +141,11 @@ pub fn compute(btf: &Btf) -> Result<KernelLayout, LayoutError> {
             UNAVAILABLE
         }
     };
+
+    // Exec: the new image's argument area, read at sched_process_exec so that argv[0] is
+    // known even when the process is gone before /proc/PID/cmdline can be read.
+    o.mm_arg_start = b.optional("mm_struct", &["arg_start"], "exec argv");
+    o.mm_arg_end = b.optional("mm_struct", &["arg_end"], "exec argv");
 
     // OOM victim memory.
     o.mm_total_vm = b.optional("mm_struct", &["total_vm"], "OOM total_vm");
@@ -260,10 +269,15 @@ mod tests {
             ("maxrss", o.signal_maxrss),
             ("si_code", o.siginfo_code),
             ("filename", o.bprm_filename),
+            ("mm", o.task_mm),
+            ("arg_start", o.mm_arg_start),
+            ("arg_end", o.mm_arg_end),
         ] {
             assert_ne!(v, UNAVAILABLE, "{name}: {:?}", layout.notes);
         }
         assert_eq!(o.siginfo_code, 8);
+        // Adjacent unsigned longs in every kernel's mm_struct.
+        assert_eq!(o.mm_arg_end, o.mm_arg_start + 8);
         let hooks: Vec<&str> = layout.hooks.iter().map(|h| h.tracepoint).collect();
         assert_eq!(hooks, TRACEPOINTS);
         // Each variant chosen exists in the prototype BTF gives (any kernel has one of them).

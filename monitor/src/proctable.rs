@@ -59,6 +59,9 @@ pub struct Proc {
     pub exec_maxrss_kb: Option<u64>,
     /// The agent tool call this process runs for (set on the tool's wrapper, inherited).
     pub tool_call: Option<ToolCallRef>,
+    /// The command line of its last exec (when seen), for reports: /proc has nothing left
+    /// once it exited.
+    pub argv: Option<Vec<String>>,
     pub exited: bool,
 }
 
@@ -109,6 +112,7 @@ impl ProcTable {
                 session_root: false,
                 exec_maxrss_kb: None,
                 tool_call: None,
+                argv: None,
                 exited: false,
             },
         );
@@ -139,6 +143,7 @@ impl ProcTable {
             session_root: false,
             exec_maxrss_kb: None,
             tool_call: parent.and_then(|p| p.tool_call.clone()),
+            argv: None,
             exited: false,
         }
     }

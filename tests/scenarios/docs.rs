@@ -20,6 +20,7 @@ fn every_documented_example_matches_the_schema() {
     let expected = [
         "agent_start",
         "agent_stop",
+        "alert",
         "exec",
         "exit",
         "fork",

@@ -558,3 +558,48 @@ fn notes_mention(start: &Value, what: &str) -> bool {
             .any(|n| n.as_str().is_some_and(|n| n.contains(what)))
     })
 }
+
+/// The exec record carries the start of argv, read in the kernel: there even for a process
+/// gone long before the record is read; cut at 128 bytes, and flagged so.
+#[test]
+fn exec_argv_is_captured_in_the_kernel() {
+    if !privileged("exec_argv_is_captured_in_the_kernel") {
+        return;
+    }
+    let agent = Agent::start(&["--pid", &me()]);
+    let long = "y".repeat(300);
+    // An empty environment and a short command line: the argument area ends a few bytes
+    // below the top of the stack.
+    let short = Command::new("/bin/sh")
+        .env_clear()
+        .args(["-c", "exit 7", "zero", ""])
+        .status()
+        .expect("sh");
+    assert_eq!(short.code(), Some(7));
+    let mut cut = Command::new("/bin/sh")
+        .args(["-c", "exit 0", &long])
+        .spawn()
+        .expect("sh");
+    let cut_pid = cut.id();
+    cut.wait().expect("wait");
+    let events = agent.stop(Vec::new());
+    let execs: Vec<&serde_json::Value> = events.iter().filter(|e| e["kind"] == "exec").collect();
+    let short = execs
+        .iter()
+        .find(|e| e["argv"][2] == "exit 7")
+        .unwrap_or_else(|| panic!("no exec with the short argv: {execs:?}"));
+    assert_eq!(
+        short["argv"],
+        serde_json::json!(["/bin/sh", "-c", "exit 7", "zero", ""]),
+        "{short}"
+    );
+    assert_eq!(short["argv_truncated"], false);
+    let cut = of(&events, "exec", cut_pid);
+    let argv = cut[0]["argv"].as_array().expect("argv");
+    assert_eq!(cut[0]["argv_truncated"], true, "{}", cut[0]);
+    assert_eq!(argv.len(), 4);
+    assert_eq!(
+        argv[3].as_str().map(str::len),
+        Some(128 - "/bin/sh\0-c\0exit 0\0".len())
+    );
+}

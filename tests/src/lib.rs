@@ -111,11 +111,37 @@ impl Agent {
 
     /// [`Agent::start`] with extra environment variables for the agent.
     pub fn start_with_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Agent {
+        let mut full = vec!["trace"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["--format", "json"]);
+        Agent::launch(&full, env)
+    }
+
+    /// Starts `claude-monitor daemon --config CONFIG --stdout` (its events are on stdout as
+    /// well as in its data directory) and waits for `agent_start`.
+    pub fn daemon(config: &std::path::Path, env: &[(&str, &std::ffi::OsStr)]) -> Agent {
+        let config = config.to_str().expect("UTF-8 config path");
+        Agent::launch(&["daemon", "--config", config, "--stdout"], env)
+    }
+
+    /// Kills the agent with SIGKILL (no `agent_stop`) and returns the events it printed.
+    pub fn kill(mut self, mut seen: Vec<Value>) -> Vec<Value> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        while let Ok(e) = self.rx.recv_timeout(Duration::from_secs(5)) {
+            seen.push(e);
+        }
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        seen
+    }
+
+    /// Starts `claude-monitor ARGS` (JSON lines on stdout) and waits for `agent_start`.
+    pub fn launch(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Agent {
         let mut child = Command::new(agent_binary())
             .envs(env.iter().copied())
-            .arg("trace")
             .args(args)
-            .args(["--format", "json"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,8 +1,9 @@
 //! Developer tasks that cargo alone cannot do: bootstrap the eBPF toolchain, run the agent
 //! with the privileges it needs, and run the test binaries (escalating only the privileged
-//! ones), on this machine's kernel or on other kernels under qemu (`vm`). Each subcommand
-//! lives in its own module.
+//! ones), on this machine's kernel or on other kernels under qemu (`vm`), and benchmark it
+//! (`bench`). Each subcommand lives in its own module.
 
+mod bench;
 mod cargo;
 mod run;
 mod setup;
@@ -23,14 +24,20 @@ enum Command {
     /// Install what the eBPF build needs (nightly rust-src, bpf-linker linked against the
     /// nightly's own LLVM). Idempotent: a second run takes a second or two.
     Setup(setup::Options),
-    /// Set up, build the agent (release) and start it: `cargo xtask run -- trace --all`.
-    /// With no arguments it runs `trace --all`. Escalates with sudo when not root.
+    /// Set up, build the agent (release) and start it: `cargo xtask run -- ARGS`. With no
+    /// arguments it runs the host agent, `daemon --stdout`. Escalates with sudo when not root.
     Run(run::Options),
     /// Set up, build, and run every test: unit tests as you, the real-kernel integration
     /// tests as root (sudo when you are not root). Under CI=true they never skip.
     /// `--kernel 6.1|6.12|all` runs the real-kernel scenarios on Debian's cloud kernels too,
     /// booted under qemu (no root needed for those).
     Test(test::Options),
+    /// Set up, build (release) and benchmark the agent as root (sudo when you are not):
+    /// capture rate and cost in a spawn storm, a signal storm and flood, an OOM loop and
+    /// at idle, side by side with an untraced run and with bpftrace. Prints a table per
+    /// scenario with the targets of issue 4 and writes target/bench/<time>.json.
+    /// `--quick` runs a small version in about a minute.
+    Bench(bench::Options),
 }
 
 fn main() {
@@ -39,6 +46,7 @@ fn main() {
         Command::Setup(opts) => setup::run(&opts).map(|_| ()),
         Command::Run(opts) => run::run(&opts),
         Command::Test(opts) => test::run(&opts),
+        Command::Bench(opts) => bench::run(&opts),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

@@ -10,7 +10,8 @@ pub struct Options {
     /// Build in debug mode instead of release.
     #[arg(long)]
     pub debug: bool,
-    /// Arguments for `claude-monitor` (default: `trace --all`).
+    /// Arguments for `claude-monitor` (default: `daemon --stdout`: the host agent, with its
+    /// event stream also on stdout).
     #[arg(last = true)]
     pub args: Vec<String>,
 }
@@ -31,7 +32,7 @@ pub fn run(opts: &Options) -> Result<()> {
         .join(profile)
         .join("claude-monitor");
     let args: Vec<String> = if opts.args.is_empty() {
-        vec!["trace".into(), "--all".into()]
+        vec!["daemon".into(), "--stdout".into()]
     } else {
         opts.args.clone()
     };

@@ -10,7 +10,7 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use monitor_common::{
-    COMM_LEN, Exec, Kind, SETTING_EXEC_ALL, SETTING_VERSION_COMM, WATCHED_CANDIDATE,
+    COMM_LEN, EXEC_FLAG_ARGS, Exec, Kind, SETTING_EXEC_ALL, SETTING_VERSION_COMM, WATCHED_CANDIDATE,
 };
 
 use super::{header, reserve};
@@ -60,6 +60,19 @@ fn try_exec(ctx: &BtfTracePointContext) {
         (*e).ppid = kernel::ppid(task);
         (*e).uid = kernel::uid(task);
         (*e)._pad = 0;
+        // argv from the new image's stack: userspace needs argv[0] to tell Claude Code's
+        // `rg` helper from a session even when the process is gone before it can read
+        // /proc/PID/cmdline.
+        match kernel::read_args(task, &mut (*e).args) {
+            Some(len) => {
+                (*e).flags = EXEC_FLAG_ARGS;
+                (*e).args_len = len;
+            }
+            None => {
+                (*e).flags = 0;
+                (*e).args_len = 0;
+            }
+        }
         (*e).start_boottime_ns = kernel::start_boottime(task);
         (*e).maxrss_pages = read::<u64>(kernel::signal(task), off!(signal_maxrss)).unwrap_or(0);
         let filename = kernel::read_ptr(bprm, off!(bprm_filename));

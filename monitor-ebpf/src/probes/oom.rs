@@ -12,12 +12,14 @@
 use aya_ebpf::{
     helpers::bpf_get_current_comm, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
-use monitor_common::{Kind, OOM_FLAG_MEMORY, OOM_FLAG_RSS_APPROX, Oom, SETTING_OOM_ALL};
+use monitor_common::{
+    COUNTER_WATCH_FULL, Kind, OOM_FLAG_MEMORY, OOM_FLAG_RSS_APPROX, Oom, SETTING_OOM_ALL,
+};
 
 use super::{header, reserve};
 use crate::{
     kernel::{self, Task, read},
-    maps::{is_watched, off, scope_watched, settings_flags},
+    maps::{WATCHED, count, is_watched, off, scope_watched, settings_flags},
 };
 
 #[btf_tracepoint(function = "mark_victim")]
@@ -38,8 +40,15 @@ pub fn mark_victim_pid(ctx: BtfTracePointContext) -> i32 {
 #[inline(always)]
 fn try_oom(task: Task, victim: u32, uid: u32) {
     let flags = settings_flags();
-    if scope_watched() && flags & SETTING_OOM_ALL == 0 && !is_watched(victim) {
-        return;
+    if scope_watched() && !is_watched(victim) {
+        if flags & SETTING_OOM_ALL == 0 {
+            return;
+        }
+        // Reported because every OOM kill is: follow the victim too, so its exit (with the
+        // cause and peak memory) is reported as well.
+        if WATCHED.insert(victim, 0, 0).is_err() {
+            count(COUNTER_WATCH_FULL);
+        }
     }
     let (trigger, trigger_tid) = kernel::current_ids();
     let Some(mut entry) = reserve::<Oom>() else {

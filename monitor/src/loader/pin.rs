@@ -91,7 +91,7 @@ pub fn pinned_fingerprint(dir: &Path) -> Option<String> {
 
 pub fn staging_dir(dir: &Path) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
-    name.push(".new");
+    name.push("-staging");
     dir.with_file_name(name)
 }
 

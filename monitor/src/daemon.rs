@@ -1,0 +1,521 @@
+//! `claude-monitor daemon`: the host agent. Watches every agent session (and configured
+//! rule trees) plus every OOM kill on the host, writes the attributed event stream, exit
+//! reports, resource logs and alerts under the data directory, and (with pinning) keeps the
+//! kernel recording while it is down.
+//!
+//! Files (all under `data_dir`):
+//! `logs/events.jsonl` (every event; the first record after each start is `agent_start`),
+//! `logs/resources-system.jsonl`, `logs/resources-sessions.jsonl`, `logs/alerts.jsonl` (each
+//! rotated as `<name>.1` ... `<name>.N`), `reports/<id>.json` and `reports/<id>.txt`.
+//!
+//! A write that fails (full disk, unwritable directory) is reported on stderr (once per
+//! file until it works again) and the agent keeps running; the event is still counted.
+
+use std::{
+    collections::HashMap,
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use serde::Serialize;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    alerts::{Alert, AlertThresholds, Alerter},
+    attribution::Attributor,
+    cgroups::MemoryHierarchy,
+    claude::detect::Detector,
+    config::{self, Config, IgnoredSignals},
+    engine::{COUNTER_PERIOD, Engine, EngineOptions, Output},
+    event::{Body, Event},
+    loader::ScopeMode,
+    memcg,
+    report::{self, ReportStore},
+    resources::{self, History, SessionRef, SessionSampler},
+    rotate::RotatingFile,
+    sink::SinkError,
+};
+
+/// A log file that reports its failures once and keeps trying.
+struct Log {
+    name: &'static str,
+    file: Option<RotatingFile>,
+    path: PathBuf,
+    max_bytes: u64,
+    keep: u32,
+    failing: bool,
+    pub errors: u64,
+}
+
+impl Log {
+    fn new(dir: &Path, name: &'static str, max_bytes: u64, keep: u32) -> Log {
+        Log {
+            name,
+            file: None,
+            path: dir.join(name),
+            max_bytes,
+            keep,
+            failing: false,
+            errors: 0,
+        }
+    }
+
+    fn write(&mut self, line: &[u8]) {
+        let result = (|| {
+            if self.file.is_none() {
+                self.file = Some(RotatingFile::open(
+                    self.path.clone(),
+                    self.max_bytes,
+                    self.keep,
+                )?);
+            }
+            match self.file.as_mut() {
+                Some(f) => f.write_line(line),
+                None => Ok(()),
+            }
+        })();
+        match result {
+            Ok(()) => {
+                if self.failing {
+                    eprintln!(
+                        "claude-monitor: {} is writable again ({} lines were lost)",
+                        self.path.display(),
+                        self.errors
+                    );
+                    self.failing = false;
+                }
+            }
+            Err(e) => {
+                self.errors += 1;
+                self.file = None;
+                if !self.failing {
+                    eprintln!(
+                        "claude-monitor: error: cannot write {} ({e}); the agent keeps running \
+                         and will retry; lines are lost until it works",
+                        self.path.display()
+                    );
+                    self.failing = true;
+                }
+            }
+        }
+    }
+
+    fn write_json(&mut self, value: &impl Serialize) {
+        match serde_json::to_vec(value) {
+            Ok(line) => self.write(&line),
+            Err(e) => tracing::warn!("{}: cannot serialize: {e}", self.name),
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(f) = self.file.as_mut() {
+            let _ = f.flush();
+        }
+    }
+}
+
+/// An alert in the event stream (`kind: "alert"`).
+#[derive(Serialize)]
+struct AlertEvent<'a> {
+    v: u32,
+    kind: &'static str,
+    ts: &'a str,
+    pid: u32,
+    comm: &'static str,
+    alert: &'a Alert,
+}
+
+/// Where the daemon's events go: the event log, reports, OOM alerts.
+struct DaemonOutput {
+    events: Log,
+    alerts_log: Log,
+    reports: ReportStore,
+    report_nonzero_exit: bool,
+    hierarchy: Option<MemoryHierarchy>,
+    history: History,
+    alerter: Alerter,
+    last_lost: Option<Instant>,
+    reports_written: u64,
+    report_errors: u64,
+    /// Alert records written to the stream (counted in `agent_stop.events`).
+    alerts_raised: u64,
+    /// Also print each event as a JSON line on stdout (`--stdout`).
+    stdout: bool,
+}
+
+impl DaemonOutput {
+    fn alert(&mut self, alert: &Alert) {
+        self.alerts_raised += 1;
+        let ts = alert.ts.clone();
+        self.alerts_log.write_json(alert);
+        let event = AlertEvent {
+            v: 1,
+            kind: "alert",
+            ts: &ts,
+            pid: std::process::id(),
+            comm: "claude-monitor",
+            alert,
+        };
+        self.events.write_json(&event);
+        if self.stdout {
+            let mut out = std::io::stdout().lock();
+            if serde_json::to_writer(&mut out, &event).is_ok() {
+                let _ = out.write_all(b"\n");
+                let _ = out.flush();
+            }
+        }
+        tracing::warn!("alert: {}", alert.message);
+    }
+
+    fn report(&mut self, event: &Event, reason: &'static str, attributor: &Attributor) {
+        let Body::Exit(exit) = &event.body else {
+            return;
+        };
+        let session = event.attr.as_ref().and_then(|a| a.session.as_ref());
+        let memcg = match (&self.hierarchy, &exit.memcg_path) {
+            (Some(h), Some(path)) => memcg::chain(h, path),
+            _ => Vec::new(),
+        };
+        let samples = session
+            .map(|s| {
+                self.history
+                    .last(&s.id, 5)
+                    .into_iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let alive = attributor
+            .session_of(event.pid)
+            .map(|idx| {
+                attributor
+                    .live_members(Some(idx))
+                    .into_iter()
+                    .filter(|(pid, _)| *pid != event.pid)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let complete = self
+            .last_lost
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(5));
+        let ctx = report::Context {
+            cmdline: attributor.argv(event.pid),
+            memcg,
+            samples,
+            alive,
+            complete,
+            lost_nearby: u64::from(!complete),
+        };
+        let report = report::build(event, reason, ctx);
+        match self.reports.write(&report) {
+            Ok(path) => {
+                self.reports_written += 1;
+                tracing::info!("report {}: {}", path.display(), report.summary);
+            }
+            Err(e) => {
+                self.report_errors += 1;
+                eprintln!(
+                    "claude-monitor: error: cannot write report {} ({e}); the agent keeps running",
+                    report.id
+                );
+            }
+        }
+    }
+}
+
+impl Output for DaemonOutput {
+    fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), SinkError> {
+        self.events.write_json(event);
+        if self.stdout {
+            let mut out = std::io::stdout().lock();
+            serde_json::to_writer(&mut out, event).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+        }
+        match &event.body {
+            Body::Lost(_) => self.last_lost = Some(Instant::now()),
+            Body::Exit(_) => {
+                if let Some(reason) = report::worth_reporting(event, self.report_nonzero_exit) {
+                    self.report(event, reason, attributor);
+                    if reason == "oom_kill" {
+                        let subject = event
+                            .attr
+                            .as_ref()
+                            .and_then(|a| a.proc_id.clone())
+                            .unwrap_or_else(|| event.pid.to_string());
+                        let message = format!(
+                            "OOM kill: {} (pid {}) was killed by the kernel's OOM killer",
+                            event.comm, event.pid
+                        );
+                        if let Some(alert) = self.alerter.oom_kill(subject, message, Instant::now())
+                        {
+                            self.alert(&alert);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.events.flush();
+        if self.stdout {
+            std::io::stdout().flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Validated `daemon` invocation.
+pub struct DaemonOptions {
+    pub config: config::Loaded,
+    /// The configuration file to re-read on SIGHUP (`None`: the default path).
+    pub config_path: Option<PathBuf>,
+    pub flags: Vec<(&'static str, String)>,
+    pub stdout: bool,
+    pub duration: Option<Duration>,
+}
+
+fn thresholds(c: &Config) -> AlertThresholds {
+    AlertThresholds {
+        memory_percent: c.alerts.memory_percent,
+        disk_percent: c.alerts.disk_percent,
+        session_rss_mb: c.alerts.session_rss_mb,
+        cooldown: c.alerts.cooldown,
+    }
+}
+
+pub async fn run(opts: DaemonOptions) -> Result<()> {
+    let mut cfg = opts.config.config.clone();
+    let detector = Detector::new(cfg.rules.clone()).context("agent rules")?;
+    let logs_dir = cfg.data_dir.join("logs");
+    let reports_dir = cfg.data_dir.join("reports");
+    for dir in [&logs_dir, &reports_dir] {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!(
+                "claude-monitor: error: cannot create {} ({e}); events, reports and logs \
+                 cannot be written there until it works (set data_dir or --data-dir); the \
+                 agent keeps running",
+                dir.display()
+            );
+        }
+    }
+
+    let (mut engine, mut ring, start) = Engine::start(&EngineOptions {
+        scope: ScopeMode::Sessions,
+        ring_buffer_bytes: cfg.kernel.ring_buffer_bytes(),
+        oom_all: cfg.watch.oom_all,
+        report_ignored_signals: cfg.watch.ignored_signals == IgnoredSignals::Report,
+        detector,
+        pin_dir: cfg.kernel.pin.then(|| cfg.kernel.pin_dir.clone()),
+    })?;
+    let log = |name| Log::new(&logs_dir, name, cfg.logs.max_bytes, cfg.logs.keep);
+    let mut out = DaemonOutput {
+        events: log("events.jsonl"),
+        alerts_log: log("alerts.jsonl"),
+        reports: ReportStore::new(reports_dir.clone()),
+        report_nonzero_exit: cfg.watch.report_nonzero_exit,
+        hierarchy: MemoryHierarchy::detect(),
+        history: History::new(cfg.resources.history as usize),
+        alerter: Alerter::new(thresholds(&cfg)),
+        last_lost: None,
+        reports_written: 0,
+        report_errors: 0,
+        alerts_raised: 0,
+        stdout: opts.stdout,
+    };
+    let mut system_log = log("resources-system.jsonl");
+    let mut sessions_log = log("resources-sessions.jsonl");
+    let mut sampler = SessionSampler::new("/proc");
+
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+
+    engine.emit(&mut out, &start)?;
+    // What the kernel recorded while no agent ran (pinned ring buffer), or the backlog of
+    // the programs this start replaced.
+    engine.drain_previous(&mut out)?;
+    engine.drain(ring.get_mut(), &mut out)?;
+    eprintln!(
+        "claude-monitor: daemon started: data in {}, {} session(s) found, pinned objects {}",
+        cfg.data_dir.display(),
+        engine.attributor.sessions().len(),
+        match &start.body {
+            Body::AgentStart(s) => s
+                .pin
+                .as_ref()
+                .map(|p| format!("{} in {}", p.state, p.dir.display()))
+                .unwrap_or_else(|| "off".into()),
+            _ => String::new(),
+        }
+    );
+
+    let mut tick = tokio::time::interval(COUNTER_PERIOD);
+    let mut system_tick = tokio::time::interval(cfg.resources.system_interval);
+    let mut session_tick = tokio::time::interval(cfg.resources.session_interval);
+    let deadline = async {
+        match opts.duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let reason = loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(SinkError::Io)?;
+                engine.drain(guard.get_inner_mut(), &mut out)?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => engine.tick(&mut out)?,
+            _ = system_tick.tick() => {
+                let members = engine.attributor.live_members(None);
+                let sample = resources::sample_system(
+                    Path::new("/proc"),
+                    &cfg.resources.mounts,
+                    members.len() as u32,
+                    live_sessions(&engine).len() as u32,
+                );
+                system_log.write_json(&sample);
+                system_log.flush();
+                for alert in out.alerter.check_system(&sample, Instant::now()) {
+                    out.alert(&alert);
+                }
+                out.alerts_log.flush();
+                out.events.flush();
+            }
+            _ = session_tick.tick() => {
+                sample_sessions(&engine, &mut sampler, &mut out, &mut sessions_log);
+            }
+            _ = sighup.recv() => {
+                match config::load_with_process_env(opts.config_path.as_deref(), &opts.flags) {
+                    Ok(new) => {
+                        let new = new.config;
+                        if new.kernel != cfg.kernel || new.rules != cfg.rules
+                            || new.watch.oom_all != cfg.watch.oom_all
+                            || new.watch.ignored_signals != cfg.watch.ignored_signals
+                            || new.data_dir != cfg.data_dir
+                        {
+                            eprintln!("claude-monitor: configuration reloaded; changes to data_dir, [kernel], [[rules]], watch.oom_all and watch.ignored_signals take effect at the next start");
+                        } else {
+                            eprintln!("claude-monitor: configuration reloaded");
+                        }
+                        out.report_nonzero_exit = new.watch.report_nonzero_exit;
+                        out.alerter = Alerter::new(thresholds(&new));
+                        system_tick = tokio::time::interval(new.resources.system_interval);
+                        session_tick = tokio::time::interval(new.resources.session_interval);
+                        let keep_data_dir = cfg.data_dir.clone();
+                        cfg = Config { data_dir: keep_data_dir, kernel: cfg.kernel.clone(), rules: cfg.rules.clone(), ..new };
+                    }
+                    Err(e) => eprintln!("claude-monitor: error: configuration not reloaded: {e}"),
+                }
+            }
+            _ = &mut deadline => break "duration",
+            _ = sigterm.recv() => break "sigterm",
+            _ = sigint.recv() => break "sigint",
+        }
+    };
+    engine.drain(ring.get_mut(), &mut out)?;
+    engine.tick(&mut out)?;
+    engine.written += out.alerts_raised;
+    let stop = engine.stop_event(reason);
+    engine.emit(&mut out, &stop)?;
+    Output::flush(&mut out)?;
+    for l in [&mut system_log, &mut sessions_log, &mut out.alerts_log] {
+        l.flush();
+    }
+    eprintln!(
+        "claude-monitor: daemon stopped ({reason}): {} events, {} reports written{}",
+        engine.written,
+        out.reports_written,
+        if cfg.kernel.pin {
+            "; the kernel programs stay pinned and keep recording until the next start \
+             (`claude-monitor daemon --unpin` removes them)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// Session indexes with live members, with their `SessionRef`.
+fn live_sessions(engine: &Engine) -> Vec<(SessionRef, Vec<u32>)> {
+    let mut by_session: HashMap<usize, Vec<u32>> = HashMap::new();
+    for (idx, s) in engine.attributor.sessions().iter().enumerate() {
+        let _ = s;
+        let pids: Vec<u32> = engine
+            .attributor
+            .live_members(Some(idx))
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
+        if !pids.is_empty() {
+            by_session.insert(idx, pids);
+        }
+    }
+    let sessions = engine.attributor.sessions();
+    let mut v: Vec<(SessionRef, Vec<u32>)> = by_session
+        .into_iter()
+        .map(|(idx, pids)| {
+            let s = &sessions[idx];
+            (
+                SessionRef {
+                    id: s.root.to_string(),
+                    agent: s.agent.clone(),
+                    root_pid: s.root.pid,
+                    cwd: s.cwd.clone(),
+                    claude_session_id: s.claude_session_id.clone(),
+                },
+                pids,
+            )
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    v
+}
+
+fn sample_sessions(
+    engine: &Engine,
+    sampler: &mut SessionSampler,
+    out: &mut DaemonOutput,
+    log: &mut Log,
+) {
+    for (session, pids) in live_sessions(engine) {
+        let sample = sampler.sample(session, &pids);
+        log.write_json(&sample);
+        for alert in out.alerter.check_session(&sample, Instant::now()) {
+            out.alert(&alert);
+        }
+        out.history.push(sample);
+    }
+    log.flush();
+}
+
+/// `daemon --unpin`: removes the pinned programs, links and maps (the kernel stops
+/// recording for the agent).
+pub fn unpin(dir: &Path) -> Result<()> {
+    crate::loader::check_privileges()?;
+    let existed = dir.exists();
+    crate::loader::pin::remove(dir)?;
+    crate::loader::pin::remove(&crate::loader::pin::staging_dir(dir))?;
+    if existed {
+        eprintln!(
+            "claude-monitor: removed the pinned objects in {}",
+            dir.display()
+        );
+    } else {
+        eprintln!("claude-monitor: nothing pinned in {}", dir.display());
+    }
+    Ok(())
+}
+
+/// The ring buffer type the event loop reads (re-exported for the binary).
+pub type Ring = AsyncFd<RingBuf<MapData>>;

@@ -1,0 +1,379 @@
+//! `claude-monitor daemon` on the real kernel: exit reports for an outside SIGKILL, a real
+//! crash and an OOM kill, log rotation at a small size, and a restart (SIGKILL of the
+//! daemon) during which exits happen and are still found afterwards.
+//!
+//! The watched tree is a configured rule (`comm = "cm-agent"`, a copy of bash), so these
+//! scenarios also cover configurable agent rules and the kernel's exec prefilter for them.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use claude_monitor_tests::{Agent, MemCgroup, agent_binary, helper, privileged};
+use serde_json::Value;
+
+/// A temporary data directory, config file and fake agent binary.
+struct Setup {
+    dir: PathBuf,
+    config: PathBuf,
+    data: PathBuf,
+    agent_bin: PathBuf,
+}
+
+impl Setup {
+    fn new(tag: &str, extra: &str) -> Setup {
+        let dir = std::env::temp_dir().join(format!("cm-daemon-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let data = dir.join("data");
+        let agent_bin = dir.join("cm-agent");
+        std::fs::copy("/bin/bash", &agent_bin).expect("copy bash");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"data_dir = "{}"
+[resources]
+system_interval_secs = 0.5
+session_interval_secs = 0.2
+{extra}
+[[rules]]
+name = "test-agent"
+comm = "cm-agent"
+"#,
+                data.display()
+            ),
+        )
+        .expect("config");
+        Setup {
+            dir,
+            config,
+            data,
+            agent_bin,
+        }
+    }
+
+    /// Starts the fake agent running `script` (bash), with `$DIR` set.
+    fn agent(&self, script: &str) -> Child {
+        Command::new(&self.agent_bin)
+            .args(["-c", script])
+            .env("DIR", &self.dir)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("fake agent")
+    }
+
+    fn read_pid(&self, name: &str) -> u32 {
+        let path = self.dir.join(name);
+        wait_until(Duration::from_secs(20), || {
+            std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))
+        });
+        std::fs::read_to_string(&path)
+            .expect("pid file")
+            .trim()
+            .parse()
+            .expect("pid")
+    }
+
+    fn wait_file(&self, name: &str) {
+        let path = self.dir.join(name);
+        wait_until(Duration::from_secs(30), || path.exists());
+    }
+
+    fn reports(&self) -> Vec<Value> {
+        let mut v = Vec::new();
+        let Ok(entries) = std::fs::read_dir(self.data.join("reports")) else {
+            return v;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "json") {
+                let text = std::fs::read_to_string(&p).expect("report");
+                let r: Value = serde_json::from_str(&text).expect("report JSON");
+                let txt = p.with_extension("txt");
+                assert!(txt.exists(), "{} has no text version", p.display());
+                v.push(r);
+            }
+        }
+        v
+    }
+
+    fn report_for(&self, pid: u32) -> Value {
+        let reports = self.reports();
+        reports
+            .iter()
+            .find(|r| r["process"]["pid"].as_u64() == Some(u64::from(pid)))
+            .cloned()
+            .unwrap_or_else(|| panic!("no report for pid {pid} among {reports:#?}"))
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(agent_binary())
+            .args(args)
+            .args(["--config", self.config.to_str().expect("utf-8")])
+            .output()
+            .expect("claude-monitor");
+        assert!(
+            out.status.success(),
+            "claude-monitor {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn is_exit_of(pid: u32) -> impl Fn(&Value) -> bool {
+    move |e| e["kind"] == "exit" && e["pid"].as_u64() == Some(u64::from(pid))
+}
+
+fn finish(mut child: Child, dir: &Path) {
+    let _ = std::fs::write(dir.join("stop"), b"");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+const AGENT_SCRIPT: &str = r#"
+sleep 300 & echo $! > "$DIR/sleep.pid"
+python3 -c 'import ctypes; ctypes.string_at(0)'
+echo $! > "$DIR/crashed"
+while [ ! -e "$DIR/stop" ]; do sleep 0.05; done
+"#;
+
+#[test]
+fn daemon_reports_outside_kill_crash_and_oom() {
+    if !privileged("daemon_reports_outside_kill_crash_and_oom") {
+        return;
+    }
+    let s = Setup::new("reports", "[kernel]\npin = false\n");
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    assert_eq!(daemon.start["scope"]["mode"], "claude");
+    assert_eq!(daemon.start["pin"], Value::Null);
+    let mut seen = Vec::new();
+
+    // Started after the daemon: found by the kernel's exec prefilter (rule comm).
+    let agent = s.agent(AGENT_SCRIPT);
+    let agent_pid = agent.id();
+    let sleep_pid = s.read_pid("sleep.pid");
+    // A real crash: python3 dereferences NULL, the SIGSEGV comes from the kernel.
+    let crash = daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exit" && e["comm"] == "python3"
+    });
+    assert_eq!(crash["cause"], "crashed", "{crash}");
+    assert_eq!(crash["session"]["agent"], "test-agent", "{crash}");
+    assert_eq!(
+        crash["session"]["root_pid"].as_u64(),
+        Some(u64::from(agent_pid))
+    );
+
+    // An outside SIGKILL of the agent's child.
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(sleep_pid as i32, libc::SIGKILL) };
+    let killed = daemon.wait_for(&mut seen, Duration::from_secs(30), is_exit_of(sleep_pid));
+    assert_eq!(killed["cause"], "killed", "{killed}");
+    assert_eq!(killed["killed_by"]["same_session"], false);
+
+    // An OOM kill outside every session: reported because the daemon watches every OOM kill.
+    let cg = MemCgroup::create(&format!("cm-daemon-oom-{}", std::process::id()), 64 << 20);
+    let memhog = helper("memhog", env!("CARGO_BIN_EXE_memhog"));
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo $$ > {}/cgroup.procs; exec {} 300",
+            cg.path.display(),
+            memhog.display()
+        ))
+        .status()
+        .expect("memhog");
+    assert!(!status.success());
+    let oom_exit = daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exit" && e["comm"] == "memhog"
+    });
+    assert_eq!(oom_exit["cause"], "oom_killed", "{oom_exit}");
+    let oom_pid = oom_exit["pid"].as_u64().expect("pid") as u32;
+
+    // The session root's own exit is reported too.
+    finish(agent, &s.dir);
+    daemon.wait_for(&mut seen, Duration::from_secs(30), is_exit_of(agent_pid));
+    let events = daemon.stop(seen);
+    assert!(events.iter().all(|e| e["kind"] != "lost"), "records lost");
+
+    let r = s.report_for(sleep_pid);
+    assert_eq!(r["reason"], "killed_from_outside", "{r:#}");
+    assert_eq!(r["cause"], "killed", "{r:#}");
+    assert!(
+        r["summary"].as_str().is_some_and(|t| t.contains("SIGKILL")),
+        "{r:#}"
+    );
+    let r = s.report_for(crash["pid"].as_u64().expect("pid") as u32);
+    assert_eq!(r["reason"], "crashed", "{r:#}");
+    // The command line remembered from the exec (/proc has nothing left after the exit).
+    assert_eq!(r["process"]["cmdline"][1], "-c", "{r:#}");
+    assert_eq!(
+        r["process"]["cmdline"][2], "import ctypes; ctypes.string_at(0)",
+        "{r:#}"
+    );
+    assert!(
+        r["summary"].as_str().is_some_and(|t| t.contains("SIGSEGV")),
+        "{r:#}"
+    );
+    let r = s.report_for(oom_pid);
+    assert_eq!(r["reason"], "oom_kill", "{r:#}");
+    let limits: Vec<u64> = r["memcg"]["levels"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|x| x["limit_bytes"].as_u64()).collect())
+        .unwrap_or_default();
+    assert!(limits.contains(&(64 << 20)), "memcg limit not in {r:#}");
+    let r = s.report_for(agent_pid);
+    assert_eq!(r["reason"], "session_ended", "{r:#}");
+
+    // Logs: the event stream starts with agent_start; resource samples and an OOM alert.
+    let log = std::fs::read_to_string(s.data.join("logs/events.jsonl")).expect("events log");
+    let first: Value = serde_json::from_str(log.lines().next().expect("line")).expect("json");
+    assert_eq!(first["kind"], "agent_start");
+    assert!(
+        log.lines()
+            .any(|l| l.contains(r#""kind":"alert""#) && l.contains("oom_kill"))
+    );
+    let sessions = std::fs::read_to_string(s.data.join("logs/resources-sessions.jsonl"))
+        .expect("session samples");
+    assert!(
+        sessions.contains(&format!(r#""root_pid":{agent_pid}"#)),
+        "{sessions}"
+    );
+    assert!(s.data.join("logs/resources-system.jsonl").exists());
+    assert!(s.data.join("logs/alerts.jsonl").exists());
+
+    // The CLI reads them back.
+    let list = s.cli(&["reports"]);
+    assert!(list.contains("oom"), "{list}");
+    let last = s.cli(&["report", "--last"]);
+    assert!(!last.is_empty());
+    let crashed = s.cli(&["reports", "--cause", "crashed", "--json"]);
+    assert_eq!(crashed.lines().count(), 1, "{crashed}");
+}
+
+#[test]
+fn daemon_rotates_its_logs() {
+    if !privileged("daemon_rotates_its_logs") {
+        return;
+    }
+    let s = Setup::new(
+        "rotate",
+        "[kernel]\npin = false\n[logs]\nmax_bytes = 4096\nkeep = 2\n",
+    );
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    let agent = s.agent(
+        r#"for i in $(seq 150); do /bin/true; done; touch "$DIR/done"
+        while [ ! -e "$DIR/stop" ]; do sleep 0.05; done"#,
+    );
+    s.wait_file("done");
+    let mut seen = Vec::new();
+    daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exit" && e["comm"] == "true"
+    });
+    finish(agent, &s.dir);
+    let events = daemon.stop(seen);
+    let trues = events
+        .iter()
+        .filter(|e| e["kind"] == "exit" && e["comm"] == "true")
+        .count();
+    assert_eq!(trues, 150);
+    let logs = s.data.join("logs");
+    let mut total = 0;
+    for name in ["events.jsonl", "events.jsonl.1", "events.jsonl.2"] {
+        let p = logs.join(name);
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(text.len() <= 4096, "{name} has {} bytes", text.len());
+        for line in text.lines() {
+            serde_json::from_str::<Value>(line).expect("whole JSON lines");
+            total += 1;
+        }
+    }
+    assert!(!logs.join("events.jsonl.3").exists(), "keep = 2 kept more");
+    assert!(total > 0);
+}
+
+#[test]
+fn daemon_restart_loses_nothing() {
+    if !privileged("daemon_restart_loses_nothing") {
+        return;
+    }
+    let pin_dir = format!("/sys/fs/bpf/cm-test-{}", std::process::id());
+    let s = Setup::new(
+        "restart",
+        &format!("[kernel]\npin = true\npin_dir = \"{pin_dir}\"\n"),
+    );
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    assert_eq!(daemon.start["pin"]["state"], "created", "{}", daemon.start);
+    let agent = s.agent(
+        r#"sleep 300 & echo $! > "$DIR/sleep.pid"
+        while [ ! -e "$DIR/go" ]; do sleep 0.02; done
+        for i in $(seq 20); do /bin/true; done
+        sh -c 'exit 7'; touch "$DIR/done"
+        while [ ! -e "$DIR/stop" ]; do sleep 0.05; done"#,
+    );
+    let sleep_pid = s.read_pid("sleep.pid");
+    let mut seen = Vec::new();
+    // The daemon has seen the session's tree (the sleep's exec) before it is killed.
+    daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exec" && e["pid"].as_u64() == Some(u64::from(sleep_pid))
+    });
+    let before = daemon.kill(seen);
+    assert!(before.iter().all(|e| e["kind"] != "agent_stop"));
+
+    // While no daemon runs: an outside SIGKILL and 21 exits in the session.
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(sleep_pid as i32, libc::SIGKILL) };
+    std::fs::write(s.dir.join("go"), b"").expect("go");
+    s.wait_file("done");
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    assert_eq!(daemon.start["pin"]["state"], "reused", "{}", daemon.start);
+    let mut seen = Vec::new();
+    let killed = daemon.wait_for(&mut seen, Duration::from_secs(30), is_exit_of(sleep_pid));
+    assert_eq!(killed["cause"], "killed", "{killed}");
+    daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exit" && e["exit_code"] == 7
+    });
+    finish(agent, &s.dir);
+    let events = daemon.stop(seen);
+    let trues = events
+        .iter()
+        .filter(|e| e["kind"] == "exit" && e["comm"] == "true")
+        .count();
+    assert_eq!(trues, 20, "exits while the daemon was down");
+    assert!(events.iter().all(|e| e["kind"] != "lost"), "records lost");
+    let r = s.report_for(sleep_pid);
+    assert_eq!(r["cause"], "killed", "{r:#}");
+    // The log holds both runs, each starting with agent_start.
+    let log = std::fs::read_to_string(s.data.join("logs/events.jsonl")).expect("log");
+    assert_eq!(log.matches(r#""kind":"agent_start""#).count(), 2);
+
+    // --unpin removes the pinned objects.
+    s.cli(&["daemon", "--unpin"]);
+    assert!(!Path::new(&pin_dir).exists(), "{pin_dir} still exists");
+}
