@@ -5,7 +5,10 @@ extern crate alloc;
 use alloc::{string::String, vec::Vec};
 use core::mem::size_of;
 
-use crate::{ARGS_LEN, EXEC_FLAG_ARGS, Exec, Exit, Fork, Header, Kind, Oom, Signal, WIRE_VERSION};
+use crate::{
+    ARGS_LEN, EXEC_FLAG_ARGS, Exec, Exit, Fork, Header, Kind, Oom, Signal, SignalDeliver,
+    WIRE_VERSION,
+};
 
 /// A decoded record, copied out of the ring buffer.
 #[derive(Clone, Copy, Debug)]
@@ -20,6 +23,7 @@ pub enum Record {
     Oom(Oom),
     Fork(Fork),
     Exec(Exec),
+    SignalDeliver(SignalDeliver),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,6 +80,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         Kind::Oom => Record::Oom(read(bytes, kind)?),
         Kind::Fork => Record::Fork(read(bytes, kind)?),
         Kind::Exec => Record::Exec(read(bytes, kind)?),
+        Kind::SignalDeliver => Record::SignalDeliver(read(bytes, kind)?),
     })
 }
 

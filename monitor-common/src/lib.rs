@@ -17,7 +17,7 @@ mod decode;
 pub use decode::{DecodeError, ExecArgv, Record, decode};
 
 /// Version of the record layout; bumped on any change of the structs below.
-pub const WIRE_VERSION: u16 = 3;
+pub const WIRE_VERSION: u16 = 4;
 /// Length of `task_struct::comm`.
 pub const COMM_LEN: usize = 16;
 /// Bytes of the exec filename kept (NUL-terminated, truncated beyond).
@@ -38,6 +38,7 @@ pub enum Kind {
     Oom = 3,
     Fork = 4,
     Exec = 5,
+    SignalDeliver = 6,
 }
 
 impl Kind {
@@ -48,6 +49,7 @@ impl Kind {
             3 => Some(Kind::Oom),
             4 => Some(Kind::Fork),
             5 => Some(Kind::Exec),
+            6 => Some(Kind::SignalDeliver),
             _ => None,
         }
     }
@@ -135,6 +137,33 @@ pub struct Oom {
     pub memcg_id: u64,
 }
 
+/// `signal_deliver`: a signal taken by the target (in its own context, from `get_signal()`),
+/// with the disposition it had at that moment. The header describes the target thread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SignalDeliver {
+    pub header: Header,
+    pub sig: i32,
+    pub si_code: i32,
+    /// `DISPOSITION_*`.
+    pub disposition: u32,
+    pub _pad: u32,
+    /// `sa_flags` of the action (SA_RESTART, SA_SIGINFO, ...).
+    pub sa_flags: u64,
+}
+
+/// The target's action for the signal was the default (`SIG_DFL`).
+pub const DISPOSITION_DEFAULT: u32 = 0;
+/// The target ignored the signal (`SIG_IGN`): it was discarded.
+pub const DISPOSITION_IGNORED: u32 = 1;
+/// The target had a handler: it ran.
+pub const DISPOSITION_HANDLER: u32 = 2;
+/// The disposition could not be read.
+pub const DISPOSITION_UNKNOWN: u32 = 3;
+
+/// `AggKey::sender` of the aggregator keys that count deliveries (not a valid tgid).
+pub const AGG_DELIVER: u32 = u32::MAX;
+
 /// `sched_process_fork` for a new process (thread creation is not reported).
 /// The header describes the child.
 #[repr(C)]
@@ -189,6 +218,7 @@ const _: () = assert!(core::mem::size_of::<Exit>() == 104);
 const _: () = assert!(core::mem::size_of::<Signal>() == 88);
 const _: () = assert!(core::mem::size_of::<Oom>() == 128);
 const _: () = assert!(core::mem::size_of::<Fork>() == 56);
+const _: () = assert!(core::mem::size_of::<SignalDeliver>() == 64);
 const _: () = assert!(core::mem::size_of::<Exec>() == 464);
 const _: () = assert!(core::mem::align_of::<Exit>() == 8);
 const _: () = assert!(core::mem::align_of::<Exec>() == 8);
@@ -234,6 +264,9 @@ pub struct Offsets {
     pub mm_shmem_rss: u32,
     pub mm_pgtables_bytes: u32,
     pub siginfo_code: u32,
+    /// `struct k_sigaction` → `sa.sa_handler` and `sa.sa_flags`.
+    pub ksigaction_handler: u32,
+    pub ksigaction_flags: u32,
     pub bprm_filename: u32,
     /// `mm_struct.arg_start` / `arg_end`: the exec'd program's argument area.
     pub mm_arg_start: u32,
@@ -274,6 +307,8 @@ impl Offsets {
             mm_shmem_rss: u,
             mm_pgtables_bytes: u,
             siginfo_code: u,
+            ksigaction_handler: u,
+            ksigaction_flags: u,
             bprm_filename: u,
             mm_arg_start: u,
             mm_arg_end: u,

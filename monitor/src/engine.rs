@@ -7,7 +7,8 @@ use std::{collections::HashMap, io::Write, time::Duration};
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
 use monitor_common::{
-    AggKey, AggValue, EXIT_FLAG_LIVE_COUNTER, Header, Kind, Record, WIRE_VERSION, decode,
+    AGG_DELIVER, AggKey, AggValue, EXIT_FLAG_LIVE_COUNTER, Header, Kind, Record, WIRE_VERSION,
+    decode,
 };
 use tokio::io::{Interest, unix::AsyncFd};
 
@@ -288,8 +289,10 @@ impl Engine {
             return Ok(());
         }
         let mut event = self.conv.convert(record);
-        if let Body::Signal(s) = &mut event.body {
-            s.count = count;
+        match &mut event.body {
+            Body::Signal(s) => s.count = count,
+            Body::SignalDeliver(d) => d.count = count,
+            _ => {}
         }
         self.attribute(record, &mut event);
         if self.sessions_scope
@@ -387,26 +390,41 @@ impl Engine {
             let seen = self.agg_seen.get(&key).copied().unwrap_or(0);
             if v.suppressed > seen {
                 self.agg_seen.insert(key, v.suppressed);
-                let record = Record::Signal(monitor_common::Signal {
-                    header: Header {
-                        kind: Kind::Signal as u16,
-                        version: WIRE_VERSION,
-                        cpu: 0,
-                        ts_ns: v.last_ns,
-                        pid: key.target,
-                        tid: key.target,
-                        comm: v.target_comm,
-                    },
-                    sig: key.sig,
-                    si_code: v.si_code,
-                    result: v.result,
-                    group: 1,
-                    sender_pid: key.sender,
-                    sender_tid: key.sender,
-                    sender_uid: v.sender_uid,
-                    _pad: 0,
-                    sender_comm: v.sender_comm,
-                });
+                let header = Header {
+                    kind: Kind::Signal as u16,
+                    version: WIRE_VERSION,
+                    cpu: 0,
+                    ts_ns: v.last_ns,
+                    pid: key.target,
+                    tid: key.target,
+                    comm: v.target_comm,
+                };
+                let record = if key.sender == AGG_DELIVER {
+                    Record::SignalDeliver(monitor_common::SignalDeliver {
+                        header: Header {
+                            kind: Kind::SignalDeliver as u16,
+                            ..header
+                        },
+                        sig: key.sig,
+                        si_code: v.si_code,
+                        disposition: v.result as u32,
+                        _pad: 0,
+                        sa_flags: 0,
+                    })
+                } else {
+                    Record::Signal(monitor_common::Signal {
+                        header,
+                        sig: key.sig,
+                        si_code: v.si_code,
+                        result: v.result,
+                        group: 1,
+                        sender_pid: key.sender,
+                        sender_tid: key.sender,
+                        sender_uid: v.sender_uid,
+                        _pad: 0,
+                        sender_comm: v.sender_comm,
+                    })
+                };
                 self.record(&record, v.suppressed - seen, out)?;
             } else if now.saturating_sub(v.last_ns) > AGG_IDLE_NS
                 && now.saturating_sub(v.window_start_ns) > AGG_IDLE_NS

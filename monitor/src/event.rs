@@ -39,7 +39,28 @@ pub enum Body {
     Oom(Oom),
     Fork(Fork),
     Exec(Exec),
+    SignalDeliver(SignalDeliver),
     Lost(Lost),
+}
+
+/// A signal taken by its target, with the target's disposition at that moment.
+#[derive(Debug, Clone, Serialize)]
+pub struct SignalDeliver {
+    pub tid: u32,
+    pub signal: i32,
+    pub signal_name: Option<String>,
+    pub si_code: i32,
+    pub si_code_name: Option<&'static str>,
+    /// `default` (SIG_DFL), `ignored` (SIG_IGN), `handler`, or `unknown`.
+    pub disposition: &'static str,
+    /// The signal's default action: `terminate`, `core`, `stop`, `continue` or `ignore`.
+    pub default_action: Option<&'static str>,
+    /// What the delivery did: `handler` (the handler ran), `discarded` (ignored), or with the
+    /// default disposition its default action.
+    pub outcome: &'static str,
+    pub sa_flags: u64,
+    /// Deliveries this record stands for (more than 1 for an aggregate of a flood).
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -206,6 +227,17 @@ pub struct Lost {
     pub reason: &'static str,
 }
 
+fn action_name(a: crate::explain::DefaultAction) -> &'static str {
+    use crate::explain::DefaultAction;
+    match a {
+        DefaultAction::Terminate => "terminate",
+        DefaultAction::Core => "core",
+        DefaultAction::Ignore => "ignore",
+        DefaultAction::Stop => "stop",
+        DefaultAction::Continue => "continue",
+    }
+}
+
 impl Body {
     pub fn kind(&self) -> &'static str {
         match self {
@@ -216,6 +248,7 @@ impl Body {
             Body::Oom(_) => "oom",
             Body::Fork(_) => "fork",
             Body::Exec(_) => "exec",
+            Body::SignalDeliver(_) => "signal_deliver",
             Body::Lost(_) => "lost",
         }
     }
@@ -379,6 +412,7 @@ impl Converter {
                     }),
                 )
             }
+            Record::SignalDeliver(d) => self.deliver(d),
             Record::Exec(x) => {
                 let h = &x.header;
                 let (argv, argv_truncated) = match x.argv() {
@@ -401,6 +435,41 @@ impl Converter {
                 )
             }
         }
+    }
+
+    fn deliver(&self, d: &monitor_common::SignalDeliver) -> Event {
+        use monitor_common::{DISPOSITION_DEFAULT, DISPOSITION_HANDLER, DISPOSITION_IGNORED};
+        let h = &d.header;
+        let default_action = crate::explain::default_action(d.sig).map(action_name);
+        let disposition = match d.disposition {
+            DISPOSITION_DEFAULT => "default",
+            DISPOSITION_IGNORED => "ignored",
+            DISPOSITION_HANDLER => "handler",
+            _ => "unknown",
+        };
+        let outcome = match disposition {
+            "handler" => "handler",
+            "ignored" => "discarded",
+            "default" => default_action.unwrap_or("unknown"),
+            _ => "unknown",
+        };
+        self.event(
+            h.ts_ns,
+            h.pid,
+            &h.comm,
+            Body::SignalDeliver(SignalDeliver {
+                tid: h.tid,
+                signal: d.sig,
+                signal_name: signal_name(d.sig),
+                si_code: d.si_code,
+                si_code_name: si_code_name(d.sig, d.si_code),
+                disposition,
+                default_action,
+                outcome,
+                sa_flags: d.sa_flags,
+                count: 1,
+            }),
+        )
     }
 
     fn event(&self, ts_ns: u64, pid: u32, comm: &[u8], body: Body) -> Event {

@@ -30,11 +30,12 @@ pub struct Hook {
 }
 
 /// The tracepoints the programs attach to.
-pub const TRACEPOINTS: [&str; 5] = [
+pub const TRACEPOINTS: [&str; 6] = [
     "sched_process_exit",
     "sched_process_fork",
     "sched_process_exec",
     "signal_generate",
+    "signal_deliver",
     "mark_victim",
 ];
 
@@ -100,6 +101,8 @@ pub fn compute(btf: &Btf) -> Result<KernelLayout, LayoutError> {
     o.signal_live = b.optional("signal_struct", &["live"], "thread-group exit detection");
     o.signal_oom_score_adj = b.optional("signal_struct", &["oom_score_adj"], "oom_score_adj");
     o.siginfo_code = b.optional("kernel_siginfo", &["si_code"], "si_code");
+    o.ksigaction_handler = b.optional("k_sigaction", &["sa", "sa_handler"], "signal disposition");
+    o.ksigaction_flags = b.optional("k_sigaction", &["sa", "sa_flags"], "signal sa_flags");
     o.bprm_filename = b.optional("linux_binprm", &["filename"], "exec filename");
 
     // Memory cgroup: task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id.

@@ -125,6 +125,21 @@ pub fn text_line(e: &Event) -> String {
                 x.ppid
             )
         }
+        Body::SignalDeliver(d) => {
+            let name = d
+                .signal_name
+                .clone()
+                .unwrap_or_else(|| format!("signal {}", d.signal));
+            let times = if d.count > 1 {
+                format!(" x{}", d.count)
+            } else {
+                String::new()
+            };
+            format!(
+                "{name}{times} taken: disposition {}, {}",
+                d.disposition, d.outcome
+            )
+        }
         Body::Signal(s) => format!(
             "{} ({}) from {} {} uid {}, {}",
             s.signal_name

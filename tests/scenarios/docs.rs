@@ -27,6 +27,7 @@ fn every_documented_example_matches_the_schema() {
         "lost",
         "oom",
         "signal",
+        "signal_deliver",
     ];
     assert_eq!(
         kinds.into_iter().collect::<Vec<_>>(),

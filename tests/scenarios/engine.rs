@@ -16,11 +16,12 @@ use claude_monitor_tests::{
 };
 use serde_json::Value;
 
-const HOOKS: [&str; 5] = [
+const HOOKS: [&str; 6] = [
     "sched_process_exit",
     "sched_process_fork",
     "sched_process_exec",
     "signal_generate",
+    "signal_deliver",
     "mark_victim",
 ];
 
@@ -602,4 +603,103 @@ fn exec_argv_is_captured_in_the_kernel() {
         argv[3].as_str().map(str::len),
         Some(128 - "/bin/sh\0-c\0exit 0\0".len())
     );
+}
+
+/// Delivery records carry the target's disposition: a handler ran, a fatal default action
+/// (the kernel turns it into a group SIGKILL, delivered as such); an ignored signal is
+/// discarded at generation and never delivered. SIGCHLD is dropped in the kernel.
+#[test]
+fn signal_delivery_reports_the_disposition() {
+    if !privileged("signal_delivery_reports_the_disposition") {
+        return;
+    }
+    let agent = Agent::start(&["--pid", &me()]);
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            r#"trap "true" USR1; trap "" HUP; sleep 0.3; kill -USR1 $$; kill -HUP $$; sleep 0.2; kill -TERM $$"#,
+        ])
+        .spawn()
+        .expect("bash");
+    let pid = child.id();
+    let status = child.wait().expect("wait");
+    assert_eq!(status.signal(), Some(15));
+    let events = agent.stop(Vec::new());
+    let delivered = of(&events, "signal_deliver", pid);
+    let usr1 = delivered
+        .iter()
+        .find(|e| e["signal"] == 10)
+        .unwrap_or_else(|| panic!("no SIGUSR1 delivery: {delivered:?}"));
+    assert_eq!(usr1["disposition"], "handler", "{usr1}");
+    assert_eq!(usr1["outcome"], "handler");
+    assert_eq!(usr1["default_action"], "terminate");
+    assert_eq!(usr1["count"], 1);
+    // SIGHUP was ignored: generated with result `ignored`, never delivered.
+    let hup: Vec<&Value> = of(&events, "signal", pid)
+        .into_iter()
+        .filter(|e| e["signal"] == 1)
+        .collect();
+    assert_eq!(hup.len(), 1, "{hup:?}");
+    assert_eq!(hup[0]["result"], "ignored");
+    assert!(delivered.iter().all(|e| e["signal"] != 1), "{delivered:?}");
+    // The fatal SIGTERM is taken as the group SIGKILL the kernel made of it.
+    let kill = delivered
+        .iter()
+        .find(|e| e["signal"] == 9)
+        .unwrap_or_else(|| panic!("no SIGKILL delivery: {delivered:?}"));
+    assert_eq!(kill["disposition"], "default", "{kill}");
+    assert_eq!(kill["outcome"], "terminate");
+    // Every exit sends SIGCHLD to its parent; none is reported by default.
+    assert!(
+        events.iter().all(|e| e["signal"] != 17),
+        "SIGCHLD reported without --ignored-signals"
+    );
+    assert_nothing_lost(&events);
+}
+
+/// A flood of one signal between two processes: the kernel reports the first ones one by
+/// one and counts the rest; the counts add up to every call made, nothing lost.
+#[test]
+fn signal_flood_is_counted_in_the_kernel() {
+    if !privileged("signal_flood_is_counted_in_the_kernel") {
+        return;
+    }
+    let n = storm_size(50_000);
+    let agent = Agent::start(&["--pid", &me()]);
+    let sigstorm = helper("sigstorm", env!("CARGO_BIN_EXE_sigstorm"));
+    let out = Command::new(&sigstorm)
+        .args(["flood", &n.to_string()])
+        .output()
+        .expect("sigstorm");
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8_lossy(&out.stdout);
+    let field = |k: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {k} in {line}"))
+    };
+    let (sender, target, ok) = (field("sender"), field("target"), field("ok"));
+    assert_eq!(ok, n as u64);
+    // The last aggregate is read at the agent's next tick (500 ms).
+    std::thread::sleep(Duration::from_millis(700));
+    let events = agent.stop(Vec::new());
+    let flood: Vec<&Value> = events
+        .iter()
+        .filter(|e| {
+            e["kind"] == "signal"
+                && e["signal"] == 10
+                && e["sender"]["pid"].as_u64() == Some(sender)
+                && e["pid"].as_u64() == Some(target)
+        })
+        .collect();
+    let counted: u64 = flood.iter().filter_map(|e| e["count"].as_u64()).sum();
+    assert_eq!(counted, n as u64, "{} records", flood.len());
+    assert!(
+        flood.len() < n / 10,
+        "{} records for {n} signals: not aggregated",
+        flood.len()
+    );
+    assert!(flood.iter().any(|e| e["count"].as_u64() > Some(1)));
+    assert_nothing_lost(&events);
 }

@@ -1,5 +1,6 @@
 //! One module per kernel hook.
 
+mod deliver;
 mod exec;
 mod exit;
 mod fork;

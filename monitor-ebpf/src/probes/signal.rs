@@ -45,9 +45,7 @@ fn try_signal(ctx: &BtfTracePointContext) {
 
     // Signals whose default action is to be ignored explain no death (every exit sends a
     // SIGCHLD): dropped here unless asked for.
-    if matches!(sig, SIGCHLD | SIGURG | SIGWINCH)
-        && settings_flags() & SETTING_REPORT_IGNORED_SIGNALS == 0
-    {
+    if ignored_by_default(sig) && settings_flags() & SETTING_REPORT_IGNORED_SIGNALS == 0 {
         return;
     }
     let target = kernel::tgid(task);
@@ -55,12 +53,17 @@ fn try_signal(ctx: &BtfTracePointContext) {
     if scope_watched() && !is_watched(target) && !is_watched(sender) {
         return;
     }
-    let si_code = match info as usize {
-        0 => SI_USER,
-        1 => SI_KERNEL,
-        _ => read::<i32>(info, off!(siginfo_code)).unwrap_or(SI_USER),
-    };
-    if aggregated(sender, target, sig, si_code, result, task) {
+    let si_code = si_code(info);
+    let sender_comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    if aggregated(
+        sender,
+        target,
+        sig,
+        si_code,
+        result,
+        sender_comm,
+        kernel::comm(task),
+    ) {
         return;
     }
     let Some(mut entry) = reserve::<Signal>() else {
@@ -78,7 +81,7 @@ fn try_signal(ctx: &BtfTracePointContext) {
         (*e).sender_tid = sender_tid;
         (*e).sender_uid = aya_ebpf::helpers::bpf_get_current_uid_gid() as u32;
         (*e)._pad = 0;
-        (*e).sender_comm = bpf_get_current_comm().unwrap_or([0; 16]);
+        (*e).sender_comm = sender_comm;
     }
     entry.submit(0);
 }
@@ -87,8 +90,36 @@ fn try_signal(ctx: &BtfTracePointContext) {
 /// signal) key already had `agg_burst` records in the current window. Returns whether it was
 /// counted (and must not be reported). Every signal is either reported or counted: a key the
 /// full map cannot hold is reported.
+/// SIGCHLD, SIGURG, SIGWINCH: their default action is to be ignored.
 #[inline(always)]
-fn aggregated(sender: u32, target: u32, sig: i32, si_code: i32, result: i32, task: Task) -> bool {
+pub fn ignored_by_default(sig: i32) -> bool {
+    matches!(sig, SIGCHLD | SIGURG | SIGWINCH)
+}
+
+/// `si_code` of a siginfo pointer that may be one of the special values.
+#[inline(always)]
+pub fn si_code(info: *const u8) -> i32 {
+    match info as usize {
+        0 => SI_USER,
+        1 => SI_KERNEL,
+        _ => read::<i32>(info, off!(siginfo_code)).unwrap_or(SI_USER),
+    }
+}
+
+#[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the fields of one aggregator entry"
+)]
+pub fn aggregated(
+    sender: u32,
+    target: u32,
+    sig: i32,
+    si_code: i32,
+    result: i32,
+    sender_comm: [u8; monitor_common::COMM_LEN],
+    target_comm: [u8; monitor_common::COMM_LEN],
+) -> bool {
     let (burst, window) = agg_settings();
     if burst == 0 {
         return false;
@@ -130,8 +161,8 @@ fn aggregated(sender: u32, target: u32, sig: i32, si_code: i32, result: i32, tas
         sender_uid: aya_ebpf::helpers::bpf_get_current_uid_gid() as u32,
         si_code,
         result,
-        sender_comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        target_comm: kernel::comm(task),
+        sender_comm,
+        target_comm,
     };
     // BPF_NOEXIST: if another CPU inserted the key meanwhile, this signal is reported.
     let _ = SIGNAL_AGG.insert(&key, &value, 1);
