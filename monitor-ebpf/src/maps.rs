@@ -25,6 +25,10 @@ pub static SIGNAL_AGG: HashMap<AggKey, AggValue> = HashMap::with_max_entries(AGG
 #[map]
 pub static CANDIDATES: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(CANDIDATES_MAX, 0);
 
+/// Per-CPU time of the last ring-buffer wakeup this CPU forced (see `probes::submit`).
+#[map]
+pub static WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// Per-CPU counters (`COUNTER_*`): failed ring-buffer reserves, full watch map.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);

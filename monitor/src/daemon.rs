@@ -32,7 +32,7 @@ use crate::{
     cgroups::MemoryHierarchy,
     claude::detect::Detector,
     config::{self, Config, IgnoredSignals},
-    engine::{COUNTER_PERIOD, Engine, EngineOptions, Output},
+    engine::{BUSY_POLL, COUNTER_PERIOD, Engine, EngineOptions, Output},
     event::{Body, Event},
     loader::ScopeMode,
     memcg,
@@ -374,6 +374,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                 let mut guard = guard.map_err(SinkError::Io)?;
                 engine.drain(guard.get_inner_mut(), &mut out)?;
                 guard.clear_ready();
+            }
+            _ = tokio::time::sleep(BUSY_POLL), if engine.busy() => {
+                engine.drain(ring.get_mut(), &mut out)?;
             }
             _ = tick.tick() => engine.tick(&mut out)?,
             _ = system_tick.tick() => {

@@ -40,6 +40,13 @@ impl<W: Write> Output for Sink<W> {
     }
 }
 
+/// While records keep coming, the ring buffer is read this often even without a wakeup:
+/// the kernel wakes the agent at most once per millisecond per CPU (`probes::submit`).
+pub const BUSY_POLL: Duration = Duration::from_millis(2);
+/// Busy polling goes on until no record was found for this long (longer than the kernel's
+/// wakeup gap plus a poll, so a record submitted without a wakeup is always picked up).
+const BUSY_WINDOW: Duration = Duration::from_millis(3);
+
 /// How often the kernel's loss counters and the signal aggregator are read.
 pub const COUNTER_PERIOD: Duration = Duration::from_millis(500);
 /// An aggregator entry idle this long is removed (see `flush_aggregates`).
@@ -74,6 +81,8 @@ pub struct Engine {
     sessions_scope: bool,
     previous_ring: Option<RingBuf<MapData>>,
     loaded: Loaded,
+    /// When a drain last found records.
+    last_found: Option<std::time::Instant>,
 }
 
 impl Engine {
@@ -191,6 +200,7 @@ impl Engine {
             sessions_scope,
             previous_ring,
             loaded,
+            last_found: None,
         };
         let start = engine.agent_event(Body::AgentStart(AgentStart {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -259,12 +269,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether the event loop should poll the ring buffer again in [`BUSY_POLL`].
+    pub fn busy(&self) -> bool {
+        self.last_found.is_some_and(|t| t.elapsed() <= BUSY_WINDOW)
+    }
+
     pub fn drain(
         &mut self,
         ring: &mut RingBuf<MapData>,
         out: &mut impl Output,
     ) -> Result<(), SinkError> {
+        let mut found = false;
         while let Some(item) = ring.next() {
+            found = true;
             match decode(&item) {
                 Ok(record) => {
                     drop(item);
@@ -275,6 +292,9 @@ impl Engine {
                     tracing::warn!("undecodable ring-buffer record: {e}");
                 }
             }
+        }
+        if found {
+            self.last_found = Some(std::time::Instant::now());
         }
         out.flush()
     }

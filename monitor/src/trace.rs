@@ -12,7 +12,7 @@ use tokio::{
 
 use crate::{
     claude::detect::Detector,
-    engine::{COUNTER_PERIOD, Engine, EngineOptions, Output},
+    engine::{BUSY_POLL, COUNTER_PERIOD, Engine, EngineOptions, Output},
     loader::ScopeMode,
     sink::{Format, Sink, SinkError},
 };
@@ -101,6 +101,9 @@ async fn event_loop<O: Output>(
                 let mut guard = guard.map_err(SinkError::Io)?;
                 engine.drain(guard.get_inner_mut(), out)?;
                 guard.clear_ready();
+            }
+            _ = tokio::time::sleep(BUSY_POLL), if engine.busy() => {
+                engine.drain(ring.get_mut(), out)?;
             }
             _ = tick.tick() => engine.tick(out)?,
             _ = &mut deadline => return Ok("duration"),

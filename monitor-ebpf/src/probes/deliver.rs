@@ -15,7 +15,7 @@ use monitor_common::{
     DISPOSITION_UNKNOWN, Kind, SETTING_REPORT_IGNORED_SIGNALS, SignalDeliver,
 };
 
-use super::{header, reserve, signal};
+use super::{header, reserve, signal, submit};
 use crate::{
     kernel::{self, read},
     maps::{is_watched, off, scope_watched, settings_flags},
@@ -72,5 +72,5 @@ fn try_deliver(ctx: &BtfTracePointContext) {
         (*e)._pad = 0;
         (*e).sa_flags = read::<u64>(ka, off!(ksigaction_flags)).unwrap_or(0);
     }
-    entry.submit(0);
+    submit(entry);
 }

@@ -13,7 +13,7 @@ use monitor_common::{
     COMM_LEN, EXEC_FLAG_ARGS, Exec, Kind, SETTING_EXEC_ALL, SETTING_VERSION_COMM, WATCHED_CANDIDATE,
 };
 
-use super::{header, reserve};
+use super::{header, reserve, submit};
 use crate::{
     kernel::{self, Task, read},
     maps::{
@@ -81,7 +81,7 @@ fn try_exec(ctx: &BtfTracePointContext) {
             buf[0] = 0;
         }
     }
-    entry.submit(0);
+    submit(entry);
 }
 
 /// A comm that may be an agent's image: listed in `CANDIDATES`, or (with

@@ -12,7 +12,7 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use monitor_common::{EXIT_FLAG_LIVE_COUNTER, Exit, Kind};
 
-use super::{header, reserve};
+use super::{header, reserve, submit};
 use crate::{
     kernel::{self, Task, read},
     maps::{WATCHED, is_watched, off, scope_watched},
@@ -41,8 +41,10 @@ pub fn sched_process_exit_legacy(ctx: BtfTracePointContext) -> i32 {
 
 #[inline(always)]
 fn try_exit(task: Task, flags: u32) {
+    // The tracepoint runs in the exiting task (`task == current`): ids, uid and comm come
+    // from helpers, cheaper than reading the task.
     let signal = kernel::signal(task);
-    let tgid = kernel::tgid(task);
+    let (tgid, tid) = kernel::current_ids();
     if scope_watched() {
         if !is_watched(tgid) {
             return;
@@ -68,9 +70,14 @@ fn try_exit(task: Task, flags: u32) {
     let e = entry.as_mut_ptr();
     // SAFETY: `e` points to a reserved, exclusively owned ring-buffer slot of size_of::<Exit>().
     unsafe {
-        (*e).header = header(Kind::Exit, tgid, kernel::tid(task), kernel::comm(task));
+        (*e).header = header(
+            Kind::Exit,
+            tgid,
+            tid,
+            aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
+        );
         (*e).ppid = kernel::ppid(task);
-        (*e).uid = kernel::uid(task);
+        (*e).uid = aya_ebpf::helpers::bpf_get_current_uid_gid() as u32;
         (*e).exit_status = read::<u32>(task, off!(task_exit_code)).unwrap_or(0);
         (*e).flags = flags;
         (*e).maxrss_pages = read::<u64>(signal, off!(signal_maxrss)).unwrap_or(0);
@@ -91,5 +98,5 @@ fn try_exit(task: Task, flags: u32) {
             if hiwater > rss { hiwater } else { rss }
         };
     }
-    entry.submit(0);
+    submit(entry);
 }

@@ -11,7 +11,7 @@
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 use monitor_common::{COUNTER_WATCH_FULL, Fork, Kind};
 
-use super::{header, reserve};
+use super::{header, reserve, submit};
 use crate::{
     kernel::{self, Task},
     maps::{WATCHED, count, is_watched, scope_watched},
@@ -55,5 +55,5 @@ fn try_fork(ctx: &BtfTracePointContext) {
         (*e).parent_tid = parent_tid;
         (*e).start_boottime_ns = kernel::start_boottime(child);
     }
-    entry.submit(0);
+    submit(entry);
 }

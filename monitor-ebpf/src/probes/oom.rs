@@ -16,7 +16,7 @@ use monitor_common::{
     COUNTER_WATCH_FULL, Kind, OOM_FLAG_MEMORY, OOM_FLAG_RSS_APPROX, Oom, SETTING_OOM_ALL,
 };
 
-use super::{header, reserve};
+use super::{header, reserve, submit};
 use crate::{
     kernel::{self, Task, read},
     maps::{WATCHED, count, is_watched, off, scope_watched, settings_flags},
@@ -95,5 +95,5 @@ fn try_oom(task: Task, victim: u32, uid: u32) {
             kernel::memcg_id(task)
         };
     }
-    entry.submit(0);
+    submit(entry);
 }

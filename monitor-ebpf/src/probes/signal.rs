@@ -16,7 +16,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use monitor_common::{AggKey, AggValue, Kind, SETTING_REPORT_IGNORED_SIGNALS, Signal};
 
-use super::{header, reserve};
+use super::{header, reserve, submit};
 use crate::{
     kernel::{self, Task, read},
     maps::{SIGNAL_AGG, agg_settings, is_watched, off, scope_watched, settings_flags},
@@ -83,7 +83,7 @@ fn try_signal(ctx: &BtfTracePointContext) {
         (*e)._pad = 0;
         (*e).sender_comm = sender_comm;
     }
-    entry.submit(0);
+    submit(entry);
 }
 
 /// Counts the signal in `SIGNAL_AGG` instead of reporting it when its (sender, target,

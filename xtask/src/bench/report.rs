@@ -293,7 +293,7 @@ pub fn render(r: &Results) -> (String, Value) {
                     },
                 });
             }
-            Runner::AgentOutside => row_checks.push(Check::new(
+            Runner::AgentOutside | Runner::AgentClaude => row_checks.push(Check::new(
                 format!("spawn storm, {}: ratio to untraced", s.runner.name()),
                 s.ratio,
                 "x",
@@ -303,7 +303,7 @@ pub fn render(r: &Results) -> (String, Value) {
             )),
             _ => {}
         }
-        let expects_exits = s.runner != Runner::AgentOutside;
+        let expects_exits = !s.runner.is_outside();
         if s.runner.is_agent() && expects_exits {
             row_checks.push(Check::new(
                 capture_name,
@@ -586,7 +586,7 @@ pub fn render(r: &Results) -> (String, Value) {
             .zip(s.records)
             .and_then(|(cpu, n)| (n > 0).then(|| cpu / n as f64 * 10_000.0));
         let mut target = String::new();
-        if s.runner != Runner::AgentOutside {
+        if !s.runner.is_outside() {
             let c = Check::new(
                 format!("spawn storm, {}: agent peak RSS", s.runner.name()),
                 s.hwm_kb.map(|kb| kb as f64 / 1024.0),
@@ -670,7 +670,7 @@ pub fn render(r: &Results) -> (String, Value) {
     let mut rows = Vec::new();
     for s in summaries
         .iter()
-        .filter(|s| s.runner.is_agent() && s.runner != Runner::AgentOutside)
+        .filter(|s| s.runner.is_agent() && !s.runner.is_outside())
     {
         let p99 = stats::percentile(&s.latencies_ms, 99.0);
         let c = Check::new(

@@ -59,6 +59,9 @@ pub enum Runner {
     AgentOutside,
     /// `trace --pid` of the processes that run the workload.
     AgentInside,
+    /// `trace --claude` (the daemon's scope) with no agent session running: the workload
+    /// is outside every session, so this measures the in-kernel session prefilter.
+    AgentClaude,
     Bpftrace,
 }
 
@@ -69,6 +72,7 @@ impl Runner {
             Runner::AgentAll => "agent --all",
             Runner::AgentOutside => "agent --pid (storm outside)",
             Runner::AgentInside => "agent --pid (storm inside)",
+            Runner::AgentClaude => "agent --claude (no session)",
             Runner::Bpftrace => "bpftrace",
         }
     }
@@ -80,6 +84,7 @@ impl Runner {
             Runner::AgentAll => "agent_all",
             Runner::AgentOutside => "agent_pid_outside",
             Runner::AgentInside => "agent_pid_inside",
+            Runner::AgentClaude => "agent_claude_outside",
             Runner::Bpftrace => "bpftrace",
         }
     }
@@ -87,8 +92,13 @@ impl Runner {
     pub fn is_agent(self) -> bool {
         matches!(
             self,
-            Runner::AgentAll | Runner::AgentOutside | Runner::AgentInside
+            Runner::AgentAll | Runner::AgentOutside | Runner::AgentInside | Runner::AgentClaude
         )
+    }
+
+    /// The workload runs outside the agent's scope (no exits expected).
+    pub fn is_outside(self) -> bool {
+        matches!(self, Runner::AgentOutside | Runner::AgentClaude)
     }
 }
 
@@ -96,6 +106,7 @@ impl Runner {
 pub const STORM_RUNNERS: &[Runner] = &[
     Runner::AgentAll,
     Runner::AgentOutside,
+    Runner::AgentClaude,
     Runner::AgentInside,
     Runner::Bpftrace,
 ];
@@ -126,6 +137,7 @@ fn tracer_for(runner: Runner, workload: &[u32], outside: Option<u32>) -> Result<
             }
             Some(Tracer::Agent(pid_args(workload)))
         }
+        Runner::AgentClaude => Some(Tracer::Agent(vec!["--claude".into()])),
         Runner::Bpftrace => Some(Tracer::Bpftrace),
     })
 }
