@@ -25,7 +25,7 @@ use serde::Serialize;
 
 use crate::{
     claude::{
-        detect::{self, Detector, ProcFacts},
+        detect::{self, Detector, KernelCandidates, ProcFacts},
         registry::{self, Registry},
         transcript::{self, TranscriptTail},
     },
@@ -156,11 +156,14 @@ pub struct Attributor {
     page_kb: u64,
     signals: HashMap<u32, VecDeque<SignalNote>>,
     ooms: HashMap<u32, OomCause>,
+    /// The detector's exec prefilter, to skip /proc for execs that cannot start a session.
+    candidates: KernelCandidates,
 }
 
 impl Attributor {
     pub fn new(detector: Detector, registry: Registry, clock: Clock, page_kb: u64) -> Attributor {
         Attributor {
+            candidates: detector.kernel_candidates(),
             table: ProcTable::new(),
             sessions: Vec::new(),
             detector,
@@ -277,20 +280,36 @@ impl Attributor {
             filename.clone(),
             x.maxrss_pages * self.page_kb,
         );
-        let facts = exec_facts(
-            id.pid,
-            comm,
-            filename,
-            detect::read_proc_facts(id.pid).ok(),
-            x.argv().as_ref(),
-        );
+        // /proc is read (three syscalls: the cost of an exec in a storm) only for an exec
+        // that could start a session, by the same test as the kernel's prefilter, or that
+        // runs inside one (a tool wrapper's whole command line); other facts come from the
+        // record.
+        let in_session = self.table.get(id.pid).is_some_and(|p| p.session.is_some());
+        let candidate = self.could_start_session(&comm);
+        let proc = (in_session || candidate)
+            .then(|| detect::read_proc_facts(id.pid).ok())
+            .flatten();
+        let facts = exec_facts(id.pid, comm, filename, proc, x.argv().as_ref());
         if let Some(p) = self.table.get_mut(id.pid)
             && !facts.argv.is_empty()
         {
             p.argv = Some(facts.argv.clone());
         }
-        self.maybe_session(id, &facts);
-        self.maybe_tool_call(id.pid, &facts);
+        if candidate {
+            self.maybe_session(id, &facts);
+        }
+        if in_session {
+            self.maybe_tool_call(id.pid, &facts);
+        }
+    }
+
+    /// Whether an exec with this comm may be a session root (see
+    /// `Detector::kernel_candidates`).
+    fn could_start_session(&self, comm: &str) -> bool {
+        let c = &self.candidates;
+        !c.exec_all.is_empty()
+            || c.comms.iter().any(|k| k == comm)
+            || (c.version_comm && comm.starts_with(|ch: char| ch.is_ascii_digit()))
     }
 
     /// The command line of a process's last exec, when it was seen.

@@ -377,3 +377,60 @@ fn daemon_restart_loses_nothing() {
     s.cli(&["daemon", "--unpin"]);
     assert!(!Path::new(&pin_dir).exists(), "{pin_dir} still exists");
 }
+
+/// A data directory that cannot be created (its parent is a file): the daemon says so on
+/// stderr and keeps running; its events still stream.
+#[test]
+fn daemon_keeps_running_without_a_writable_data_dir() {
+    if !privileged("daemon_keeps_running_without_a_writable_data_dir") {
+        return;
+    }
+    let s = Setup::new("nodir", "[kernel]\npin = false\n");
+    let blocker = s.dir.join("not-a-dir");
+    std::fs::write(&blocker, b"a file").expect("file");
+    let mut daemon = Agent::daemon(
+        &s.config,
+        &[("CLAUDE_MONITOR_DATA_DIR", blocker.join("data").as_os_str())],
+    );
+    let agent = s.agent(r#"sh -c 'exit 5'; while [ ! -e "$DIR/stop" ]; do sleep 0.05; done"#);
+    let mut seen = Vec::new();
+    let e = daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exit" && e["exit_code"] == 5
+    });
+    assert_eq!(e["session"]["agent"], "test-agent", "{e}");
+    finish(agent, &s.dir);
+    let (events, stderr) = daemon.stop_with_stderr(seen);
+    assert!(events.iter().all(|e| e["kind"] != "lost"));
+    assert!(
+        stderr.contains("cannot create") && stderr.contains("keeps running"),
+        "{stderr}"
+    );
+    assert!(!blocker.join("data").exists());
+}
+
+/// A configuration error names the key and the file, and the daemon exits with status 2
+/// before loading anything.
+#[test]
+fn daemon_refuses_a_bad_configuration() {
+    let dir = std::env::temp_dir().join(format!("cm-daemon-badcfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let config = dir.join("config.toml");
+    std::fs::write(&config, "[alerts]\nmemory_percent = 150\n").expect("config");
+    let out = Command::new(agent_binary())
+        .args(["daemon", "--config", config.to_str().expect("utf-8")])
+        .output()
+        .expect("claude-monitor");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("alerts.memory_percent"), "{stderr}");
+    assert!(stderr.contains(config.to_str().expect("utf-8")), "{stderr}");
+    std::fs::write(&config, "[alerts]\nmemry_percent = 50\n").expect("config");
+    let out = Command::new(agent_binary())
+        .args(["config", "--config", config.to_str().expect("utf-8")])
+        .output()
+        .expect("claude-monitor");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("memry_percent"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -235,7 +235,12 @@ impl Agent {
 
     /// Stops the agent with SIGINT and returns every event after `agent_start`, ending with
     /// `agent_stop`. Panics if the agent fails or loses records.
-    pub fn stop(mut self, mut seen: Vec<Value>) -> Vec<Value> {
+    pub fn stop(self, seen: Vec<Value>) -> Vec<Value> {
+        self.stop_with_stderr(seen).0
+    }
+
+    /// [`Agent::stop`], also returning what the agent wrote on stderr.
+    pub fn stop_with_stderr(mut self, mut seen: Vec<Value>) -> (Vec<Value>, String) {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -266,7 +271,7 @@ impl Agent {
             Some(seen.len() as u64),
             "agent_stop.events counts agent_start and everything before agent_stop"
         );
-        seen
+        (seen, stderr)
     }
 }
 
