@@ -192,6 +192,21 @@ impl Attributor {
         v
     }
 
+    /// The live members (pids, sorted) of each session that has any, in one pass over the
+    /// process table.
+    pub fn live_by_session(&self) -> std::collections::BTreeMap<SessionIdx, Vec<u32>> {
+        let mut by: std::collections::BTreeMap<SessionIdx, Vec<u32>> = Default::default();
+        for p in self.table.live_members(None) {
+            if let Some(idx) = p.session {
+                by.entry(idx).or_default().push(p.id.pid);
+            }
+        }
+        for pids in by.values_mut() {
+            pids.sort_unstable();
+        }
+        by
+    }
+
     /// The session index of a process, when it belongs to one.
     pub fn session_of(&self, pid: u32) -> Option<SessionIdx> {
         self.table.get(pid).and_then(|p| p.session)

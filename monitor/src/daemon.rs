@@ -12,19 +12,14 @@
 //! file until it works again) and the agent keeps running; the event is still counted.
 
 use std::{
-    collections::HashMap,
     io::Write as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
-use aya::maps::{MapData, RingBuf};
 use serde::Serialize;
-use tokio::{
-    io::unix::AsyncFd,
-    signal::unix::{SignalKind, signal},
-};
+use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
     alerts::{Alert, AlertThresholds, Alerter},
@@ -50,7 +45,7 @@ struct Log {
     max_bytes: u64,
     keep: u32,
     failing: bool,
-    pub errors: u64,
+    errors: u64,
 }
 
 impl Log {
@@ -131,6 +126,13 @@ struct AlertEvent<'a> {
     alert: &'a Alert,
 }
 
+/// One JSON line on stdout (`--stdout`).
+fn print_line(value: &impl Serialize) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    out.write_all(b"\n")
+}
+
 /// Where the daemon's events go: the event log, reports, OOM alerts.
 struct DaemonOutput {
     events: Log,
@@ -164,11 +166,8 @@ impl DaemonOutput {
         };
         self.events.write_json(&event);
         if self.stdout {
-            let mut out = std::io::stdout().lock();
-            if serde_json::to_writer(&mut out, &event).is_ok() {
-                let _ = out.write_all(b"\n");
-                let _ = out.flush();
-            }
+            // A closed stdout ends the daemon at its next event write, not here.
+            let _ = print_line(&event).and_then(|()| std::io::stdout().flush());
         }
         tracing::warn!("alert: {}", alert.message);
     }
@@ -233,9 +232,7 @@ impl Output for DaemonOutput {
     fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), SinkError> {
         self.events.write_json(event);
         if self.stdout {
-            let mut out = std::io::stdout().lock();
-            serde_json::to_writer(&mut out, event).map_err(std::io::Error::from)?;
-            out.write_all(b"\n")?;
+            print_line(event)?;
         }
         match &event.body {
             Body::Lost(_) => self.last_lost = Some(Instant::now()),
@@ -380,12 +377,12 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             }
             _ = tick.tick() => engine.tick(&mut out)?,
             _ = system_tick.tick() => {
-                let members = engine.attributor.live_members(None);
+                let live = engine.attributor.live_by_session();
                 let sample = resources::sample_system(
                     Path::new("/proc"),
                     &cfg.resources.mounts,
-                    members.len() as u32,
-                    live_sessions(&engine).len() as u32,
+                    live.values().map(Vec::len).sum::<usize>() as u32,
+                    live.len() as u32,
                 );
                 system_log.write_json(&sample);
                 system_log.flush();
@@ -449,23 +446,12 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     Ok(())
 }
 
-/// Session indexes with live members, with their `SessionRef`.
+/// The sessions with live members, with their members' pids.
 fn live_sessions(engine: &Engine) -> Vec<(SessionRef, Vec<u32>)> {
-    let mut by_session: HashMap<usize, Vec<u32>> = HashMap::new();
-    for (idx, s) in engine.attributor.sessions().iter().enumerate() {
-        let _ = s;
-        let pids: Vec<u32> = engine
-            .attributor
-            .live_members(Some(idx))
-            .into_iter()
-            .map(|(pid, _)| pid)
-            .collect();
-        if !pids.is_empty() {
-            by_session.insert(idx, pids);
-        }
-    }
     let sessions = engine.attributor.sessions();
-    let mut v: Vec<(SessionRef, Vec<u32>)> = by_session
+    engine
+        .attributor
+        .live_by_session()
         .into_iter()
         .map(|(idx, pids)| {
             let s = &sessions[idx];
@@ -480,9 +466,7 @@ fn live_sessions(engine: &Engine) -> Vec<(SessionRef, Vec<u32>)> {
                 pids,
             )
         })
-        .collect();
-    v.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-    v
+        .collect()
 }
 
 fn sample_sessions(
@@ -519,6 +503,3 @@ pub fn unpin(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
-
-/// The ring buffer type the event loop reads (re-exported for the binary).
-pub type Ring = AsyncFd<RingBuf<MapData>>;

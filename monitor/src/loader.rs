@@ -260,10 +260,7 @@ pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let pinned = pin::pinned_fingerprint(dir);
     if pinned.as_deref() == Some(print.as_str()) {
         match pin::reopen(dir, &layout) {
-            Ok(mut loaded) => {
-                loaded.layout = layout;
-                return Ok(loaded);
-            }
+            Ok(loaded) => return Ok(loaded),
             Err(e) => tracing::warn!(
                 "cannot reopen the objects pinned in {} ({e}); replacing them",
                 dir.display()
