@@ -373,12 +373,22 @@ fn orphaned_tool_stays_in_its_session() {
     if !privileged("orphaned_tool_stays_in_its_session") {
         return;
     }
-    let s = Session::start("orphan", "sleep 1.5; exit 4", "");
+    // The tool ends (exit 4) once the test says so (the `go` file), after its session root
+    // was killed, however slow the machine is to start the agent.
+    let s = Session::start(
+        "orphan",
+        r#"while [ ! -e "$DIR/go" ]; do sleep 0.02; done; exit 4"#,
+        "",
+    );
     let agent = Agent::start_with_env(&["--claude"], &s.env());
     let wrapper = s.wrapper();
     // SIGKILL the session root: its tool is not killed, it is reparented and goes on.
     // SAFETY: plain kill(2).
     unsafe { libc::kill(s.pid as i32, libc::SIGKILL) };
+    wait_until(Duration::from_secs(10), || {
+        !Path::new(&format!("/proc/{}", s.pid)).exists() || is_zombie(s.pid)
+    });
+    std::fs::write(s.dir.join("go"), b"").expect("go file");
     wait_until(Duration::from_secs(10), || {
         !Path::new(&format!("/proc/{wrapper}")).exists() || is_zombie(wrapper)
     });

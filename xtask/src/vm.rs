@@ -13,7 +13,7 @@
 //!   scenario test binaries and their helpers travel in the initramfs, built with `+crt-static`
 //!   (the guest has no libc) for the host target only, so build scripts and proc-macros,
 //!   which run on the host, are unaffected. busybox-static provides the shell and the
-//!   commands the scenarios call. See `guest/init.sh` for the guest side.
+//!   commands the scenarios call; bash-static the bash the fake sessions are copies of. See `guest/init.sh` for the guest side.
 //! - **Private qemu and kernels.** Everything comes from Debian's archive through
 //!   `apt-get download` and is unpacked under `target/vm/` (see [`debian`]); nothing is
 //!   installed, and a second run downloads nothing.
@@ -54,7 +54,7 @@ const STATIC_FLAGS: &str = "-C target-feature=+crt-static -C strip=debuginfo";
 /// The package of the scenarios, and its test targets that run in the guest. Not `docs`
 /// (it checks files, not the kernel) nor `sessions` (it needs bash, which the guest lacks).
 const TESTS_PACKAGE: &str = "claude-monitor-tests";
-const GUEST_TESTS: &[&str] = &["engine"];
+const GUEST_TESTS: &[&str] = &["engine", "sessions"];
 
 /// Processes in the short-lived-process storm scenario (`CLAUDE_MONITOR_STORM`) in the
 /// guest, unless set on the host: TCG runs a few thousand fork+exec per minute.
@@ -134,8 +134,9 @@ pub fn run(
     let mut apt = debian::Apt::default();
     let qemu = debian::ensure_qemu(&mut apt, &cache)?;
     let busybox = debian::ensure_busybox(&mut apt, &cache)?;
+    let bash = debian::ensure_bash(&mut apt, &cache)?;
     let initramfs = cache.join("initramfs.cpio");
-    write_initramfs(&initramfs, &busybox, &binaries, opts)?;
+    write_initramfs(&initramfs, &busybox, &bash, &binaries, opts)?;
 
     let mut outcomes = Vec::new();
     for &kernel in kernels {
@@ -247,6 +248,7 @@ fn static_cargo(toolchain: &setup::Toolchain, release: bool, args: &[&str]) -> C
 fn write_initramfs(
     path: &Path,
     busybox: &Path,
+    bash: &Path,
     binaries: &GuestBinaries,
     opts: &Options<'_>,
 ) -> Result<()> {
@@ -274,6 +276,7 @@ fn write_initramfs(
     // The kernel opens /dev/console for init before anything is mounted.
     w.char_device("dev/console", 0o600, 5, 1)?;
     w.file_from("bin/busybox", 0o755, busybox)?;
+    w.file_from("bin/bash", 0o755, bash)?;
     w.file("init", 0o755, init_script(opts)?.as_bytes())?;
     w.file(
         "etc/passwd",

@@ -380,6 +380,25 @@ pub fn ensure_busybox(apt: &mut Apt, cache: &Path) -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// bash from Debian's bash-static: the sessions scenarios run fake Claude Code sessions that
+/// are copies of `/bin/bash` (busybox's sh cannot stand in: they need bash's `$$`-based
+/// scripts, `setsid` wrappers and `kill -- -PGID`).
+pub fn ensure_bash(apt: &mut Apt, cache: &Path) -> Result<PathBuf> {
+    let dir = cache.join("bash");
+    let binary = dir.join("bin/bash-static");
+    if binary.exists() {
+        return Ok(binary);
+    }
+    eprintln!("xtask: fetching bash-static into {} (once)", dir.display());
+    let work = cache.join("bash.partial");
+    recreate_dir(&work)?;
+    let debs = apt.download(&names(&["bash-static"]), &work.join("debs"))?;
+    extract_matching(&debs[0], &work, "./bin/bash-static")?;
+    fs::remove_dir_all(work.join("debs")).context("cannot remove the downloaded .deb")?;
+    replace_dir(&work, &dir)?;
+    Ok(binary)
+}
+
 /// A guest kernel unpacked from a Debian package.
 pub struct Kernel {
     pub package: String,
