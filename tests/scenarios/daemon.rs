@@ -434,3 +434,39 @@ fn daemon_refuses_a_bad_configuration() {
     assert!(stderr.contains("memry_percent"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SIGHUP re-reads the configuration: a bad file is refused (the daemon runs on with what it
+/// had), a good one is taken, and what only a restart can change is said.
+#[test]
+fn daemon_reloads_its_configuration_on_sighup() {
+    if !privileged("daemon_reloads_its_configuration_on_sighup") {
+        return;
+    }
+    let s = Setup::new("hup", "[kernel]\npin = false\n");
+    let daemon = Agent::daemon(&s.config, &[]);
+    let hup = |d: &Agent| {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    std::fs::write(&s.config, "[alerts]\nmemory_percent = 500\n").expect("config");
+    hup(&daemon);
+    std::fs::write(
+        &s.config,
+        format!(
+            "data_dir = \"{}\"\n[kernel]\npin = false\nring_buffer_kb = 8192\n[alerts]\nmemory_percent = 99\n",
+            s.data.display()
+        ),
+    )
+    .expect("config");
+    hup(&daemon);
+    let (_, stderr) = daemon.stop_with_stderr(Vec::new());
+    assert!(
+        stderr.contains("configuration not reloaded") && stderr.contains("alerts.memory_percent"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("configuration reloaded; changes to data_dir, [kernel]"),
+        "{stderr}"
+    );
+}
