@@ -29,4 +29,6 @@ pub mod rotate;
 pub mod scope;
 pub mod service;
 pub mod sink;
+#[cfg(test)]
+pub(crate) mod testutil;
 pub mod trace;

@@ -29,36 +29,5 @@ pub const CLAUDE_CODE: &str = "claude-code";
 
 #[cfg(test)]
 pub(crate) mod testutil {
-    //! A temporary directory removed on drop (the crate has no tempfile dependency).
-
-    use std::{
-        path::{Path, PathBuf},
-        sync::atomic::{AtomicU32, Ordering},
-    };
-
-    pub struct TempDir(PathBuf);
-
-    impl TempDir {
-        pub fn new(tag: &str) -> TempDir {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir().join(format!(
-                "claude-monitor-test-{}-{tag}-{n}",
-                std::process::id()
-            ));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).expect("create temp dir");
-            TempDir(path)
-        }
-
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    pub use crate::testutil::TempDir;
 }
