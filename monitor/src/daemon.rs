@@ -115,6 +115,9 @@ impl Log {
     }
 }
 
+/// Records lost this close to an exit make its report incomplete.
+const LOST_NEARBY: Duration = Duration::from_secs(5);
+
 /// An alert in the event stream (`kind: "alert"`).
 #[derive(Serialize)]
 struct AlertEvent<'a> {
@@ -142,7 +145,9 @@ struct DaemonOutput {
     hierarchy: Option<MemoryHierarchy>,
     history: History,
     alerter: Alerter,
-    last_lost: Option<Instant>,
+    /// When records were last lost, and how many were lost since the first loss less than
+    /// `LOST_NEARBY` before it (the `lost` records' counts).
+    last_lost: Option<(Instant, u64)>,
     reports_written: u64,
     report_errors: u64,
     /// Alert records written to the stream (counted in `agent_stop.events`).
@@ -152,6 +157,13 @@ struct DaemonOutput {
 }
 
 impl DaemonOutput {
+    /// Records lost within `LOST_NEARBY` of now (0 when none).
+    fn lost_nearby(&self) -> u64 {
+        self.last_lost
+            .filter(|(t, _)| t.elapsed() <= LOST_NEARBY)
+            .map_or(0, |(_, n)| n)
+    }
+
     fn alert(&mut self, alert: &Alert) {
         self.alerts_raised += 1;
         let ts = alert.ts.clone();
@@ -200,16 +212,14 @@ impl DaemonOutput {
                     .collect()
             })
             .unwrap_or_default();
-        let complete = self
-            .last_lost
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(5));
+        let lost_nearby = self.lost_nearby();
         let ctx = report::Context {
             cmdline: attributor.argv(event.pid),
             memcg,
             samples,
             alive,
-            complete,
-            lost_nearby: u64::from(!complete),
+            complete: lost_nearby == 0,
+            lost_nearby,
         };
         let report = report::build(event, reason, ctx);
         match self.reports.write(&report) {
@@ -235,7 +245,9 @@ impl Output for DaemonOutput {
             print_line(event)?;
         }
         match &event.body {
-            Body::Lost(_) => self.last_lost = Some(Instant::now()),
+            Body::Lost(l) => {
+                self.last_lost = Some((Instant::now(), self.lost_nearby() + l.count));
+            }
             Body::Exit(_) => {
                 if let Some(reason) = report::worth_reporting(event, self.report_nonzero_exit) {
                     self.report(event, reason, attributor);

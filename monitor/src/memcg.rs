@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cgroups::{MemoryHierarchy, Version};
 
@@ -20,7 +20,7 @@ const V1_UNLIMITED_FROM: u64 = 1 << 62;
 /// One cgroup of the chain, as read from cgroupfs. `None` means the file was missing or
 /// unreadable (the root cgroup has few files), except for `limit_bytes` where it also means
 /// "no limit".
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemcgLevel {
     /// Relative to the hierarchy's mount, `/` for the root.
     pub path: String,

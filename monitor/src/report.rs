@@ -29,7 +29,7 @@ use crate::{
     memcg::{self, MemcgLevel},
     names::{si_code_name, signal_name},
     proctable::{Ancestor, ToolCallRef},
-    resources::SessionSample,
+    resources::{SessionSample, TopProcess},
     rotate,
 };
 
@@ -254,23 +254,12 @@ pub struct MemcgInfo {
     pub id: Option<u64>,
     pub path: Option<String>,
     /// Innermost first; empty when not read.
-    pub levels: Vec<Level>,
+    pub levels: Vec<MemcgLevel>,
     /// The level whose limit is the effective one ([`memcg::binding_limit`]).
     pub binding_limit: Option<BindingLimit>,
     /// A sentence when the binding limit is an ancestor's rather than the process's own
     /// cgroup's.
     pub note: Option<String>,
-}
-
-/// One [`MemcgLevel`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Level {
-    pub path: String,
-    pub limit_bytes: Option<u64>,
-    pub usage_bytes: Option<u64>,
-    pub peak_bytes: Option<u64>,
-    pub oom_kills: Option<u64>,
-    pub failcnt: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -289,15 +278,7 @@ pub struct Sample {
     pub cpu_percent: Option<f64>,
     pub processes: u32,
     pub threads: u32,
-    pub top: Option<TopInfo>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopInfo {
-    pub pid: u32,
-    pub comm: String,
-    pub rss_kb: u64,
-    pub cmdline: String,
+    pub top: Option<TopProcess>,
 }
 
 /// An [`Explanation`].
@@ -365,19 +346,6 @@ impl From<&OomCause> for OomInfo {
     }
 }
 
-impl From<&MemcgLevel> for Level {
-    fn from(l: &MemcgLevel) -> Level {
-        Level {
-            path: l.path.clone(),
-            limit_bytes: l.limit_bytes,
-            usage_bytes: l.usage_bytes,
-            peak_bytes: l.peak_bytes,
-            oom_kills: l.oom_kills,
-            failcnt: l.failcnt,
-        }
-    }
-}
-
 impl From<&SessionSample> for Sample {
     fn from(s: &SessionSample) -> Sample {
         Sample {
@@ -386,12 +354,7 @@ impl From<&SessionSample> for Sample {
             cpu_percent: s.cpu_percent,
             processes: s.processes,
             threads: s.threads,
-            top: s.top.as_ref().map(|t| TopInfo {
-                pid: t.pid,
-                comm: t.comm.clone(),
-                rss_kb: t.rss_kb,
-                cmdline: t.cmdline.clone(),
-            }),
+            top: s.top.clone(),
         }
     }
 }
@@ -555,7 +518,7 @@ fn memcg_info(exit: Option<&Exit>, chain: &[MemcgLevel]) -> MemcgInfo {
         path: exit
             .and_then(|e| e.memcg_path.clone())
             .or_else(|| chain.first().map(|l| l.path.clone())),
-        levels: chain.iter().map(Level::from).collect(),
+        levels: chain.to_vec(),
         binding_limit: binding,
         note,
     }
@@ -795,7 +758,7 @@ fn cause_clause(r: &Report) -> String {
 /// Whether cgroupfs shows the level at its limit: its high-water mark reached the limit (to
 /// within 1%, since reclaim keeps usage just under it) or it counted limit hits. Without that
 /// evidence the OOM may have been the host's, and the sentence only names the limit.
-fn limit_was_hit(level: &Level, limit: u64) -> bool {
+fn limit_was_hit(level: &MemcgLevel, limit: u64) -> bool {
     level.failcnt.is_some_and(|f| f > 0)
         || level
             .peak_bytes

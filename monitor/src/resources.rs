@@ -19,7 +19,7 @@ use procfs::{
     FromRead as _, LoadAverage, Meminfo,
     process::{Process, Stat},
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::clock::format_ts;
 
@@ -273,7 +273,7 @@ pub struct SessionSample {
     pub top: Option<TopProcess>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopProcess {
     pub pid: u32,
     pub comm: String,
