@@ -95,6 +95,7 @@ impl Engine {
         if let ScopeMode::Pids(roots) = &opts.scope {
             scope::check_roots(roots)?;
         }
+        let candidates = opts.detector.kernel_candidates();
         let mut loaded = loader::load(
             &btf,
             &LoadOptions {
@@ -103,7 +104,7 @@ impl Engine {
                 oom_all: opts.oom_all,
                 report_ignored_signals: opts.report_ignored_signals,
                 aggregate_signals: true,
-                candidates: opts.detector.kernel_candidates(),
+                candidates: candidates.clone(),
                 pin_dir: opts.pin_dir.clone(),
             },
         )?;
@@ -131,12 +132,12 @@ impl Engine {
                 attributor.sessions().iter().map(|s| s.root.pid).collect()
             }
         };
-        let mut all = Vec::new();
+        let mut all = std::collections::HashSet::new();
         if !roots.is_empty() {
             for _ in 0..2 {
                 let table = scope::parent_table()?;
                 for pid in scope::descendants(&table, &roots) {
-                    if !all.contains(&pid) {
+                    if all.insert(pid) {
                         loaded
                             .maps
                             .watched
@@ -144,7 +145,6 @@ impl Engine {
                             .context("watch map")?
                             .insert(pid, 0, 0)
                             .with_context(|| format!("cannot watch pid {pid}"))?;
-                        all.push(pid);
                     }
                 }
             }
@@ -156,7 +156,6 @@ impl Engine {
             ScopeMode::Pids(roots) => ("pids", roots.clone()),
         };
         let mut notes = loaded.layout.notes.clone();
-        let candidates = opts.detector.kernel_candidates();
         if sessions_scope && !candidates.exec_all.is_empty() {
             notes.push(format!(
                 "rules {} cannot be matched from a comm: the kernel reports every exec, and a \
@@ -175,7 +174,8 @@ impl Engine {
         }
 
         // Take the ring out of the loaded set; the rest stays owned by the engine.
-        let (ring, previous_ring) = split_rings(&mut loaded)?;
+        let ring = loaded.take_ring().context("ring buffer")?;
+        let previous_ring = loaded.previous_ring.take();
         // SAFETY: the ring buffer's fd stays open for as long as the AsyncFd owns it, and it
         // is deregistered when the AsyncFd is dropped, before the fd is closed.
         let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -482,11 +482,6 @@ impl Engine {
         }
         out.flush()
     }
-}
-
-fn split_rings(loaded: &mut Loaded) -> Result<(RingBuf<MapData>, Option<RingBuf<MapData>>)> {
-    let ring = loaded.take_ring().context("ring buffer")?;
-    Ok((ring, loaded.previous_ring.take()))
 }
 
 fn kernel_release() -> String {
