@@ -17,7 +17,7 @@ mod decode;
 pub use decode::{DecodeError, ExecArgv, Record, decode};
 
 /// Version of the record layout; bumped on any change of the structs below.
-pub const WIRE_VERSION: u16 = 4;
+pub const WIRE_VERSION: u16 = 5;
 /// Length of `task_struct::comm`.
 pub const COMM_LEN: usize = 16;
 /// Bytes of the exec filename kept (NUL-terminated, truncated beyond).
@@ -57,7 +57,8 @@ impl Kind {
 
 /// Common to every record. `pid`/`tid`/`comm` describe the process the record is about
 /// (the exiting process, the signal's target, the OOM victim, the new child, the exec'ing
-/// process).
+/// process). In `Exit`, `Signal` and `SignalDeliver` records `comm` is the process's name
+/// (its thread-group leader's), and the thread's own name is in their `thread_comm`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct Header {
@@ -95,6 +96,8 @@ pub struct Exit {
     /// Peak RSS of the process's own address space, pages: max(`mm->hiwater_rss`, current
     /// rss) of the exiting image; 0 when the mm was already gone at the tracepoint.
     pub mm_peak_pages: u64,
+    /// Name of the last thread out (`header.comm` is the leader's, the process's name).
+    pub thread_comm: [u8; COMM_LEN],
 }
 
 /// `signal_generate`, in the sender's context. The header describes the target.
@@ -113,6 +116,8 @@ pub struct Signal {
     pub sender_uid: u32,
     pub _pad: u32,
     pub sender_comm: [u8; COMM_LEN],
+    /// Name of the target thread (`header.comm` is its process's, the leader's).
+    pub thread_comm: [u8; COMM_LEN],
 }
 
 /// `mark_victim`. The header describes the victim.
@@ -150,6 +155,8 @@ pub struct SignalDeliver {
     pub _pad: u32,
     /// `sa_flags` of the action (SA_RESTART, SA_SIGINFO, ...).
     pub sa_flags: u64,
+    /// Name of the thread that took the signal (`header.comm` is its process's).
+    pub thread_comm: [u8; COMM_LEN],
 }
 
 /// The target's action for the signal was the default (`SIG_DFL`).
@@ -214,11 +221,11 @@ pub const OOM_FLAG_MEMORY: u32 = 1;
 pub const OOM_FLAG_RSS_APPROX: u32 = 2;
 
 const _: () = assert!(core::mem::size_of::<Header>() == 40);
-const _: () = assert!(core::mem::size_of::<Exit>() == 104);
-const _: () = assert!(core::mem::size_of::<Signal>() == 88);
+const _: () = assert!(core::mem::size_of::<Exit>() == 120);
+const _: () = assert!(core::mem::size_of::<Signal>() == 104);
 const _: () = assert!(core::mem::size_of::<Oom>() == 128);
 const _: () = assert!(core::mem::size_of::<Fork>() == 56);
-const _: () = assert!(core::mem::size_of::<SignalDeliver>() == 64);
+const _: () = assert!(core::mem::size_of::<SignalDeliver>() == 80);
 const _: () = assert!(core::mem::size_of::<Exec>() == 464);
 const _: () = assert!(core::mem::align_of::<Exit>() == 8);
 const _: () = assert!(core::mem::align_of::<Exec>() == 8);
@@ -267,6 +274,22 @@ pub struct Offsets {
     /// `struct k_sigaction` → `sa.sa_handler` and `sa.sa_flags`.
     pub ksigaction_handler: u32,
     pub ksigaction_flags: u32,
+    /// `sizeof(struct k_sigaction)`: the stride of `sighand_struct.action[]`.
+    pub ksigaction_size: u32,
+    /// `task_struct.sighand` and `sighand_struct.action`: a target's disposition of each
+    /// signal, read at generation to tell whether a process's signal to itself is fatal.
+    pub task_sighand: u32,
+    pub sighand_action: u32,
+    /// `kernel_siginfo._sifields._kill._pid`: the sender's tgid of a user signal (SI_USER,
+    /// SI_TKILL, SI_QUEUE), as seen in the target's pid namespace.
+    pub siginfo_pid: u32,
+    /// `task_struct.thread_pid` → `struct pid` { `level`, `numbers[]` of `struct upid`
+    /// { `nr`, ... } }: a task's id in its own pid namespace (`numbers[level].nr`).
+    pub task_thread_pid: u32,
+    pub pid_level: u32,
+    pub pid_numbers: u32,
+    pub upid_size: u32,
+    pub upid_nr: u32,
     pub bprm_filename: u32,
     /// `mm_struct.arg_start` / `arg_end`: the exec'd program's argument area.
     pub mm_arg_start: u32,
@@ -309,6 +332,15 @@ impl Offsets {
             siginfo_code: u,
             ksigaction_handler: u,
             ksigaction_flags: u,
+            ksigaction_size: u,
+            task_sighand: u,
+            sighand_action: u,
+            siginfo_pid: u,
+            task_thread_pid: u,
+            pid_level: u,
+            pid_numbers: u,
+            upid_size: u,
+            upid_nr: u,
             bprm_filename: u,
             mm_arg_start: u,
             mm_arg_end: u,
@@ -352,6 +384,12 @@ pub const SETTING_VERSION_COMM: u32 = 16;
 /// `SCOPE_SESSIONS`: report every exec (a configured rule cannot be decided from the comm);
 /// only candidates are added to `WATCHED` in the kernel.
 pub const SETTING_EXEC_ALL: u32 = 32;
+/// Report a process's runtime signals: the non-fatal signals it sends to itself (a runtime
+/// signalling its own threads, e.g. JavaScriptCore's SIGPWR for garbage collection) and
+/// their deliveries, and every thread's SIGKILL delivery of a group exit. By default they
+/// are dropped in the kernel and counted (`COUNTER_SELF_SIGNAL`, `COUNTER_SELF_DELIVER`,
+/// `COUNTER_GROUP_KILL_DELIVER`); of a group exit only the leader's delivery is reported.
+pub const SETTING_REPORT_RUNTIME_SIGNALS: u32 = 64;
 
 /// `WATCHED` value of a process added at exec as a candidate (others hold their parent).
 pub const WATCHED_CANDIDATE: u32 = u32::MAX;
@@ -393,7 +431,15 @@ pub const DEFAULT_AGG_WINDOW_NS: u64 = 100_000_000;
 /// Index of the per-CPU counters in the `COUNTERS` map.
 pub const COUNTER_RINGBUF_FULL: u32 = 0;
 pub const COUNTER_WATCH_FULL: u32 = 1;
-pub const COUNTERS_LEN: u32 = 2;
+/// `signal` records not written: non-fatal signals a process sent to itself.
+pub const COUNTER_SELF_SIGNAL: u32 = 2;
+/// `signal_deliver` records not written: deliveries of signals a process sent to itself,
+/// taken without ending it.
+pub const COUNTER_SELF_DELIVER: u32 = 3;
+/// `signal_deliver` records not written: a group exit's SIGKILL taken by a thread other
+/// than the leader.
+pub const COUNTER_GROUP_KILL_DELIVER: u32 = 4;
+pub const COUNTERS_LEN: u32 = 5;
 
 /// Capacity of the `WATCHED` map (processes followed in `SCOPE_WATCHED`).
 pub const WATCHED_MAX: u32 = 65536;

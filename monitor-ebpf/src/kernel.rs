@@ -38,6 +38,69 @@ pub fn comm(task: Task) -> [u8; COMM_LEN] {
     read::<[u8; COMM_LEN]>(task, off!(task_comm)).unwrap_or([0; COMM_LEN])
 }
 
+/// The process's name: the comm of `task`'s thread-group leader. `thread_comm` is `task`'s
+/// own comm, already read by the caller: it is the answer for the leader itself (no read),
+/// and the fallback when the leader cannot be read.
+#[inline(always)]
+pub fn process_comm(task: Task, is_leader: bool, thread_comm: [u8; COMM_LEN]) -> [u8; COMM_LEN] {
+    if is_leader {
+        return thread_comm;
+    }
+    let leader = read_ptr(task, off!(task_group_leader));
+    read::<[u8; COMM_LEN]>(leader, off!(task_comm)).unwrap_or(thread_comm)
+}
+
+/// The target's action for `sig` (`task->sighand->action[sig - 1].sa.sa_handler`): 0
+/// (`SIG_DFL`), 1 (`SIG_IGN`) or a handler; `None` when it cannot be read.
+#[inline(always)]
+pub fn sig_handler(task: Task, sig: i32) -> Option<u64> {
+    let (action, stride, handler) = (
+        off!(sighand_action),
+        off!(ksigaction_size),
+        off!(ksigaction_handler),
+    );
+    if !(1..=64).contains(&sig)
+        || action == UNAVAILABLE
+        || stride == UNAVAILABLE
+        || handler == UNAVAILABLE
+    {
+        return None;
+    }
+    let sighand = read_ptr(task, off!(task_sighand));
+    let offset = action
+        .wrapping_add((sig as u32 - 1).wrapping_mul(stride))
+        .wrapping_add(handler);
+    read::<u64>(sighand, offset)
+}
+
+/// The current process's tgid in its own pid namespace (what `getpid()` returns there, and
+/// what the kernel writes as `si_pid` of a signal the process sends itself):
+/// `group_leader->thread_pid->numbers[level].nr`; `tgid` (the global one) in the initial
+/// namespace. `is_leader`: the current task is the leader (saves a read). `None` when
+/// unreadable.
+#[inline(always)]
+pub fn current_ns_tgid(tgid: u32, is_leader: bool) -> Option<u32> {
+    let (numbers, stride, nr) = (off!(pid_numbers), off!(upid_size), off!(upid_nr));
+    if numbers == UNAVAILABLE || stride == UNAVAILABLE || nr == UNAVAILABLE {
+        return None;
+    }
+    // SAFETY: helper without arguments.
+    let mut task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() } as Task;
+    if !is_leader {
+        task = read_ptr(task, off!(task_group_leader));
+    }
+    let pid = read_ptr(task, off!(task_thread_pid));
+    // MAX_PID_NS_LEVEL is 32.
+    let level = read::<u32>(pid, off!(pid_level)).filter(|l| *l <= 32)?;
+    if level == 0 {
+        return Some(tgid);
+    }
+    let offset = numbers
+        .wrapping_add(level.wrapping_mul(stride))
+        .wrapping_add(nr);
+    read::<i32>(pid, offset).map(|v| v as u32)
+}
+
 #[inline(always)]
 pub fn uid(task: Task) -> u32 {
     let cred = read_ptr(task, off!(task_real_cred));

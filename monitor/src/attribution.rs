@@ -20,12 +20,13 @@ use std::{
     path::PathBuf,
 };
 
-use monitor_common::{Exec, ExecArgv, Exit, Fork, Oom, Signal};
+use monitor_common::{DISPOSITION_HANDLER, Exec, ExecArgv, Exit, Fork, Oom, Signal, SignalDeliver};
 use serde::Serialize;
 
 use crate::{
     claude::{
         detect::{self, Detector, KernelCandidates, ProcFacts},
+        environ,
         registry::{self, Registry},
         transcript::{self, TranscriptTail},
     },
@@ -46,6 +47,11 @@ pub struct Session {
     pub claude_session_id: Option<String>,
     /// The Claude Code configuration directory its registry entry was found in.
     pub config_dir: Option<PathBuf>,
+    /// Where the root's own environment says its configuration is (`$CLAUDE_CONFIG_DIR`,
+    /// else `$HOME/.claude`): searched first for its registry entry.
+    own_config: Option<PathBuf>,
+    /// The root process's uid: registry entries must be owned by it.
+    uid: Option<u32>,
     /// The session's transcript, read incrementally for tool calls in flight.
     transcript: Option<TranscriptTail>,
 }
@@ -98,6 +104,9 @@ pub struct KilledBy {
     pub same_session: bool,
     pub signal: i32,
     pub si_code: i32,
+    /// The victim caught the signal with a handler and then ended by itself: it exited
+    /// (cause `terminated`) or re-raised the signal (cause `killed`).
+    pub handled: bool,
 }
 
 /// OOM facts attached to an `oom_killed` exit.
@@ -113,7 +122,7 @@ pub struct OomCause {
 /// Why a process ended.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Cause {
-    /// `exited`, `crashed`, `oom_killed`, `killed` or `killed_by_kernel`.
+    /// `exited`, `terminated`, `crashed`, `oom_killed`, `killed` or `killed_by_kernel`.
     pub cause: &'static str,
     pub killed_by: Option<KilledBy>,
     pub oom: Option<OomCause>,
@@ -126,6 +135,15 @@ struct SignalNote {
     sender: ProcIdOrPid,
     sender_comm: String,
     sender_uid: u32,
+}
+
+/// A terminating signal the target caught with a handler: the exit that follows is its
+/// doing.
+#[derive(Clone, Debug)]
+struct HandledNote {
+    note: SignalNote,
+    /// When it was delivered (boottime ns).
+    at_ns: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -141,6 +159,13 @@ const SI_KERNEL: i32 = 0x80;
 /// Bounds on the per-target notes kept between a signal and the exit it causes.
 const NOTES_PER_TARGET: usize = 4;
 const NOTE_TARGETS: usize = 8192;
+/// How long after a handled terminating signal N an exit with code 128+N (the shell's
+/// convention, which the Claude Code CLI follows) is still its consequence.
+const HANDLED_CONVENTIONAL_EXIT_NS: u64 = 60_000_000_000;
+/// How long after a handled terminating signal an exit with any other code is.
+const HANDLED_ANY_EXIT_NS: u64 = 2_000_000_000;
+/// Matches of a tool wrapper's script tried before giving up on it.
+const TOOL_ATTEMPTS: u8 = 32;
 /// Minimum time between two rebuilds of the registry's directory list.
 const REGISTRY_REBUILD: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -155,6 +180,8 @@ pub struct Attributor {
     clock: Clock,
     page_kb: u64,
     signals: HashMap<u32, VecDeque<SignalNote>>,
+    /// The last handled terminating signal of each target, until it exits.
+    handled: HashMap<u32, HandledNote>,
     ooms: HashMap<u32, OomCause>,
     /// The detector's exec prefilter, to skip /proc for execs that cannot start a session.
     candidates: KernelCandidates,
@@ -172,6 +199,7 @@ impl Attributor {
             clock,
             page_kb,
             signals: HashMap::new(),
+            handled: HashMap::new(),
             ooms: HashMap::new(),
         }
     }
@@ -244,12 +272,20 @@ impl Attributor {
         self.table.link_existing(&ppids);
         for (id, _, _) in &found {
             if let Ok(facts) = detect::read_proc_facts(id.pid) {
-                self.maybe_session(*id, &facts);
+                self.maybe_session(*id, &facts, scope::proc_uid(id.pid));
             }
         }
     }
 
-    fn maybe_session(&mut self, id: ProcId, facts: &ProcFacts) -> Option<SessionIdx> {
+    /// A new session when `facts` match a rule (`uid`: the process's). A Claude Code root's
+    /// own environment says where its configuration is, which need not be under the passwd
+    /// home; it is read now, while the process is young.
+    fn maybe_session(
+        &mut self,
+        id: ProcId,
+        facts: &ProcFacts,
+        uid: Option<u32>,
+    ) -> Option<SessionIdx> {
         let detection = self.detector.detect(facts)?;
         if let Some(p) = self.table.get(id.pid)
             && p.session_root
@@ -257,15 +293,25 @@ impl Attributor {
         {
             return p.session;
         }
+        let own_config = (detection.agent == crate::claude::CLAUDE_CODE)
+            .then(|| environ::read_vars(id.pid, environ::CONFIG_VARS).ok())
+            .flatten()
+            .and_then(|vars| environ::config_dir_of(&vars));
+        let version = match detection.version {
+            None if detection.agent == crate::claude::CLAUDE_CODE => detect::package_version(facts),
+            v => v,
+        };
         let idx = self.sessions.len();
         self.sessions.push(Session {
             agent: detection.agent,
             root: id,
-            version: detection.version,
+            version,
             rule: detection.rule,
             cwd: None,
             claude_session_id: None,
             config_dir: None,
+            own_config,
+            uid,
             transcript: None,
         });
         self.table.set_session(id.pid, idx);
@@ -311,7 +357,7 @@ impl Attributor {
             p.argv = Some(facts.argv.clone());
         }
         if candidate {
-            self.maybe_session(id, &facts);
+            self.maybe_session(id, &facts, Some(x.uid));
         }
         if in_session {
             self.maybe_tool_call(id.pid, &facts);
@@ -333,50 +379,85 @@ impl Attributor {
     }
 
     /// A Bash tool's wrapper (`bash -c "source …snapshot… && eval '<cmd>' …"`) starting in a
-    /// session: find the tool call in flight that runs `<cmd>` in the session's transcript.
-    /// Recorded on the wrapper and inherited by everything it starts, because the call may
-    /// complete (or be backgrounded) long before its processes end.
+    /// session: find the tool call that runs `<cmd>` in the session's transcript. Recorded
+    /// on the wrapper and inherited by everything it starts, because the call may complete
+    /// (or be backgrounded) long before its processes end. The CLI writes the call to its
+    /// transcript asynchronously, so a wrapper not matched now keeps its script and is
+    /// matched again on later events of its tree ([`Attributor::tool_call_of`]).
     fn maybe_tool_call(&mut self, pid: u32, facts: &ProcFacts) {
         let Some(proc) = self.table.get(pid) else {
             return;
         };
-        let Some(idx) = proc.session else {
-            return;
-        };
-        if proc.session_root || facts.argv.len() < 3 || facts.argv[1] != "-c" {
+        if proc.session.is_none() || proc.session_root {
             return;
         }
-        let script = &facts.argv[2];
-        if !script.contains("eval") {
-            return;
-        }
-        self.refresh_registry(idx);
-        let s = &mut self.sessions[idx];
-        let (Some(config), Some(cwd), Some(sid)) = (&s.config_dir, &s.cwd, &s.claude_session_id)
-        else {
+        let Some(script) = shell_script(&facts.argv) else {
             return;
         };
-        let Some(path) = transcript::locate(config, std::path::Path::new(cwd), sid) else {
-            return;
-        };
-        if s.transcript.as_ref().is_none_or(|t| t.path() != path) {
-            s.transcript = Some(TranscriptTail::new(path));
-        }
-        let Some(tail) = s.transcript.as_mut() else {
-            return;
-        };
-        if let Err(e) = tail.poll() {
-            tracing::debug!("transcript {}: {e}", tail.path().display());
-            return;
-        }
-        let call = tail.match_command(script).map(|c| ToolCallRef {
-            id: c.id.clone(),
-            name: c.name.clone(),
-            command: c.command.clone(),
+        let id = proc.id;
+        let script = script.to_owned();
+        self.table.update(id, |p| {
+            p.tool_script = Some(script.clone());
+            p.tool_attempts = 0;
         });
-        if let (Some(call), Some(p)) = (call, self.table.get_mut(pid)) {
-            p.tool_call = Some(call);
+        self.resolve_tool_call(id);
+    }
+
+    /// Tries to match the pending wrapper `id` to its tool call; sets and returns it when found.
+    fn resolve_tool_call(&mut self, id: ProcId) -> Option<ToolCallRef> {
+        let p = self.table.by_id(id)?;
+        let (idx, script) = (p.session?, p.tool_script.clone()?);
+        let started = self
+            .clock
+            .wall(id.start * (1_000_000_000 / crate::proctable::USER_HZ));
+        self.refresh_registry(idx);
+        let call = self.sessions[idx].match_tool(&script, started);
+        self.table.update(id, |p| match &call {
+            Some(call) => {
+                p.tool_call = Some(call.clone());
+                p.tool_script = None;
+            }
+            None => {
+                p.tool_attempts = p.tool_attempts.saturating_add(1);
+                if p.tool_attempts >= TOOL_ATTEMPTS {
+                    p.tool_script = None;
+                }
+            }
+        });
+        call
+    }
+
+    /// The tool call of process `pid`: its own, else the one of the nearest wrapper above it
+    /// (matched now if it was not yet), which it then keeps.
+    fn tool_call_of(&mut self, pid: u32) -> Option<ToolCallRef> {
+        let p = self.table.get(pid)?;
+        if p.tool_call.is_some() || p.session.is_none() {
+            return p.tool_call.clone();
         }
+        let me = p.id;
+        let mut cur = Some(me);
+        let mut found = None;
+        for _ in 0..crate::proctable::ANCESTRY_MAX {
+            let Some(q) = cur.and_then(|id| self.table.by_id(id)) else {
+                break;
+            };
+            if q.tool_call.is_some() {
+                found = q.tool_call.clone();
+                break;
+            }
+            if q.tool_script.is_some() {
+                found = self.resolve_tool_call(q.id);
+                break;
+            }
+            if q.session_root {
+                break;
+            }
+            cur = q.parent;
+        }
+        if let Some(call) = &found {
+            self.table.update(me, |p| p.tool_call = Some(call.clone()));
+        }
+        found
     }
 
     pub fn on_signal(&mut self, s: &Signal) {
@@ -396,6 +477,36 @@ impl Attributor {
             sender_comm: cstr(&s.sender_comm),
             sender_uid: s.sender_uid,
         });
+    }
+
+    /// A signal taken by its target: a terminating signal caught by a handler is remembered,
+    /// so that the exit the handler makes is told as its consequence.
+    pub fn on_deliver(&mut self, d: &SignalDeliver) {
+        let pid = d.header.pid;
+        if d.disposition != DISPOSITION_HANDLER || !terminates_by_default(d.sig) {
+            return;
+        }
+        // The sender is the generation's (the delivery has none); one from the process
+        // itself (raise, abort) is not a reason it ended.
+        let Some(note) = self
+            .signals
+            .get(&pid)
+            .and_then(|notes| notes.iter().rev().find(|n| n.sig == d.sig))
+            .filter(|n| n.sender.pid != pid)
+            .cloned()
+        else {
+            return;
+        };
+        if self.handled.len() >= NOTE_TARGETS && !self.handled.contains_key(&pid) {
+            self.handled.clear();
+        }
+        self.handled.insert(
+            pid,
+            HandledNote {
+                note,
+                at_ns: d.header.ts_ns,
+            },
+        );
     }
 
     pub fn on_oom(&mut self, o: &Oom, anon_rss_kb: Option<u64>, total_vm_kb: Option<u64>) {
@@ -427,11 +538,26 @@ impl Attributor {
     pub fn cause(&mut self, e: &Exit) -> Cause {
         let pid = e.header.pid;
         let notes = self.signals.remove(&pid).unwrap_or_default();
+        let handled = self.handled.remove(&pid);
         let oom = self.ooms.remove(&pid);
         let victim_session = self.table.get(pid).and_then(|p| p.session);
         let signal = match WaitStatus::decode(e.exit_status) {
-            WaitStatus::Exited(_) => {
-                return Cause::only("exited");
+            WaitStatus::Exited(code) => {
+                let after = |h: &HandledNote| e.header.ts_ns.saturating_sub(h.at_ns);
+                return match handled {
+                    Some(h)
+                        if (i32::from(code) == 128 + h.note.sig
+                            && after(&h) <= HANDLED_CONVENTIONAL_EXIT_NS)
+                            || after(&h) <= HANDLED_ANY_EXIT_NS =>
+                    {
+                        Cause {
+                            cause: "terminated",
+                            killed_by: Some(self.killed_by(&h.note, victim_session, true)),
+                            oom: None,
+                        }
+                    }
+                    _ => Cause::only("exited"),
+                };
             }
             WaitStatus::Signaled { signal, .. } => i32::from(signal),
         };
@@ -449,6 +575,15 @@ impl Attributor {
         if CRASH_SIGNALS.contains(&signal) && (note.is_none() || from_self || from_kernel) {
             return Cause::only("crashed");
         }
+        // A handler that re-raised the signal it caught (clean up, restore the default,
+        // `raise`): the process that sent it first is the one that killed it.
+        if let Some(h) = handled.filter(|h| h.note.sig == signal && (note.is_none() || from_self)) {
+            return Cause {
+                cause: "killed",
+                killed_by: Some(self.killed_by(&h.note, victim_session, true)),
+                oom: None,
+            };
+        }
         let Some(note) = note else {
             return Cause::only("killed");
         };
@@ -457,17 +592,22 @@ impl Attributor {
         }
         Cause {
             cause: "killed",
-            killed_by: Some(KilledBy {
-                pid: note.sender.pid,
-                comm: note.sender_comm.clone(),
-                uid: note.sender_uid,
-                proc_id: note.sender.id.map(|id| id.to_string()),
-                session_id: note.sender.session.map(|s| self.session_id(s)),
-                same_session: victim_session.is_some() && note.sender.session == victim_session,
-                signal: note.sig,
-                si_code: note.si_code,
-            }),
+            killed_by: Some(self.killed_by(note, victim_session, false)),
             oom: None,
+        }
+    }
+
+    fn killed_by(&self, note: &SignalNote, victim: Option<SessionIdx>, handled: bool) -> KilledBy {
+        KilledBy {
+            pid: note.sender.pid,
+            comm: note.sender_comm.clone(),
+            uid: note.sender_uid,
+            proc_id: note.sender.id.map(|id| id.to_string()),
+            session_id: note.sender.session.map(|s| self.session_id(s)),
+            same_session: victim.is_some() && note.sender.session == victim,
+            signal: note.sig,
+            si_code: note.si_code,
+            handled,
         }
     }
 
@@ -516,8 +656,9 @@ impl Attributor {
             };
         };
         let proc_id = Some(p.id.to_string());
-        let tool_call = p.tool_call.clone();
-        let Some(idx) = p.session else {
+        let session = p.session;
+        let tool_call = self.tool_call_of(pid);
+        let Some(idx) = session else {
             return Attr {
                 proc_id,
                 session: None,
@@ -551,14 +692,24 @@ impl Attributor {
         if s.agent != crate::claude::CLAUDE_CODE {
             return;
         }
-        let mut found = self.registry.lookup(s.root.pid, s.root.start);
+        let own: &[PathBuf] = s.own_config.as_slice();
+        let started_ms = self
+            .clock
+            .wall(s.root.start * (1_000_000_000 / crate::proctable::USER_HZ))
+            .timestamp_millis();
+        let started = Some(started_ms);
+        let mut found = self
+            .registry
+            .find(s.root.pid, s.root.start, started, own, s.uid);
         if found.is_none()
             && s.claude_session_id.is_none()
             && self.registry_built.elapsed() >= REGISTRY_REBUILD
         {
             self.registry = default_registry();
             self.registry_built = std::time::Instant::now();
-            found = self.registry.lookup(s.root.pid, s.root.start);
+            found = self
+                .registry
+                .find(s.root.pid, s.root.start, started, own, s.uid);
         }
         if let Some(info) = found {
             s.claude_session_id = Some(info.session_id);
@@ -609,6 +760,68 @@ fn exec_facts(
         (Some(_), None) => {}
     }
     facts
+}
+
+impl Session {
+    /// The Bash call of this session's transcript that a wrapper with `script` runs (see
+    /// [`TranscriptTail::match_command`]), reading what the transcript gained meanwhile.
+    fn match_tool(
+        &mut self,
+        script: &str,
+        started: chrono::DateTime<chrono::Utc>,
+    ) -> Option<ToolCallRef> {
+        let (Some(config), Some(cwd), Some(sid)) =
+            (&self.config_dir, &self.cwd, &self.claude_session_id)
+        else {
+            return None;
+        };
+        let path = transcript::locate(config, std::path::Path::new(cwd), sid)?;
+        if self.transcript.as_ref().is_none_or(|t| t.path() != path) {
+            self.transcript = Some(TranscriptTail::new(path));
+        }
+        let tail = self.transcript.as_mut()?;
+        if let Err(e) = tail.poll() {
+            tracing::debug!("transcript {}: {e}", tail.path().display());
+            return None;
+        }
+        tail.match_command(script, Some(started))
+            .map(|c| ToolCallRef {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                command: c.command.clone(),
+            })
+    }
+}
+
+/// The script of a shell run as `SHELL [OPTIONS] -c SCRIPT …` (options may come before or
+/// after `-c`, or be clustered with it: `-lc`), when it looks like a tool wrapper: it
+/// mentions `eval` or a quoted word (see [`TranscriptTail::match_command`]).
+fn shell_script(argv: &[String]) -> Option<&str> {
+    let mut c = false;
+    for arg in argv.iter().skip(1) {
+        if arg == "--" {
+            continue;
+        }
+        if let Some(opts) = arg.strip_prefix('-').filter(|o| !o.starts_with('-')) {
+            c |= opts.contains('c');
+            continue;
+        }
+        if arg.starts_with("--") {
+            continue;
+        }
+        return (c && (arg.contains("eval") || arg.contains('\''))).then_some(arg.as_str());
+    }
+    None
+}
+
+/// Signals whose default action ends the process: caught by a handler, the exit that
+/// follows is still their doing.
+fn terminates_by_default(sig: i32) -> bool {
+    use crate::explain::DefaultAction;
+    matches!(
+        crate::explain::default_action(sig),
+        Some(DefaultAction::Terminate | DefaultAction::Core)
+    )
 }
 
 /// The registry directories of every user on this host.
@@ -701,5 +914,414 @@ mod tests {
         // An argv[0] cut short is not used.
         let partial = captured(&["r"], true);
         assert_eq!(facts(Some(live.clone()), Some(&partial)), live);
+    }
+
+    /// The wire records are plain integers and byte arrays, so all-zero is a valid value;
+    /// tests set the fields they need (and keep compiling when fields are added).
+    fn zeroed<T: Copy>() -> T {
+        // SAFETY: only used for monitor_common's #[repr(C)] records, which hold integers
+        // and integer arrays only.
+        unsafe { std::mem::zeroed() }
+    }
+
+    const SEC: u64 = 1_000_000_000;
+    /// The session root, a tool process in it, a process outside.
+    const ROOT: u32 = 100;
+    const TOOL: u32 = 101;
+    const OUTSIDER: u32 = 900;
+
+    fn attributor() -> Attributor {
+        let mut a = Attributor::new(
+            Detector::new(Vec::new()).expect("no rules"),
+            Registry::new(Vec::new()),
+            Clock::fixed(0),
+            4,
+        );
+        a.table.insert_existing(
+            ProcId {
+                pid: ROOT,
+                start: 1,
+            },
+            1,
+            "claude".into(),
+        );
+        a.table.insert_existing(
+            ProcId {
+                pid: OUTSIDER,
+                start: 2,
+            },
+            1,
+            "bash".into(),
+        );
+        a.sessions.push(Session {
+            agent: crate::claude::CLAUDE_CODE.into(),
+            root: ProcId {
+                pid: ROOT,
+                start: 1,
+            },
+            version: None,
+            rule: "test".into(),
+            cwd: None,
+            claude_session_id: None,
+            config_dir: None,
+            own_config: None,
+            uid: None,
+            transcript: None,
+        });
+        a.table.set_session(ROOT, 0);
+        a.table.fork(
+            ProcId {
+                pid: TOOL,
+                start: 3,
+            },
+            ROOT,
+            "bash".into(),
+        );
+        a
+    }
+
+    fn signal(a: &mut Attributor, target: u32, sender: u32, sig: i32, si_code: i32) {
+        let mut s: Signal = zeroed();
+        s.header.pid = target;
+        s.sig = sig;
+        s.si_code = si_code;
+        s.sender_pid = sender;
+        s.sender_comm[..4].copy_from_slice(b"bash");
+        a.on_signal(&s);
+    }
+
+    fn deliver(a: &mut Attributor, target: u32, sig: i32, disposition: u32, at: u64) {
+        let mut d: SignalDeliver = zeroed();
+        d.header.pid = target;
+        d.header.ts_ns = at;
+        d.sig = sig;
+        d.disposition = disposition;
+        a.on_deliver(&d);
+    }
+
+    /// `status` as wait(2) encodes it: `code << 8`, or the signal number.
+    fn exit(a: &mut Attributor, pid: u32, status: u32, at: u64) -> Cause {
+        let mut e: Exit = zeroed();
+        e.header.pid = pid;
+        e.header.ts_ns = at;
+        e.exit_status = status;
+        a.cause(&e)
+    }
+
+    fn code(c: u32) -> u32 {
+        c << 8
+    }
+
+    /// (cause, sender pid, signal, same_session, handled) of a cause, for compact tables.
+    fn brief(c: &Cause) -> (&'static str, Option<(u32, i32, bool, bool)>) {
+        (
+            c.cause,
+            c.killed_by
+                .as_ref()
+                .map(|k| (k.pid, k.signal, k.same_session, k.handled)),
+        )
+    }
+
+    #[test]
+    fn cause_table() {
+        use monitor_common::{DISPOSITION_DEFAULT, DISPOSITION_IGNORED};
+        const SI_USER: i32 = 0;
+        const SEGV_MAPERR: i32 = 1;
+        // (what, events before the exit, exit status, exit time, expected)
+        type Setup = fn(&mut Attributor);
+        type Expected = (&'static str, Option<(u32, i32, bool, bool)>);
+        let cases: &[(&str, Setup, u32, u64, Expected)] = &[
+            ("plain exit", |_| {}, code(0), SEC, ("exited", None)),
+            (
+                "exit code, no signal",
+                |_| {},
+                code(143),
+                SEC,
+                ("exited", None),
+            ),
+            (
+                "SIGTERM from outside, default action",
+                |a| {
+                    signal(a, TOOL, OUTSIDER, 15, SI_USER);
+                    deliver(a, TOOL, 15, DISPOSITION_DEFAULT, SEC / 2);
+                },
+                15,
+                SEC,
+                ("killed", Some((OUTSIDER, 15, false, false))),
+            ),
+            (
+                "SIGKILL from the session root",
+                |a| signal(a, TOOL, ROOT, 9, SI_USER),
+                9,
+                SEC,
+                ("killed", Some((ROOT, 9, true, false))),
+            ),
+            ("SIGKILL, no sender seen", |_| {}, 9, SEC, ("killed", None)),
+            (
+                "SIGKILL from the kernel",
+                |a| signal(a, TOOL, OUTSIDER, 9, SI_KERNEL),
+                9,
+                SEC,
+                ("killed_by_kernel", None),
+            ),
+            (
+                "SIGSEGV from a fault",
+                |a| signal(a, TOOL, TOOL, 11, SEGV_MAPERR),
+                11,
+                SEC,
+                ("crashed", None),
+            ),
+            (
+                "SIGABRT, no record",
+                |_| {},
+                6 | 0x80,
+                SEC,
+                ("crashed", None),
+            ),
+            (
+                "SIGSEGV sent by another process",
+                |a| signal(a, TOOL, OUTSIDER, 11, SI_USER),
+                11,
+                SEC,
+                ("killed", Some((OUTSIDER, 11, false, false))),
+            ),
+            (
+                "OOM kill",
+                |a| {
+                    let mut o: Oom = zeroed();
+                    o.header.pid = TOOL;
+                    a.on_oom(&o, Some(1), Some(2));
+                    signal(a, TOOL, OUTSIDER, 9, SI_KERNEL);
+                },
+                9,
+                SEC,
+                ("oom_killed", None),
+            ),
+            (
+                "handled SIGTERM, exit 143 (the real CLI)",
+                |a| {
+                    signal(a, ROOT, OUTSIDER, 15, SI_USER);
+                    deliver(a, ROOT, 15, DISPOSITION_HANDLER, SEC);
+                },
+                code(143),
+                SEC + SEC / 10,
+                ("terminated", Some((OUTSIDER, 15, false, true))),
+            ),
+            (
+                "handled SIGTERM, exit 143 after 30 s of clean-up",
+                |a| {
+                    signal(a, ROOT, OUTSIDER, 15, SI_USER);
+                    deliver(a, ROOT, 15, DISPOSITION_HANDLER, SEC);
+                },
+                code(143),
+                31 * SEC,
+                ("terminated", Some((OUTSIDER, 15, false, true))),
+            ),
+            (
+                "handled SIGTERM, exit 143 after more than a minute",
+                |a| {
+                    signal(a, ROOT, OUTSIDER, 15, SI_USER);
+                    deliver(a, ROOT, 15, DISPOSITION_HANDLER, SEC);
+                },
+                code(143),
+                62 * SEC,
+                ("exited", None),
+            ),
+            (
+                "handled SIGINT, exit 0 at once",
+                |a| {
+                    signal(a, TOOL, ROOT, 2, SI_USER);
+                    deliver(a, TOOL, 2, DISPOSITION_HANDLER, SEC);
+                },
+                code(0),
+                2 * SEC,
+                ("terminated", Some((ROOT, 2, true, true))),
+            ),
+            (
+                "handled SIGINT, exit 0 much later: its own decision",
+                |a| {
+                    signal(a, TOOL, ROOT, 2, SI_USER);
+                    deliver(a, TOOL, 2, DISPOSITION_HANDLER, SEC);
+                },
+                code(0),
+                10 * SEC,
+                ("exited", None),
+            ),
+            (
+                "handled SIGTERM it sent itself",
+                |a| {
+                    signal(a, TOOL, TOOL, 15, SI_USER);
+                    deliver(a, TOOL, 15, DISPOSITION_HANDLER, SEC);
+                },
+                code(143),
+                SEC,
+                ("exited", None),
+            ),
+            (
+                "ignored SIGTERM, then an exit",
+                |a| {
+                    signal(a, TOOL, OUTSIDER, 15, SI_USER);
+                    deliver(a, TOOL, 15, DISPOSITION_IGNORED, SEC);
+                },
+                code(143),
+                SEC,
+                ("exited", None),
+            ),
+            (
+                "handled SIGCHLD (not a terminating signal)",
+                |a| {
+                    signal(a, TOOL, OUTSIDER, 17, SI_USER);
+                    deliver(a, TOOL, 17, DISPOSITION_HANDLER, SEC);
+                },
+                code(0),
+                SEC,
+                ("exited", None),
+            ),
+            (
+                "handled SIGTERM, cleaned up, re-raised",
+                |a| {
+                    signal(a, TOOL, OUTSIDER, 15, SI_USER);
+                    deliver(a, TOOL, 15, DISPOSITION_HANDLER, SEC);
+                    signal(a, TOOL, TOOL, 15, SI_USER);
+                    deliver(a, TOOL, 15, DISPOSITION_DEFAULT, SEC);
+                },
+                15,
+                SEC,
+                ("killed", Some((OUTSIDER, 15, false, true))),
+            ),
+            (
+                "handled SIGTERM, then killed by another SIGKILL",
+                |a| {
+                    signal(a, TOOL, OUTSIDER, 15, SI_USER);
+                    deliver(a, TOOL, 15, DISPOSITION_HANDLER, SEC);
+                    signal(a, TOOL, ROOT, 9, SI_USER);
+                },
+                9,
+                SEC,
+                ("killed", Some((ROOT, 9, true, false))),
+            ),
+        ];
+        for (what, setup, status, at, expected) in cases {
+            let mut a = attributor();
+            setup(&mut a);
+            let pid = [ROOT, TOOL]
+                .into_iter()
+                .find(|&p| a.signals.contains_key(&p) || a.ooms.contains_key(&p))
+                .unwrap_or(TOOL);
+            let cause = exit(&mut a, pid, *status, *at);
+            assert_eq!(brief(&cause), *expected, "{what}: {cause:?}");
+            // Nothing about the process is left behind for its successor.
+            assert!(
+                !a.signals.contains_key(&pid) && !a.handled.contains_key(&pid),
+                "{what}"
+            );
+        }
+    }
+
+    /// The handled signal is told with its sender's identity, as a kill is.
+    #[test]
+    fn a_handled_termination_names_the_sender() {
+        let mut a = attributor();
+        signal(&mut a, ROOT, OUTSIDER, 15, 0);
+        deliver(&mut a, ROOT, 15, DISPOSITION_HANDLER, SEC);
+        let cause = exit(&mut a, ROOT, code(143), SEC);
+        let k = cause.killed_by.expect("sender");
+        assert_eq!(
+            (
+                k.comm.as_str(),
+                k.proc_id.as_deref(),
+                k.session_id,
+                k.si_code
+            ),
+            ("bash", Some("900:2"), None, 0)
+        );
+        assert!(cause.oom.is_none());
+    }
+
+    /// The CLI writes a call to its transcript asynchronously: the wrapper starts before
+    /// the call is there, and its processes (and itself) still get it on later events; a
+    /// child forked before the match gets it too.
+    #[test]
+    fn a_tool_call_written_after_its_wrapper_started_is_still_found() {
+        let home = crate::testutil::TempDir::new("attr-tool");
+        let config = home.path().join(".claude");
+        let sid = "3f2a9c1e-0000-4000-8000-000000000001";
+        let cwd = "/w/app";
+        let transcript = config
+            .join("projects")
+            .join(transcript::project_dir_name(std::path::Path::new(cwd)))
+            .join(format!("{sid}.jsonl"));
+        std::fs::create_dir_all(transcript.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&transcript, "").expect("empty transcript");
+        let mut a = attributor();
+        let s = &mut a.sessions[0];
+        s.claude_session_id = Some(sid.into());
+        s.cwd = Some(cwd.into());
+        s.config_dir = Some(config.clone());
+        // The clock makes the wrapper's start (tick 3) 2026-11-21T14:00:00.03Z.
+        let start = chrono::DateTime::parse_from_rfc3339("2026-11-21T14:00:00Z")
+            .expect("ts")
+            .timestamp_nanos_opt()
+            .expect("ns");
+        a.clock = Clock::fixed(i128::from(start));
+        let script = "source /h/.claude/shell-snapshots/snapshot-bash-1-x.sh 2>/dev/null || \
+                      true && eval 'sleep 1; exit 3' < /dev/null && pwd -P >| /tmp/claude-1-cwd";
+        let facts = ProcFacts {
+            pid: TOOL,
+            comm: "bash".into(),
+            exe: Some("/usr/bin/bash".into()),
+            argv: ["/bin/bash", "-c", script].map(String::from).to_vec(),
+        };
+        a.maybe_tool_call(TOOL, &facts);
+        assert_eq!(a.attr(TOOL).tool_call, None, "not in the transcript yet");
+        a.table
+            .fork(ProcId { pid: 102, start: 4 }, TOOL, "sleep".into());
+        assert_eq!(a.attr(102).tool_call, None);
+        // The call and its result arrive together, after the wrapper started.
+        let lines = [
+            serde_json::json!({"type":"assistant","timestamp":"2026-11-21T14:00:00.010Z",
+                "message":{"role":"assistant","content":[{"type":"tool_use","id":"toolu_01X",
+                "name":"Bash","input":{"command":"sleep 1; exit 3"}}]}}),
+            serde_json::json!({"type":"user","timestamp":"2026-11-21T14:00:01.100Z",
+                "message":{"role":"user","content":[{"type":"tool_result",
+                "tool_use_id":"toolu_01X","content":"","is_error":true}]}}),
+        ]
+        .map(|l| l.to_string() + "\n")
+        .concat();
+        std::fs::write(&transcript, lines).expect("transcript");
+        let call = a.attr(102).tool_call.expect("found through the wrapper");
+        assert_eq!(
+            (
+                call.id.as_str(),
+                call.name.as_str(),
+                call.command.as_deref()
+            ),
+            ("toolu_01X", "Bash", Some("sleep 1; exit 3"))
+        );
+        assert_eq!(a.attr(TOOL).tool_call, Some(call.clone()));
+        // A child forked from now on inherits it at fork.
+        a.table
+            .fork(ProcId { pid: 103, start: 5 }, TOOL, "true".into());
+        assert_eq!(
+            a.table.get(103).and_then(|p| p.tool_call.clone()),
+            Some(call)
+        );
+        // Processes outside the tool's tree never get it.
+        assert_eq!(a.attr(ROOT).tool_call, None);
+        assert_eq!(a.attr(OUTSIDER).tool_call, None);
+    }
+
+    #[test]
+    fn shell_scripts_of_tool_wrappers() {
+        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let w = "source s.sh && eval 'x' < /dev/null";
+        assert_eq!(shell_script(&argv(&["/bin/bash", "-c", w])), Some(w));
+        assert_eq!(shell_script(&argv(&["bash", "-c", "-l", w])), Some(w));
+        assert_eq!(shell_script(&argv(&["zsh", "-lc", w])), Some(w));
+        assert_eq!(shell_script(&argv(&["bash", "--norc", "-c", w])), Some(w));
+        // Not a -c script, or nothing that could name a command.
+        assert_eq!(shell_script(&argv(&["bash", w])), None);
+        assert_eq!(shell_script(&argv(&["bash", "-c", "make all"])), None);
+        assert_eq!(shell_script(&argv(&["bash", "-c"])), None);
     }
 }

@@ -190,6 +190,13 @@ pub struct TraceArgs {
     /// every exit sends a SIGCHLD, so by default they are dropped in the kernel.
     #[arg(long)]
     pub ignored_signals: bool,
+
+    /// Also report runtime signals: the signals a process sends itself or its own threads
+    /// that do not end it (a runtime's garbage-collector signals, handled faults) with their
+    /// deliveries, and the SIGKILL of a group exit taken by every thread (by default only
+    /// the leader's). By default they are dropped in the kernel and counted in agent_stop.
+    #[arg(long)]
+    pub runtime_signals: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -241,6 +248,7 @@ impl TraceArgs {
             ring_buffer_bytes: kb * 1024,
             oom_all: self.oom_all,
             report_ignored_signals: self.ignored_signals,
+            report_runtime_signals: self.runtime_signals,
         })
     }
 }
@@ -310,6 +318,18 @@ mod tests {
             .into_config(true)
             .expect("valid");
         assert_eq!(cfg.format, Format::Json);
+    }
+
+    #[test]
+    fn signal_filters_are_on_by_default() {
+        let cfg = trace(&["trace", "--all"])
+            .into_config(false)
+            .expect("valid");
+        assert!(!cfg.report_ignored_signals && !cfg.report_runtime_signals);
+        let cfg = trace(&["trace", "--all", "--runtime-signals"])
+            .into_config(false)
+            .expect("valid");
+        assert!(cfg.report_runtime_signals && !cfg.report_ignored_signals);
     }
 
     #[test]

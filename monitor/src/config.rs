@@ -58,6 +58,10 @@ pub struct Watch {
     pub report_nonzero_exit: bool,
     /// `ignored_signals`: what to do with signals whose default action is to be ignored.
     pub ignored_signals: IgnoredSignals,
+    /// `runtime_signals`: what to do with runtime signals: the non-fatal signals a process
+    /// sends itself (a runtime signalling its own threads) and their deliveries, and the
+    /// SIGKILL deliveries of a group exit to threads other than the leader.
+    pub runtime_signals: IgnoredSignals,
 }
 
 /// Signals whose default action is "ignore" (SIGCHLD, SIGURG, SIGWINCH) are
@@ -161,6 +165,7 @@ impl Default for Watch {
             oom_all: true,
             report_nonzero_exit: false,
             ignored_signals: IgnoredSignals::Filter,
+            runtime_signals: IgnoredSignals::Filter,
         }
     }
 }
@@ -397,7 +402,7 @@ const SECTIONS: [&str; 5] = ["watch", "kernel", "logs", "resources", "alerts"];
 /// The fields of a `[[rules]]` table ([`Rule`]).
 const RULE_KEYS: [&str; 4] = ["name", "exe_glob", "comm", "argv_pattern"];
 
-static KEYS: [KeyInfo; 17] = [
+static KEYS: [KeyInfo; 18] = [
     KeyInfo {
         key: "data_dir",
         doc: "Directory for reports, event logs and state.",
@@ -418,6 +423,13 @@ static KEYS: [KeyInfo; 17] = [
         doc: "Signals whose default action is to be ignored (SIGCHLD, SIGURG, \
               SIGWINCH): \"filter\" drops them in the kernel, \"report\" reports them.",
         kind: Kind::Signals(field!(watch.ignored_signals)),
+    },
+    KeyInfo {
+        key: "watch.runtime_signals",
+        doc: "Runtime signals (signals a process sends itself that do not end it, with \
+              their deliveries; a group exit's SIGKILL taken by threads other than the \
+              leader): \"filter\" drops and counts them in the kernel, \"report\" reports them.",
+        kind: Kind::Signals(field!(watch.runtime_signals)),
     },
     KeyInfo {
         key: "kernel.ring_buffer_kb",
@@ -1149,6 +1161,10 @@ report_nonzero_exit = false
 # Signals whose default action is to be ignored (SIGCHLD, SIGURG, SIGWINCH):
 # "filter" drops them in the kernel, "report" reports them.
 ignored_signals = "filter"
+# Runtime signals (signals a process sends itself that do not end it, with their
+# deliveries; a group exit's SIGKILL taken by threads other than the leader): "filter"
+# drops and counts them in the kernel, "report" reports them.
+runtime_signals = "filter"
 
 [kernel]
 # Ring-buffer size in KiB between the kernel programs and the daemon: a power of two
@@ -1291,6 +1307,7 @@ mod tests {
         assert_eq!(c.data_dir, Path::new("/var/lib/claude-monitor"));
         assert!(c.watch.oom_all && !c.watch.report_nonzero_exit);
         assert_eq!(c.watch.ignored_signals, IgnoredSignals::Filter);
+        assert_eq!(c.watch.runtime_signals, IgnoredSignals::Filter);
         assert_eq!(c.kernel.ring_buffer_kb, 4096);
         assert_eq!(c.kernel.ring_buffer_bytes(), 4 << 20);
         assert!(c.kernel.pin);

@@ -322,6 +322,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         ring_buffer_bytes: cfg.kernel.ring_buffer_bytes(),
         oom_all: cfg.watch.oom_all,
         report_ignored_signals: cfg.watch.ignored_signals == IgnoredSignals::Report,
+        report_runtime_signals: cfg.watch.runtime_signals == IgnoredSignals::Report,
         detector,
         pin_dir: cfg.kernel.pin.then(|| cfg.kernel.pin_dir.clone()),
     })?;
@@ -414,9 +415,10 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                         if new.kernel != cfg.kernel || new.rules != cfg.rules
                             || new.watch.oom_all != cfg.watch.oom_all
                             || new.watch.ignored_signals != cfg.watch.ignored_signals
+                            || new.watch.runtime_signals != cfg.watch.runtime_signals
                             || new.data_dir != cfg.data_dir
                         {
-                            eprintln!("claude-monitor: configuration reloaded; changes to data_dir, [kernel], [[rules]], watch.oom_all and watch.ignored_signals take effect at the next start");
+                            eprintln!("claude-monitor: configuration reloaded; changes to data_dir, [kernel], [[rules]], watch.oom_all, watch.ignored_signals and watch.runtime_signals take effect at the next start");
                         } else {
                             eprintln!("claude-monitor: configuration reloaded");
                         }

@@ -17,7 +17,7 @@ use crate::{
     cgroups,
     claude::detect::Detector,
     clock::{self, Clock},
-    event::{AgentStart, AgentStop, Body, Converter, Event, Lost, Scope},
+    event::{AgentStart, AgentStop, Body, Converter, Event, Filtered, Lost, Scope},
     loader::{self, Counters, KernelCounters, LoadOptions, Loaded, ScopeMode},
     scope,
     sink::{Sink, SinkError},
@@ -59,6 +59,8 @@ pub struct EngineOptions {
     pub ring_buffer_bytes: u32,
     pub oom_all: bool,
     pub report_ignored_signals: bool,
+    /// Report runtime signals (see [`LoadOptions::report_runtime_signals`]).
+    pub report_runtime_signals: bool,
     pub detector: Detector,
     pub pin_dir: Option<std::path::PathBuf>,
 }
@@ -72,6 +74,8 @@ pub struct Engine {
     pub written: u64,
     pub lost_total: u64,
     last: KernelCounters,
+    /// The kernel's counters at start: `agent_stop.filtered` counts from there.
+    at_start: KernelCounters,
     decode_errors: u64,
     counters: Counters,
     watched: BpfHashMap<MapData, u32, u32>,
@@ -103,6 +107,7 @@ impl Engine {
                 ring_buffer_bytes: opts.ring_buffer_bytes,
                 oom_all: opts.oom_all,
                 report_ignored_signals: opts.report_ignored_signals,
+                report_runtime_signals: opts.report_runtime_signals,
                 aggregate_signals: true,
                 candidates: candidates.clone(),
                 pin_dir: opts.pin_dir.clone(),
@@ -163,6 +168,15 @@ impl Engine {
                 candidates.exec_all.join(", ")
             ));
         }
+        if !opts.report_runtime_signals {
+            notes.push(
+                "runtime signals are not reported (counted in agent_stop.filtered): a \
+                 process's signals to itself that do not end it, with their deliveries, and \
+                 a group exit's SIGKILL taken by threads other than the leader; \
+                 --runtime-signals or watch.runtime_signals = \"report\" reports them"
+                    .into(),
+            );
+        }
         if let Some(pin) = &loaded.pin
             && pin.state == "replaced"
         {
@@ -183,6 +197,7 @@ impl Engine {
 
         let hierarchy = cgroups::MemoryHierarchy::detect();
         let (counters, watched, agg) = loaded.take_maps()?;
+        let at_start = counters.read();
         let engine = Engine {
             conv: Converter::new(clock),
             attributor,
@@ -192,6 +207,7 @@ impl Engine {
             written: 0,
             lost_total: 0,
             last: KernelCounters::default(),
+            at_start,
             decode_errors: 0,
             counters,
             watched,
@@ -224,6 +240,7 @@ impl Engine {
             memory_cgroup: hierarchy,
             notes,
             ignored_signals_reported: opts.report_ignored_signals,
+            runtime_signals_reported: opts.report_runtime_signals,
             pin: engine.loaded.pin.clone(),
         }));
         // Parsing the kernel's BTF (~5 MB of type data) left freed heap behind; give it back
@@ -247,11 +264,18 @@ impl Engine {
 
     /// The `agent_stop` event.
     pub fn stop_event(&self, reason: &'static str) -> Event {
+        let now = self.counters.read();
+        let since = |now: u64, start: u64| now.saturating_sub(start);
         self.agent_event(Body::AgentStop(AgentStop {
             events: self.written,
             lost: self.lost_total,
             reason,
             programs: loader::bpf_stats_enabled().then(|| self.loaded.program_stats()),
+            filtered: Filtered {
+                self_signal: since(now.self_signal, self.at_start.self_signal),
+                self_signal_deliver: since(now.self_deliver, self.at_start.self_deliver),
+                group_kill_deliver: since(now.group_kill_deliver, self.at_start.group_kill_deliver),
+            },
         }))
     }
 
@@ -353,6 +377,7 @@ impl Engine {
                 body.sender.proc_id = sender.proc_id;
                 body.sender.session_id = sender.session.map(|s| s.id);
             }
+            (Record::SignalDeliver(d), _) => a.on_deliver(d),
             (Record::Oom(o), Body::Oom(body)) => a.on_oom(o, body.anon_rss_kb, body.total_vm_kb),
             (Record::Exit(e), Body::Exit(body)) => {
                 a.on_exit_unknown(e);
@@ -383,7 +408,7 @@ impl Engine {
                         event.comm.clone_from(&o.victim.comm);
                     }
                     if o.victim.uid.is_none() {
-                        o.victim.uid = proc_uid(pid);
+                        o.victim.uid = scope::proc_uid(pid);
                     }
                 }
             }
@@ -430,6 +455,7 @@ impl Engine {
                         disposition: v.result as u32,
                         _pad: 0,
                         sa_flags: 0,
+                        thread_comm: v.target_comm,
                     })
                 } else {
                     Record::Signal(monitor_common::Signal {
@@ -443,6 +469,7 @@ impl Engine {
                         sender_uid: v.sender_uid,
                         _pad: 0,
                         sender_comm: v.sender_comm,
+                        thread_comm: v.target_comm,
                     })
                 };
                 self.record(&record, v.suppressed - seen, out)?;
@@ -488,16 +515,6 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())
-}
-
-/// The real uid of a live (or zombie) process, from /proc.
-fn proc_uid(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
 }
 
 /// On kernels whose `sched_process_exit` has no `group_dead` argument, the kernel program
@@ -608,6 +625,7 @@ mod tests {
             start_boottime_ns: start,
             memcg_id: 0,
             mm_peak_pages: 0,
+            thread_comm: [0; 16],
         })
     }
 

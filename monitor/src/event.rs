@@ -47,6 +47,10 @@ pub enum Body {
 #[derive(Debug, Clone, Serialize)]
 pub struct SignalDeliver {
     pub tid: u32,
+    /// Name of thread `tid` when it is not the process's main thread (`comm` is the
+    /// process's name, its leader's); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_comm: Option<String>,
     pub signal: i32,
     pub signal_name: Option<String>,
     pub si_code: i32,
@@ -78,6 +82,10 @@ pub struct AgentStart {
     /// Signals whose default action is to be ignored (SIGCHLD, SIGURG, SIGWINCH) are
     /// dropped in the kernel unless this is true.
     pub ignored_signals_reported: bool,
+    /// Runtime signals (a process's non-fatal signals to itself and their deliveries,
+    /// every thread's SIGKILL delivery of a group exit but the leader's) are dropped in the
+    /// kernel and counted (`agent_stop.filtered`) unless this is true.
+    pub runtime_signals_reported: bool,
     /// Pinned kernel objects (the daemon); `null` when nothing is pinned.
     pub pin: Option<crate::loader::PinInfo>,
 }
@@ -110,11 +118,30 @@ pub struct AgentStop {
     /// Each kernel program's run count and run time, when the kernel's BPF statistics are
     /// on (`sysctl kernel.bpf_stats_enabled=1`); `null` otherwise.
     pub programs: Option<Vec<crate::loader::ProgramStats>>,
+    /// Records the kernel did not write by design (runtime signals), counted there.
+    pub filtered: Filtered,
+}
+
+/// Records not written because they are runtime noise (`agent_start.notes` says so; reported
+/// with `--runtime-signals` / `watch.runtime_signals = "report"`), counted in the kernel
+/// from `agent_start` to `agent_stop`. Each count is of the records of that kind not written.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Filtered {
+    /// `signal`: signals a process sent itself (to any of its threads) that did not end it.
+    pub self_signal: u64,
+    /// `signal_deliver`: their deliveries, taken without ending the process.
+    pub self_signal_deliver: u64,
+    /// `signal_deliver`: the SIGKILL of a group exit taken by a thread other than the leader.
+    pub group_kill_deliver: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Exit {
     pub tid: u32,
+    /// Name of the last thread out when it is not the process's main thread (`comm` is the
+    /// process's name, its leader's); absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_comm: Option<String>,
     pub ppid: u32,
     pub uid: u32,
     pub exit_code: Option<u8>,
@@ -166,7 +193,11 @@ pub struct Sender {
 pub struct Target {
     pub pid: u32,
     pub tid: u32,
+    /// The process's name (its leader's).
     pub comm: String,
+    /// Name of thread `tid` when it is not the process's main thread; absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_comm: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -274,6 +305,12 @@ pub fn cstr(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
+/// A record's `thread_comm`: the thread's name when the thread is not the process's main
+/// thread (the header's `comm` is then the leader's, the process's name).
+fn thread_comm(h: &monitor_common::Header, thread_comm: &[u8]) -> Option<String> {
+    (h.tid != h.pid).then(|| cstr(thread_comm))
+}
+
 fn ms(ns: u64) -> f64 {
     (ns as f64 / 1_000.0).round() / 1_000.0
 }
@@ -317,6 +354,7 @@ impl Converter {
                     &h.comm,
                     Body::Exit(Exit {
                         tid: h.tid,
+                        thread_comm: thread_comm(h, &e.thread_comm),
                         ppid: e.ppid,
                         uid: e.uid,
                         exit_code,
@@ -365,6 +403,7 @@ impl Converter {
                             pid: h.pid,
                             tid: h.tid,
                             comm: cstr(&h.comm),
+                            thread_comm: thread_comm(h, &s.thread_comm),
                         },
                     }),
                 )
@@ -459,6 +498,7 @@ impl Converter {
             &h.comm,
             Body::SignalDeliver(SignalDeliver {
                 tid: h.tid,
+                thread_comm: thread_comm(h, &d.thread_comm),
                 signal: d.sig,
                 signal_name: signal_name(d.sig),
                 si_code: d.si_code,
@@ -514,6 +554,93 @@ mod tests {
     fn json(x: monitor_common::Exec) -> serde_json::Value {
         let event = Converter::new(Clock::fixed(0)).convert(&Record::Exec(x));
         serde_json::to_value(&event).expect("serializes")
+    }
+
+    fn comm(name: &str) -> [u8; 16] {
+        let mut c = [0; 16];
+        c[..name.len()].copy_from_slice(name.as_bytes());
+        c
+    }
+
+    fn exit_json(pid: u32, tid: u32) -> serde_json::Value {
+        let record = Record::Exit(monitor_common::Exit {
+            header: Header {
+                kind: Kind::Exit as u16,
+                version: WIRE_VERSION,
+                cpu: 0,
+                ts_ns: 2_000,
+                pid,
+                tid,
+                comm: comm("claude"),
+            },
+            ppid: 1,
+            uid: 0,
+            exit_status: 0,
+            flags: 0,
+            maxrss_pages: 0,
+            utime_ns: 0,
+            stime_ns: 0,
+            start_boottime_ns: 1_000,
+            memcg_id: 0,
+            mm_peak_pages: 0,
+            thread_comm: comm(if tid == pid { "claude" } else { "HeapHelper" }),
+        });
+        let event = Converter::new(Clock::fixed(0)).convert(&record);
+        serde_json::to_value(&event).expect("serializes")
+    }
+
+    /// The process's name in `comm`; the thread's in `thread_comm`, only for a thread
+    /// other than the leader.
+    #[test]
+    fn exit_of_a_worker_thread_names_the_process_and_the_thread() {
+        let v = exit_json(10, 12);
+        assert_eq!(v["comm"], "claude");
+        assert_eq!(v["tid"], 12);
+        assert_eq!(v["thread_comm"], "HeapHelper");
+        let v = exit_json(10, 10);
+        assert_eq!(v["comm"], "claude");
+        assert!(v.get("thread_comm").is_none(), "{v}");
+    }
+
+    #[test]
+    fn signal_target_thread_comm() {
+        let signal = |tid: u32| {
+            let record = Record::Signal(monitor_common::Signal {
+                header: Header {
+                    kind: Kind::Signal as u16,
+                    version: WIRE_VERSION,
+                    cpu: 0,
+                    ts_ns: 1,
+                    pid: 10,
+                    tid,
+                    comm: comm("claude"),
+                },
+                sig: 30,
+                si_code: -6,
+                result: 0,
+                group: 0,
+                sender_pid: 10,
+                sender_tid: 11,
+                sender_uid: 0,
+                _pad: 0,
+                sender_comm: comm("JITWorker"),
+                thread_comm: comm("HeapHelper"),
+            });
+            let event = Converter::new(Clock::fixed(0)).convert(&record);
+            serde_json::to_value(&event).expect("serializes")
+        };
+        let v = signal(12);
+        assert_eq!(v["comm"], "claude");
+        assert_eq!(
+            v["target"],
+            serde_json::json!({"pid": 10, "tid": 12, "comm": "claude", "thread_comm": "HeapHelper"})
+        );
+        assert_eq!(v["sender"]["comm"], "JITWorker");
+        let v = signal(10);
+        assert_eq!(
+            v["target"],
+            serde_json::json!({"pid": 10, "tid": 10, "comm": "claude"})
+        );
     }
 
     #[test]

@@ -15,9 +15,11 @@ use aya::{
     programs::{BtfTracePoint, links::FdLink},
 };
 use monitor_common::{
-    AggKey, AggValue, COMM_LEN, COUNTER_RINGBUF_FULL, COUNTER_WATCH_FULL, DEFAULT_AGG_BURST,
+    AggKey, AggValue, COMM_LEN, COUNTER_GROUP_KILL_DELIVER, COUNTER_RINGBUF_FULL,
+    COUNTER_SELF_DELIVER, COUNTER_SELF_SIGNAL, COUNTER_WATCH_FULL, DEFAULT_AGG_BURST,
     DEFAULT_AGG_WINDOW_NS, SCOPE_ALL, SCOPE_SESSIONS, SCOPE_WATCHED, SETTING_EXEC_ALL,
-    SETTING_OOM_ALL, SETTING_REPORT_IGNORED_SIGNALS, SETTING_VERSION_COMM, Settings,
+    SETTING_OOM_ALL, SETTING_REPORT_IGNORED_SIGNALS, SETTING_REPORT_RUNTIME_SIGNALS,
+    SETTING_VERSION_COMM, Settings,
 };
 
 use crate::{
@@ -83,6 +85,10 @@ pub struct LoadOptions {
     pub oom_all: bool,
     /// Report SIGCHLD, SIGURG and SIGWINCH (dropped in the kernel by default).
     pub report_ignored_signals: bool,
+    /// Report runtime signals: a process's non-fatal signals to itself and their
+    /// deliveries, and every thread's SIGKILL delivery of a group exit (dropped in the
+    /// kernel and counted by default).
+    pub report_runtime_signals: bool,
     /// Aggregate floods of one (sender, target, signal) in the kernel.
     pub aggregate_signals: bool,
     /// The exec prefilter of the session scopes.
@@ -185,6 +191,9 @@ fn settings(opts: &LoadOptions) -> Settings {
     }
     if opts.report_ignored_signals {
         flags |= SETTING_REPORT_IGNORED_SIGNALS;
+    }
+    if opts.report_runtime_signals {
+        flags |= SETTING_REPORT_RUNTIME_SIGNALS;
     }
     let scope = match opts.scope {
         ScopeMode::All => SCOPE_ALL,
@@ -525,6 +534,11 @@ fn take_ring(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, LoadError> {
 pub struct KernelCounters {
     pub ringbuf_full: u64,
     pub watch_full: u64,
+    /// Runtime signals not reported (`COUNTER_SELF_SIGNAL`, `COUNTER_SELF_DELIVER`,
+    /// `COUNTER_GROUP_KILL_DELIVER`).
+    pub self_signal: u64,
+    pub self_deliver: u64,
+    pub group_kill_deliver: u64,
 }
 
 pub struct Counters {
@@ -557,6 +571,9 @@ impl Counters {
         KernelCounters {
             ringbuf_full: sum(COUNTER_RINGBUF_FULL),
             watch_full: sum(COUNTER_WATCH_FULL),
+            self_signal: sum(COUNTER_SELF_SIGNAL),
+            self_deliver: sum(COUNTER_SELF_DELIVER),
+            group_kill_deliver: sum(COUNTER_GROUP_KILL_DELIVER),
         }
     }
 }

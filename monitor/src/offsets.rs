@@ -88,7 +88,8 @@ pub fn compute(btf: &Btf) -> Result<KernelLayout, LayoutError> {
     o.task_group_leader = b.optional(
         "task_struct",
         &["group_leader"],
-        "CPU time of a zombie leader",
+        "CPU time of a zombie leader, and the process name (comm) of exits and signals of \
+         a thread other than the leader,",
     );
     o.task_mm = b.optional(
         "task_struct",
@@ -104,6 +105,40 @@ pub fn compute(btf: &Btf) -> Result<KernelLayout, LayoutError> {
     o.ksigaction_handler = b.optional("k_sigaction", &["sa", "sa_handler"], "signal disposition");
     o.ksigaction_flags = b.optional("k_sigaction", &["sa", "sa_flags"], "signal sa_flags");
     o.bprm_filename = b.optional("linux_binprm", &["filename"], "exec filename");
+
+    // Runtime signals (a process signalling its own threads): whether one is fatal, from the
+    // target's disposition at generation; whether a delivery's sender is the process itself,
+    // from the siginfo's pid and the process's id in its own pid namespace. Without them
+    // those signals are reported.
+    let runtime = "filtering of a process's non-fatal signals to itself";
+    o.task_sighand = b.optional("task_struct", &["sighand"], runtime);
+    o.sighand_action = b.optional("sighand_struct", &["action"], runtime);
+    o.ksigaction_size = match btf.struct_size("k_sigaction") {
+        Ok(size) if size > 0 => size,
+        Ok(_) => UNAVAILABLE,
+        Err(e) => {
+            b.notes.push(format!("{runtime} unavailable: {e}"));
+            UNAVAILABLE
+        }
+    };
+    let deliveries = "filtering of the deliveries of a process's signals to itself";
+    o.siginfo_pid = b.optional(
+        "kernel_siginfo",
+        &["_sifields", "_kill", "_pid"],
+        deliveries,
+    );
+    o.task_thread_pid = b.optional("task_struct", &["thread_pid"], deliveries);
+    o.pid_level = b.optional("pid", &["level"], deliveries);
+    o.pid_numbers = b.optional("pid", &["numbers"], deliveries);
+    o.upid_nr = b.optional("upid", &["nr"], deliveries);
+    o.upid_size = match btf.struct_size("upid") {
+        Ok(size) if size > 0 => size,
+        Ok(_) => UNAVAILABLE,
+        Err(e) => {
+            b.notes.push(format!("{deliveries} unavailable: {e}"));
+            UNAVAILABLE
+        }
+    };
 
     // Memory cgroup: task->cgroups->subsys[memory_cgrp_id]->cgroup->kn->id.
     o.task_cgroups = b.optional("task_struct", &["cgroups"], "memory cgroup id");
@@ -275,10 +310,33 @@ mod tests {
             ("mm", o.task_mm),
             ("arg_start", o.mm_arg_start),
             ("arg_end", o.mm_arg_end),
+            ("group_leader", o.task_group_leader),
+            ("sighand", o.task_sighand),
+            ("action", o.sighand_action),
+            ("k_sigaction", o.ksigaction_size),
+            ("_pid", o.siginfo_pid),
+            ("thread_pid", o.task_thread_pid),
+            ("level", o.pid_level),
+            ("numbers", o.pid_numbers),
+            ("upid", o.upid_size),
+            ("nr", o.upid_nr),
         ] {
             assert_ne!(v, UNAVAILABLE, "{name}: {:?}", layout.notes);
         }
         assert_eq!(o.siginfo_code, 8);
+        // si_pid is the first field of the union after the three ints (8-byte aligned).
+        assert_eq!(o.siginfo_pid, 16);
+        // struct upid { int nr; struct pid_namespace *ns; }
+        assert_eq!((o.upid_nr, o.upid_size), (0, 16));
+        eprintln!(
+            "sighand {} action {} k_sigaction {} thread_pid {} level {} numbers {}",
+            o.task_sighand,
+            o.sighand_action,
+            o.ksigaction_size,
+            o.task_thread_pid,
+            o.pid_level,
+            o.pid_numbers
+        );
         // Adjacent unsigned longs in every kernel's mm_struct.
         assert_eq!(o.mm_arg_end, o.mm_arg_start + 8);
         let hooks: Vec<&str> = layout.hooks.iter().map(|h| h.tracepoint).collect();

@@ -59,6 +59,12 @@ pub struct Proc {
     pub exec_maxrss_kb: Option<u64>,
     /// The agent tool call this process runs for (set on the tool's wrapper, inherited).
     pub tool_call: Option<ToolCallRef>,
+    /// A tool wrapper whose call was not found yet: its shell script, matched again on
+    /// later events of its tree (the CLI writes the call to its transcript asynchronously).
+    pub tool_script: Option<String>,
+    /// Matches of `tool_script` tried so far (bounded: a script that merely looks like a
+    /// wrapper must not be retried forever).
+    pub tool_attempts: u8,
     /// The command line of its last exec (when seen), for reports: /proc has nothing left
     /// once it exited.
     pub argv: Option<Vec<String>>,
@@ -112,6 +118,8 @@ impl ProcTable {
                 session_root: false,
                 exec_maxrss_kb: None,
                 tool_call: None,
+                tool_script: None,
+                tool_attempts: 0,
                 argv: None,
                 exited: false,
             },
@@ -143,6 +151,8 @@ impl ProcTable {
             session_root: false,
             exec_maxrss_kb: None,
             tool_call: parent.and_then(|p| p.tool_call.clone()),
+            tool_script: None,
+            tool_attempts: 0,
             argv: None,
             exited: false,
         }
@@ -230,6 +240,16 @@ impl ProcTable {
         match self.by_pid.get(&id.pid) {
             Some(p) if p.id == id => Some(p),
             _ => self.dead.get(&id),
+        }
+    }
+
+    /// Applies `f` to the process `id`, live or remembered (both copies of an exited one).
+    pub fn update(&mut self, id: ProcId, f: impl Fn(&mut Proc)) {
+        if let Some(p) = self.by_pid.get_mut(&id.pid).filter(|p| p.id == id) {
+            f(p);
+        }
+        if let Some(p) = self.dead.get_mut(&id) {
+            f(p);
         }
     }
 

@@ -51,8 +51,13 @@ const LIST_SUMMARY_CHARS: usize = 80;
 ///
 /// Precedence, most specific first: `oom_kill`, `crashed` (a crash signal or any core dump),
 /// `killed_by_kernel`, `killed_from_outside` (the sender is known and not in the victim's own
-/// session), `session_ended` (the session root itself, however it ended), then `nonzero_exit`
-/// when `report_nonzero_exit` is set.
+/// session; also a signal the victim caught and then exited from its handler, cause
+/// `terminated`), `session_ended` (the session root itself, however it ended), then
+/// `nonzero_exit` when `report_nonzero_exit` is set.
+///
+/// A Claude Code root that exited 0 without ever being a conversation (no registry entry
+/// named a Claude session id: `claude --version`, `claude doctor`, `claude mcp list`) is an
+/// ordinary exit: each would otherwise leave a report, and scripts run such commands often.
 ///
 /// Only OOM kills are reported for processes outside every session: the daemon watches every
 /// OOM kill on the host, but a host-wide `kill` or crash outside the watched sessions is not
@@ -73,7 +78,7 @@ pub fn worth_reporting(event: &Event, report_nonzero_exit: bool) -> Option<&'sta
     if cause == "killed_by_kernel" {
         return Some(KILLED_BY_KERNEL);
     }
-    if cause == "killed"
+    if (cause == "killed" || cause == "terminated")
         && exit
             .cause
             .killed_by
@@ -87,7 +92,11 @@ pub fn worth_reporting(event: &Event, report_nonzero_exit: bool) -> Option<&'sta
         attr.proc_id.as_deref(),
         session.root_pid,
         &session.id,
-    ) {
+    ) && (cause != "exited"
+        || exit.exit_code != Some(0)
+        || session.agent != crate::claude::CLAUDE_CODE
+        || session.claude_session_id.is_some())
+    {
         return Some(SESSION_ENDED);
     }
     if report_nonzero_exit && exit.exit_code.is_some_and(|c| c != 0) {
@@ -152,7 +161,8 @@ pub struct Report {
     pub tool_call: Option<ToolCall>,
     /// From the process up to its session root; null outside sessions.
     pub ancestry: Option<Vec<ProcRef>>,
-    /// The event's `cause`: `exited`, `crashed`, `oom_killed`, `killed`, `killed_by_kernel`.
+    /// The event's `cause`: `exited`, `terminated`, `crashed`, `oom_killed`, `killed`,
+    /// `killed_by_kernel`.
     pub cause: String,
     pub killed_by: Option<SenderInfo>,
     pub oom: Option<OomInfo>,
@@ -233,6 +243,10 @@ pub struct SenderInfo {
     pub signal_name: Option<String>,
     pub si_code: i32,
     pub si_code_name: Option<String>,
+    /// The victim caught the signal with a handler, then exited (cause `terminated`) or
+    /// re-raised it (cause `killed`). Absent from reports written before it existed.
+    #[serde(default)]
+    pub handled: bool,
     /// Sender first, then its parents up to init, read from /proc when the report was built
     /// (see [`sender_lineage`]); empty when the sender was already gone.
     pub lineage: Vec<ProcRef>,
@@ -371,6 +385,7 @@ fn sender_info(k: &KilledBy, lineage: &[(u32, String)]) -> SenderInfo {
         signal_name: signal_name(k.signal),
         si_code: k.si_code,
         si_code_name: si_code_name(k.signal, k.si_code).map(str::to_owned),
+        handled: k.handled,
         lineage: lineage
             .iter()
             .map(|(pid, comm)| ProcRef {
@@ -529,6 +544,7 @@ fn short_cause(cause: &str, exit_code: Option<u8>) -> String {
     match cause {
         "oom_killed" => "oom".to_owned(),
         "killed" => "killed".to_owned(),
+        "terminated" => "term".to_owned(),
         "killed_by_kernel" => "kernel".to_owned(),
         "crashed" => "crash".to_owned(),
         "exited" => match exit_code {
@@ -665,6 +681,20 @@ fn summary(r: &Report) -> String {
     s
 }
 
+/// `bash (pid 7, uid 0) from outside its session`: the sender and where it came from.
+fn sender_phrase(k: &SenderInfo, in_session: bool) -> String {
+    let origin = if k.same_session {
+        " from within its own session".to_owned()
+    } else if let Some(other) = &k.session_id {
+        format!(" from another session ({other})")
+    } else if in_session {
+        " from outside its session".to_owned()
+    } else {
+        String::new()
+    };
+    format!("{} (pid {}, uid {}){origin}", k.comm, k.pid, k.uid)
+}
+
 fn cause_clause(r: &Report) -> String {
     let p = &r.process;
     let sig = p.signal.map(i32::from);
@@ -702,23 +732,33 @@ fn cause_clause(r: &Report) -> String {
             // The comma after the memory figure only belongs before a cgroup clause.
             c.strip_suffix(',').map(str::to_owned).unwrap_or(c)
         }
+        "terminated" => match &r.killed_by {
+            Some(k) => {
+                let status = p
+                    .exit_code
+                    .map_or_else(|| "exited".to_owned(), |c| format!("exited {c}"));
+                format!(
+                    "was terminated by {} sent by {}, and {status} from its handler after {}",
+                    signal_phrase(k.signal),
+                    sender_phrase(k, r.session.is_some()),
+                    fmt_ms(p.duration_ms)
+                )
+            }
+            None => "was terminated by a signal it handled".to_owned(),
+        },
         "killed" => {
             let sig = sig.or(r.killed_by.as_ref().map(|k| k.signal));
             let what = sig.map_or_else(|| "a signal".to_owned(), signal_phrase);
             match &r.killed_by {
                 Some(k) => {
-                    let origin = if k.same_session {
-                        " from within its own session".to_owned()
-                    } else if let Some(other) = &k.session_id {
-                        format!(" from another session ({other})")
-                    } else if r.session.is_some() {
-                        " from outside its session".to_owned()
+                    let caught = if k.handled {
+                        " (it caught the signal, then raised it again)"
                     } else {
-                        String::new()
+                        ""
                     };
                     format!(
-                        "was killed by {what} sent by {} (pid {}, uid {}){origin}",
-                        k.comm, k.pid, k.uid
+                        "was killed by {what} sent by {}{caught}",
+                        sender_phrase(k, r.session.is_some())
                     )
                 }
                 None => format!(
@@ -1623,6 +1663,7 @@ mod tests {
             comm.to_owned(),
             Body::Exit(Exit {
                 tid: pid,
+                thread_comm: None,
                 ppid: 900,
                 uid: 1000,
                 exit_code: Some(0),
@@ -1691,6 +1732,7 @@ mod tests {
 
     fn killed_by(sender_session: Option<&str>, same_session: bool, sig: i32) -> KilledBy {
         KilledBy {
+            handled: false,
             pid: 665,
             comm: "provoke.sh".to_owned(),
             uid: 0,
@@ -2019,6 +2061,80 @@ mod tests {
             "{}",
             r.summary
         );
+    }
+
+    #[test]
+    fn terminated_summary_says_who_sent_it_and_what_the_handler_did() {
+        let mut e = exit_event(ROOT_PID, "claude");
+        e.attr.as_mut().unwrap().proc_id = Some(SESSION_ID.to_owned());
+        let x = exit_mut(&mut e);
+        x.exit_code = Some(143);
+        x.cause = Cause {
+            cause: "terminated",
+            killed_by: Some(KilledBy {
+                handled: true,
+                ..killed_by(None, false, 15)
+            }),
+            oom: None,
+        };
+        assert_eq!(worth_reporting(&e, false), Some(KILLED_FROM_OUTSIDE));
+        let r = build_test(&e, KILLED_FROM_OUTSIDE, Context::default());
+        assert!(
+            r.summary.ends_with(
+                "was terminated by SIGTERM (terminated: a polite request to stop) sent by \
+                 provoke.sh (pid 665, uid 0) from outside its session, and exited 143 from \
+                 its handler after 2.5 s."
+            ),
+            "{}",
+            r.summary
+        );
+        assert!(r.killed_by.as_ref().is_some_and(|k| k.handled));
+        assert_eq!(r.id, format!("20261121T220158Z-{ROOT_PID}-term"));
+        // From within the session (claude ending its own tool): the session-ended report
+        // for a root, nothing for a tool.
+        exit_mut(&mut e).cause.killed_by = Some(KilledBy {
+            handled: true,
+            ..killed_by(Some(SESSION_ID), true, 15)
+        });
+        assert_eq!(worth_reporting(&e, false), Some(SESSION_ENDED));
+        let mut tool = e.clone();
+        tool.pid = 22606;
+        tool.attr.as_mut().unwrap().proc_id = Some("22606:1".to_owned());
+        assert_eq!(worth_reporting(&tool, false), None);
+        // A report written before `handled` existed still reads.
+        let mut old = serde_json::to_value(&r).expect("json");
+        old["killed_by"]
+            .as_object_mut()
+            .expect("killed_by")
+            .remove("handled");
+        let back: Report = serde_json::from_value(old).expect("old report");
+        assert!(back.killed_by.is_some_and(|k| !k.handled));
+    }
+
+    /// `claude --version` and friends: a Claude Code root that exits 0 without ever being a
+    /// conversation leaves no report; anything else about a root does.
+    #[test]
+    fn a_clean_exit_of_a_root_without_a_conversation_is_not_reported() {
+        let mut e = exit_event(ROOT_PID, "claude");
+        e.attr.as_mut().unwrap().proc_id = Some(SESSION_ID.to_owned());
+        fn session(e: &mut Event) -> &mut SessionJson {
+            e.attr.as_mut().unwrap().session.as_mut().unwrap()
+        }
+        assert!(session(&mut e).claude_session_id.is_some());
+        assert_eq!(worth_reporting(&e, false), Some(SESSION_ENDED));
+        session(&mut e).claude_session_id = None;
+        assert_eq!(worth_reporting(&e, false), None);
+        exit_mut(&mut e).exit_code = Some(1);
+        assert_eq!(worth_reporting(&e, false), Some(SESSION_ENDED));
+        exit_mut(&mut e).exit_code = Some(0);
+        signaled(&mut e, 9, "killed");
+        assert_eq!(worth_reporting(&e, false), Some(SESSION_ENDED));
+        // Another agent's root has no registry: its clean exit is still its end.
+        let mut e = exit_event(ROOT_PID, "aider");
+        e.attr.as_mut().unwrap().proc_id = Some(SESSION_ID.to_owned());
+        session(&mut e).claude_session_id = None;
+        session(&mut e).agent = "aider".to_owned();
+        assert_eq!(worth_reporting(&e, false), Some(SESSION_ENDED));
     }
 
     #[test]

@@ -95,6 +95,16 @@ pub fn check_roots(roots: &[u32]) -> Result<(), ScopeError> {
     Ok(())
 }
 
+/// The real uid of a live (or zombie) process, from /proc.
+pub fn proc_uid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -107,6 +107,16 @@ pub fn text_line(e: &Event) -> String {
                 .unwrap_or_else(|| format!("signal {}", x.signal.unwrap_or(0)));
             let core = if x.core_dumped { " (core dumped)" } else { "" };
             let how = match (x.exit_code, x.cause.cause) {
+                (Some(code), "terminated") => match &x.cause.killed_by {
+                    Some(k) => format!(
+                        "exited {code} from its handler of {} from {} {}",
+                        crate::names::signal_name(k.signal)
+                            .unwrap_or_else(|| format!("signal {}", k.signal)),
+                        k.pid,
+                        k.comm
+                    ),
+                    None => format!("exited {code} from a signal handler"),
+                },
                 (Some(code), _) => format!("exited {code}"),
                 (None, "oom_killed") => "OOM-killed".to_owned(),
                 (None, "crashed") => format!("crashed with {signal}{core}"),

@@ -26,6 +26,7 @@ pub struct TraceConfig {
     pub ring_buffer_bytes: u32,
     pub oom_all: bool,
     pub report_ignored_signals: bool,
+    pub report_runtime_signals: bool,
 }
 
 pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
@@ -34,6 +35,7 @@ pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
         ring_buffer_bytes: cfg.ring_buffer_bytes,
         oom_all: cfg.oom_all,
         report_ignored_signals: cfg.report_ignored_signals,
+        report_runtime_signals: cfg.report_runtime_signals,
         detector: Detector::new(Vec::new()).context("agent rules")?,
         pin_dir: None,
     })?;

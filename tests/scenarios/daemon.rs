@@ -7,26 +7,29 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
-use claude_monitor_tests::{Agent, MemCgroup, agent_binary, helper, privileged};
+use claude_monitor_tests::{
+    Agent, MemCgroup, Spawned, TempDir, agent_binary, helper, privileged, wait_until,
+};
 use serde_json::Value;
 
-/// A temporary data directory, config file and fake agent binary.
+/// A temporary data directory, config file and fake agent binary (the directory is
+/// removed on drop, also when the test fails).
 struct Setup {
     dir: PathBuf,
     config: PathBuf,
     data: PathBuf,
     agent_bin: PathBuf,
+    _tmp: TempDir,
 }
 
 impl Setup {
     fn new(tag: &str, extra: &str) -> Setup {
-        let dir = std::env::temp_dir().join(format!("cm-daemon-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("mkdir");
+        let tmp = TempDir::new(&format!("cm-daemon-{}-{tag}", std::process::id()));
+        let dir = tmp.path().to_owned();
         let data = dir.join("data");
         let agent_bin = dir.join("cm-agent");
         std::fs::copy("/bin/bash", &agent_bin).expect("copy bash");
@@ -52,22 +55,24 @@ comm = "cm-agent"
             config,
             data,
             agent_bin,
+            _tmp: tmp,
         }
     }
 
-    /// Starts the fake agent running `script` (bash), with `$DIR` set.
-    fn agent(&self, script: &str) -> Child {
-        Command::new(&self.agent_bin)
-            .args(["-c", script])
-            .env("DIR", &self.dir)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("fake agent")
+    /// Starts the fake agent running `script` (bash), with `$DIR` set. Its whole tree is
+    /// killed when the returned guard is dropped.
+    fn agent(&self, script: &str) -> Spawned {
+        Spawned::spawn(
+            Command::new(&self.agent_bin)
+                .args(["-c", script])
+                .env("DIR", &self.dir)
+                .stdin(Stdio::null()),
+        )
     }
 
     fn read_pid(&self, name: &str) -> u32 {
         let path = self.dir.join(name);
-        wait_until(Duration::from_secs(20), || {
+        wait_until(Duration::from_secs(20), &path.display().to_string(), || {
             std::fs::read_to_string(&path).is_ok_and(|s| s.ends_with('\n'))
         });
         std::fs::read_to_string(&path)
@@ -79,7 +84,9 @@ comm = "cm-agent"
 
     fn wait_file(&self, name: &str) {
         let path = self.dir.join(name);
-        wait_until(Duration::from_secs(30), || path.exists());
+        wait_until(Duration::from_secs(30), &path.display().to_string(), || {
+            path.exists()
+        });
     }
 
     fn reports(&self) -> Vec<Value> {
@@ -124,35 +131,60 @@ comm = "cm-agent"
     }
 }
 
-impl Drop for Setup {
+/// The daemon's pin directory, private to this test process; on drop (also when the test
+/// fails) its pinned programs, links and maps are removed, which detaches the programs.
+struct PinDir {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Drop for PinDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let staging = PathBuf::from(format!("{}-staging", self.dir.display()));
+        if !self.dir.exists() && !staging.exists() {
+            return;
+        }
+        let _ = Command::new(agent_binary())
+            .args(["daemon", "--unpin", "--config"])
+            .arg(&self.config)
+            .stderr(Stdio::null())
+            .status();
+        // Without the agent (or if it failed): the same removal by hand.
+        for dir in [&self.dir, &staging] {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(dir);
+        }
+        if self.dir.exists() {
+            eprintln!("warning: could not remove {}", self.dir.display());
+        }
     }
 }
 
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn u(v: u32) -> u64 {
+    u64::from(v)
 }
 
 fn is_exit_of(pid: u32) -> impl Fn(&Value) -> bool {
-    move |e| e["kind"] == "exit" && e["pid"].as_u64() == Some(u64::from(pid))
+    move |e| e["kind"] == "exit" && e["pid"].as_u64() == Some(u(pid))
 }
 
-fn finish(mut child: Child, dir: &Path) {
+/// An exit of a direct child of `parent` named `comm` (the daemon sees every session on the
+/// host, other tests' fake agents included: a count must be of this test's own processes).
+fn is_child_exit(parent: u32, comm: &'static str) -> impl Fn(&Value) -> bool {
+    move |e| e["kind"] == "exit" && e["ppid"].as_u64() == Some(u(parent)) && e["comm"] == comm
+}
+
+/// Asks the fake agent to end (the `stop` file) and waits for it; kills its tree if it has
+/// not ended in 10 s.
+fn finish(mut agent: Spawned, dir: &Path) {
     let _ = std::fs::write(dir.join("stop"), b"");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if agent.wait_timeout(Duration::from_secs(10)).is_none() {
+        agent.kill_tree();
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 const AGENT_SCRIPT: &str = r#"
@@ -178,15 +210,14 @@ fn daemon_reports_outside_kill_crash_and_oom() {
     let agent_pid = agent.id();
     let sleep_pid = s.read_pid("sleep.pid");
     // A real crash: python3 dereferences NULL, the SIGSEGV comes from the kernel.
-    let crash = daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
-        e["kind"] == "exit" && e["comm"] == "python3"
-    });
+    let crash = daemon.wait_for(
+        &mut seen,
+        Duration::from_secs(30),
+        is_child_exit(agent_pid, "python3"),
+    );
     assert_eq!(crash["cause"], "crashed", "{crash}");
     assert_eq!(crash["session"]["agent"], "test-agent", "{crash}");
-    assert_eq!(
-        crash["session"]["root_pid"].as_u64(),
-        Some(u64::from(agent_pid))
-    );
+    assert_eq!(crash["session"]["root_pid"].as_u64(), Some(u(agent_pid)));
 
     // An outside SIGKILL of the agent's child.
     // SAFETY: plain kill(2).
@@ -196,23 +227,29 @@ fn daemon_reports_outside_kill_crash_and_oom() {
     assert_eq!(killed["killed_by"]["same_session"], false);
 
     // An OOM kill outside every session: reported because the daemon watches every OOM kill.
+    // The shell moves itself into the cgroup and execs the hog: the hog's pid is the shell's.
     let cg = MemCgroup::create(&format!("cm-daemon-oom-{}", std::process::id()), 64 << 20);
     let memhog = helper("memhog", env!("CARGO_BIN_EXE_memhog"));
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo $$ > {}/cgroup.procs; exec {} 300",
-            cg.path.display(),
-            memhog.display()
-        ))
-        .status()
-        .expect("memhog");
-    assert!(!status.success());
-    let oom_exit = daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
-        e["kind"] == "exit" && e["comm"] == "memhog"
-    });
+    let mut hog = Spawned::spawn(Command::new("sh").arg("-c").arg(format!(
+        "echo $$ > {}/cgroup.procs; exec {} 300",
+        cg.path.display(),
+        memhog.display()
+    )));
+    let oom_pid = hog.id();
+    assert!(!hog.wait().success());
+    let oom_exit = daemon.wait_for(&mut seen, Duration::from_secs(30), is_exit_of(oom_pid));
+    assert_eq!(oom_exit["comm"], "memhog", "{oom_exit}");
     assert_eq!(oom_exit["cause"], "oom_killed", "{oom_exit}");
-    let oom_pid = oom_exit["pid"].as_u64().expect("pid") as u32;
+
+    // The session's resource samples (every 0.2 s while it lives): wait for the first one
+    // that names it, while it still lives.
+    let samples = s.data.join("logs/resources-sessions.jsonl");
+    let root = format!(r#""root_pid":{agent_pid}"#);
+    wait_until(
+        Duration::from_secs(30),
+        &format!("a sample of session {agent_pid} in {}", samples.display()),
+        || std::fs::read_to_string(&samples).is_ok_and(|t| t.contains(&root)),
+    );
 
     // The session root's own exit is reported too.
     finish(agent, &s.dir);
@@ -257,12 +294,8 @@ fn daemon_reports_outside_kill_crash_and_oom() {
         log.lines()
             .any(|l| l.contains(r#""kind":"alert""#) && l.contains("oom_kill"))
     );
-    let sessions = std::fs::read_to_string(s.data.join("logs/resources-sessions.jsonl"))
-        .expect("session samples");
-    assert!(
-        sessions.contains(&format!(r#""root_pid":{agent_pid}"#)),
-        "{sessions}"
-    );
+    let sessions = std::fs::read_to_string(&samples).expect("session samples");
+    assert!(sessions.contains(&root), "{sessions}");
     assert!(s.data.join("logs/resources-system.jsonl").exists());
     assert!(s.data.join("logs/alerts.jsonl").exists());
 
@@ -271,7 +304,16 @@ fn daemon_reports_outside_kill_crash_and_oom() {
     assert!(list.contains("oom"), "{list}");
     let last = s.cli(&["report", "--last"]);
     assert!(!last.is_empty());
-    let crashed = s.cli(&["reports", "--cause", "crashed", "--json"]);
+    // Of this test's session (the daemon sees every session on the host): the crash only.
+    let session = crash["session"]["id"].as_str().expect("session id");
+    let crashed = s.cli(&[
+        "reports",
+        "--session",
+        session,
+        "--cause",
+        "crashed",
+        "--json",
+    ]);
     assert_eq!(crashed.lines().count(), 1, "{crashed}");
 }
 
@@ -289,18 +331,18 @@ fn daemon_rotates_its_logs() {
         r#"for i in $(seq 150); do /bin/true; done; touch "$DIR/done"
         while [ ! -e "$DIR/stop" ]; do sleep 0.05; done"#,
     );
+    let agent_pid = agent.id();
     s.wait_file("done");
     let mut seen = Vec::new();
-    daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
-        e["kind"] == "exit" && e["comm"] == "true"
+    let own_true = is_child_exit(agent_pid, "true");
+    let count = |events: &[Value]| events.iter().filter(|e| own_true(e)).count();
+    daemon.wait_until(&mut seen, Duration::from_secs(30), |events| {
+        count(events) >= 150
     });
     finish(agent, &s.dir);
+    daemon.wait_for(&mut seen, Duration::from_secs(30), is_exit_of(agent_pid));
     let events = daemon.stop(seen);
-    let trues = events
-        .iter()
-        .filter(|e| e["kind"] == "exit" && e["comm"] == "true")
-        .count();
-    assert_eq!(trues, 150);
+    assert_eq!(count(&events), 150);
     let logs = s.data.join("logs");
     let mut total = 0;
     for name in ["events.jsonl", "events.jsonl.1", "events.jsonl.2"] {
@@ -326,6 +368,12 @@ fn daemon_restart_loses_nothing() {
         "restart",
         &format!("[kernel]\npin = true\npin_dir = \"{pin_dir}\"\n"),
     );
+    // Declared before the daemons: dropped after them, so nothing stays pinned even when
+    // an assertion fails.
+    let _pins = PinDir {
+        dir: PathBuf::from(&pin_dir),
+        config: s.config.clone(),
+    };
     let mut daemon = Agent::daemon(&s.config, &[]);
     assert_eq!(daemon.start["pin"]["state"], "created", "{}", daemon.start);
     let agent = s.agent(
@@ -335,37 +383,45 @@ fn daemon_restart_loses_nothing() {
         sh -c 'exit 7'; touch "$DIR/done"
         while [ ! -e "$DIR/stop" ]; do sleep 0.05; done"#,
     );
+    let agent_pid = agent.id();
     let sleep_pid = s.read_pid("sleep.pid");
     let mut seen = Vec::new();
     // The daemon has seen the session's tree (the sleep's exec) before it is killed.
     daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
-        e["kind"] == "exec" && e["pid"].as_u64() == Some(u64::from(sleep_pid))
+        e["kind"] == "exec" && e["pid"].as_u64() == Some(u(sleep_pid))
     });
     let before = daemon.kill(seen);
     assert!(before.iter().all(|e| e["kind"] != "agent_stop"));
 
-    // While no daemon runs: an outside SIGKILL and 21 exits in the session.
+    // While no daemon runs: an outside SIGKILL and 21 exits in the session. Their records
+    // are in the pinned ring buffer once `done` exists (the exit program runs in the exit).
     // SAFETY: plain kill(2).
     unsafe { libc::kill(sleep_pid as i32, libc::SIGKILL) };
     std::fs::write(s.dir.join("go"), b"").expect("go");
     s.wait_file("done");
-    std::thread::sleep(Duration::from_millis(200));
 
     let mut daemon = Agent::daemon(&s.config, &[]);
     assert_eq!(daemon.start["pin"]["state"], "reused", "{}", daemon.start);
     let mut seen = Vec::new();
     let killed = daemon.wait_for(&mut seen, Duration::from_secs(30), is_exit_of(sleep_pid));
     assert_eq!(killed["cause"], "killed", "{killed}");
+    // Only this test's `true`s (children of its fake agent): the daemon sees every session
+    // on the host, and other tests' fake agents run `true` too.
+    let own_true = is_child_exit(agent_pid, "true");
+    let count = |events: &[Value]| events.iter().filter(|e| own_true(e)).count();
+    daemon.wait_until(&mut seen, Duration::from_secs(30), |events| {
+        count(events) >= 20
+    });
     daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
-        e["kind"] == "exit" && e["exit_code"] == 7
+        is_child_exit(agent_pid, "sh")(e) && e["exit_code"] == 7
     });
     finish(agent, &s.dir);
+    daemon.wait_for(&mut seen, Duration::from_secs(30), is_exit_of(agent_pid));
     let events = daemon.stop(seen);
-    let trues = events
-        .iter()
-        .filter(|e| e["kind"] == "exit" && e["comm"] == "true")
-        .count();
-    assert_eq!(trues, 20, "exits while the daemon was down");
+    assert_eq!(count(&events), 20, "exits while the daemon was down");
+    for e in events.iter().filter(|e| own_true(e)) {
+        assert_eq!(e["session"]["root_pid"].as_u64(), Some(u(agent_pid)), "{e}");
+    }
     assert!(events.iter().all(|e| e["kind"] != "lost"), "records lost");
     let r = s.report_for(sleep_pid);
     assert_eq!(r["cause"], "killed", "{r:#}");
@@ -393,9 +449,10 @@ fn daemon_keeps_running_without_a_writable_data_dir() {
         &[("CLAUDE_MONITOR_DATA_DIR", blocker.join("data").as_os_str())],
     );
     let agent = s.agent(r#"sh -c 'exit 5'; while [ ! -e "$DIR/stop" ]; do sleep 0.05; done"#);
+    let agent_pid = agent.id();
     let mut seen = Vec::new();
     let e = daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
-        e["kind"] == "exit" && e["exit_code"] == 5
+        is_child_exit(agent_pid, "sh")(e) && e["exit_code"] == 5
     });
     assert_eq!(e["session"]["agent"], "test-agent", "{e}");
     finish(agent, &s.dir);
@@ -412,9 +469,8 @@ fn daemon_keeps_running_without_a_writable_data_dir() {
 /// before loading anything.
 #[test]
 fn daemon_refuses_a_bad_configuration() {
-    let dir = std::env::temp_dir().join(format!("cm-daemon-badcfg-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("mkdir");
-    let config = dir.join("config.toml");
+    let dir = TempDir::new(&format!("cm-daemon-badcfg-{}", std::process::id()));
+    let config = dir.path().join("config.toml");
     std::fs::write(&config, "[alerts]\nmemory_percent = 150\n").expect("config");
     let out = Command::new(agent_binary())
         .args(["daemon", "--config", config.to_str().expect("utf-8")])
@@ -432,7 +488,6 @@ fn daemon_refuses_a_bad_configuration() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("memry_percent"), "{stderr}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// SIGHUP re-reads the configuration: a bad file is refused (the daemon runs on with what it
@@ -444,13 +499,15 @@ fn daemon_reloads_its_configuration_on_sighup() {
     }
     let s = Setup::new("hup", "[kernel]\npin = false\n");
     let daemon = Agent::daemon(&s.config, &[]);
+    // Each SIGHUP is sent once the previous one was answered on stderr (two signals sent
+    // before the daemon reads them would be taken as one).
     let hup = |d: &Agent| {
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(d.pid() as i32, libc::SIGHUP) };
-        std::thread::sleep(Duration::from_millis(500));
     };
     std::fs::write(&s.config, "[alerts]\nmemory_percent = 500\n").expect("config");
     hup(&daemon);
+    daemon.wait_stderr(Duration::from_secs(30), "configuration not reloaded", 1);
     std::fs::write(
         &s.config,
         format!(
@@ -460,6 +517,7 @@ fn daemon_reloads_its_configuration_on_sighup() {
     )
     .expect("config");
     hup(&daemon);
+    daemon.wait_stderr(Duration::from_secs(30), "configuration reloaded", 1);
     let (_, stderr) = daemon.stop_with_stderr(Vec::new());
     assert!(
         stderr.contains("configuration not reloaded") && stderr.contains("alerts.memory_percent"),

@@ -3,16 +3,16 @@
 //! a time.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet},
     io::BufRead as _,
     os::unix::process::{CommandExt as _, ExitStatusExt as _},
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use claude_monitor_tests::{
-    Agent, CgroupVersion, MemCgroup, assert_nothing_lost, descendants, helper, of, privileged,
-    storm_size,
+    Agent, CgroupVersion, MemCgroup, Spawned, TempDir, assert_nothing_lost, descendants, helper,
+    of, privileged, storm_size, wait_until,
 };
 use serde_json::Value;
 
@@ -105,10 +105,18 @@ fn sigterm_from_a_known_sender() {
     if !privileged("sigterm_from_a_known_sender") {
         return;
     }
-    let agent = Agent::start(&["--pid", &me()]);
-    let mut sleeper = Command::new("sleep").arg("30").spawn().expect("sleep");
+    let mut agent = Agent::start(&["--pid", &me()]);
+    let spawned = Instant::now();
+    let mut sleeper = Spawned::spawn(Command::new("sleep").arg("30"));
     let target = sleeper.id();
-    std::thread::sleep(Duration::from_millis(100));
+    // The target is `sleep` (its exec seen) and has lived at least 100 ms before the kill.
+    let mut seen = Vec::new();
+    agent.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exec" && e["pid"].as_u64() == Some(u(target))
+    });
+    while spawned.elapsed() < Duration::from_millis(100) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // The sender: a shell whose pid we know, using its kill builtin (no exec).
     let mut sender = Command::new("sh")
         .args(["-c", "kill -TERM \"$1\"", "sh", &target.to_string()])
@@ -116,9 +124,9 @@ fn sigterm_from_a_known_sender() {
         .expect("sh");
     let sender_pid = sender.id();
     assert!(sender.wait().expect("wait").success());
-    let status = sleeper.wait().expect("wait");
+    let status = sleeper.wait();
     assert_eq!(status.signal(), Some(15));
-    let events = agent.stop(Vec::new());
+    let events = agent.stop(seen);
 
     let signals: Vec<&Value> = of(&events, "signal", target)
         .into_iter()
@@ -277,6 +285,23 @@ fn exit_group_from_a_non_leader_thread() {
         "{}",
         exits[0]
     );
+    // `comm` is the process's name (the leader's), whichever thread was the last out; that
+    // thread's own name is `thread_comm`, there only when it is not the leader.
+    assert_thread_names(exits[0], pid);
+    // The group exit's SIGKILL, taken by the three other threads: only the leader's is
+    // reported (the leader was alive and is not the thread that called exit_group).
+    let kills = of(&events, "signal_deliver", pid);
+    assert_eq!(kills.len(), 1, "{kills:?}");
+    assert_eq!(kills[0]["tid"].as_u64(), Some(u(pid)), "{}", kills[0]);
+    assert_eq!(kills[0]["signal"], 9);
+    assert_eq!(kills[0]["comm"], "threadexit");
+    assert!(kills[0].get("thread_comm").is_none(), "{}", kills[0]);
+    let stop = events.last().expect("agent_stop");
+    assert!(
+        stop["filtered"]["group_kill_deliver"].as_u64() >= Some(2),
+        "{stop}"
+    );
+
     // Threads are not processes: no fork events other than the process itself.
     let forks: Vec<&Value> = events
         .iter()
@@ -287,6 +312,38 @@ fn exit_group_from_a_non_leader_thread() {
         "thread creation reported as fork: {forks:?}"
     );
     assert_nothing_lost(&events);
+
+    // The leader leaves first: the last thread out is a worker, the leader a zombie whose
+    // name is still the process's.
+    let agent = Agent::start(&["--pid", &me()]);
+    let mut child = Command::new(helper("threadexit", env!("CARGO_BIN_EXE_threadexit")))
+        .args(["7", "leader-first"])
+        .spawn()
+        .expect("threadexit");
+    let pid = child.id();
+    assert_eq!(child.wait().expect("wait").code(), Some(7));
+    let late = agent.stop(Vec::new());
+    let exits = of(&late, "exit", pid);
+    assert_eq!(exits.len(), 1, "{exits:?}");
+    let e = exits[0];
+    assert_eq!(e["exit_code"], 7);
+    assert_ne!(e["tid"].as_u64(), Some(u(pid)), "{e}");
+    assert_thread_names(e, pid);
+    assert!(e["duration_ms"].as_f64().is_some_and(|d| d >= 245.0), "{e}");
+    // No leader to take the group's SIGKILL: no delivery at all.
+    assert_eq!(of(&late, "signal_deliver", pid), Vec::<&Value>::new());
+    assert_nothing_lost(&late);
+}
+
+/// The names of a record about a thread of the `threadexit` helper: `comm` is the
+/// process's, and `thread_comm` the thread's when the thread is not the leader.
+fn assert_thread_names(e: &Value, pid: u32) {
+    assert_eq!(e["comm"], "threadexit", "{e}");
+    if e["tid"].as_u64() == Some(u(pid)) {
+        assert!(e.get("thread_comm").is_none(), "{e}");
+    } else {
+        assert_eq!(e["thread_comm"], "te-worker", "{e}");
+    }
 }
 
 /// `--pid ROOT` on a tree three levels deep: root shell -> child shell -> grandchildren,
@@ -297,9 +354,8 @@ fn pid_scope_follows_a_tree() {
     if !privileged("pid_scope_follows_a_tree") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("claude-monitor-tree-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("tmp");
+    let tmp = TempDir::new(&format!("claude-monitor-tree-{}", std::process::id()));
+    let dir = tmp.path();
     let go = dir.join("go");
     let ready = dir.join("ready");
     let wait_go = format!("while [ ! -e {} ]; do sleep 0.05; done", go.display());
@@ -311,15 +367,10 @@ fn pid_scope_follows_a_tree() {
         ready = ready.display()
     );
     let script = format!("sh -c \"{level2}\"; exit 14");
-    let mut root = Command::new("sh")
-        .args(["-c", &script])
-        .spawn()
-        .expect("root");
+    let mut root = Spawned::spawn(Command::new("sh").args(["-c", &script]));
     let root_pid = root.id();
-    while !ready.exists() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(100));
+    // Grandchild A is forked before `ready` is created: the tree is three levels deep.
+    wait_until(Duration::from_secs(30), "the ready file", || ready.exists());
     let mut tree: HashSet<u64> = descendants(root_pid).into_iter().map(u).collect();
     assert!(
         tree.len() >= 3,
@@ -342,9 +393,8 @@ fn pid_scope_follows_a_tree() {
     let outside_pid = outside.id();
     outside.wait().expect("wait");
     std::fs::write(&go, b"").expect("go");
-    assert_eq!(root.wait().expect("wait").code(), Some(14));
+    assert_eq!(root.wait().code(), Some(14));
     let events = agent.stop(Vec::new());
-    let _ = std::fs::remove_dir_all(&dir);
 
     assert!(
         events
@@ -401,20 +451,33 @@ fn five_thousand_short_lived_processes() {
     }
     let n = storm_size(5000);
     let agent = Agent::start(&["--pid", &me()]);
-    let mut pids = HashSet::new();
+    // Pids, each with the number of processes that had it: a pid can come round again
+    // during the storm (another run writing ns_last_pid, as the pid-reuse scenario does).
+    let mut spawned: HashMap<u64, usize> = HashMap::new();
     for _ in 0..n {
         let mut c = Command::new("/bin/true").spawn().expect("true");
-        pids.insert(u(c.id()));
+        *spawned.entry(u(c.id())).or_default() += 1;
         assert!(c.wait().expect("wait").success());
     }
     let events = agent.stop(Vec::new());
     let exits: Vec<&Value> = events
         .iter()
-        .filter(|e| e["kind"] == "exit" && e["pid"].as_u64().is_some_and(|p| pids.contains(&p)))
+        .filter(|e| {
+            e["kind"] == "exit" && e["pid"].as_u64().is_some_and(|p| spawned.contains_key(&p))
+        })
         .collect();
     assert_eq!(exits.len(), n, "exit events for the {n} processes");
-    let distinct: HashSet<u64> = exits.iter().filter_map(|e| e["pid"].as_u64()).collect();
-    assert_eq!(distinct.len(), n);
+    // Exactly one exit per process.
+    let mut exited: HashMap<u64, usize> = HashMap::new();
+    for e in &exits {
+        *exited.entry(e["pid"].as_u64().expect("pid")).or_default() += 1;
+    }
+    let wrong: Vec<(u64, usize, usize)> = spawned
+        .iter()
+        .map(|(&pid, &n)| (pid, n, exited.get(&pid).copied().unwrap_or(0)))
+        .filter(|&(_, n, got)| n != got)
+        .collect();
+    assert!(wrong.is_empty(), "(pid, processes, exits): {wrong:?}");
     assert!(
         exits
             .iter()
@@ -439,8 +502,14 @@ fn closed_stdout_ends_quietly() {
     std::io::BufRead::read_line(&mut out, &mut first).expect("read");
     assert!(first.contains("\"agent_start\""), "{first}");
     drop(out);
-    // Make some events so the agent writes into the closed pipe.
-    for _ in 0..20 {
+    // Make events until the agent has written into the closed pipe and ended.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the agent did not end within 30 s of its stdout being closed");
+        }
         let _ = Command::new("/bin/true").status();
     }
     let output = child.wait_with_output().expect("wait");
@@ -484,12 +553,18 @@ fn full_ring_buffer_is_reported_as_lost() {
     let agent_pid = agent.pid() as i32;
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(agent_pid, libc::SIGSTOP) };
+    wait_until(Duration::from_secs(10), "the agent to be stopped", || {
+        process_state(agent_pid) == Some('T')
+    });
+    let mut pids = HashSet::new();
     for _ in 0..300 {
-        let _ = Command::new("/bin/true").status().expect("true");
+        let mut c = Command::new("/bin/true").spawn().expect("true");
+        pids.insert(u(c.id()));
+        c.wait().expect("wait");
     }
     // SAFETY: as above.
     unsafe { libc::kill(agent_pid, libc::SIGCONT) };
-    std::thread::sleep(Duration::from_millis(700));
+    // The agent reads the ring and the kernel's loss counters once more before agent_stop.
     let events = agent.stop(Vec::new());
     let lost: u64 = events
         .iter()
@@ -502,7 +577,7 @@ fn full_ring_buffer_is_reported_as_lost() {
     // Records that did fit are intact: exits still decode and carry a code.
     let exits = events
         .iter()
-        .filter(|e| e["kind"] == "exit" && e["comm"] == "true");
+        .filter(|e| e["kind"] == "exit" && e["pid"].as_u64().is_some_and(|p| pids.contains(&p)));
     assert!(exits.clone().count() < 300);
     assert!(exits.into_iter().all(|e| e["exit_code"] == 0));
 }
@@ -551,6 +626,12 @@ fn own_peak_excludes_what_exec_carried_over() {
         (None, false) => {}
     }
     assert_nothing_lost(&events);
+}
+
+/// The state letter of /proc/PID/stat (`R`, `S`, `T`...).
+fn process_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
 }
 
 fn notes_mention(start: &Value, what: &str) -> bool {
@@ -614,10 +695,12 @@ fn signal_delivery_reports_the_disposition() {
         return;
     }
     let agent = Agent::start(&["--pid", &me()]);
+    // USR1 and HUP come from subshells, other processes: a process's own non-fatal signals
+    // are runtime signals, not reported by default (see the runtime_signals scenario).
     let mut child = Command::new("sh")
         .args([
             "-c",
-            r#"trap "true" USR1; trap "" HUP; sleep 0.3; kill -USR1 $$; kill -HUP $$; sleep 0.2; kill -TERM $$"#,
+            r#"trap "true" USR1; trap "" HUP; sleep 0.3; (kill -USR1 $$); (kill -HUP $$); sleep 0.2; kill -TERM $$"#,
         ])
         .spawn()
         .expect("bash");
@@ -665,7 +748,7 @@ fn signal_flood_is_counted_in_the_kernel() {
         return;
     }
     let n = storm_size(50_000);
-    let agent = Agent::start(&["--pid", &me()]);
+    let mut agent = Agent::start(&["--pid", &me()]);
     let sigstorm = helper("sigstorm", env!("CARGO_BIN_EXE_sigstorm"));
     let out = Command::new(&sigstorm)
         .args(["flood", &n.to_string()])
@@ -681,18 +764,26 @@ fn signal_flood_is_counted_in_the_kernel() {
     };
     let (sender, target, ok) = (field("sender"), field("target"), field("ok"));
     assert_eq!(ok, n as u64);
-    // The last aggregate is read at the agent's next tick (500 ms).
-    std::thread::sleep(Duration::from_millis(700));
-    let events = agent.stop(Vec::new());
-    let flood: Vec<&Value> = events
-        .iter()
-        .filter(|e| {
-            e["kind"] == "signal"
-                && e["signal"] == 10
-                && e["sender"]["pid"].as_u64() == Some(sender)
-                && e["pid"].as_u64() == Some(target)
-        })
-        .collect();
+    let of_flood = |e: &Value| {
+        e["kind"] == "signal"
+            && e["signal"] == 10
+            && e["sender"]["pid"].as_u64() == Some(sender)
+            && e["pid"].as_u64() == Some(target)
+    };
+    let counted = |events: &[Value]| -> u64 {
+        events
+            .iter()
+            .filter(|e| of_flood(e))
+            .filter_map(|e| e["count"].as_u64())
+            .sum()
+    };
+    // The last aggregate is read at one of the agent's ticks (every 500 ms).
+    let mut seen = Vec::new();
+    agent.wait_until(&mut seen, Duration::from_secs(30), |events| {
+        counted(events) >= n as u64
+    });
+    let events = agent.stop(seen);
+    let flood: Vec<&Value> = events.iter().filter(|e| of_flood(e)).collect();
     let counted: u64 = flood.iter().filter_map(|e| e["count"].as_u64()).sum();
     assert_eq!(counted, n as u64, "{} records", flood.len());
     assert!(
@@ -701,5 +792,181 @@ fn signal_flood_is_counted_in_the_kernel() {
         flood.len()
     );
     assert!(flood.iter().any(|e| e["count"].as_u64() > Some(1)));
+    assert_nothing_lost(&events);
+}
+
+/// What the `threadsignal` helper printed: `key=value` fields.
+fn helper_field(line: &str, key: &str) -> u32 {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+}
+
+/// A process signalling its own thread the way the Bun/JavaScriptCore runtime does for
+/// garbage collection (SIGPWR with tgkill, caught by a handler): by default neither the
+/// signals nor their deliveries are reported, and `agent_stop.filtered` counts every one;
+/// with `--runtime-signals` they are all reported, named after the process and the thread.
+#[test]
+fn runtime_signals_to_own_threads_are_counted_not_reported() {
+    if !privileged("runtime_signals_to_own_threads_are_counted_not_reported") {
+        return;
+    }
+    const N: u32 = 50;
+    const SIGPWR: u64 = 30;
+    let me = me();
+    let run = |extra: &[&str]| {
+        let mut args = vec!["--pid", me.as_str()];
+        args.extend_from_slice(extra);
+        let agent = Agent::start(&args);
+        let out = Command::new(helper("threadsignal", env!("CARGO_BIN_EXE_threadsignal")))
+            .args(["tgkill", &N.to_string()])
+            .output()
+            .expect("threadsignal");
+        assert!(out.status.success(), "{out:?}");
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(helper_field(&line, "handled"), N, "{line}");
+        // Aggregates of the reported run are read at the agent's next tick (500 ms).
+        std::thread::sleep(Duration::from_millis(700));
+        let start = agent.start.clone();
+        let events = agent.stop(Vec::new());
+        (
+            start,
+            events,
+            helper_field(&line, "pid"),
+            helper_field(&line, "tid"),
+        )
+    };
+    let sigpwr = |events: &[Value], kind: &str, pid: u32| -> Vec<Value> {
+        of(events, kind, pid)
+            .into_iter()
+            .filter(|e| e["signal"].as_u64() == Some(SIGPWR))
+            .cloned()
+            .collect()
+    };
+
+    // By default: nothing reported, everything counted.
+    let (start, events, pid, _) = run(&[]);
+    assert_eq!(start["runtime_signals_reported"], false, "{start}");
+    assert!(notes_mention(&start, "runtime signals"), "{start}");
+    assert_eq!(sigpwr(&events, "signal", pid), Vec::<Value>::new());
+    assert_eq!(sigpwr(&events, "signal_deliver", pid), Vec::<Value>::new());
+    let stop = events.last().expect("agent_stop");
+    assert_eq!(stop["filtered"]["self_signal"], N, "{stop}");
+    assert_eq!(stop["filtered"]["self_signal_deliver"], N, "{stop}");
+    // The worker's SIGKILL when the main thread returned (exit_group from the leader).
+    assert_eq!(stop["filtered"]["group_kill_deliver"], 1, "{stop}");
+    assert_eq!(of(&events, "signal_deliver", pid), Vec::<&Value>::new());
+    let exit = of(&events, "exit", pid);
+    assert_eq!(exit.len(), 1, "{exit:?}");
+    assert_eq!(exit[0]["comm"], "threadsignal");
+    assert_eq!(exit[0]["cause"], "exited");
+    assert_nothing_lost(&events);
+
+    // --runtime-signals: every one reported (floods aggregated: the counts add up).
+    let (start, events, pid, tid) = run(&["--runtime-signals"]);
+    assert_eq!(start["runtime_signals_reported"], true, "{start}");
+    assert!(!notes_mention(&start, "runtime signals"), "{start}");
+    for kind in ["signal", "signal_deliver"] {
+        let records = sigpwr(&events, kind, pid);
+        let total: u64 = records.iter().filter_map(|e| e["count"].as_u64()).sum();
+        assert_eq!(total, u64::from(N), "{kind}: {records:?}");
+        let single: Vec<&Value> = records.iter().filter(|e| e["count"] == 1).collect();
+        assert!(!single.is_empty(), "{kind}: {records:?}");
+        for e in single {
+            assert_eq!(e["comm"], "threadsignal", "{e}");
+            if kind == "signal" {
+                assert_eq!(e["target"]["tid"].as_u64(), Some(u(tid)), "{e}");
+                assert_eq!(e["target"]["comm"], "threadsignal", "{e}");
+                assert_eq!(e["target"]["thread_comm"], "ts-worker", "{e}");
+                assert_eq!(e["sender"]["pid"].as_u64(), Some(u(pid)), "{e}");
+                assert_eq!(e["si_code_name"], "SI_TKILL", "{e}");
+                assert_eq!(e["group"], false, "{e}");
+            } else {
+                assert_eq!(e["tid"].as_u64(), Some(u(tid)), "{e}");
+                assert_eq!(e["thread_comm"], "ts-worker", "{e}");
+                assert_eq!(e["disposition"], "handler", "{e}");
+            }
+        }
+    }
+    let kills: Vec<&Value> = of(&events, "signal_deliver", pid)
+        .into_iter()
+        .filter(|e| e["signal"] == 9)
+        .collect();
+    assert_eq!(kills.len(), 1, "{kills:?}");
+    assert_eq!(kills[0]["tid"].as_u64(), Some(u(tid)), "{}", kills[0]);
+    assert_eq!(kills[0]["thread_comm"], "ts-worker", "{}", kills[0]);
+    let stop = events.last().expect("agent_stop");
+    assert_eq!(
+        stop["filtered"],
+        serde_json::json!({"self_signal": 0, "self_signal_deliver": 0, "group_kill_deliver": 0}),
+        "{stop}"
+    );
+    assert_nothing_lost(&events);
+}
+
+/// SIGKILL from outside to a process of 4 threads: every thread takes the group's SIGKILL,
+/// one delivery (the leader's) is reported, the other three are counted; the exit is
+/// `killed` and names the sender.
+#[test]
+fn group_kill_is_delivered_once() {
+    if !privileged("group_kill_is_delivered_once") {
+        return;
+    }
+    let agent = Agent::start(&["--pid", &me()]);
+    let mut child = Command::new(helper("threadsignal", env!("CARGO_BIN_EXE_threadsignal")))
+        .args(["threads", "4"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("threadsignal");
+    let pid = child.id();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("ready line");
+    assert_eq!(helper_field(&line, "pid"), pid, "{line}");
+    assert_eq!(
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .expect("tasks")
+            .count(),
+        4
+    );
+    // SAFETY: plain kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGKILL) }, 0);
+    assert_eq!(child.wait().expect("wait").signal(), Some(9));
+    let events = agent.stop(Vec::new());
+
+    let delivered = of(&events, "signal_deliver", pid);
+    assert_eq!(delivered.len(), 1, "{delivered:?}");
+    let d = delivered[0];
+    assert_eq!(d["signal"], 9, "{d}");
+    assert_eq!(d["tid"].as_u64(), Some(u(pid)), "{d}");
+    assert_eq!(d["comm"], "threadsignal", "{d}");
+    assert!(d.get("thread_comm").is_none(), "{d}");
+    assert_eq!(d["disposition"], "default", "{d}");
+    assert_eq!(d["outcome"], "terminate", "{d}");
+    let stop = events.last().expect("agent_stop");
+    assert_eq!(stop["filtered"]["group_kill_deliver"], 3, "{stop}");
+
+    let sent: Vec<&Value> = of(&events, "signal", pid)
+        .into_iter()
+        .filter(|e| e["signal"] == 9)
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        sent[0]["sender"]["pid"].as_u64(),
+        Some(u(std::process::id()))
+    );
+    let exit = of(&events, "exit", pid);
+    assert_eq!(exit.len(), 1, "{exit:?}");
+    assert_eq!(exit[0]["comm"], "threadsignal", "{}", exit[0]);
+    assert_eq!(exit[0]["signal"], 9);
+    assert_eq!(exit[0]["cause"], "killed", "{}", exit[0]);
+    assert_eq!(
+        exit[0]["killed_by"]["pid"].as_u64(),
+        Some(u(std::process::id())),
+        "{}",
+        exit[0]
+    );
     assert_nothing_lost(&events);
 }

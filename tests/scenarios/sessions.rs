@@ -7,11 +7,13 @@ use std::{
     ffi::OsStr,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
-use claude_monitor_tests::{Agent, MemCgroup, descendants, helper, of, privileged};
+use claude_monitor_tests::{
+    Agent, MemCgroup, Spawned, descendants, helper, of, privileged, wait_until,
+};
 use serde_json::Value;
 
 const SESSION_SCRIPT: &str = r#"
@@ -30,12 +32,14 @@ touch "$DIR/tool.done"
 while [ ! -e "$DIR/stop" ]; do sleep 0.05; done
 "#;
 
-/// A fake Claude Code session and its temporary files.
+/// A fake Claude Code session and its temporary files. On drop (also when the test fails)
+/// every process of the session is killed, wherever it was reparented, and the files are
+/// removed.
 struct Session {
     dir: PathBuf,
     config: PathBuf,
     bin: PathBuf,
-    child: Option<Child>,
+    child: Option<Spawned>,
     pid: u32,
     sid: String,
 }
@@ -60,17 +64,17 @@ impl Session {
         let config = dir.join("claude-config");
         let bin = dir.join("home/.local/share/claude/versions/9.9.9");
         let sid = format!("3f2a0000-0000-4000-8000-{:012}", std::process::id());
-        let child = Command::new(&bin)
-            .arg0("claude")
-            .args(["-c", SESSION_SCRIPT])
-            .env("CFG", &config)
-            .env("SID", &sid)
-            .env("DIR", &dir)
-            .env("CMD", cmd)
-            .env("AFTER", after)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("fake session");
+        let child = Spawned::spawn(
+            Command::new(&bin)
+                .arg0("claude")
+                .args(["-c", SESSION_SCRIPT])
+                .env("CFG", &config)
+                .env("SID", &sid)
+                .env("DIR", &dir)
+                .env("CMD", cmd)
+                .env("AFTER", after)
+                .stdin(Stdio::null()),
+        );
         let pid = child.id();
         let s = Session {
             dir,
@@ -80,9 +84,11 @@ impl Session {
             pid,
             sid,
         };
-        wait_until(Duration::from_secs(10), || {
-            s.dir.join("wrapper.pid").exists()
-        });
+        wait_until(
+            Duration::from_secs(30),
+            "the tool wrapper's pid file",
+            || s.dir.join("wrapper.pid").exists(),
+        );
         s
     }
 
@@ -98,17 +104,22 @@ impl Session {
     fn tool_process(&self, comm: &str) -> u32 {
         let w = self.wrapper();
         let mut found = None;
-        wait_until(Duration::from_secs(10), || {
-            found = descendants(w).into_iter().find(|&p| {
-                std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == comm)
-            });
-            found.is_some()
-        });
+        wait_until(
+            Duration::from_secs(30),
+            &format!("a tool process {comm}"),
+            || {
+                found = descendants(w).into_iter().find(|&p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.trim() == comm)
+                });
+                found.is_some()
+            },
+        );
         found.expect("tool process")
     }
 
     fn wait_tool_done(&self) {
-        wait_until(Duration::from_secs(30), || {
+        wait_until(Duration::from_secs(30), "the tool to end", || {
             self.dir.join("tool.done").exists()
         });
     }
@@ -117,18 +128,13 @@ impl Session {
         [("CLAUDE_CONFIG_DIR", self.config.as_os_str())]
     }
 
+    /// Asks the session to end (the `stop` file) and waits for it; then kills whatever of
+    /// its tree is left.
     fn finish(&mut self) {
         let _ = std::fs::write(self.dir.join("stop"), b"");
         if let Some(mut c) = self.child.take() {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if c.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
+            c.wait_timeout(Duration::from_secs(10));
+            c.kill_tree();
         }
     }
 }
@@ -168,19 +174,14 @@ fn write_transcript(dir: &Path, config: &Path, command: &str) {
     std::fs::write(path.join(format!("{sid}.jsonl")), lines.join("\n") + "\n").expect("transcript");
 }
 
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(
-            Instant::now() < deadline,
-            "condition not met within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn u(v: u32) -> u64 {
     u64::from(v)
+}
+
+/// Whether `e` is about the tool wrapper `wrapper` or a child of it (a shell may exec the
+/// last command of `-c` itself).
+fn of_wrapper(e: &Value, wrapper: u32) -> bool {
+    e["pid"].as_u64() == Some(u(wrapper)) || e["ppid"].as_u64() == Some(u(wrapper))
 }
 
 /// Checks `e` is attributed to session `s`, with an ancestry that ends at its root.
@@ -239,9 +240,17 @@ fn tool_exit_is_attributed_and_rg_helper_is_not_a_session() {
     s.finish();
     let events = agent.stop(Vec::new());
 
+    // `--claude` sees every Claude Code session on the host: this test's tool is the `sh`
+    // of its own wrapper.
+    let wrapper = s.wrapper();
     let exit3: Vec<&Value> = events
         .iter()
-        .filter(|e| e["kind"] == "exit" && e["exit_code"] == 3 && e["comm"] == "sh")
+        .filter(|e| {
+            e["kind"] == "exit"
+                && e["exit_code"] == 3
+                && e["comm"] == "sh"
+                && of_wrapper(e, wrapper)
+        })
         .collect();
     assert_eq!(exit3.len(), 1, "{exit3:?}");
     let e = exit3[0];
@@ -255,15 +264,16 @@ fn tool_exit_is_attributed_and_rg_helper_is_not_a_session() {
     assert_eq!(e["tool_call"]["command"], r#"sh -c "exit 3""#);
     // The session root itself runs no tool.
     assert_eq!(exit_of(&events, s.pid)["tool_call"], Value::Null);
-    // Every event of the run belongs to that one session; the rg helper reported nothing.
+    // The rg helper is not a session and reported nothing (other sessions on the host may
+    // report their own events; none of them is rooted at the helper).
     let rg_events: Vec<&Value> = events
         .iter()
-        .filter(|e| e["pid"].as_u64() == Some(u(rg_pid)))
+        .filter(|e| {
+            e["pid"].as_u64() == Some(u(rg_pid))
+                || e["session"]["root_pid"].as_u64() == Some(u(rg_pid))
+        })
         .collect();
     assert!(rg_events.is_empty(), "rg reported: {rg_events:?}");
-    for e in events.iter().filter(|e| e["session"].is_object()) {
-        assert_eq!(e["session"]["root_pid"].as_u64(), Some(u(s.pid)), "{e}");
-    }
 }
 
 #[test]
@@ -301,17 +311,25 @@ fn session_kills_its_own_tool_group() {
         return;
     }
     // As Claude Code does on a tool timeout: SIGTERM to the tool's process group, then
-    // SIGKILL 1.5 s later. The tool ignores SIGTERM.
-    // It waits for the agent to have started (the `go` file), however slow the machine.
+    // SIGKILL. The tool ignores SIGTERM. The session sends the SIGTERM once the agent runs
+    // and the tool's `sleep` exists (the `go` file), and the SIGKILL once the agent has seen
+    // the SIGTERM (the `kill` file), however slow the machine.
     let after = r#"while [ ! -e "$DIR/go" ]; do sleep 0.02; done
-        sleep 0.5; kill -TERM -- -$W; sleep 1.5; kill -KILL -- -$W"#;
+        kill -TERM -- -$W
+        while [ ! -e "$DIR/kill" ]; do sleep 0.02; done
+        kill -KILL -- -$W"#;
     let mut s = Session::start("group", r#"trap "" TERM; sleep 30"#, after);
-    let agent = Agent::start_with_env(&["--claude"], &s.env());
-    std::fs::write(s.dir.join("go"), b"").expect("go file");
+    let mut agent = Agent::start_with_env(&["--claude"], &s.env());
     let target = s.tool_process("sleep");
+    std::fs::write(s.dir.join("go"), b"").expect("go file");
+    let mut seen = Vec::new();
+    agent.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "signal" && e["signal"] == 15 && e["pid"].as_u64() == Some(u(target))
+    });
+    std::fs::write(s.dir.join("kill"), b"").expect("kill file");
     s.wait_tool_done();
     s.finish();
-    let events = agent.stop(Vec::new());
+    let events = agent.stop(seen);
     let e = exit_of(&events, target);
     assert_in_session(&e, &s);
     assert_eq!(e["signal"], 9);
@@ -350,8 +368,8 @@ fn oom_kill_of_a_tool_grandchild() {
     let events = agent.stop(Vec::new());
     let oom = events
         .iter()
-        .find(|e| e["kind"] == "oom")
-        .unwrap_or_else(|| panic!("no oom event"));
+        .find(|e| e["kind"] == "oom" && e["memcg_id"].as_u64() == Some(cg.id()))
+        .unwrap_or_else(|| panic!("no oom event in this test's cgroup"));
     assert_in_session(oom, &s);
     let victim = u32::try_from(oom["pid"].as_u64().expect("pid")).expect("u32");
     let e = exit_of(&events, victim);
@@ -380,20 +398,20 @@ fn orphaned_tool_stays_in_its_session() {
         r#"while [ ! -e "$DIR/go" ]; do sleep 0.02; done; exit 4"#,
         "",
     );
-    let agent = Agent::start_with_env(&["--claude"], &s.env());
+    let mut agent = Agent::start_with_env(&["--claude"], &s.env());
     let wrapper = s.wrapper();
     // SIGKILL the session root: its tool is not killed, it is reparented and goes on.
     // SAFETY: plain kill(2).
     unsafe { libc::kill(s.pid as i32, libc::SIGKILL) };
-    wait_until(Duration::from_secs(10), || {
+    wait_until(Duration::from_secs(30), "the session root's death", || {
         !Path::new(&format!("/proc/{}", s.pid)).exists() || is_zombie(s.pid)
     });
     std::fs::write(s.dir.join("go"), b"").expect("go file");
-    wait_until(Duration::from_secs(10), || {
-        !Path::new(&format!("/proc/{wrapper}")).exists() || is_zombie(wrapper)
+    let mut seen = Vec::new();
+    agent.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exit" && e["pid"].as_u64() == Some(u(wrapper))
     });
-    std::thread::sleep(Duration::from_millis(100));
-    let events = agent.stop(Vec::new());
+    let events = agent.stop(seen);
     let root = exit_of(&events, s.pid);
     assert_eq!(root["signal"], 9);
     assert_eq!(root["cause"], "killed");
@@ -410,6 +428,21 @@ fn orphaned_tool_stays_in_its_session() {
         Some(u(s.pid)),
         "the tool was reparented: {e}"
     );
+}
+
+/// CLOCK_BOOTTIME in clock ticks: the unit of a process's start time in /proc and proc_id.
+fn boot_ticks() -> u64 {
+    // SAFETY: zeroed timespec is a valid out-parameter.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) },
+        0
+    );
+    // SAFETY: no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    ns / (1_000_000_000 / hz)
 }
 
 fn is_zombie(pid: u32) -> bool {
@@ -462,14 +495,26 @@ fn a_reused_pid_is_not_attributed() {
     let mut s = Session::start("reuse", r#"sh -c "exit 3""#, "");
     s.wait_tool_done();
     let mut seen = Vec::new();
-    let member = agent.wait_for(&mut seen, Duration::from_secs(10), |e| {
-        e["kind"] == "exit" && e["exit_code"] == 3 && e["comm"] == "sh" && e["session"].is_object()
+    let wrapper = s.wrapper();
+    let member = agent.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exit"
+            && e["exit_code"] == 3
+            && e["comm"] == "sh"
+            && of_wrapper(e, wrapper)
+            && e["session"].is_object()
     });
     let pid = u32::try_from(member["pid"].as_u64().expect("pid")).expect("u32");
     // An unrelated process gets the same pid (ns_last_pid makes the next pid pid). Not
-    // within the same clock tick: proc_id has /proc's 10 ms start-time resolution, and a pid
-    // cannot come round again that fast without ns_last_pid.
-    std::thread::sleep(Duration::from_millis(20));
+    // within the same clock tick: proc_id has /proc's start-time resolution (clock ticks),
+    // and a pid cannot come round again that fast without ns_last_pid.
+    let member_start: u64 = member["proc_id"]
+        .as_str()
+        .and_then(|p| p.split_once(':'))
+        .and_then(|(_, start)| start.parse().ok())
+        .unwrap_or_else(|| panic!("proc_id: {member}"));
+    wait_until(Duration::from_secs(10), "the next clock tick", || {
+        boot_ticks() > member_start
+    });
     let mut reused = None;
     for _ in 0..50 {
         std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).expect("ns_last_pid");

@@ -5,11 +5,17 @@
 //! Privileges: the scenarios need root. Outside CI an unprivileged run skips each scenario
 //! with a message; under `CI=true` it fails, as does any failure to load the programs.
 
+pub mod claude_cli;
+
 use std::{
-    io::{BufRead as _, BufReader, Read as _},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::mpsc::{self, Receiver},
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+        mpsc::{self, Receiver},
+    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -100,6 +106,8 @@ pub struct Agent {
     rx: Receiver<Value>,
     reader: Option<JoinHandle<()>>,
     stderr: Option<JoinHandle<String>>,
+    /// What the agent wrote on stderr so far.
+    stderr_so_far: Arc<Mutex<String>>,
     pub start: Value,
 }
 
@@ -148,11 +156,20 @@ impl Agent {
             .spawn()
             .expect("cannot start claude-monitor");
         let stdout = child.stdout.take().expect("stdout");
-        let mut stderr_pipe = child.stderr.take().expect("stderr");
+        let stderr_pipe = child.stderr.take().expect("stderr");
+        let stderr_so_far = Arc::new(Mutex::new(String::new()));
+        let so_far = Arc::clone(&stderr_so_far);
         let stderr = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr_pipe.read_to_string(&mut s);
-            s
+            let mut pipe = BufReader::new(stderr_pipe);
+            let mut line = String::new();
+            while pipe.read_line(&mut line).is_ok_and(|n| n > 0) {
+                so_far
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_str(&line);
+                line.clear();
+            }
+            so_far.lock().unwrap_or_else(|p| p.into_inner()).clone()
         });
         let (tx, rx) = mpsc::channel();
         let reader = std::thread::spawn(move || {
@@ -172,6 +189,7 @@ impl Agent {
             rx,
             reader: Some(reader),
             stderr: Some(stderr),
+            stderr_so_far,
             start: Value::Null,
         };
         match agent.rx.recv_timeout(Duration::from_secs(60)) {
@@ -214,22 +232,62 @@ impl Agent {
         if let Some(e) = seen.iter().find(|e| pred(e)) {
             return e.clone();
         }
+        self.wait_until(seen, timeout, |events| events.last().is_some_and(&pred));
+        seen.last().cloned().expect("the matching event")
+    }
+
+    /// Waits until the events seen so far satisfy `done` (checked on what was already seen,
+    /// then after each new event), e.g. until a count is reached.
+    pub fn wait_until(
+        &mut self,
+        seen: &mut Vec<Value>,
+        timeout: Duration,
+        mut done: impl FnMut(&[Value]) -> bool,
+    ) {
+        if done(seen) {
+            return;
+        }
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
                 Ok(e) => {
-                    let hit = pred(&e);
-                    seen.push(e.clone());
-                    if hit {
-                        return e;
+                    seen.push(e);
+                    if done(seen) {
+                        return;
                     }
                 }
                 Err(_) => panic!(
-                    "no matching event within {timeout:?}; saw {} events",
-                    seen.len()
+                    "the events did not reach the expected state within {timeout:?}; saw {} \
+                     events; stderr so far: {}",
+                    seen.len(),
+                    self.stderr_now()
                 ),
             }
+        }
+    }
+
+    /// What the agent has written on stderr so far.
+    pub fn stderr_now(&self) -> String {
+        self.stderr_so_far
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until the agent has written `needle` on stderr `times` times; returns stderr.
+    pub fn wait_stderr(&self, timeout: Duration, needle: &str, times: usize) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.stderr_now();
+            if text.matches(needle).count() >= times {
+                return text;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} not written {times} time(s) on stderr within {timeout:?}: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -438,4 +496,136 @@ pub fn descendants(root: u32) -> Vec<u32> {
             return out;
         }
     }
+}
+
+/// Waits until `cond` holds, polling every 20 ms; panics naming `what` after `timeout`.
+pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A temporary directory, removed on drop (also when the test fails).
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// `$TMPDIR/<name>`, emptied first.
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The variable that marks every process of one [`Spawned`] tree (inherited across fork
+/// and exec, so it also finds descendants that were reparented or moved to a new session).
+pub const TREE_VAR: &str = "CLAUDE_MONITOR_TEST_TREE";
+
+/// A child process whose whole tree is killed on drop (also when the test fails): every
+/// process that inherited the tree's own value of [`TREE_VAR`], wherever it was reparented.
+pub struct Spawned {
+    pub child: Child,
+    token: String,
+}
+
+impl Spawned {
+    /// Spawns `cmd` with a fresh tree marker.
+    pub fn spawn(cmd: &mut Command) -> Spawned {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let token = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let child = cmd
+            .env(TREE_VAR, &token)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        Spawned { child, token }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn wait(&mut self) -> ExitStatus {
+        self.child.wait().expect("wait")
+    }
+
+    /// Waits for the child to exit, at most `timeout`; `None` if it is still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs every live process of the tree (the child included) and reaps the child.
+    pub fn kill_tree(&mut self) {
+        kill_marked(TREE_VAR, &self.token);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        self.kill_tree();
+    }
+}
+
+/// The live processes whose environment holds `var=value` (zombies have none).
+pub fn processes_with_env(var: &str, value: &str) -> Vec<i32> {
+    let wanted = format!("{var}={value}");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&b| b == 0).any(|kv| kv == wanted.as_bytes()))
+        })
+        .collect()
+}
+
+/// SIGKILLs every process marked `var=value` until none is left (a process forked while
+/// the others are killed is found on the next pass).
+pub fn kill_marked(var: &str, value: &str) {
+    for _ in 0..100 {
+        let pids = processes_with_env(var, value);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in pids {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("warning: processes marked {var}={value} still alive after SIGKILL");
 }

@@ -6,13 +6,17 @@
 //! `--kernel 6.1|6.12|all` also (or instead) runs the scenarios on Debian's cloud kernels
 //! under qemu (see `vm.rs`); no root is needed for those. A summary line per kernel precedes
 //! the total, which then sums all kernels.
+//!
+//! Before the host's tests, what an earlier run that was interrupted (or whose scenarios
+//! leaked) left behind is removed, and said in one line: see [`clear_stale`].
 
 use std::{
+    collections::BTreeSet,
     fs,
     io::{BufRead as _, BufReader},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -43,6 +47,10 @@ pub struct Options {
     /// killed and counted as failed.
     #[arg(long, value_name = "SECS", default_value_t = 900)]
     pub vm_timeout: u64,
+    /// Only remove what earlier runs left behind, then exit (how a run that is not root
+    /// does it, through sudo).
+    #[arg(long, hide = true)]
+    pub clear_stale: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +134,10 @@ impl std::fmt::Display for Totals {
 }
 
 pub fn run(opts: &Options) -> Result<()> {
+    if opts.clear_stale {
+        eprintln!("xtask: {}", clear_stale());
+        return Ok(());
+    }
     let (host, guests) = selection(&opts.kernels);
     let toolchain = setup::run(&setup::Options::default())?;
     let mut totals = Totals::default();
@@ -186,6 +198,7 @@ fn run_host(
     failures: &mut Vec<String>,
 ) -> Result<Totals> {
     let profile = if opts.release { "release" } else { "debug" };
+    clear_stale_as_root()?;
 
     // The agent binary the scenarios start.
     let mut build = cargo::cargo();
@@ -201,6 +214,7 @@ fn run_host(
         .join("claude-monitor");
 
     let binaries = build_tests(toolchain, opts.release)?;
+    let marker = run_marker();
     let mut totals = Totals::default();
     let mut failed_binaries = Vec::new();
     for bin in &binaries {
@@ -217,6 +231,7 @@ fn run_host(
             cmd.arg(filter);
         }
         cmd.env("CLAUDE_MONITOR_BIN", &agent)
+            .env(RUN_VAR, &marker)
             .current_dir(cargo::workspace_root());
         eprintln!(
             "xtask: running {} ({}{})",
@@ -236,6 +251,304 @@ fn run_host(
         ));
     }
     Ok(totals)
+}
+
+/// Set on every test binary, and so inherited by everything its tests start:
+/// `<pid>:<start time>` of this `cargo xtask test`. A process that carries it after that
+/// xtask has ended was left behind by a test.
+const RUN_VAR: &str = "CLAUDE_MONITOR_TEST_RUN";
+
+/// Pin directories of the daemon scenarios: `/sys/fs/bpf/cm-test-<test pid>` (and its
+/// `-staging` twin). The real daemon's `/sys/fs/bpf/claude-monitor` never matches.
+const PIN_PREFIX: &str = "cm-test-";
+
+/// Temporary directories of the scenarios, each named with its test process's pid.
+const TMP_PREFIXES: &[&str] = &[
+    "cm-daemon-",
+    "cm-session-",
+    "cm-cli-",
+    "claude-monitor-tree-",
+];
+
+/// Memory cgroups of the scenarios, each named with its test process's pid.
+const CGROUP_PREFIXES: &[&str] = &[
+    "claude-monitor-test-",
+    "cm-daemon-oom-",
+    "cm-session-oom-",
+    "cm-cli-",
+];
+
+/// This process's [`RUN_VAR`] value.
+fn run_marker() -> String {
+    let pid = std::process::id();
+    format!("{pid}:{}", process_start(pid).unwrap_or(0))
+}
+
+/// Field 22 of /proc/PID/stat: the process's start time in clock ticks after boot.
+fn process_start(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Whether `pid` is a running cargo test binary (`target/<profile>/deps/<name>-<hash>`):
+/// what owns a pin directory, cgroup or temporary directory named with that pid. Anything
+/// else with that pid now (or nothing) means the owner is gone.
+fn test_binary_alive(pid: u32) -> bool {
+    fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+        exe.parent()
+            .and_then(Path::file_name)
+            .is_some_and(|d| d == "deps")
+    })
+}
+
+/// The pid in a name such as `cm-cli-tooloom-1234-2_1_100` (after `prefix`): its first
+/// all-digit `-`-separated part.
+fn owner_pid(name: &str, prefix: &str) -> Option<u32> {
+    name.strip_prefix(prefix)?
+        .split('-')
+        .find(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))?
+        .parse()
+        .ok()
+}
+
+/// Directories under `root` (recursively, cgroup hierarchies) named `<prefix>…<pid>…`
+/// whose owner is gone, deepest first.
+fn stale_cgroups(root: &Path, out: &mut Vec<PathBuf>, depth: u32) {
+    let Ok(entries) = fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path();
+        if depth < 8 {
+            stale_cgroups(&path, out, depth + 1);
+        }
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if CGROUP_PREFIXES
+            .iter()
+            .any(|p| owner_pid(name, p).is_some_and(|pid| !test_binary_alive(pid)))
+        {
+            out.push(path);
+        }
+    }
+}
+
+/// Live processes that belong to a run or test that has ended: marked with the
+/// [`RUN_VAR`] of an xtask that is gone, running an executable from a stale temporary
+/// directory (fake agents and sessions), or inside a stale cgroup. Never this process or
+/// its ancestors.
+fn stale_processes(tmp_dirs: &[PathBuf], cgroups: &[PathBuf]) -> BTreeSet<u32> {
+    let mut spared = BTreeSet::new();
+    let mut p = std::process::id();
+    while p > 1 && spared.insert(p) {
+        p = parent_of(p).unwrap_or(1);
+    }
+    let mut out = BTreeSet::new();
+    for cg in cgroups {
+        if let Ok(procs) = fs::read_to_string(cg.join("cgroup.procs")) {
+            out.extend(procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+        }
+    }
+    let prefix = format!("{RUN_VAR}=");
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for pid in entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+    {
+        if let Ok(env) = fs::read(format!("/proc/{pid}/environ")) {
+            let owner_gone = env
+                .split(|&b| b == 0)
+                .filter_map(|kv| kv.strip_prefix(prefix.as_bytes()))
+                .filter_map(|v| std::str::from_utf8(v).ok()?.split_once(':'))
+                .any(|(owner, start)| {
+                    let owner: Option<u32> = owner.parse().ok();
+                    let start: Option<u64> = start.parse().ok();
+                    owner.is_some_and(|o| process_start(o) != start)
+                });
+            if owner_gone {
+                out.insert(pid);
+                continue;
+            }
+        }
+        if let Ok(exe) = fs::read_link(format!("/proc/{pid}/exe"))
+            && tmp_dirs.iter().any(|d| exe.starts_with(d))
+        {
+            out.insert(pid);
+        }
+    }
+    out.retain(|p| !spared.contains(p));
+    out
+}
+
+/// Removes what earlier runs left and says what in one line: pinned programs of the daemon
+/// scenarios (removing the pins detaches the programs whose links were pinned), test
+/// cgroups, processes started by tests that have ended, temporary directories. Only what
+/// belongs to a test process (or xtask) that is gone: a run going on beside this one keeps
+/// everything. Needs root.
+pub fn clear_stale() -> String {
+    let tmp = std::env::temp_dir();
+    let mut tmp_dirs = Vec::new();
+    if let Ok(entries) = fs::read_dir(&tmp) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if TMP_PREFIXES
+                .iter()
+                .any(|p| owner_pid(name, p).is_some_and(|pid| !test_binary_alive(pid)))
+            {
+                tmp_dirs.push(entry.path());
+            }
+        }
+    }
+    let mut cgroups = Vec::new();
+    let unified = Path::new("/sys/fs/cgroup");
+    let v1 = unified.join("memory");
+    if v1.is_dir() {
+        stale_cgroups(&v1, &mut cgroups, 0);
+    }
+    if unified.join("cgroup.controllers").exists() {
+        stale_cgroups(unified, &mut cgroups, 0);
+    }
+    let mut pin_dirs = Vec::new();
+    if let Ok(entries) = fs::read_dir("/sys/fs/bpf") {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if owner_pid(name, PIN_PREFIX).is_some_and(|pid| !test_binary_alive(pid)) {
+                pin_dirs.push(entry.path());
+            }
+        }
+    }
+
+    // Processes first: they may hold the cgroups and keep files open.
+    let mut killed = BTreeSet::new();
+    for _ in 0..20 {
+        let found = stale_processes(&tmp_dirs, &cgroups);
+        if found.is_empty() {
+            break;
+        }
+        for &pid in &found {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        killed.extend(found);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut problems = Vec::new();
+    let mut programs = 0;
+    for dir in &pin_dirs {
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let is_prog = entry.file_name().to_string_lossy().starts_with("prog_");
+                match fs::remove_file(entry.path()) {
+                    Ok(()) => programs += usize::from(is_prog),
+                    Err(e) => problems.push(format!("{}: {e}", entry.path().display())),
+                }
+            }
+        }
+        if let Err(e) = fs::remove_dir(dir) {
+            problems.push(format!("{}: {e}", dir.display()));
+        }
+    }
+    for cg in &cgroups {
+        // A killed process leaves its cgroup a moment after SIGKILL.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match fs::remove_dir(cg) {
+                Ok(()) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) if Instant::now() > deadline => {
+                    problems.push(format!("{}: {e}", cg.display()));
+                    break;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    for dir in &tmp_dirs {
+        if let Err(e) = fs::remove_dir_all(dir) {
+            problems.push(format!("{}: {e}", dir.display()));
+        }
+    }
+
+    let names = |paths: &[PathBuf]| -> String {
+        paths
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut said = Vec::new();
+    if !pin_dirs.is_empty() {
+        said.push(format!(
+            "{} pin director{} with {programs} program(s) in /sys/fs/bpf ({})",
+            pin_dirs.len(),
+            if pin_dirs.len() == 1 { "y" } else { "ies" },
+            names(&pin_dirs)
+        ));
+    }
+    if !cgroups.is_empty() {
+        said.push(format!("{} cgroup(s) ({})", cgroups.len(), names(&cgroups)));
+    }
+    if !killed.is_empty() {
+        let pids: Vec<String> = killed.iter().map(u32::to_string).collect();
+        said.push(format!("{} process(es) ({})", killed.len(), pids.join(" ")));
+    }
+    if !tmp_dirs.is_empty() {
+        said.push(format!(
+            "{} temporary director{} in {} ({})",
+            tmp_dirs.len(),
+            if tmp_dirs.len() == 1 { "y" } else { "ies" },
+            tmp.display(),
+            names(&tmp_dirs)
+        ));
+    }
+    let mut line = if said.is_empty() {
+        "nothing left by earlier test runs".to_owned()
+    } else {
+        format!("removed what earlier test runs left: {}", said.join(", "))
+    };
+    if !problems.is_empty() {
+        line.push_str(&format!("; could not remove: {}", problems.join(", ")));
+    }
+    line
+}
+
+/// [`clear_stale`] as root: here, or through sudo (this binary again, `test --clear-stale`).
+fn clear_stale_as_root() -> Result<()> {
+    if cargo::is_root() {
+        eprintln!("xtask: {}", clear_stale());
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("cannot find the xtask binary")?;
+    let mut cmd = cargo::privileged(&exe);
+    cmd.args(["test", "--clear-stale"]);
+    cargo::run_checked(&mut cmd).context("clearing what earlier test runs left failed")
 }
 
 /// `cargo test --no-run` for the whole workspace; returns the test executables it built.
@@ -365,7 +678,7 @@ fn run_and_count(cmd: &mut Command, totals: &mut Totals) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::{KernelChoice, Totals, package_name, selection};
+    use super::{KernelChoice, Totals, owner_pid, package_name, selection};
     use crate::vm::GuestKernel;
 
     #[test]
@@ -389,6 +702,17 @@ mod tests {
         t.add_line("test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 4 filtered out");
         assert_eq!((t.passed, t.failed, t.ignored), (10, 2, 1));
         assert_eq!(t.to_string(), "10 passed, 2 failed, 1 skipped");
+    }
+
+    #[test]
+    fn owner_pids_from_names() {
+        assert_eq!(owner_pid("cm-test-1234", "cm-test-"), Some(1234));
+        assert_eq!(owner_pid("cm-test-1234-staging", "cm-test-"), Some(1234));
+        assert_eq!(owner_pid("cm-cli-tooloom-77-2_1_100", "cm-cli-"), Some(77));
+        assert_eq!(owner_pid("cm-daemon-55-restart", "cm-daemon-"), Some(55));
+        assert_eq!(owner_pid("claude-monitor", "cm-test-"), None);
+        assert_eq!(owner_pid("cm-test-", "cm-test-"), None);
+        assert_eq!(owner_pid("cm-session-oom-", "cm-session-oom-"), None);
     }
 
     #[test]

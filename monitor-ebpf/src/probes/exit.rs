@@ -10,7 +10,7 @@
 //! group is dead, keyed by tgid: the last thread out need not be the leader.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use monitor_common::{EXIT_FLAG_LIVE_COUNTER, Exit, Kind};
+use monitor_common::{COMM_LEN, EXIT_FLAG_LIVE_COUNTER, Exit, Kind};
 
 use super::{header, reserve, submit};
 use crate::{
@@ -62,20 +62,21 @@ fn try_exit(task: Task, flags: u32) {
         + read::<u64>(task, off!(task_utime)).unwrap_or(0);
     let mut stime = read::<u64>(signal, off!(signal_stime)).unwrap_or(0)
         + read::<u64>(task, off!(task_stime)).unwrap_or(0);
+    let thread_comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]);
+    // The process's name is its leader's (a zombie leader's task, and comm, live on until
+    // the group is reaped); the last thread out may be a runtime's worker thread.
+    let mut comm = thread_comm;
     if !leader.is_null() && leader != task {
         utime += read::<u64>(leader, off!(task_utime)).unwrap_or(0);
         stime += read::<u64>(leader, off!(task_stime)).unwrap_or(0);
+        comm = read::<[u8; COMM_LEN]>(leader, off!(task_comm)).unwrap_or(thread_comm);
     }
 
     let e = entry.as_mut_ptr();
     // SAFETY: `e` points to a reserved, exclusively owned ring-buffer slot of size_of::<Exit>().
     unsafe {
-        (*e).header = header(
-            Kind::Exit,
-            tgid,
-            tid,
-            aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]),
-        );
+        (*e).header = header(Kind::Exit, tgid, tid, comm);
+        (*e).thread_comm = thread_comm;
         (*e).ppid = kernel::ppid(task);
         (*e).uid = aya_ebpf::helpers::bpf_get_current_uid_gid() as u32;
         (*e).exit_status = read::<u32>(task, off!(task_exit_code)).unwrap_or(0);

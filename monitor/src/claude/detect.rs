@@ -15,6 +15,7 @@
 //! | `claude-code:platform-binary` | exe `*/@anthropic-ai/claude-code-linux-*/claude` (platform package)      |
 //! | `claude-code:native-installer`| exe `*/claude/versions/<semver>` (the file is named by its version)      |
 //! | `claude-code:npm-node`        | exe is node, an argument ends in `@anthropic-ai/claude-code/cli.js`      |
+//! | `claude-code:npm-node-link`   | exe is node, its script is npm's link named `claude` (`node /usr/bin/claude`) |
 //! | `claude-code:comm`            | comm `claude` or `claude.exe` (e.g. old npm after it renamed itself)     |
 //!
 //! The CLI re-executes its own binary with argv\[0\] `rg` to run ripgrep; such a process
@@ -318,6 +319,19 @@ pub fn detect_claude_code(facts: &ProcFacts) -> Option<Detection> {
         {
             return found("npm-node", None);
         }
+        // npm links the script as `claude` (`/usr/bin/claude`, `node_modules/.bin/claude`)
+        // and the kernel runs it through its `#!/usr/bin/env node` line, so node's argv
+        // names the link: its first argument that is not an option.
+        if is_node(&exe)
+            && facts
+                .argv
+                .iter()
+                .skip(1)
+                .find(|a| !a.starts_with('-'))
+                .is_some_and(|a| Path::new(a).file_name().is_some_and(|n| n == "claude"))
+        {
+            return found("npm-node-link", None);
+        }
     }
     if facts.comm == "claude" || facts.comm == "claude.exe" {
         return found("comm", None);
@@ -338,6 +352,67 @@ fn is_rg_helper(facts: &ProcFacts) -> bool {
 fn exe_string(exe: &Path) -> String {
     let s = exe.to_string_lossy();
     s.strip_suffix(" (deleted)").unwrap_or(&s).to_owned()
+}
+
+/// The version of the npm package a Claude Code session runs from, for the shapes whose path
+/// does not carry it (`…/claude-code/bin/claude.exe`, `…/claude-code-linux-*/claude`,
+/// `node …/claude-code/cli.js`): the `version` of the package's `package.json`. Older
+/// versions write no version into their session registry, so without this their events
+/// would say nothing of it.
+///
+/// The file may be in a user's directory: it is opened without following a symlink, read
+/// up to [`PACKAGE_JSON_MAX`] bytes, and only a short version-like string is kept.
+pub fn package_version(facts: &ProcFacts) -> Option<String> {
+    let exe = facts.exe.as_deref().map(exe_string).unwrap_or_default();
+    let package_dir = if path_glob("*/@anthropic-ai/claude-code/bin/claude.exe", &exe) {
+        Path::new(&exe).parent()?.parent()?.to_path_buf()
+    } else if path_glob("*/@anthropic-ai/claude-code-linux-*/claude", &exe) {
+        Path::new(&exe).parent()?.to_path_buf()
+    } else {
+        // `node …/cli.js`, or, as npm installs it, `node /usr/bin/claude` (the kernel ran the
+        // `#!/usr/bin/env node` script through its symlink): the script's real path.
+        let cli_js = |p: &Path| {
+            path_glob("*/@anthropic-ai/claude-code/cli.js", &exe_string(p)).then(|| p.to_owned())
+        };
+        let cli = facts
+            .argv
+            .iter()
+            .skip(1)
+            .take(2)
+            .filter(|a| a.starts_with('/'))
+            .find_map(|a| {
+                cli_js(Path::new(a)).or_else(|| fs::canonicalize(a).ok().and_then(|p| cli_js(&p)))
+            })?;
+        cli.parent()?.to_path_buf()
+    };
+    read_package_version(&package_dir.join("package.json"))
+}
+
+/// Bound on a `package.json` read by [`package_version`].
+const PACKAGE_JSON_MAX: u64 = 64 * 1024;
+
+fn read_package_version(path: &Path) -> Option<String> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    #[derive(Deserialize)]
+    struct Package {
+        version: Option<String>,
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(PACKAGE_JSON_MAX).read_to_end(&mut bytes).ok()?;
+    let version = serde_json::from_slice::<Package>(&bytes).ok()?.version?;
+    let plausible = (1..=32).contains(&version.len())
+        && version
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".+-".contains(&b));
+    plausible.then_some(version)
 }
 
 /// `<semver>` of `*/claude/versions/<semver>`.
@@ -579,6 +654,50 @@ mod tests {
     }
 
     #[test]
+    fn version_from_the_package_json() {
+        let root = crate::testutil::TempDir::new("detect-pkg");
+        let pkg = root
+            .path()
+            .join("lib/node_modules/@anthropic-ai/claude-code");
+        fs::create_dir_all(pkg.join("bin")).expect("mkdir");
+        fs::write(
+            pkg.join("package.json"),
+            r#"{"name":"x","version":"2.1.100"}"#,
+        )
+        .expect("write");
+        let cli = pkg.join("cli.js").display().to_string();
+        let node = facts(Some("/usr/bin/node"), "node", &["node", &cli, "-p"]);
+        assert_eq!(package_version(&node).as_deref(), Some("2.1.100"));
+        let exe = pkg.join("bin/claude.exe");
+        let native = facts(exe.to_str(), "claude", &["claude"]);
+        assert_eq!(package_version(&native).as_deref(), Some("2.1.100"));
+        // Not a version: nothing.
+        fs::write(pkg.join("package.json"), r#"{"version":"1.0 $(rm -rf /)"}"#).expect("w");
+        assert_eq!(package_version(&node), None);
+        // A symlinked package.json is not followed.
+        fs::remove_file(pkg.join("package.json")).expect("rm");
+        fs::write(root.path().join("other.json"), r#"{"version":"6.6.6"}"#).expect("w");
+        std::os::unix::fs::symlink(root.path().join("other.json"), pkg.join("package.json"))
+            .expect("symlink");
+        assert_eq!(package_version(&node), None);
+        // npm's symlink to the script, as node's argv shows it.
+        let link = root.path().join("claude");
+        fs::remove_file(pkg.join("package.json")).expect("rm");
+        fs::write(pkg.join("package.json"), r#"{"version":"2.1.100"}"#).expect("w");
+        fs::write(&cli, "#!/usr/bin/env node\n").expect("cli.js");
+        std::os::unix::fs::symlink(&cli, &link).expect("symlink");
+        let via_link = facts(
+            Some("/usr/bin/node"),
+            "node",
+            &["node", link.to_str().expect("utf-8"), "-p"],
+        );
+        assert_eq!(package_version(&via_link).as_deref(), Some("2.1.100"));
+        // Another program's script: no package looked at.
+        let other = facts(Some("/usr/bin/node"), "node", &["node", "/home/u/cli.js"]);
+        assert_eq!(package_version(&other), None);
+    }
+
+    #[test]
     fn old_npm_node_cli_js() {
         // At exec, before it renames itself.
         let f = facts(
@@ -601,6 +720,25 @@ mod tests {
             ],
         );
         assert_eq!(rule_of(&f).as_deref(), Some("claude-code:npm-node"));
+        // Run through npm's link by its `#!/usr/bin/env node` line (read after env exec'd
+        // node, when comm is `node` again).
+        for script in ["/usr/bin/claude", "/w/node_modules/.bin/claude"] {
+            let f = facts(Some("/usr/bin/node"), "node", &["node", script, "-p", "hi"]);
+            assert_eq!(rule_of(&f).as_deref(), Some("claude-code:npm-node-link"));
+        }
+        let f = facts(
+            Some("/usr/bin/node"),
+            "node",
+            &["node", "--inspect", "/usr/bin/claude"],
+        );
+        assert_eq!(rule_of(&f).as_deref(), Some("claude-code:npm-node-link"));
+        // Another node script, or `claude` only as an argument of one.
+        let f = facts(
+            Some("/usr/bin/node"),
+            "node",
+            &["node", "/srv/app.js", "claude"],
+        );
+        assert_eq!(rule_of(&f), None);
         // After `process.title = "claude"`: comm and argv rewritten (libuv pads with NULs).
         let f = ProcFacts {
             pid: 1,

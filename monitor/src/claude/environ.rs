@@ -31,6 +31,22 @@ pub const VARS_OF_INTEREST: &[&str] = &[
     "CLAUDE_CONFIG_DIR",
 ];
 
+/// Where a session keeps its registry entry and transcripts: `$CLAUDE_CONFIG_DIR` when the
+/// session process was started with it, else `$HOME/.claude` of *its* environment, which
+/// need not be the passwd home (containers, sandboxes, CI jobs, `HOME=… claude`). Relative
+/// values are ignored: the CLI resolves them against a cwd the monitor does not share.
+pub fn config_dir_of(vars: &HashMap<String, String>) -> Option<PathBuf> {
+    let absolute = |name: &str| {
+        vars.get(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    absolute("CLAUDE_CONFIG_DIR").or_else(|| absolute("HOME").map(|h| h.join(".claude")))
+}
+
+/// The variables [`config_dir_of`] reads.
+pub const CONFIG_VARS: &[&str] = &["CLAUDE_CONFIG_DIR", "HOME"];
+
 /// The variables `names` of the process `pid` (those it has). Fails when the process does
 /// not exist or its environment is not readable (another user's process without root).
 pub fn read_vars(pid: u32, names: &[&str]) -> io::Result<HashMap<String, String>> {
@@ -164,6 +180,25 @@ mod tests {
             "CLAUDE_PID=22606",
             "OLDPWD=/home/u",
         ])
+    }
+
+    #[test]
+    fn config_dir_from_the_session_environment() {
+        let vars = |entries: &[&str]| parse_vars(&block(entries), CONFIG_VARS);
+        assert_eq!(
+            config_dir_of(&vars(&["HOME=/srv/box", "PATH=/bin"])),
+            Some(PathBuf::from("/srv/box/.claude"))
+        );
+        assert_eq!(
+            config_dir_of(&vars(&["HOME=/srv/box", "CLAUDE_CONFIG_DIR=/etc/cc"])),
+            Some(PathBuf::from("/etc/cc"))
+        );
+        // A relative value means nothing to a process with another cwd.
+        assert_eq!(
+            config_dir_of(&vars(&["CLAUDE_CONFIG_DIR=cc", "HOME=/h"])),
+            Some(PathBuf::from("/h/.claude"))
+        );
+        assert_eq!(config_dir_of(&vars(&["HOME=", "PATH=/bin"])), None);
     }
 
     #[test]

@@ -52,8 +52,11 @@ pub struct Entry {
     pub session_id: String,
     pub cwd: PathBuf,
     pub version: Option<String>,
-    /// Field 22 of /proc/PID/stat of the process that wrote it.
-    pub proc_start: u64,
+    /// Field 22 of /proc/PID/stat of the process that wrote it (versions before about
+    /// 2.1.150 do not write it).
+    pub proc_start: Option<u64>,
+    /// `startedAt`: when the CLI wrote the entry, milliseconds since the epoch.
+    pub started_at_ms: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +92,7 @@ struct RawEntry {
     cwd: Option<PathBuf>,
     version: Option<String>,
     proc_start: Option<ProcStart>,
+    started_at: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -105,10 +109,16 @@ pub fn parse_entry(bytes: &[u8]) -> Result<Entry, RegistryError> {
         line: e.line(),
         column: e.column(),
     })?;
-    let proc_start = match raw.proc_start.ok_or(RegistryError::Missing("procStart"))? {
-        ProcStart::Number(n) => n,
-        ProcStart::Text(s) => s.trim().parse().map_err(|_| RegistryError::BadProcStart)?,
+    let proc_start = match raw.proc_start {
+        Some(ProcStart::Number(n)) => Some(n),
+        Some(ProcStart::Text(s)) => {
+            Some(s.trim().parse().map_err(|_| RegistryError::BadProcStart)?)
+        }
+        None => None,
     };
+    if proc_start.is_none() && raw.started_at.is_none() {
+        return Err(RegistryError::Missing("procStart"));
+    }
     let session_id = raw
         .session_id
         .filter(|s| !s.is_empty())
@@ -120,6 +130,7 @@ pub fn parse_entry(bytes: &[u8]) -> Result<Entry, RegistryError> {
         cwd,
         version: raw.version,
         proc_start,
+        started_at_ms: raw.started_at,
     })
 }
 
@@ -130,6 +141,7 @@ struct Stamp {
     len: u64,
     dev: u64,
     ino: u64,
+    uid: u32,
 }
 
 impl Stamp {
@@ -139,6 +151,7 @@ impl Stamp {
             len: meta.len(),
             dev: meta.dev(),
             ino: meta.ino(),
+            uid: meta.uid(),
         }
     }
 }
@@ -171,15 +184,54 @@ impl Registry {
     /// The session of the process `pid` whose start time is `proc_start_ticks`, if one of
     /// the directories has a valid entry for exactly that process.
     pub fn lookup(&self, pid: u32, proc_start_ticks: u64) -> Option<SessionInfo> {
-        for dir in &self.dirs {
+        self.find(pid, proc_start_ticks, None, &[], None)
+    }
+
+    /// [`Registry::lookup`] for a known session process: its own configuration directories
+    /// (`own_config_dirs`, the parents of `sessions/`, from its environment: see
+    /// [`super::environ::config_dir_of`]) are searched first, then every user's. With
+    /// `owner` (the session process's uid) an entry counts only when its file belongs to
+    /// that uid: a file planted in someone else's directory, or a `HOME` pointed at another
+    /// user's, cannot name a session that is not theirs.
+    ///
+    /// An entry is the process's when its `procStart` equals `proc_start_ticks`; an entry
+    /// of a version that writes no `procStart` (2.1.100 does not) when its `startedAt` is
+    /// not before the process started (`started_ms`, wall-clock milliseconds; a second of
+    /// slack for /proc's 10 ms ticks): an earlier process with the same pid wrote its entry
+    /// before this one existed.
+    pub fn find(
+        &self,
+        pid: u32,
+        proc_start_ticks: u64,
+        started_ms: Option<i64>,
+        own_config_dirs: &[PathBuf],
+        owner: Option<u32>,
+    ) -> Option<SessionInfo> {
+        let own = own_config_dirs.iter().map(|c| c.join("sessions"));
+        for dir in own.chain(self.dirs.iter().cloned()) {
             let path = dir.join(format!("{pid}.json"));
-            let Some(entry) = self.entry(&path, pid) else {
+            let Some((entry, file_owner)) = self.entry(&path, pid) else {
                 continue;
             };
-            if entry.proc_start != proc_start_ticks {
+            if owner.is_some_and(|uid| uid != file_owner) {
+                tracing::debug!(
+                    path = %path.display(),
+                    file_owner,
+                    owner,
+                    "session registry entry not owned by the session's user: ignored"
+                );
+                continue;
+            }
+            let current = match (entry.proc_start, entry.started_at_ms, started_ms) {
+                (Some(ticks), _, _) => ticks == proc_start_ticks,
+                (None, Some(at), Some(started)) => at >= started - 1000,
+                (None, _, _) => false,
+            };
+            if !current {
                 tracing::debug!(
                     path = %path.display(),
                     file_proc_start = entry.proc_start,
+                    file_started_at = entry.started_at_ms,
                     proc_start = proc_start_ticks,
                     "stale session registry entry: written by an earlier process with this pid"
                 );
@@ -189,7 +241,7 @@ impl Registry {
                 session_id: entry.session_id,
                 cwd: entry.cwd,
                 version: entry.version,
-                config_dir: dir.parent().unwrap_or(dir).to_path_buf(),
+                config_dir: dir.parent().unwrap_or(&dir).to_path_buf(),
             });
         }
         None
@@ -226,8 +278,9 @@ impl Registry {
             .collect()
     }
 
-    /// The parsed file at `path`, from the cache while its stamp is unchanged.
-    fn entry(&self, path: &Path, pid: u32) -> Option<Entry> {
+    /// The parsed file at `path` and its owner's uid, from the cache while its stamp is
+    /// unchanged.
+    fn entry(&self, path: &Path, pid: u32) -> Option<(Entry, u32)> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let meta = match fs::symlink_metadata(path) {
             Ok(meta) => meta,
@@ -243,7 +296,7 @@ impl Registry {
         if let Some(cached) = cache.get(path)
             && cached.stamp == stamp
         {
-            return cached.entry.clone();
+            return cached.entry.clone().map(|e| (e, stamp.uid));
         }
         let entry = match read_entry(path, &meta, pid) {
             Ok(entry) => Some(entry),
@@ -265,7 +318,7 @@ impl Registry {
                 entry: entry.clone(),
             },
         );
-        entry
+        entry.map(|e| (e, stamp.uid))
     }
 }
 
@@ -374,7 +427,8 @@ mod tests {
                 session_id: ID_A.into(),
                 cwd: "/home/u/src/app".into(),
                 version: Some("2.0.14".into()),
-                proc_start: 884213,
+                proc_start: Some(884213),
+                started_at_ms: Some(1763762520123),
             }
         );
         // procStart as a number, no pid or version.
@@ -382,7 +436,7 @@ mod tests {
             format!(r#"{{"sessionId":"{ID_A}","cwd":"/","procStart":884213}}"#).as_bytes(),
         )
         .expect("entry");
-        assert_eq!((e.proc_start, e.pid, e.version), (884213, None, None));
+        assert_eq!((e.proc_start, e.pid, e.version), (Some(884213), None, None));
     }
 
     #[test]
@@ -392,6 +446,7 @@ mod tests {
             ("{\"sessionId\":", "JSON"),
             ("[1,2]", "JSON"),
             (r#"{"sessionId":"x","cwd":"/"}"#, "procStart"),
+            (r#"{"sessionId":"x","cwd":"/","startedAt":"soon"}"#, "JSON"),
             (r#"{"cwd":"/","procStart":1}"#, "sessionId"),
             (r#"{"sessionId":"","cwd":"/","procStart":1}"#, "sessionId"),
             (r#"{"sessionId":"x","procStart":1}"#, "cwd"),
@@ -441,6 +496,71 @@ mod tests {
         assert_eq!(reg.lookup(4000, 5555), None);
         // No file for that pid.
         assert_eq!(reg.lookup(4001, 1000), None);
+    }
+
+    #[test]
+    fn own_config_dir_first_and_only_the_owners_entries() {
+        use std::os::unix::fs::chown;
+        // A session run with HOME=/srv/box: no passwd home holds its entry.
+        let own_home = TempDir::new("reg-own");
+        let own = sessions_dir(&own_home);
+        let entry = format!(r#"{{"sessionId":"{ID_A}","cwd":"/w","procStart":"42"}}"#);
+        write_entry(&own, 900, &entry);
+        let reg = Registry::new(Vec::new());
+        assert_eq!(reg.lookup(900, 42), None);
+        let config = own_home.path().join(".claude");
+        let found = reg.find(900, 42, None, std::slice::from_ref(&config), None);
+        assert_eq!(
+            found.map(|s| (s.session_id, s.config_dir)),
+            Some((ID_A.into(), config.clone()))
+        );
+        // Owned by another uid than the session process's: not its entry.
+        let me = fs::metadata(own.join("900.json")).expect("meta").uid();
+        assert!(
+            reg.find(900, 42, None, std::slice::from_ref(&config), Some(me))
+                .is_some()
+        );
+        assert_eq!(
+            reg.find(900, 42, None, std::slice::from_ref(&config), Some(me + 1)),
+            None
+        );
+        // The owner is part of the cache stamp: a chown is seen without a rewrite.
+        if me == 0 {
+            chown(own.join("900.json"), Some(4242), None).expect("chown");
+            assert_eq!(
+                reg.find(900, 42, None, std::slice::from_ref(&config), Some(0)),
+                None
+            );
+            assert!(
+                reg.find(900, 42, None, std::slice::from_ref(&config), Some(4242))
+                    .is_some()
+            );
+        }
+    }
+
+    /// 2.1.100's entry: no `procStart` (nor `version`); `startedAt` tells a current entry
+    /// from one an earlier process with the same pid left behind.
+    #[test]
+    fn an_entry_without_proc_start_is_checked_by_its_start() {
+        let home = TempDir::new("reg-old");
+        let dir = sessions_dir(&home);
+        write_entry(
+            &dir,
+            13576,
+            &format!(
+                r#"{{"pid":13576,"sessionId":"{ID_A}","cwd":"/tmp/p","startedAt":1796247814937,"kind":"interactive","entrypoint":"sdk-cli"}}"#
+            ),
+        );
+        let reg = Registry::new(vec![dir]);
+        let found = |started| reg.find(13576, 1, started, &[], None).map(|s| s.session_id);
+        // The process started half a second before it wrote the entry: its own.
+        assert_eq!(found(Some(1796247814437)).as_deref(), Some(ID_A));
+        // Within the tick slack.
+        assert_eq!(found(Some(1796247815500)).as_deref(), Some(ID_A));
+        // A process that started a minute after the entry was written: a stale entry.
+        assert_eq!(found(Some(1796247874937)), None);
+        // Nothing to compare with.
+        assert_eq!(found(None), None);
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct ToolCall {
     pub command: Option<String>,
     /// The record's `timestamp` (RFC 3339), when it has one.
     pub timestamp: Option<String>,
+    /// For a completed call: the `timestamp` of the record that carried its result.
+    pub finished: Option<String>,
 }
 
 /// Bounds on what a [`TranscriptTail`] holds.
@@ -155,8 +157,15 @@ struct State {
     skipping: bool,
     /// Oldest first.
     in_flight: Vec<ToolCall>,
+    /// The last [`DONE_KEPT`] completed calls, oldest first: the CLI may write a call and
+    /// even its result after the tool's processes started, so a wrapper is also matched
+    /// against calls that finished after it started.
+    done: std::collections::VecDeque<ToolCall>,
     stats: TailStats,
 }
+
+/// Completed calls remembered for late matching.
+const DONE_KEPT: usize = 32;
 
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -177,6 +186,7 @@ impl TranscriptTail {
                 partial: Vec::new(),
                 skipping: false,
                 in_flight: Vec::new(),
+                done: std::collections::VecDeque::new(),
                 stats: TailStats::default(),
             },
         }
@@ -271,31 +281,73 @@ impl TranscriptTail {
         self.state.in_flight.iter().find(|c| c.id == id)
     }
 
-    /// The in-flight Bash call that a wrapper process runs. `wrapper` is the wrapper's
-    /// `-c` script, or its whole argv joined by spaces or NULs; its `eval` argument
-    /// ([`extract_eval_command`]) must equal the call's `input.command`, exactly or else
-    /// up to runs of white space. When several in-flight calls match, the newest wins (an
-    /// older one may be a call whose result was never written).
-    pub fn match_command(&self, wrapper: &str) -> Option<&ToolCall> {
-        let command = extract_eval_command(wrapper)?;
-        let bash = || {
+    /// The Bash call that a wrapper process runs. `wrapper` is the wrapper's `-c` script, or
+    /// its whole argv joined by spaces or NULs; `started` is when the wrapper process
+    /// started.
+    ///
+    /// Tolerant of the wrapper's shape, which changed between versions and will again: its
+    /// `eval` argument ([`extract_eval_command`]) must equal the call's `input.command`,
+    /// exactly or else up to runs of white space; failing that (no `eval`, or another way
+    /// of running it), the wrapper must carry the command as one single-quoted shell word,
+    /// as every version seen so far quotes it. Calls in flight are tried first, newest
+    /// first (an older one may be a call whose result was never written), then calls that
+    /// completed no earlier than a second before the wrapper started (the CLI writes a call
+    /// to the transcript asynchronously: a short tool can be over by the time its record is
+    /// read).
+    pub fn match_command(
+        &self,
+        wrapper: &str,
+        started: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Option<&ToolCall> {
+        let not_before = started.map(|t| t - chrono::TimeDelta::seconds(1));
+        let finished_late = |c: &ToolCall| {
+            let finished = c
+                .finished
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            matches!((finished, not_before), (Some(f), Some(nb)) if f >= nb)
+        };
+        let candidates = || {
             self.state
                 .in_flight
                 .iter()
                 .rev()
+                .chain(self.state.done.iter().rev().filter(|c| finished_late(c)))
                 .filter(|c| c.name == "Bash")
         };
-        bash()
-            .find(|c| c.command.as_deref() == Some(command.as_str()))
-            .or_else(|| {
-                let wanted = squash_blanks(&command);
-                bash().find(|c| {
-                    c.command
-                        .as_deref()
-                        .is_some_and(|x| squash_blanks(x) == wanted)
-                })
-            })
+        let command_is = |c: &ToolCall, pred: &dyn Fn(&str) -> bool| {
+            c.command
+                .as_deref()
+                .is_some_and(|x| !x.is_empty() && pred(x))
+        };
+        if let Some(command) = extract_eval_command(wrapper) {
+            let wanted = squash_blanks(&command);
+            if let Some(c) = candidates()
+                .find(|c| command_is(c, &|x| x == command))
+                .or_else(|| candidates().find(|c| command_is(c, &|x| squash_blanks(x) == wanted)))
+            {
+                return Some(c);
+            }
+        }
+        candidates().find(|c| command_is(c, &|x| contains_word(wrapper, &single_quoted(x))))
     }
+}
+
+/// Whether `word` stands in `script` as a shell word of its own: bounded by the start or
+/// end, white space (or a NUL between argv entries), or an operator.
+fn contains_word(script: &str, word: &str) -> bool {
+    let starts = |c: char| c.is_whitespace() || c == '\0' || ";&|({".contains(c);
+    let ends = |c: char| c.is_whitespace() || c == '\0' || ";&|)}<>".contains(c);
+    script.match_indices(word).any(|(i, _)| {
+        script[..i].chars().next_back().is_none_or(starts)
+            && script[i + word.len()..].chars().next().is_none_or(ends)
+    })
+}
+
+/// `s` as one single-quoted shell word (`'` becomes `'\''`), the way the CLI quotes a
+/// command into its wrapper.
+fn single_quoted(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 fn squash_blanks(s: &str) -> String {
@@ -307,6 +359,7 @@ impl State {
         self.partial.clear();
         self.skipping = false;
         self.in_flight.clear();
+        self.done.clear();
         self.stats.restarts += 1;
     }
 
@@ -387,6 +440,7 @@ impl State {
                         name,
                         command,
                         timestamp: record.timestamp.clone(),
+                        finished: None,
                     });
                     if self.in_flight.len() > self.limits.max_in_flight {
                         let excess = self.in_flight.len() - self.limits.max_in_flight;
@@ -395,8 +449,16 @@ impl State {
                     }
                 }
                 Some("tool_result") => {
-                    if let Some(id) = block.tool_use_id {
-                        self.in_flight.retain(|c| c.id != id);
+                    let Some(id) = block.tool_use_id else {
+                        continue;
+                    };
+                    if let Some(i) = self.in_flight.iter().position(|c| c.id == id) {
+                        let mut call = self.in_flight.remove(i);
+                        call.finished.clone_from(&record.timestamp);
+                        if self.done.len() == DONE_KEPT {
+                            self.done.pop_front();
+                        }
+                        self.done.push_back(call);
                     }
                 }
                 _ => {}
@@ -915,12 +977,12 @@ mod tests {
         // The wrapper of B, as the kernel shows its argv.
         let argv = ["/bin/bash", "-c", "-l", &wrapper(&quote_backslash(BUILD))].join("\0");
         assert_eq!(
-            tail.match_command(&argv).map(|c| c.id.as_str()),
+            tail.match_command(&argv, None).map(|c| c.id.as_str()),
             Some("toolu_01B")
         );
         // A's command is no longer in flight; an unrelated wrapper matches nothing.
-        assert_eq!(tail.match_command(&wrapper("'npm test'")), None);
-        assert_eq!(tail.match_command("bash -c 'npm test'"), None);
+        assert_eq!(tail.match_command(&wrapper("'npm test'"), None), None);
+        assert_eq!(tail.match_command("bash -c 'npm test'", None), None);
 
         // Polling without new bytes changes nothing and reads nothing.
         let before = tail.stats();
@@ -941,7 +1003,7 @@ mod tests {
         );
         tail.poll().expect("poll");
         assert_eq!(ids(&tail), Vec::<&str>::new());
-        assert_eq!(tail.match_command(&argv), None);
+        assert_eq!(tail.match_command(&argv, None), None);
         assert_eq!(
             tail.stats(),
             TailStats {
@@ -1105,15 +1167,89 @@ mod tests {
         let mut tail = TranscriptTail::new(path);
         tail.poll().expect("poll");
         assert_eq!(
-            tail.match_command(&wrapper("'npm test'"))
+            tail.match_command(&wrapper("'npm test'"), None)
                 .map(|c| c.id.as_str()),
             Some("toolu_2")
         );
         assert_eq!(
-            tail.match_command(&wrapper("'echo a b'"))
+            tail.match_command(&wrapper("'echo a b'"), None)
                 .map(|c| c.id.as_str()),
             Some("toolu_3")
         );
+    }
+
+    /// The real CLI may write a call, and even its result, after the tool's processes
+    /// started: a wrapper read late still finds a call that finished after it started, but
+    /// never an older one with the same command.
+    #[test]
+    fn a_call_completed_after_the_wrapper_started_still_matches() {
+        let dir = TempDir::new("tr-late");
+        let path = dir.path().join("t.jsonl");
+        let result_at = |id: &str, ts: &str| {
+            serde_json::json!({"type":"user","timestamp":ts,"message":{"role":"user","content":[
+                {"type":"tool_result","tool_use_id":id,"content":"ok"}]}})
+            .to_string()
+        };
+        append(
+            &path,
+            &[
+                bash("toolu_old", "sh -c 'exit 3'"),
+                result_at("toolu_old", "2026-11-21T14:00:00.000Z"),
+                bash("toolu_new", "sh -c 'exit 3'"),
+                result_at("toolu_new", "2026-11-21T14:05:00.500Z"),
+            ]
+            .map(|l| l + "\n")
+            .concat(),
+        );
+        let mut tail = TranscriptTail::new(path);
+        tail.poll().expect("poll");
+        let started = |t: &str| {
+            Some(
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .expect("ts")
+                    .to_utc(),
+            )
+        };
+        let w = wrapper(r"'sh -c '\''exit 3'\'''");
+        assert_eq!(
+            tail.match_command(&w, started("2026-11-21T14:05:00.000Z"))
+                .map(|c| c.id.as_str()),
+            Some("toolu_new")
+        );
+        // A wrapper that started after both finished is neither of them.
+        assert_eq!(
+            tail.match_command(&w, started("2026-11-21T14:06:00.000Z")),
+            None
+        );
+        // Without a start time, only calls in flight.
+        assert_eq!(tail.match_command(&w, None), None);
+    }
+
+    /// Shapes of the wrapper other versions used or may use: options around `-c`, no
+    /// `eval` at all, another shell.
+    #[test]
+    fn the_wrapper_shape_may_change() {
+        let dir = TempDir::new("tr-shapes");
+        let path = dir.path().join("t.jsonl");
+        append(&path, &(bash("toolu_9", "make -j2 'all'") + "\n"));
+        let mut tail = TranscriptTail::new(path);
+        tail.poll().expect("poll");
+        let quoted = r"'make -j2 '\''all'\'''";
+        for w in [
+            wrapper(quoted),
+            format!("source /h/.claude/shell-snapshots/s.sh && {{ {quoted}; }} < /dev/null"),
+            format!("/bin/zsh\0-c\0-l\0set -e; eval {quoted} < /dev/null"),
+            format!("cd /w && bash -c {quoted}"),
+        ] {
+            assert_eq!(
+                tail.match_command(&w, None).map(|c| c.id.as_str()),
+                Some("toolu_9"),
+                "{w}"
+            );
+        }
+        // The command only as a part of another word is not it.
+        assert_eq!(tail.match_command(&format!("echo x{quoted}"), None), None);
+        assert_eq!(tail.match_command(&format!("echo {quoted}y"), None), None);
     }
 
     #[test]
