@@ -331,8 +331,11 @@ fn read_line(r: &mut impl BufRead) -> Option<String> {
     Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
+/// A request as read off the wire: method, path, headers, body.
+type RawRequest = (String, String, Vec<(String, String)>, Vec<u8>);
+
 /// Reads one request; `None` at EOF or on a malformed or oversized one.
-fn read_request(r: &mut impl BufRead) -> Option<(String, String, Vec<(String, String)>, Vec<u8>)> {
+fn read_request(r: &mut impl BufRead) -> Option<RawRequest> {
     let mut line = read_line(r)?;
     while line.is_empty() {
         line = read_line(r)?;
