@@ -52,6 +52,8 @@ pub struct Session {
     own_config: Option<PathBuf>,
     /// The root process's uid: registry entries must be owned by it.
     uid: Option<u32>,
+    /// Reads of the root's environment for `own_config` so far.
+    environ_reads: u8,
     /// The session's transcript, read incrementally for tool calls in flight.
     transcript: Option<TranscriptTail>,
 }
@@ -294,9 +296,8 @@ impl Attributor {
             return p.session;
         }
         let own_config = (detection.agent == crate::claude::CLAUDE_CODE)
-            .then(|| environ::read_vars(id.pid, environ::CONFIG_VARS).ok())
-            .flatten()
-            .and_then(|vars| environ::config_dir_of(&vars));
+            .then(|| read_own_config(id.pid))
+            .flatten();
         let version = match detection.version {
             None if detection.agent == crate::claude::CLAUDE_CODE => detect::package_version(facts),
             v => v,
@@ -312,6 +313,7 @@ impl Attributor {
             config_dir: None,
             own_config,
             uid,
+            environ_reads: 1,
             transcript: None,
         });
         self.table.set_session(id.pid, idx);
@@ -692,6 +694,13 @@ impl Attributor {
         if s.agent != crate::claude::CLAUDE_CODE {
             return;
         }
+        // The environment read at detection can miss: npm's `#!/usr/bin/env node` runs two
+        // execs in a row, and /proc/PID/environ read across the second one fails. Read it
+        // again (a few times at most) while the session has no registry entry yet.
+        if s.own_config.is_none() && s.claude_session_id.is_none() && s.environ_reads < 8 {
+            s.environ_reads += 1;
+            s.own_config = read_own_config(s.root.pid);
+        }
         let own: &[PathBuf] = s.own_config.as_slice();
         let started_ms = self
             .clock
@@ -812,6 +821,14 @@ fn shell_script(argv: &[String]) -> Option<&str> {
         return (c && (arg.contains("eval") || arg.contains('\''))).then_some(arg.as_str());
     }
     None
+}
+
+/// The configuration directory the environment of process `pid` names
+/// ([`environ::config_dir_of`]), when it can be read.
+fn read_own_config(pid: u32) -> Option<PathBuf> {
+    environ::read_vars(pid, environ::CONFIG_VARS)
+        .ok()
+        .and_then(|vars| environ::config_dir_of(&vars))
 }
 
 /// Signals whose default action ends the process: caught by a handler, the exit that
@@ -966,6 +983,7 @@ mod tests {
             config_dir: None,
             own_config: None,
             uid: None,
+            environ_reads: 0,
             transcript: None,
         });
         a.table.set_session(ROOT, 0);
