@@ -12,7 +12,7 @@ use std::{
 
 use serde_json::{Value, json};
 
-use super::{kill, mock::MockApi, processes_with_env, project_key, wait_until};
+use super::{kill, mock::MockApi, project_key, wait_until};
 use crate::MemCgroup;
 
 /// The API key the CLI is given (the mock accepts anything).
@@ -178,17 +178,7 @@ impl Sandbox {
     /// Kills every process carrying this sandbox's mark (the CLI, its tools, orphans, a tmux
     /// server), until none is left.
     pub fn kill_leftovers(&self) {
-        let root = self.root.display().to_string();
-        for _ in 0..100 {
-            let pids = processes_with_env(MARK, &root);
-            if pids.is_empty() {
-                return;
-            }
-            for p in pids {
-                kill(p, libc::SIGKILL);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::kill_marked(MARK, &self.root.display().to_string());
     }
 }
 

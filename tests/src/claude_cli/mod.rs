@@ -110,34 +110,6 @@ pub fn process_tree(root: u32) -> String {
         .join("\n")
 }
 
-/// Pids of every live process whose environment has `NAME=value` exactly.
-pub fn processes_with_env(name: &str, value: &str) -> Vec<u32> {
-    let needle = format!("{name}={value}");
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
-            continue;
-        };
-        if env.split(|&b| b == 0).any(|v| v == needle.as_bytes()) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 /// SIGKILLs `pid` (no error if it is gone).
 pub fn kill(pid: u32, signal: i32) {
     // SAFETY: plain kill(2).
