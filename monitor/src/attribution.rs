@@ -409,9 +409,7 @@ impl Attributor {
     fn resolve_tool_call(&mut self, id: ProcId) -> Option<ToolCallRef> {
         let p = self.table.by_id(id)?;
         let (idx, script) = (p.session?, p.tool_script.clone()?);
-        let started = self
-            .clock
-            .wall(id.start * (1_000_000_000 / crate::proctable::USER_HZ));
+        let started = self.clock.wall(crate::proctable::ticks_to_ns(id.start));
         self.refresh_registry(idx);
         let call = self.sessions[idx].match_tool(&script, started);
         self.table.update(id, |p| match &call {
@@ -671,7 +669,7 @@ impl Attributor {
         let ancestry = Some(self.table.ancestry(pid));
         self.refresh_registry(idx);
         let s = &self.sessions[idx];
-        let root_start_ns = s.root.start * (1_000_000_000 / crate::proctable::USER_HZ);
+        let root_start_ns = crate::proctable::ticks_to_ns(s.root.start);
         Attr {
             proc_id,
             session: Some(SessionJson {
@@ -704,7 +702,7 @@ impl Attributor {
         let own: &[PathBuf] = s.own_config.as_slice();
         let started_ms = self
             .clock
-            .wall(s.root.start * (1_000_000_000 / crate::proctable::USER_HZ))
+            .wall(crate::proctable::ticks_to_ns(s.root.start))
             .timestamp_millis();
         let started = Some(started_ms);
         let mut found = self

@@ -22,6 +22,11 @@ pub fn ns_to_ticks(ns: u64) -> u64 {
     ns / (1_000_000_000 / USER_HZ)
 }
 
+/// The start of a tick count (field 22 of /proc/PID/stat) in `start_boottime` nanoseconds.
+pub fn ticks_to_ns(ticks: u64) -> u64 {
+    ticks * (1_000_000_000 / USER_HZ)
+}
+
 /// A process identity: pid plus start time (clock ticks since boot).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcId {
