@@ -166,7 +166,8 @@ const NOTE_TARGETS: usize = 8192;
 const HANDLED_CONVENTIONAL_EXIT_NS: u64 = 60_000_000_000;
 /// How long after a handled terminating signal an exit with any other code is.
 const HANDLED_ANY_EXIT_NS: u64 = 2_000_000_000;
-/// Matches of a tool wrapper's script tried before giving up on it.
+/// Matches of a tool wrapper's script tried on the event path (each event of its tree);
+/// after that only the engine's hold tries, at its own pace, until its deadline.
 const TOOL_ATTEMPTS: u8 = 32;
 /// Minimum time between two rebuilds of the registry's directory list.
 const REGISTRY_REBUILD: std::time::Duration = std::time::Duration::from_secs(5);
@@ -376,8 +377,16 @@ impl Attributor {
     }
 
     /// The command line of a process's last exec, when it was seen.
-    pub fn argv(&self, pid: u32) -> Option<Vec<String>> {
-        self.table.get(pid).and_then(|p| p.argv.clone())
+    /// The command line of the process `proc_id` (`pid:start`) names, when the table
+    /// still has that process (not a later one with its pid: an event held for its tool
+    /// call is written a little after it happened).
+    pub fn argv(&self, pid: u32, proc_id: Option<&str>) -> Option<Vec<String>> {
+        let start = proc_id.and_then(|id| id.split_once(':')?.1.parse().ok());
+        let p = match start {
+            Some(start) => self.table.by_id(ProcId { pid, start })?,
+            None => self.table.get(pid)?,
+        };
+        p.argv.clone()
     }
 
     /// A Bash tool's wrapper (`bash -c "source …snapshot… && eval '<cmd>' …"`) starting in a
@@ -418,13 +427,48 @@ impl Attributor {
                 p.tool_script = None;
             }
             None => {
+                // After TOOL_ATTEMPTS tries on the event path the script stays: the
+                // engine's hold (`crate::hold`) keeps trying for the events it holds and
+                // gives the wrapper up at its deadline (`give_up_tool`).
                 p.tool_attempts = p.tool_attempts.saturating_add(1);
-                if p.tool_attempts >= TOOL_ATTEMPTS {
-                    p.tool_script = None;
-                }
             }
         });
         call
+    }
+
+    /// The nearest tool wrapper above `pid` (or `pid` itself) whose call is not known yet,
+    /// if any: events of its tree are worth holding until the CLI writes the call.
+    pub fn pending_wrapper(&self, pid: u32) -> Option<ProcId> {
+        let p = self.table.get(pid)?;
+        p.session?;
+        let mut cur = Some(p.id);
+        for _ in 0..crate::proctable::ANCESTRY_MAX {
+            let q = cur.and_then(|id| self.table.by_id(id))?;
+            if q.tool_call.is_some() || q.session_root {
+                return None;
+            }
+            if q.tool_script.is_some() {
+                return Some(q.id);
+            }
+            cur = q.parent;
+        }
+        None
+    }
+
+    /// The call of wrapper `id` if it is known (matched on an event of its tree).
+    pub fn known_call(&self, id: ProcId) -> Option<ToolCallRef> {
+        self.table.by_id(id)?.tool_call.clone()
+    }
+
+    /// The call of the pending wrapper `id`, matched now in its session's transcript (the
+    /// wrapper may have exited meanwhile).
+    pub fn resolve_wrapper(&mut self, id: ProcId) -> Option<ToolCallRef> {
+        self.known_call(id).or_else(|| self.resolve_tool_call(id))
+    }
+
+    /// Stops matching the wrapper `id`: its events go out without a tool call.
+    pub fn give_up_tool(&mut self, id: ProcId) {
+        self.table.update(id, |p| p.tool_script = None);
     }
 
     /// The tool call of process `pid`: its own, else the one of the nearest wrapper above it
@@ -446,7 +490,9 @@ impl Attributor {
                 break;
             }
             if q.tool_script.is_some() {
-                found = self.resolve_tool_call(q.id);
+                if q.tool_attempts < TOOL_ATTEMPTS {
+                    found = self.resolve_tool_call(q.id);
+                }
                 break;
             }
             if q.session_root {
@@ -1254,12 +1300,10 @@ mod tests {
         assert!(cause.oom.is_none());
     }
 
-    /// The CLI writes a call to its transcript asynchronously: the wrapper starts before
-    /// the call is there, and its processes (and itself) still get it on later events; a
-    /// child forked before the match gets it too.
-    #[test]
-    fn a_tool_call_written_after_its_wrapper_started_is_still_found() {
-        let home = crate::testutil::TempDir::new("attr-tool");
+    /// A session with an empty transcript and a tool wrapper `TOOL` (started
+    /// 2026-11-21T14:00:00.03Z) running `sleep 1; exit 3`, not matched yet; and the
+    /// transcript lines the CLI writes late for it.
+    fn late_tool_session(home: &crate::testutil::TempDir) -> (Attributor, PathBuf, String) {
         let config = home.path().join(".claude");
         let sid = "3f2a9c1e-0000-4000-8000-000000000001";
         let cwd = "/w/app";
@@ -1289,11 +1333,6 @@ mod tests {
             argv: ["/bin/bash", "-c", script].map(String::from).to_vec(),
         };
         a.maybe_tool_call(TOOL, &facts);
-        assert_eq!(a.attr(TOOL).tool_call, None, "not in the transcript yet");
-        a.table
-            .fork(ProcId { pid: 102, start: 4 }, TOOL, "sleep".into());
-        assert_eq!(a.attr(102).tool_call, None);
-        // The call and its result arrive together, after the wrapper started.
         let lines = [
             serde_json::json!({"type":"assistant","timestamp":"2026-11-21T14:00:00.010Z",
                 "message":{"role":"assistant","content":[{"type":"tool_use","id":"toolu_01X",
@@ -1304,6 +1343,21 @@ mod tests {
         ]
         .map(|l| l.to_string() + "\n")
         .concat();
+        (a, transcript, lines)
+    }
+
+    /// The CLI writes a call to its transcript asynchronously: the wrapper starts before
+    /// the call is there, and its processes (and itself) still get it on later events; a
+    /// child forked before the match gets it too.
+    #[test]
+    fn a_tool_call_written_after_its_wrapper_started_is_still_found() {
+        let home = crate::testutil::TempDir::new("attr-tool");
+        let (mut a, transcript, lines) = late_tool_session(&home);
+        assert_eq!(a.attr(TOOL).tool_call, None, "not in the transcript yet");
+        a.table
+            .fork(ProcId { pid: 102, start: 4 }, TOOL, "sleep".into());
+        assert_eq!(a.attr(102).tool_call, None);
+        // The call and its result arrive together, after the wrapper started.
         std::fs::write(&transcript, lines).expect("transcript");
         let call = a.attr(102).tool_call.expect("found through the wrapper");
         assert_eq!(
@@ -1325,6 +1379,105 @@ mod tests {
         // Processes outside the tool's tree never get it.
         assert_eq!(a.attr(ROOT).tool_call, None);
         assert_eq!(a.attr(OUTSIDER).tool_call, None);
+    }
+
+    use crate::event::Event;
+
+    fn event_of(a: &mut Attributor, pid: u32, count: u64) -> Event {
+        let mut e = Event::new(
+            String::new(),
+            pid,
+            "x".into(),
+            crate::event::Body::Lost(crate::event::Lost {
+                count,
+                reason: "test",
+            }),
+        );
+        e.attr = Some(a.attr(pid));
+        e
+    }
+
+    fn counts(events: &[Event]) -> Vec<u64> {
+        events
+            .iter()
+            .map(|e| match &e.body {
+                crate::event::Body::Lost(l) => l.count,
+                _ => 0,
+            })
+            .collect()
+    }
+
+    /// The engine's hold: events of a tool whose call is not written yet wait for it, go
+    /// out in their order with the call once it is there, and a wrapper whose call never
+    /// comes is given up at its deadline (its events go out unchanged, later ones at once).
+    #[test]
+    fn held_tool_events_get_the_call_written_late() {
+        use crate::hold::{HOLD_FOR, Hold, RETRY_EVERY};
+        let home = crate::testutil::TempDir::new("attr-hold");
+        let (mut a, transcript, lines) = late_tool_session(&home);
+        a.table
+            .fork(ProcId { pid: 102, start: 4 }, TOOL, "sleep".into());
+        let wrapper = a.pending_wrapper(102).expect("pending through its parent");
+        assert_eq!(wrapper.pid, TOOL);
+        assert_eq!(a.pending_wrapper(ROOT), None, "the root is no tool");
+        assert_eq!(a.pending_wrapper(OUTSIDER), None);
+        let mut hold = Hold::default();
+        let t0 = std::time::Instant::now();
+        for (pid, n) in [(TOOL, 1), (102, 2), (TOOL, 3)] {
+            let e = event_of(&mut a, pid, n);
+            assert!(hold.hold(wrapper, e, t0).is_none());
+        }
+        assert!(hold.release(&mut a, t0 + RETRY_EVERY, false).is_empty());
+        std::fs::write(&transcript, lines).expect("transcript");
+        // Not looked for again before RETRY_EVERY has passed.
+        assert!(hold.release(&mut a, t0 + RETRY_EVERY, false).is_empty());
+        let out = hold.release(&mut a, t0 + RETRY_EVERY * 2, false);
+        assert_eq!(counts(&out), [1, 2, 3]);
+        for e in &out {
+            let call = e.attr.as_ref().and_then(|a| a.tool_call.as_ref());
+            assert_eq!(call.map(|c| c.id.as_str()), Some("toolu_01X"), "{e:?}");
+        }
+        assert!(hold.is_empty());
+        assert_eq!(
+            a.pending_wrapper(102),
+            None,
+            "matched: nothing more is held"
+        );
+
+        // A wrapper whose call never comes.
+        let home2 = crate::testutil::TempDir::new("attr-hold-never");
+        let (mut a, _transcript, _lines) = late_tool_session(&home2);
+        let e = event_of(&mut a, TOOL, 7);
+        assert!(hold.hold(wrapper, e, t0).is_none());
+        assert!(hold.release(&mut a, t0 + HOLD_FOR / 2, false).is_empty());
+        let out = hold.release(&mut a, t0 + HOLD_FOR, false);
+        assert_eq!(counts(&out), [7]);
+        assert_eq!(out[0].attr.as_ref().and_then(|a| a.tool_call.clone()), None);
+        assert_eq!(a.pending_wrapper(TOOL), None, "given up");
+    }
+
+    /// The hold is bounded: beyond HELD_MAX events the oldest goes out unchanged.
+    #[test]
+    fn the_hold_is_bounded() {
+        use crate::hold::{HELD_MAX, Hold};
+        let home = crate::testutil::TempDir::new("attr-hold-bound");
+        let (mut a, _transcript, _lines) = late_tool_session(&home);
+        let wrapper = a.pending_wrapper(TOOL).expect("pending");
+        let mut hold = Hold::default();
+        let now = std::time::Instant::now();
+        let e = event_of(&mut a, TOOL, 0);
+        for n in 0..HELD_MAX as u64 {
+            let mut e = e.clone();
+            if let crate::event::Body::Lost(l) = &mut e.body {
+                l.count = n;
+            }
+            assert!(hold.hold(wrapper, e, now).is_none());
+        }
+        let out = hold.hold(wrapper, e, now).expect("the oldest goes out");
+        assert_eq!(counts(&[out]), [0]);
+        assert_eq!(hold.len(), HELD_MAX);
+        let out = hold.release(&mut a, now, true);
+        assert_eq!(out.len(), HELD_MAX, "a forced release lets everything out");
     }
 
     #[test]

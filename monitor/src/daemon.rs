@@ -214,7 +214,10 @@ impl DaemonOutput {
             .unwrap_or_default();
         let lost_nearby = self.lost_nearby();
         let ctx = report::Context {
-            cmdline: attributor.argv(event.pid),
+            cmdline: attributor.argv(
+                event.pid,
+                event.attr.as_ref().and_then(|a| a.proc_id.as_deref()),
+            ),
             memcg,
             samples,
             alive,
@@ -379,6 +382,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     };
     tokio::pin!(deadline);
     let reason = loop {
+        let hold_due = engine.hold_due();
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(SinkError::Io)?;
@@ -387,6 +391,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             }
             _ = tokio::time::sleep(BUSY_POLL), if engine.busy() => {
                 engine.drain(ring.get_mut(), &mut out)?;
+            }
+            _ = tokio::time::sleep_until(hold_due), if engine.holding() => {
+                engine.release_due(&mut out)?;
             }
             _ = tick.tick() => engine.tick(&mut out)?,
             _ = system_tick.tick() => {
@@ -438,7 +445,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         }
     };
     engine.drain(ring.get_mut(), &mut out)?;
-    engine.tick(&mut out)?;
+    engine.finish(&mut out)?;
     engine.written += out.alerts_raised;
     let stop = engine.stop_event(reason);
     engine.emit(&mut out, &stop)?;

@@ -18,6 +18,7 @@ use crate::{
     claude::detect::Detector,
     clock::{self, Clock},
     event::{AgentStart, AgentStop, Body, Converter, Event, Filtered, Lost, Scope},
+    hold::Hold,
     loader::{self, Counters, KernelCounters, LoadOptions, Loaded, ScopeMode},
     scope,
     sink::{Sink, SinkError},
@@ -87,6 +88,8 @@ pub struct Engine {
     loaded: Loaded,
     /// When a drain last found records.
     last_found: Option<std::time::Instant>,
+    /// Events of Bash tools whose call the CLI has not written yet.
+    hold: Hold,
 }
 
 impl Engine {
@@ -217,6 +220,7 @@ impl Engine {
             previous_ring,
             loaded,
             last_found: None,
+            hold: Hold::default(),
         };
         let start = engine.agent_event(Body::AgentStart(AgentStart {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -346,9 +350,55 @@ impl Engine {
         }
         if self.filter.keeps(&event) {
             self.enrich(&mut event);
+            let now = std::time::Instant::now();
+            if !self.hold.is_empty() {
+                self.release(out, now, false)?;
+            }
+            let pending = event
+                .attr
+                .as_ref()
+                .filter(|a| a.session.is_some() && a.tool_call.is_none())
+                .and_then(|_| self.attributor.pending_wrapper(event.pid));
+            match pending {
+                Some(wrapper) => {
+                    if let Some(now_out) = self.hold.hold(wrapper, event, now) {
+                        self.emit(out, &now_out)?;
+                    }
+                }
+                None => self.emit(out, &event)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether events are held for their tool call (see [`crate::hold`]).
+    pub fn holding(&self) -> bool {
+        !self.hold.is_empty()
+    }
+
+    /// When the held events next need a look (the event loop's timer, armed while
+    /// [`Engine::holding`]).
+    pub fn hold_due(&self) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.hold.next_due().unwrap_or_else(std::time::Instant::now))
+    }
+
+    /// Emits the held events that are ready; all of them with `force` (at stop).
+    pub fn release(
+        &mut self,
+        out: &mut impl Output,
+        now: std::time::Instant,
+        force: bool,
+    ) -> Result<(), SinkError> {
+        for event in self.hold.release(&mut self.attributor, now, force) {
             self.emit(out, &event)?;
         }
         Ok(())
+    }
+
+    /// The event loop's hold timer: releases what is ready and flushes.
+    pub fn release_due(&mut self, out: &mut impl Output) -> Result<(), SinkError> {
+        self.release(out, std::time::Instant::now(), false)?;
+        out.flush()
     }
 
     /// Session scopes: the kernel watches a candidate from its exec on; keep it watched if
@@ -414,6 +464,13 @@ impl Engine {
             }
             _ => {}
         }
+    }
+
+    /// The last work before `agent_stop`: every held event (a last look for its call),
+    /// the signal aggregates and loss counters.
+    pub fn finish(&mut self, out: &mut impl Output) -> Result<(), SinkError> {
+        self.release(out, std::time::Instant::now(), true)?;
+        self.tick(out)
     }
 
     /// The periodic work: loss counters and signal aggregates.

@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod engine;
 pub mod event;
 pub mod explain;
+pub mod hold;
 pub mod loader;
 pub mod memcg;
 pub mod names;

@@ -60,7 +60,7 @@ pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
     // Whatever arrived before the stop, then the final loss figures.
     let finish = (|| {
         engine.drain(ring.get_mut(), &mut sink)?;
-        engine.tick(&mut sink)?;
+        engine.finish(&mut sink)?;
         let stop = engine.stop_event(reason);
         engine.emit(&mut sink, &stop)?;
         Output::flush(&mut sink)
@@ -98,6 +98,7 @@ async fn event_loop<O: Output>(
     };
     tokio::pin!(deadline);
     loop {
+        let hold_due = engine.hold_due();
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(SinkError::Io)?;
@@ -106,6 +107,9 @@ async fn event_loop<O: Output>(
             }
             _ = tokio::time::sleep(BUSY_POLL), if engine.busy() => {
                 engine.drain(ring.get_mut(), out)?;
+            }
+            _ = tokio::time::sleep_until(hold_due), if engine.holding() => {
+                engine.release_due(out)?;
             }
             _ = tick.tick() => engine.tick(out)?,
             _ = &mut deadline => return Ok("duration"),

@@ -73,25 +73,6 @@ mod claude_cli {
             }
         }
 
-        /// For `tool_call` fields: `actual == expected`, or the whole `tool_call` of `event`
-        /// is null. The CLI writes a call to its transcript asynchronously; when it lands
-        /// after the last event of the tool's tree, the agent has nothing to match yet (a
-        /// known gap, issue 10: events would have to wait for the transcript). A wrong
-        /// call is always a failure; a missing one is said on stderr.
-        fn tool_eq(
-            &mut self,
-            what: &str,
-            actual: &Value,
-            expected: impl Into<Value>,
-            event: &Value,
-        ) {
-            if event["tool_call"].is_null() {
-                eprintln!("{what}: tool_call not matched yet (transcript written late): {event}");
-                return;
-            }
-            self.eq(what, actual, expected, event);
-        }
-
         fn that(&mut self, what: &str, ok: bool, detail: impl Display) {
             if !ok {
                 self.failures.push((what.to_owned(), detail.to_string()));
@@ -540,12 +521,12 @@ mod claude_cli {
         c.eq("sh: cause", &sh["cause"], "exited", sh);
         check_session(c, "sh", sh, &r.expected);
         let tool_call = json!({"id": r.tool_use_id, "name": "Bash", "command": r.command});
-        c.tool_eq("sh: tool_call", &sh["tool_call"], tool_call.clone(), sh);
+        c.eq("sh: tool_call", &sh["tool_call"], tool_call.clone(), sh);
         let bash = exit_of(events, r.wrapper);
         c.eq("tool wrapper bash: comm", &bash["comm"], "bash", &bash);
         c.eq("tool wrapper bash: exit_code", &bash["exit_code"], 3, &bash);
         check_session(c, "tool wrapper bash", &bash, &r.expected);
-        c.tool_eq(
+        c.eq(
             "tool wrapper bash: tool_call",
             &bash["tool_call"],
             tool_call,
@@ -841,13 +822,13 @@ mod claude_cli {
         );
         c.eq("sleep: killed_by.signal", &e["killed_by"]["signal"], 9, &e);
         check_session(&mut c, "sleep", &e, &expected);
-        c.tool_eq(
+        c.eq(
             "sleep: tool_call.id",
             &e["tool_call"]["id"],
             mock.tool_use_id(0),
             &e,
         );
-        c.tool_eq(
+        c.eq(
             "sleep: tool_call.command",
             &e["tool_call"]["command"],
             "sleep 30",
@@ -934,13 +915,13 @@ mod claude_cli {
         c.eq("memhog: killed_by", &e["killed_by"], Value::Null, &e);
         c.eq("memhog: oom.memcg_id", &e["oom"]["memcg_id"], cg.id(), &e);
         check_session(&mut c, "memhog", &e, &expected);
-        c.tool_eq(
+        c.eq(
             "memhog: tool_call.id",
             &e["tool_call"]["id"],
             mock.tool_use_id(0),
             &e,
         );
-        c.tool_eq(
+        c.eq(
             "memhog: tool_call.command",
             &e["tool_call"]["command"],
             command.as_str(),
@@ -1047,7 +1028,7 @@ mod claude_cli {
             &sleep_exit,
         );
         check_session(&mut c, "orphaned sleep", &sleep_exit, &expected);
-        c.tool_eq(
+        c.eq(
             "orphaned sleep: tool_call.id",
             &sleep_exit["tool_call"]["id"],
             mock.tool_use_id(0),
@@ -1261,7 +1242,7 @@ print("survived", len(chunks))
             );
         }
         check_session(&mut c, "hog", &hog_exit, &expected);
-        c.tool_eq(
+        c.eq(
             "hog: tool_call.id",
             &hog_exit["tool_call"]["id"],
             mock.tool_use_id(0),
@@ -1400,7 +1381,7 @@ print("survived", len(chunks))
             &sleep_exit,
         );
         check_session(&mut c, "sleep", &sleep_exit, &expected);
-        c.tool_eq(
+        c.eq(
             "sleep: tool_call.id",
             &sleep_exit["tool_call"]["id"],
             mock.tool_use_id(0),

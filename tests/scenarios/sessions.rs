@@ -25,7 +25,8 @@ printf '{"pid":%d,"sessionId":"%s","cwd":"%s","version":"9.9.9","procStart":"%s"
 mv "$CFG/sessions/$$.json.tmp" "$CFG/sessions/$$.json"
 setsid /bin/bash -c "source /dev/null && eval '$CMD'" < /dev/null &
 W=$!
-echo $W > "$DIR/wrapper.pid"
+echo $W > "$DIR/wrapper.pid.tmp"
+mv "$DIR/wrapper.pid.tmp" "$DIR/wrapper.pid"
 eval "$AFTER"
 wait $W
 touch "$DIR/tool.done"
