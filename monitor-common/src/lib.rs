@@ -17,7 +17,7 @@ mod decode;
 pub use decode::{DecodeError, ExecArgv, Record, decode};
 
 /// Version of the record layout; bumped on any change of the structs below.
-pub const WIRE_VERSION: u16 = 5;
+pub const WIRE_VERSION: u16 = 6;
 /// Length of `task_struct::comm`.
 pub const COMM_LEN: usize = 16;
 /// Bytes of the exec filename kept (NUL-terminated, truncated beyond).
@@ -115,7 +115,10 @@ pub struct Signal {
     pub sender_tid: u32,
     pub sender_uid: u32,
     pub _pad: u32,
+    /// The sender's process name (its leader's comm).
     pub sender_comm: [u8; COMM_LEN],
+    /// Name of the sending thread (`sender_tid`).
+    pub sender_thread_comm: [u8; COMM_LEN],
     /// Name of the target thread (`header.comm` is its process's, the leader's).
     pub thread_comm: [u8; COMM_LEN],
 }
@@ -222,7 +225,7 @@ pub const OOM_FLAG_RSS_APPROX: u32 = 2;
 
 const _: () = assert!(core::mem::size_of::<Header>() == 40);
 const _: () = assert!(core::mem::size_of::<Exit>() == 120);
-const _: () = assert!(core::mem::size_of::<Signal>() == 104);
+const _: () = assert!(core::mem::size_of::<Signal>() == 120);
 const _: () = assert!(core::mem::size_of::<Oom>() == 128);
 const _: () = assert!(core::mem::size_of::<Fork>() == 56);
 const _: () = assert!(core::mem::size_of::<SignalDeliver>() == 80);

@@ -526,6 +526,7 @@ impl Engine {
                         sender_uid: v.sender_uid,
                         _pad: 0,
                         sender_comm: v.sender_comm,
+                        sender_thread_comm: v.sender_comm,
                         thread_comm: v.target_comm,
                     })
                 };

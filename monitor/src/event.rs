@@ -187,6 +187,9 @@ pub struct Sender {
     pub proc_id: Option<String>,
     /// The sender's session, when it belongs to one.
     pub session_id: Option<String>,
+    /// Name of the sending thread `tid` when it is not the process's main thread.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread_comm: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -398,6 +401,8 @@ impl Converter {
                             uid: s.sender_uid,
                             proc_id: None,
                             session_id: None,
+                            thread_comm: (s.sender_tid != s.sender_pid)
+                                .then(|| cstr(&s.sender_thread_comm)),
                         },
                         target: Target {
                             pid: h.pid,
@@ -623,7 +628,8 @@ mod tests {
                 sender_tid: 11,
                 sender_uid: 0,
                 _pad: 0,
-                sender_comm: comm("JITWorker"),
+                sender_comm: comm("claude"),
+                sender_thread_comm: comm("JITWorker"),
                 thread_comm: comm("HeapHelper"),
             });
             let event = Converter::new(Clock::fixed(0)).convert(&record);
@@ -635,7 +641,8 @@ mod tests {
             v["target"],
             serde_json::json!({"pid": 10, "tid": 12, "comm": "claude", "thread_comm": "HeapHelper"})
         );
-        assert_eq!(v["sender"]["comm"], "JITWorker");
+        assert_eq!(v["sender"]["comm"], "claude");
+        assert_eq!(v["sender"]["thread_comm"], "JITWorker");
         let v = signal(10);
         assert_eq!(
             v["target"],

@@ -826,8 +826,7 @@ fn runtime_signals_to_own_threads_are_counted_not_reported() {
         assert!(out.status.success(), "{out:?}");
         let line = String::from_utf8_lossy(&out.stdout).into_owned();
         assert_eq!(helper_field(&line, "handled"), N, "{line}");
-        // Aggregates of the reported run are read at the agent's next tick (500 ms).
-        std::thread::sleep(Duration::from_millis(700));
+        // The aggregates of the reported run are read at the agent's stop at the latest.
         let start = agent.start.clone();
         let events = agent.stop(Vec::new());
         (
@@ -902,6 +901,51 @@ fn runtime_signals_to_own_threads_are_counted_not_reported() {
         serde_json::json!({"self_signal": 0, "self_signal_deliver": 0, "group_kill_deliver": 0}),
         "{stop}"
     );
+    assert_nothing_lost(&events);
+}
+
+/// A signal sent by a worker thread names the sending process (`sender.comm`,
+/// `killed_by.comm`: its leader's name) and the thread (`sender.tid`, `sender.thread_comm`).
+#[test]
+fn signal_from_a_thread_names_its_process() {
+    if !privileged("signal_from_a_thread_names_its_process") {
+        return;
+    }
+    let agent = Agent::start(&["--pid", &me()]);
+    let mut victim = Command::new("sleep").arg("300").spawn().expect("sleep");
+    let target = victim.id();
+    let out = Command::new(helper("threadsignal", env!("CARGO_BIN_EXE_threadsignal")))
+        .args(["kill", &target.to_string(), "15"])
+        .output()
+        .expect("threadsignal");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(victim.wait().expect("wait").signal(), Some(15));
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (pid, tid) = (helper_field(&line, "pid"), helper_field(&line, "tid"));
+    assert_ne!(pid, tid, "{line}");
+    let events = agent.stop(Vec::new());
+    let sent: Vec<&Value> = of(&events, "signal", target)
+        .into_iter()
+        .filter(|e| e["signal"] == 15)
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        sent[0]["sender"],
+        serde_json::json!({"pid": pid, "tid": tid, "comm": "threadsignal", "thread_comm": "ts-worker",
+                           "uid": 0, "proc_id": sent[0]["sender"]["proc_id"].clone(), "session_id": null}),
+        "{}",
+        sent[0]
+    );
+    let exit = of(&events, "exit", target);
+    assert_eq!(exit.len(), 1, "{exit:?}");
+    assert_eq!(exit[0]["cause"], "killed", "{}", exit[0]);
+    assert_eq!(
+        exit[0]["killed_by"]["pid"].as_u64(),
+        Some(u(pid)),
+        "{}",
+        exit[0]
+    );
+    assert_eq!(exit[0]["killed_by"]["comm"], "threadsignal", "{}", exit[0]);
     assert_nothing_lost(&events);
 }
 

@@ -79,7 +79,10 @@ fn try_signal(ctx: &BtfTracePointContext) {
     if let Agg::Counted = agg {
         return;
     }
-    let sender_comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let sender_thread_comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    // SAFETY: bpf_get_current_task has no preconditions.
+    let current = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() } as Task;
+    let sender_comm = kernel::process_comm(current, sender_tid == sender, sender_thread_comm);
     let target_tid = kernel::tid(task);
     let thread_comm = kernel::comm(task);
     // The target's process name: its leader's.
@@ -104,6 +107,7 @@ fn try_signal(ctx: &BtfTracePointContext) {
         (*e).sender_uid = aya_ebpf::helpers::bpf_get_current_uid_gid() as u32;
         (*e)._pad = 0;
         (*e).sender_comm = sender_comm;
+        (*e).sender_thread_comm = sender_thread_comm;
     }
     submit(entry);
 }

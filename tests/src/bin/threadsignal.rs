@@ -7,6 +7,8 @@
 //!   `pid=P tid=T sent=N handled=N` and exits 0 from the main thread.
 //! - `threadsignal threads K`: starts K-1 threads named `ts-worker` (K threads in all),
 //!   prints `ready pid=P` once they all run, and waits to be killed.
+//! - `threadsignal kill PID SIG`: sends SIG to PID with kill(2) from a thread named
+//!   `ts-worker`, prints `pid=P tid=T` (the sending thread) and exits 0.
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -80,8 +82,27 @@ fn main() {
                 std::thread::sleep(Duration::from_secs(60));
             }
         }
+        Some("kill") => {
+            let target: i32 = args.get(2).and_then(|a| a.parse().ok()).expect("PID");
+            let sig: i32 = args.get(3).and_then(|a| a.parse().ok()).expect("SIG");
+            let tid = std::thread::Builder::new()
+                .name("ts-worker".into())
+                .spawn(move || {
+                    // SAFETY: plain kill(2).
+                    let rc = unsafe { libc::kill(target, sig) };
+                    assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
+                    gettid()
+                })
+                .expect("spawn")
+                .join()
+                .expect("kill thread");
+            // SAFETY: getpid has no preconditions.
+            println!("pid={} tid={tid}", unsafe { libc::getpid() });
+        }
         _ => {
-            eprintln!("usage: threadsignal tgkill N | threadsignal threads K");
+            eprintln!(
+                "usage: threadsignal tgkill N | threadsignal threads K | threadsignal kill PID SIG"
+            );
             std::process::exit(2);
         }
     }
