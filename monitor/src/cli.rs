@@ -6,7 +6,7 @@ use std::{io::IsTerminal as _, time::Duration};
 use clap::{Args, Parser, Subcommand};
 use monitor_common::DEFAULT_RING_BYTES;
 
-use crate::{loader::ScopeMode, sink::Format, trace::TraceConfig};
+use crate::{kernel::loader::ScopeMode, output::sink::Format, trace::TraceConfig};
 
 /// Explains why processes died: every exit, signal and OOM kill, seen in the kernel by eBPF.
 #[derive(Debug, Parser)]

@@ -1,35 +1,42 @@
 //! claude-monitor: an eBPF host agent that explains why processes died.
 //!
-//! One module per concern: [`btf`] reads the kernel's type information, [`offsets`] turns
-//! it into the field offsets the kernel programs use, [`loader`] loads and attaches them,
-//! [`trace`] reads the ring buffer, [`event`] is the JSON schema, [`sink`] writes it,
-//! [`scope`] finds the processes to follow, [`names`] decodes signals and wait statuses,
-//! [`cgroups`] resolves memory cgroup ids to paths.
+//! The folders are the architecture; dependencies point one way, from the kernel through
+//! the pipeline to the schema, which the outputs read:
+//!
+//! ```text
+//! kernel ──► pipeline ──► event ◄── output, report, daemon
+//!   │           │           ▲
+//!   ▼           ▼           │
+//!  (BTF)   host, claude   signals
+//! ```
+//!
+//! - [`kernel`]: the running kernel's BTF, the field offsets the programs need, loading,
+//!   attaching and pinning the eBPF programs, their counters.
+//! - [`pipeline`]: the ring-buffer engine, the process table, attribution to sessions and
+//!   trees, the cause of each death, the hold for late tool calls, scopes.
+//! - [`event`]: the JSON schema (plain data, serde) and the conversion of kernel records.
+//! - [`host`]: facts read from the host: the clock, cgroup paths, memory cgroup limits.
+//! - [`signals`]: signal, `si_code` and wait-status names, and the explanations table.
+//! - [`claude`]: what is known about Claude Code: detection, its registry, its environment,
+//!   its transcripts.
+//! - [`output`]: event lines (JSON and text) and rotating files.
+//! - [`report`]: exit reports: the decision, the model, the text, the store.
+//! - [`config`]: the daemon's configuration file and flags.
+//! - [`daemon`]: the long-running agent: its outputs, resource sampling, alerts, the
+//!   systemd unit.
+//! - [`trace`] and [`cli`]: the `trace` command and the command line.
 
-pub mod alerts;
-pub mod attribution;
-pub mod btf;
-pub mod cgroups;
 pub mod claude;
 pub mod cli;
-pub mod clock;
 pub mod config;
 pub mod daemon;
-pub mod engine;
 pub mod event;
-pub mod explain;
-pub mod hold;
-pub mod loader;
-pub mod memcg;
-pub mod names;
-pub mod offsets;
-pub mod proctable;
+pub mod host;
+pub mod kernel;
+pub mod output;
+pub mod pipeline;
 pub mod report;
-pub mod resources;
-pub mod rotate;
-pub mod scope;
-pub mod service;
-pub mod sink;
+pub mod signals;
 #[cfg(test)]
 pub(crate) mod testutil;
 pub mod trace;

@@ -3,9 +3,12 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use claude_monitor::{
     cli::{self, Cli, Command, ConfigArgs},
-    config, daemon, explain,
-    loader::{EXIT_ENVIRONMENT, LoadError},
-    report, service, trace,
+    config,
+    daemon::{self, service},
+    kernel::loader::{EXIT_ENVIRONMENT, LoadError},
+    report,
+    signals::explain,
+    trace,
 };
 
 fn main() -> ExitCode {

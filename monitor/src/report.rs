@@ -23,14 +23,14 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    attribution::{KilledBy, OomCause, SessionJson},
+    daemon::resources::{SessionSample, TopProcess},
     event::{Body, Event, Exit},
-    explain::{self, Explanation},
-    memcg::{self, MemcgLevel},
-    names::{si_code_name, signal_name},
-    proctable::{Ancestor, ToolCallRef},
-    resources::{SessionSample, TopProcess},
-    rotate,
+    host::memcg::{self, MemcgLevel},
+    output::rotate,
+    pipeline::attribution::{KilledBy, OomCause, SessionJson},
+    pipeline::proctable::{Ancestor, ToolCallRef},
+    signals::explain::{self, Explanation},
+    signals::names::{si_code_name, signal_name},
 };
 
 /// Report reasons (the `reason` field), as returned by [`worth_reporting`].
@@ -1275,7 +1275,7 @@ fn short_time(ts: &str) -> String {
 }
 
 /// Bound on a sender's lineage (the same as the events' ancestry).
-const LINEAGE_MAX: usize = crate::proctable::ANCESTRY_MAX;
+const LINEAGE_MAX: usize = crate::pipeline::proctable::ANCESTRY_MAX;
 
 /// The lineage of a fatal signal's sender, read from /proc (`proc_root` outside tests): the
 /// sender, then its parents up to init. The sender usually outlives its victim, but its pid
@@ -1635,9 +1635,9 @@ pub fn render_list(reports: &[ReportSummary]) -> String {
 mod tests {
     use super::*;
     use crate::{
-        attribution::{Attr, Cause},
+        daemon::resources::{SessionRef, TopProcess},
         event::Lost,
-        resources::{SessionRef, TopProcess},
+        pipeline::attribution::{Attr, Cause},
     };
 
     const ROOT_PID: u32 = 1000;

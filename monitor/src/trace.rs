@@ -12,9 +12,9 @@ use tokio::{
 
 use crate::{
     claude::detect::Detector,
-    engine::{BUSY_POLL, COUNTER_PERIOD, Engine, EngineOptions, Output},
-    loader::ScopeMode,
-    sink::{Format, Sink, SinkError},
+    kernel::loader::ScopeMode,
+    output::sink::{Format, Sink, SinkError},
+    pipeline::engine::{BUSY_POLL, COUNTER_PERIOD, Engine, EngineOptions, Output},
 };
 
 /// A validated `trace` invocation.

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{attribution::Attributor, event::Event, proctable::ProcId};
+use crate::{event::Event, pipeline::attribution::Attributor, pipeline::proctable::ProcId};
 
 /// How long the events of one wrapper are held at most (from the first one held).
 pub const HOLD_FOR: Duration = Duration::from_secs(2);
@@ -29,7 +29,7 @@ struct Wrapper {
     deadline: Instant,
     last_try: Instant,
     /// Set when the call was found, or when the wrapper was given up (`Some(None)`).
-    outcome: Option<Option<crate::proctable::ToolCallRef>>,
+    outcome: Option<Option<crate::pipeline::proctable::ToolCallRef>>,
 }
 
 /// Events waiting for their tool call, oldest first.

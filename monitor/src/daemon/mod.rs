@@ -11,6 +11,10 @@
 //! A write that fails (full disk, unwritable directory) is reported on stderr (once per
 //! file until it works again) and the agent keeps running; the event is still counted.
 
+pub mod alerts;
+pub mod resources;
+pub mod service;
+
 use std::{
     io::Write as _,
     path::{Path, PathBuf},
@@ -21,20 +25,22 @@ use anyhow::{Context as _, Result};
 use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{
+use self::{
     alerts::{Alert, AlertThresholds, Alerter},
-    attribution::Attributor,
-    cgroups::MemoryHierarchy,
+    resources::{History, SessionRef, SessionSampler},
+};
+use crate::{
     claude::detect::Detector,
     config::{self, Config, IgnoredSignals},
-    engine::{BUSY_POLL, COUNTER_PERIOD, Engine, EngineOptions, Output},
     event::{Body, Event},
-    loader::ScopeMode,
-    memcg,
+    host::cgroups::MemoryHierarchy,
+    host::memcg,
+    kernel::loader::ScopeMode,
+    output::rotate::RotatingFile,
+    output::sink::SinkError,
+    pipeline::attribution::Attributor,
+    pipeline::engine::{BUSY_POLL, COUNTER_PERIOD, Engine, EngineOptions, Output},
     report::{self, ReportStore},
-    resources::{self, History, SessionRef, SessionSampler},
-    rotate::RotatingFile,
-    sink::SinkError,
 };
 
 /// A log file that reports its failures once and keeps trying.
@@ -510,10 +516,10 @@ fn sample_sessions(
 /// `daemon --unpin`: removes the pinned programs, links and maps (the kernel stops
 /// recording for the agent).
 pub fn unpin(dir: &Path) -> Result<()> {
-    crate::loader::check_privileges()?;
+    crate::kernel::loader::check_privileges()?;
     let existed = dir.exists();
-    crate::loader::pin::remove(dir)?;
-    crate::loader::pin::remove(&crate::loader::pin::staging_dir(dir))?;
+    crate::kernel::loader::pin::remove(dir)?;
+    crate::kernel::loader::pin::remove(&crate::kernel::loader::pin::staging_dir(dir))?;
     if existed {
         eprintln!(
             "claude-monitor: removed the pinned objects in {}",

@@ -13,8 +13,8 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::{
-    clock::format_ts,
-    resources::{SessionSample, SystemSample},
+    daemon::resources::{SessionSample, SystemSample},
+    host::clock::format_ts,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -219,7 +219,7 @@ fn alert(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::{DiskSample, SessionRef};
+    use crate::daemon::resources::{DiskSample, SessionRef};
 
     fn system(mem: Option<f64>, disks: &[(&str, Option<f64>)]) -> SystemSample {
         SystemSample {

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cgroups::{MemoryHierarchy, Version};
+use crate::host::cgroups::{MemoryHierarchy, Version};
 
 /// cgroup v1 reports "no limit" as the largest page-aligned `LONG_MAX`
 /// (9223372036854771712 with 4 KiB pages, less with bigger pages). No real limit comes

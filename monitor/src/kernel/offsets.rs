@@ -7,7 +7,7 @@
 
 use monitor_common::{Offsets, UNAVAILABLE};
 
-use crate::btf::{Btf, BtfError};
+use crate::kernel::btf::{Btf, BtfError};
 
 /// Everything derived from BTF that the loader needs.
 #[derive(Debug, Clone)]

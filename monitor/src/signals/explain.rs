@@ -2,16 +2,16 @@
 //! prints, and the short phrases the exit-report writer embeds in its one-line sentences.
 //!
 //! Pure functions over static tables, no I/O. Signal names and numbers come from
-//! [`crate::names`]; this module only adds the human side (what the signal means, who usually
+//! [`crate::signals::names`]; this module only adds the human side (what the signal means, who usually
 //! sends it, what to do about it).
 
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::names::{signal_name, signal_number};
+use crate::signals::names::{signal_name, signal_number};
 
-/// Kernel numbering of the real-time signal range (see [`crate::names`]).
+/// Kernel numbering of the real-time signal range (see [`crate::signals::names`]).
 const SIGRTMIN: i32 = 32;
 const SIGRTMAX: i32 = 64;
 

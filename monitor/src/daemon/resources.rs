@@ -21,7 +21,7 @@ use procfs::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::clock::format_ts;
+use crate::host::clock::format_ts;
 
 /// Longest command line kept for [`TopProcess::cmdline`], in characters.
 const CMDLINE_MAX_CHARS: usize = 200;

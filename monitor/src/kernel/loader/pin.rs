@@ -22,7 +22,7 @@ use aya::{
 use super::{
     Counters, FINGERPRINT_PREFIX, KernelMaps, LoadError, Loaded, PinInfo, explain_program_error,
 };
-use crate::{event::Unavailable, offsets::KernelLayout};
+use crate::{event::Unavailable, kernel::offsets::KernelLayout};
 
 /// Maps pinned by name.
 const MAPS: &[&str] = &["EVENTS", "WATCHED", "SIGNAL_AGG", "COUNTERS", "CANDIDATES"];

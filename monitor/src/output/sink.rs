@@ -110,7 +110,7 @@ pub fn text_line(e: &Event) -> String {
                 (Some(code), "terminated") => match &x.cause.killed_by {
                     Some(k) => format!(
                         "exited {code} from its handler of {} from {} {}",
-                        crate::names::signal_name(k.signal)
+                        crate::signals::names::signal_name(k.signal)
                             .unwrap_or_else(|| format!("signal {}", k.signal)),
                         k.pid,
                         k.comm

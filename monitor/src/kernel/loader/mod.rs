@@ -23,10 +23,10 @@ use monitor_common::{
 };
 
 use crate::{
-    btf::Btf,
     claude::detect::KernelCandidates,
     event::Unavailable,
-    offsets::{self, KernelLayout},
+    kernel::btf::Btf,
+    kernel::offsets::{self, KernelLayout},
 };
 
 /// The compiled kernel programs, embedded at build time (see build.rs).
@@ -52,7 +52,7 @@ pub enum LoadError {
     )]
     NoBtf,
     #[error("cannot read kernel BTF from {BTF_PATH}")]
-    Btf(#[source] crate::btf::BtfError),
+    Btf(#[source] crate::kernel::btf::BtfError),
     #[error(transparent)]
     Layout(#[from] offsets::LayoutError),
     #[error("cannot load the kernel programs")]

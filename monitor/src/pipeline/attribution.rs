@@ -30,11 +30,11 @@ use crate::{
         registry::{self, Registry},
         transcript::{self, TranscriptTail},
     },
-    clock::Clock,
     event::cstr,
-    names::WaitStatus,
-    proctable::{Ancestor, ProcId, ProcTable, SessionIdx, ToolCallRef, ns_to_ticks},
-    scope,
+    host::clock::Clock,
+    pipeline::proctable::{Ancestor, ProcId, ProcTable, SessionIdx, ToolCallRef, ns_to_ticks},
+    pipeline::scope,
+    signals::names::WaitStatus,
 };
 
 /// A detected session: one process tree rooted at an agent's process.
@@ -418,7 +418,9 @@ impl Attributor {
     fn resolve_tool_call(&mut self, id: ProcId) -> Option<ToolCallRef> {
         let p = self.table.by_id(id)?;
         let (idx, script) = (p.session?, p.tool_script.clone()?);
-        let started = self.clock.wall(crate::proctable::ticks_to_ns(id.start));
+        let started = self
+            .clock
+            .wall(crate::pipeline::proctable::ticks_to_ns(id.start));
         self.refresh_registry(idx);
         let call = self.sessions[idx].match_tool(&script, started);
         self.table.update(id, |p| match &call {
@@ -428,7 +430,7 @@ impl Attributor {
             }
             None => {
                 // After TOOL_ATTEMPTS tries on the event path the script stays: the
-                // engine's hold (`crate::hold`) keeps trying for the events it holds and
+                // engine's hold (`crate::pipeline::hold`) keeps trying for the events it holds and
                 // gives the wrapper up at its deadline (`give_up_tool`).
                 p.tool_attempts = p.tool_attempts.saturating_add(1);
             }
@@ -442,7 +444,7 @@ impl Attributor {
         let p = self.table.get(pid)?;
         p.session?;
         let mut cur = Some(p.id);
-        for _ in 0..crate::proctable::ANCESTRY_MAX {
+        for _ in 0..crate::pipeline::proctable::ANCESTRY_MAX {
             let q = cur.and_then(|id| self.table.by_id(id))?;
             if q.tool_call.is_some() || q.session_root {
                 return None;
@@ -481,7 +483,7 @@ impl Attributor {
         let me = p.id;
         let mut cur = Some(me);
         let mut found = None;
-        for _ in 0..crate::proctable::ANCESTRY_MAX {
+        for _ in 0..crate::pipeline::proctable::ANCESTRY_MAX {
             let Some(q) = cur.and_then(|id| self.table.by_id(id)) else {
                 break;
             };
@@ -715,7 +717,7 @@ impl Attributor {
         let ancestry = Some(self.table.ancestry(pid));
         self.refresh_registry(idx);
         let s = &self.sessions[idx];
-        let root_start_ns = crate::proctable::ticks_to_ns(s.root.start);
+        let root_start_ns = crate::pipeline::proctable::ticks_to_ns(s.root.start);
         Attr {
             proc_id,
             session: Some(SessionJson {
@@ -748,7 +750,7 @@ impl Attributor {
         let own: &[PathBuf] = s.own_config.as_slice();
         let started_ms = self
             .clock
-            .wall(crate::proctable::ticks_to_ns(s.root.start))
+            .wall(crate::pipeline::proctable::ticks_to_ns(s.root.start))
             .timestamp_millis();
         let started = Some(started_ms);
         let mut found = self
@@ -878,9 +880,9 @@ fn read_own_config(pid: u32) -> Option<PathBuf> {
 /// Signals whose default action ends the process: caught by a handler, the exit that
 /// follows is still their doing.
 fn terminates_by_default(sig: i32) -> bool {
-    use crate::explain::DefaultAction;
+    use crate::signals::explain::DefaultAction;
     matches!(
-        crate::explain::default_action(sig),
+        crate::signals::explain::default_action(sig),
         Some(DefaultAction::Terminate | DefaultAction::Core)
     )
 }
@@ -1412,7 +1414,7 @@ mod tests {
     /// comes is given up at its deadline (its events go out unchanged, later ones at once).
     #[test]
     fn held_tool_events_get_the_call_written_late() {
-        use crate::hold::{HOLD_FOR, Hold, RETRY_EVERY};
+        use crate::pipeline::hold::{HOLD_FOR, Hold, RETRY_EVERY};
         let home = crate::testutil::TempDir::new("attr-hold");
         let (mut a, transcript, lines) = late_tool_session(&home);
         a.table
@@ -1459,7 +1461,7 @@ mod tests {
     /// The hold is bounded: beyond HELD_MAX events the oldest goes out unchanged.
     #[test]
     fn the_hold_is_bounded() {
-        use crate::hold::{HELD_MAX, Hold};
+        use crate::pipeline::hold::{HELD_MAX, Hold};
         let home = crate::testutil::TempDir::new("attr-hold-bound");
         let (mut a, _transcript, _lines) = late_tool_session(&home);
         let wrapper = a.pending_wrapper(TOOL).expect("pending");

@@ -6,10 +6,10 @@ use monitor_common::{OOM_FLAG_MEMORY, Record};
 use serde::Serialize;
 
 use crate::{
-    attribution::{Attr, Cause},
-    cgroups::MemoryHierarchy,
-    clock::Clock,
-    names::{WaitStatus, si_code_name, signal_name, signal_result_name},
+    host::cgroups::MemoryHierarchy,
+    host::clock::Clock,
+    pipeline::attribution::{Attr, Cause},
+    signals::names::{WaitStatus, si_code_name, signal_name, signal_result_name},
 };
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -87,7 +87,7 @@ pub struct AgentStart {
     /// kernel and counted (`agent_stop.filtered`) unless this is true.
     pub runtime_signals_reported: bool,
     /// Pinned kernel objects (the daemon); `null` when nothing is pinned.
-    pub pin: Option<crate::loader::PinInfo>,
+    pub pin: Option<crate::kernel::loader::PinInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -117,7 +117,7 @@ pub struct AgentStop {
     pub reason: &'static str,
     /// Each kernel program's run count and run time, when the kernel's BPF statistics are
     /// on (`sysctl kernel.bpf_stats_enabled=1`); `null` otherwise.
-    pub programs: Option<Vec<crate::loader::ProgramStats>>,
+    pub programs: Option<Vec<crate::kernel::loader::ProgramStats>>,
     /// Records the kernel did not write by design (runtime signals), counted there.
     pub filtered: Filtered,
 }
@@ -261,8 +261,8 @@ pub struct Lost {
     pub reason: &'static str,
 }
 
-fn action_name(a: crate::explain::DefaultAction) -> &'static str {
-    use crate::explain::DefaultAction;
+fn action_name(a: crate::signals::explain::DefaultAction) -> &'static str {
+    use crate::signals::explain::DefaultAction;
     match a {
         DefaultAction::Terminate => "terminate",
         DefaultAction::Core => "core",
@@ -484,7 +484,7 @@ impl Converter {
     fn deliver(&self, d: &monitor_common::SignalDeliver) -> Event {
         use monitor_common::{DISPOSITION_DEFAULT, DISPOSITION_HANDLER, DISPOSITION_IGNORED};
         let h = &d.header;
-        let default_action = crate::explain::default_action(d.sig).map(action_name);
+        let default_action = crate::signals::explain::default_action(d.sig).map(action_name);
         let disposition = match d.disposition {
             DISPOSITION_DEFAULT => "default",
             DISPOSITION_IGNORED => "ignored",

@@ -13,15 +13,15 @@ use monitor_common::{
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
-    attribution::{self, Attributor},
-    cgroups,
     claude::detect::Detector,
-    clock::{self, Clock},
     event::{AgentStart, AgentStop, Body, Converter, Event, Filtered, Lost, Scope},
-    hold::Hold,
-    loader::{self, Counters, KernelCounters, LoadOptions, Loaded, ScopeMode},
-    scope,
-    sink::{Sink, SinkError},
+    host::cgroups,
+    host::clock::{self, Clock},
+    kernel::loader::{self, Counters, KernelCounters, LoadOptions, Loaded, ScopeMode},
+    output::sink::{Sink, SinkError},
+    pipeline::attribution::{self, Attributor},
+    pipeline::hold::Hold,
+    pipeline::scope,
 };
 
 /// Where events go.
@@ -371,7 +371,7 @@ impl Engine {
         Ok(())
     }
 
-    /// Whether events are held for their tool call (see [`crate::hold`]).
+    /// Whether events are held for their tool call (see [`crate::pipeline::hold`]).
     pub fn holding(&self) -> bool {
         !self.hold.is_empty()
     }

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use crate::rotate::write_atomic;
+use crate::output::rotate::write_atomic;
 
 /// The unit's name, as given to `systemctl`.
 pub const UNIT_NAME: &str = "claude-monitor.service";
