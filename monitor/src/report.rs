@@ -23,12 +23,10 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    daemon::resources::{SessionSample, TopProcess},
+    event::{Ancestor, KilledBy, OomCause, SessionJson, ToolCallRef},
     event::{Body, Event, Exit},
     host::memcg::{self, MemcgLevel},
     output::rotate,
-    pipeline::attribution::{KilledBy, OomCause, SessionJson},
-    pipeline::proctable::{Ancestor, ToolCallRef},
     signals::explain::{self, Explanation},
     signals::names::{si_code_name, signal_name},
 };
@@ -66,7 +64,7 @@ pub fn worth_reporting(event: &Event, report_nonzero_exit: bool) -> Option<&'sta
     let Body::Exit(exit) = &event.body else {
         return None;
     };
-    let cause = exit.cause.cause;
+    let cause = exit.cause.cause.as_str();
     if cause == "oom_killed" {
         return Some(OOM_KILL);
     }
@@ -121,7 +119,7 @@ pub struct Context {
     /// innermost first; empty when not read.
     pub memcg: Vec<MemcgLevel>,
     /// The last resource samples of the process's session, oldest first.
-    pub samples: Vec<SessionSample>,
+    pub samples: Vec<Sample>,
     /// The other live processes of the session (pid, comm).
     pub alive: Vec<(u32, String)>,
     /// `false` when records were lost around the exit, so the report may miss facts.
@@ -284,7 +282,8 @@ pub struct BindingLimit {
     pub own: bool,
 }
 
-/// One [`SessionSample`], without the session it is about (the report's `session`).
+/// One resource sample of the session, without the session it is about (the report's
+/// `session`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     pub ts: String,
@@ -293,6 +292,16 @@ pub struct Sample {
     pub processes: u32,
     pub threads: u32,
     pub top: Option<TopProcess>,
+}
+
+/// The member of a session with the largest RSS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopProcess {
+    pub pid: u32,
+    pub comm: String,
+    pub rss_kb: u64,
+    /// Arguments joined by spaces, at most 200 characters; empty for zombies and kernel threads.
+    pub cmdline: String,
 }
 
 /// An [`Explanation`].
@@ -360,19 +369,6 @@ impl From<&OomCause> for OomInfo {
     }
 }
 
-impl From<&SessionSample> for Sample {
-    fn from(s: &SessionSample) -> Sample {
-        Sample {
-            ts: s.ts.clone(),
-            rss_kb: s.rss_kb,
-            cpu_percent: s.cpu_percent,
-            processes: s.processes,
-            threads: s.threads,
-            top: s.top.clone(),
-        }
-    }
-}
-
 fn sender_info(k: &KilledBy, lineage: &[(u32, String)]) -> SenderInfo {
     SenderInfo {
         pid: k.pid,
@@ -418,7 +414,7 @@ fn build_at(
         _ => None,
     };
     let attr = event.attr.as_ref();
-    let cause = exit.map_or("unknown", |e| e.cause.cause);
+    let cause = exit.map_or("unknown", |e| e.cause.cause.as_str());
     let ended_at = DateTime::parse_from_rfc3339(&event.ts)
         .ok()
         .map(|t| t.with_timezone(&Utc));
@@ -459,7 +455,7 @@ fn build_at(
         oom,
         memcg,
         explanation,
-        last_samples: ctx.samples.iter().map(Sample::from).collect(),
+        last_samples: ctx.samples,
         alive,
         complete: ctx.complete && ctx.lost_nearby == 0,
         lost_nearby: ctx.lost_nearby,
@@ -1275,7 +1271,7 @@ fn short_time(ts: &str) -> String {
 }
 
 /// Bound on a sender's lineage (the same as the events' ancestry).
-const LINEAGE_MAX: usize = crate::pipeline::proctable::ANCESTRY_MAX;
+const LINEAGE_MAX: usize = crate::event::ANCESTRY_MAX;
 
 /// The lineage of a fatal signal's sender, read from /proc (`proc_root` outside tests): the
 /// sender, then its parents up to init. The sender usually outlives its victim, but its pid
@@ -1635,9 +1631,8 @@ pub fn render_list(reports: &[ReportSummary]) -> String {
 mod tests {
     use super::*;
     use crate::{
-        daemon::resources::{SessionRef, TopProcess},
         event::Lost,
-        pipeline::attribution::{Attr, Cause},
+        event::{Attr, Cause, CauseKind, LostReason},
     };
 
     const ROOT_PID: u32 = 1000;
@@ -1677,7 +1672,7 @@ mod tests {
                 duration_ms: 2500.0,
                 memcg_id: Some(4259),
                 memcg_path: Some("/app/job".to_owned()),
-                cause: Cause::only("exited"),
+                cause: Cause::only(CauseKind::Exited),
             }),
         );
         e.attr = Some(Attr {
@@ -1722,7 +1717,7 @@ mod tests {
         });
     }
 
-    fn signaled(e: &mut Event, sig: u8, cause: &'static str) {
+    fn signaled(e: &mut Event, sig: u8, cause: CauseKind) {
         let x = exit_mut(e);
         x.exit_code = None;
         x.signal = Some(sig);
@@ -1746,7 +1741,7 @@ mod tests {
 
     fn oom_event(pid: u32, comm: &str) -> Event {
         let mut e = exit_event(pid, comm);
-        signaled(&mut e, 9, "oom_killed");
+        signaled(&mut e, 9, CauseKind::OomKilled);
         exit_mut(&mut e).cause.oom = Some(OomCause {
             trigger_pid: pid,
             trigger_comm: comm.to_owned(),
@@ -1778,16 +1773,9 @@ mod tests {
         ]
     }
 
-    fn sample(ts: &str, rss_kb: u64) -> SessionSample {
-        SessionSample {
+    fn sample(ts: &str, rss_kb: u64) -> Sample {
+        Sample {
             ts: ts.to_owned(),
-            session: SessionRef {
-                id: SESSION_ID.to_owned(),
-                agent: "claude-code".to_owned(),
-                root_pid: ROOT_PID,
-                cwd: Some("/src/app".to_owned()),
-                claude_session_id: None,
-            },
             rss_kb,
             cpu_percent: Some(97.5),
             processes: 4,
@@ -1880,7 +1868,7 @@ mod tests {
     #[test]
     fn kills_from_outside_the_session_are_reported_from_inside_not() {
         let mut e = exit_event(22606, "python3");
-        signaled(&mut e, 15, "killed");
+        signaled(&mut e, 15, CauseKind::Killed);
         exit_mut(&mut e).cause.killed_by = Some(killed_by(None, false, 15));
         assert_eq!(worth_reporting(&e, false), Some(KILLED_FROM_OUTSIDE));
         exit_mut(&mut e).cause.killed_by = Some(killed_by(Some("77:1"), false, 15));
@@ -1899,16 +1887,16 @@ mod tests {
     #[test]
     fn kernel_kills_crashes_and_core_dumps_are_reported() {
         let mut e = exit_event(22606, "python3");
-        signaled(&mut e, 24, "killed_by_kernel");
+        signaled(&mut e, 24, CauseKind::KilledByKernel);
         assert_eq!(worth_reporting(&e, false), Some(KILLED_BY_KERNEL));
-        signaled(&mut e, 11, "crashed");
+        signaled(&mut e, 11, CauseKind::Crashed);
         assert_eq!(worth_reporting(&e, false), Some(CRASHED));
         // A core dump from a signal sent inside the session is still a crash report.
-        signaled(&mut e, 3, "killed");
+        signaled(&mut e, 3, CauseKind::Killed);
         exit_mut(&mut e).cause.killed_by = Some(killed_by(Some(SESSION_ID), true, 3));
         exit_mut(&mut e).core_dumped = true;
         assert_eq!(worth_reporting(&e, false), Some(CRASHED));
-        signaled(&mut e, 11, "crashed");
+        signaled(&mut e, 11, CauseKind::Crashed);
         no_session(&mut e);
         assert_eq!(worth_reporting(&e, false), None);
     }
@@ -1917,7 +1905,7 @@ mod tests {
     fn the_most_specific_reason_wins_for_a_session_root() {
         let mut e = exit_event(ROOT_PID, "claude");
         e.attr.as_mut().unwrap().proc_id = Some(SESSION_ID.to_owned());
-        signaled(&mut e, 9, "killed");
+        signaled(&mut e, 9, CauseKind::Killed);
         exit_mut(&mut e).cause.killed_by = Some(killed_by(None, false, 9));
         assert_eq!(worth_reporting(&e, false), Some(KILLED_FROM_OUTSIDE));
     }
@@ -1930,7 +1918,7 @@ mod tests {
             "claude-monitor".to_owned(),
             Body::Lost(Lost {
                 count: 3,
-                reason: "ring_buffer_full",
+                reason: LostReason::RingBufferFull,
             }),
         );
         assert_eq!(worth_reporting(&e, true), None);
@@ -2018,7 +2006,7 @@ mod tests {
     #[test]
     fn killed_summary_names_signal_and_sender() {
         let mut e = exit_event(669, "sleep");
-        signaled(&mut e, 15, "killed");
+        signaled(&mut e, 15, CauseKind::Killed);
         exit_mut(&mut e).cause.killed_by = Some(killed_by(None, false, 15));
         let r = build_test(&e, KILLED_FROM_OUTSIDE, Context::default());
         assert!(
@@ -2052,7 +2040,7 @@ mod tests {
             r.summary
         );
         // The signal's short wording is not nested in a second pair of parentheses.
-        signaled(&mut e, 9, "killed");
+        signaled(&mut e, 9, CauseKind::Killed);
         exit_mut(&mut e).cause.killed_by = Some(killed_by(None, false, 9));
         let r = build_test(&e, KILLED_FROM_OUTSIDE, Context::default());
         assert!(
@@ -2070,7 +2058,7 @@ mod tests {
         let x = exit_mut(&mut e);
         x.exit_code = Some(143);
         x.cause = Cause {
-            cause: "terminated",
+            cause: CauseKind::Terminated,
             killed_by: Some(KilledBy {
                 handled: true,
                 ..killed_by(None, false, 15)
@@ -2127,7 +2115,7 @@ mod tests {
         exit_mut(&mut e).exit_code = Some(1);
         assert_eq!(worth_reporting(&e, false), Some(SESSION_ENDED));
         exit_mut(&mut e).exit_code = Some(0);
-        signaled(&mut e, 9, "killed");
+        signaled(&mut e, 9, CauseKind::Killed);
         assert_eq!(worth_reporting(&e, false), Some(SESSION_ENDED));
         // Another agent's root has no registry: its clean exit is still its end.
         let mut e = exit_event(ROOT_PID, "aider");
@@ -2140,7 +2128,7 @@ mod tests {
     #[test]
     fn crash_summary_uses_the_signal_wording_and_core_dump() {
         let mut e = exit_event(703, "python3");
-        signaled(&mut e, 11, "crashed");
+        signaled(&mut e, 11, CauseKind::Crashed);
         exit_mut(&mut e).core_dumped = true;
         let r = build_test(&e, CRASHED, Context::default());
         assert!(
@@ -2329,7 +2317,7 @@ mod tests {
         fake_stat(&root, 665, "provoke.sh", 1, 303474);
         fake_stat(&root, 1, "init", 0, 1);
         let mut e = exit_event(669, "sleep");
-        signaled(&mut e, 9, "killed");
+        signaled(&mut e, 9, CauseKind::Killed);
         exit_mut(&mut e).cause.killed_by = Some(killed_by(None, false, 9));
         let r = build_at(&e, KILLED_FROM_OUTSIDE, Context::default(), now(), &root);
         assert_eq!(
@@ -2418,7 +2406,7 @@ mod tests {
             "2026-11-21T22:00:00.000000000Z",
         );
         let mut crash = at(exit_event(703, "python3"), "2026-11-21T23:00:00.000000000Z");
-        signaled(&mut crash, 11, "crashed");
+        signaled(&mut crash, 11, CauseKind::Crashed);
         let mut other = at(exit_event(42, "make"), "2026-11-21T21:00:00.000000000Z");
         exit_mut(&mut other).exit_code = Some(3);
         other.attr.as_mut().unwrap().session = Some(SessionJson {

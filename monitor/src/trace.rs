@@ -12,10 +12,23 @@ use tokio::{
 
 use crate::{
     claude::detect::Detector,
+    event::{Event, StopReason},
     kernel::loader::ScopeMode,
-    output::sink::{Format, Sink, SinkError},
-    pipeline::engine::{BUSY_POLL, COUNTER_PERIOD, Engine, EngineOptions, Output},
+    output::sink::{Format, Sink},
+    pipeline::attribution::Attributor,
+    pipeline::engine::{BUSY_POLL, COUNTER_PERIOD, Engine, EngineOptions},
+    pipeline::output::{Output, OutputError},
 };
+
+/// The `trace` command writes every event to its sink, as it comes.
+impl<W: std::io::Write> Output for Sink<W> {
+    fn write(&mut self, event: &Event, _: &Attributor) -> Result<(), OutputError> {
+        Ok(Sink::write(self, event)?)
+    }
+    fn flush(&mut self) -> Result<(), OutputError> {
+        Ok(Sink::flush(self)?)
+    }
+}
 
 /// A validated `trace` invocation.
 #[derive(Clone, Debug)]
@@ -54,7 +67,7 @@ pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
     .await;
     let reason = match result {
         Ok(reason) => reason,
-        Err(SinkError::Closed) => return Ok(()),
+        Err(OutputError::Closed) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
     // Whatever arrived before the stop, then the final loss figures.
@@ -66,7 +79,7 @@ pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
         Output::flush(&mut sink)
     })();
     match finish {
-        Ok(()) | Err(SinkError::Closed) => Ok(()),
+        Ok(()) | Err(OutputError::Closed) => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
@@ -83,7 +96,7 @@ async fn event_loop<O: Output>(
     ring: &mut AsyncFd<RingBuf<MapData>>,
     out: &mut O,
     stop: Stop,
-) -> Result<&'static str, SinkError> {
+) -> Result<StopReason, OutputError> {
     let Stop {
         mut sigterm,
         mut sigint,
@@ -101,7 +114,7 @@ async fn event_loop<O: Output>(
         let hold_due = engine.hold_due();
         tokio::select! {
             guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(SinkError::Io)?;
+                let mut guard = guard.map_err(OutputError::Io)?;
                 engine.drain(guard.get_inner_mut(), out)?;
                 guard.clear_ready();
             }
@@ -112,9 +125,9 @@ async fn event_loop<O: Output>(
                 engine.release_due(out)?;
             }
             _ = tick.tick() => engine.tick(out)?,
-            _ = &mut deadline => return Ok("duration"),
-            _ = sigterm.recv() => return Ok("sigterm"),
-            _ = sigint.recv() => return Ok("sigint"),
+            _ = &mut deadline => return Ok(StopReason::Duration),
+            _ = sigterm.recv() => return Ok(StopReason::Sigterm),
+            _ = sigint.recv() => return Ok(StopReason::Sigint),
         }
     }
 }

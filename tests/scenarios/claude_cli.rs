@@ -370,6 +370,12 @@ mod claude_cli {
                 seen,
                 ..
             } = self;
+            let stderr = agent.stderr_now();
+            if !stderr.is_empty() {
+                // Shown by libtest only when the test fails (`RUST_LOG=claude_monitor=debug`
+                // makes the agent say what it matched).
+                step(&format!("agent stderr before stop:\n{stderr}"));
+            }
             (agent.stop(seen), sandbox, mock)
         }
     }

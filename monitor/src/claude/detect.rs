@@ -34,6 +34,7 @@ use std::{
 use serde::Deserialize;
 
 use super::CLAUDE_CODE;
+use crate::kernel::loader::KernelCandidates;
 
 /// What the rules look at. `exe` is the target of `/proc/PID/exe` (absent for kernel
 /// threads, zombies, or when it cannot be read); `argv` is the command line as the process
@@ -276,16 +277,6 @@ impl Detector {
 /// `claude.exe`), or `node` for the old `node …/cli.js`; the native installer's versioned
 /// file names (`2.0.14`) are covered by `KernelCandidates::version_comm`.
 pub const BUILTIN_CANDIDATE_COMMS: &[&str] = &["claude", "claude.exe", "node"];
-
-/// The kernel's exec prefilter (see [`Detector::kernel_candidates`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelCandidates {
-    pub comms: Vec<String>,
-    /// A comm starting with a digit is a candidate.
-    pub version_comm: bool,
-    /// Rules the prefilter cannot decide from a comm (the kernel then reports every exec).
-    pub exec_all: Vec<String>,
-}
 
 /// The built-in rules alone (see the module documentation).
 pub fn detect_claude_code(facts: &ProcFacts) -> Option<Detection> {

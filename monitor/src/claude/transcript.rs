@@ -299,14 +299,7 @@ impl TranscriptTail {
         wrapper: &str,
         started: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Option<&ToolCall> {
-        let not_before = started.map(|t| t - chrono::TimeDelta::seconds(1));
-        let finished_late = |c: &ToolCall| {
-            let finished = c
-                .finished
-                .as_deref()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-            matches!((finished, not_before), (Some(f), Some(nb)) if f >= nb)
-        };
+        let finished_late = |c: &ToolCall| finished_late(c, started);
         let candidates = || {
             self.state
                 .in_flight
@@ -331,6 +324,39 @@ impl TranscriptTail {
         }
         candidates().find(|c| command_is(c, &|x| contains_word(wrapper, &single_quoted(x))))
     }
+}
+
+impl TranscriptTail {
+    /// The call of a wrapper whose script is not known (see `WrapperScript::Cut`): among
+    /// the Bash calls in flight, or completed no earlier than a second before the wrapper
+    /// started, those not `claimed` by another wrapper; the one, if there is exactly one
+    /// (several calls run in parallel cannot be told apart by time: none is chosen).
+    pub fn match_unclaimed(
+        &self,
+        started: Option<chrono::DateTime<chrono::Utc>>,
+        claimed: &dyn Fn(&str) -> bool,
+    ) -> Option<&ToolCall> {
+        let finished_late = |c: &ToolCall| finished_late(c, started);
+        let mut candidates = self
+            .state
+            .in_flight
+            .iter()
+            .chain(self.state.done.iter().filter(|c| finished_late(c)))
+            .filter(|c| c.name == "Bash" && !claimed(&c.id));
+        let first = candidates.next()?;
+        candidates.next().is_none().then_some(first)
+    }
+}
+
+/// Whether call `c` completed no earlier than a second before `started` (a wrapper's start):
+/// it may be that wrapper's call, written and completed before its record was read.
+fn finished_late(c: &ToolCall, started: Option<chrono::DateTime<chrono::Utc>>) -> bool {
+    let not_before = started.map(|t| t - chrono::TimeDelta::seconds(1));
+    let finished = c
+        .finished
+        .as_deref()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    matches!((finished, not_before), (Some(f), Some(nb)) if f >= nb)
 }
 
 /// Whether `word` stands in `script` as a shell word of its own: bounded by the start or

@@ -32,14 +32,15 @@ use self::{
 use crate::{
     claude::detect::Detector,
     config::{self, Config, IgnoredSignals},
+    event::StopReason,
     event::{Body, Event},
     host::cgroups::MemoryHierarchy,
     host::memcg,
     kernel::loader::ScopeMode,
     output::rotate::RotatingFile,
-    output::sink::SinkError,
     pipeline::attribution::Attributor,
-    pipeline::engine::{BUSY_POLL, COUNTER_PERIOD, Engine, EngineOptions, Output},
+    pipeline::engine::{BUSY_POLL, COUNTER_PERIOD, Engine, EngineOptions},
+    pipeline::output::{Output, OutputError},
     report::{self, ReportStore},
 };
 
@@ -204,7 +205,7 @@ impl DaemonOutput {
                 self.history
                     .last(&s.id, 5)
                     .into_iter()
-                    .cloned()
+                    .map(report::Sample::from)
                     .collect::<Vec<_>>()
             })
             .unwrap_or_default();
@@ -248,7 +249,7 @@ impl DaemonOutput {
 }
 
 impl Output for DaemonOutput {
-    fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), SinkError> {
+    fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), OutputError> {
         self.events.write_json(event);
         if self.stdout {
             print_line(event)?;
@@ -282,7 +283,7 @@ impl Output for DaemonOutput {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), SinkError> {
+    fn flush(&mut self) -> Result<(), OutputError> {
         self.events.flush();
         if self.stdout {
             std::io::stdout().flush()?;
@@ -391,7 +392,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         let hold_due = engine.hold_due();
         tokio::select! {
             guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(SinkError::Io)?;
+                let mut guard = guard.map_err(OutputError::Io)?;
                 engine.drain(guard.get_inner_mut(), &mut out)?;
                 guard.clear_ready();
             }
@@ -445,9 +446,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                     Err(e) => eprintln!("claude-monitor: error: configuration not reloaded: {e}"),
                 }
             }
-            _ = &mut deadline => break "duration",
-            _ = sigterm.recv() => break "sigterm",
-            _ = sigint.recv() => break "sigint",
+            _ = &mut deadline => break StopReason::Duration,
+            _ = sigterm.recv() => break StopReason::Sigterm,
+            _ = sigint.recv() => break StopReason::Sigint,
         }
     };
     engine.drain(ring.get_mut(), &mut out)?;

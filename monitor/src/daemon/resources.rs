@@ -19,7 +19,7 @@ use procfs::{
     FromRead as _, LoadAverage, Meminfo,
     process::{Process, Stat},
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::host::clock::format_ts;
 
@@ -273,13 +273,19 @@ pub struct SessionSample {
     pub top: Option<TopProcess>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopProcess {
-    pub pid: u32,
-    pub comm: String,
-    pub rss_kb: u64,
-    /// Arguments joined by spaces, at most 200 characters; empty for zombies and kernel threads.
-    pub cmdline: String,
+pub use crate::report::TopProcess;
+
+impl From<&SessionSample> for crate::report::Sample {
+    fn from(s: &SessionSample) -> crate::report::Sample {
+        crate::report::Sample {
+            ts: s.ts.clone(),
+            rss_kb: s.rss_kb,
+            cpu_percent: s.cpu_percent,
+            processes: s.processes,
+            threads: s.threads,
+            top: s.top.clone(),
+        }
+    }
 }
 
 /// Computes per-session samples, remembering each session's CPU counters between calls.

@@ -13,21 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Version {
-    V1,
-    V2,
-}
-
-/// Where the memory controller lives on this host.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct MemoryHierarchy {
-    pub version: Version,
-    pub mount: PathBuf,
-}
+pub use crate::event::{CgroupVersion as Version, MemoryHierarchy};
 
 impl MemoryHierarchy {
     /// From /proc/self/mountinfo: a v1 cgroup mount with the `memory` option, else a cgroup2

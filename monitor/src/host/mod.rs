@@ -3,3 +3,10 @@
 pub mod cgroups;
 pub mod clock;
 pub mod memcg;
+
+/// The page size in KiB.
+pub fn page_kb() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(page).unwrap_or(4096) / 1024
+}

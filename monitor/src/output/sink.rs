@@ -1,28 +1,10 @@
 //! Where events go: one JSON object per line, or one readable line per event. Generic over
-//! `Write` so tests can write into a `Vec<u8>`. A closed pipe (`| head`) is reported as
-//! [`SinkError::Closed`] so the caller can end quietly.
+//! `Write` so tests can write into a `Vec<u8>`; errors are the writer's own (a closed pipe,
+//! `| head`, is `BrokenPipe`, which `pipeline::OutputError` turns into `Closed`).
 
 use std::io::{self, Write};
 
 use crate::event::{Body, Event};
-
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error("output closed")]
-    Closed,
-    #[error("cannot write events: {0}")]
-    Io(#[source] io::Error),
-}
-
-impl From<io::Error> for SinkError {
-    fn from(e: io::Error) -> SinkError {
-        if e.kind() == io::ErrorKind::BrokenPipe {
-            SinkError::Closed
-        } else {
-            SinkError::Io(e)
-        }
-    }
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -42,7 +24,7 @@ impl<W: Write> Sink<W> {
         Sink { out, format }
     }
 
-    pub fn write(&mut self, event: &Event) -> Result<(), SinkError> {
+    pub fn write(&mut self, event: &Event) -> io::Result<()> {
         match self.format {
             Format::Json => {
                 serde_json::to_writer(&mut self.out, event).map_err(io::Error::from)?;
@@ -55,9 +37,8 @@ impl<W: Write> Sink<W> {
         Ok(())
     }
 
-    pub fn flush(&mut self) -> Result<(), SinkError> {
-        self.out.flush()?;
-        Ok(())
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
     }
 
     pub fn into_inner(self) -> W {
@@ -106,7 +87,7 @@ pub fn text_line(e: &Event) -> String {
                 .clone()
                 .unwrap_or_else(|| format!("signal {}", x.signal.unwrap_or(0)));
             let core = if x.core_dumped { " (core dumped)" } else { "" };
-            let how = match (x.exit_code, x.cause.cause) {
+            let how = match (x.exit_code, x.cause.cause.as_str()) {
                 (Some(code), "terminated") => match &x.cause.killed_by {
                     Some(k) => format!(
                         "exited {code} from its handler of {} from {} {}",
@@ -193,7 +174,7 @@ mod tests {
             "claude-monitor".into(),
             Body::Lost(Lost {
                 count: 3,
-                reason: "ring_buffer_full",
+                reason: crate::event::LostReason::RingBufferFull,
             }),
         );
         let mut sink = Sink::new(Vec::new(), Format::Json);
@@ -230,10 +211,13 @@ mod tests {
             "x".into(),
             Body::Lost(Lost {
                 count: 1,
-                reason: "x",
+                reason: crate::event::LostReason::DecodeError,
             }),
         );
         let mut sink = Sink::new(ClosedPipe, Format::Json);
-        assert!(matches!(sink.write(&e), Err(SinkError::Closed)));
+        assert_eq!(
+            sink.write(&e).map_err(|e| e.kind()),
+            Err(io::ErrorKind::BrokenPipe)
+        );
     }
 }

@@ -21,18 +21,19 @@ use std::{
 };
 
 use monitor_common::{DISPOSITION_HANDLER, Exec, ExecArgv, Exit, Fork, Oom, Signal, SignalDeliver};
-use serde::Serialize;
 
 use crate::{
     claude::{
-        detect::{self, Detector, KernelCandidates, ProcFacts},
+        detect::{self, Detector, ProcFacts},
         environ,
         registry::{self, Registry},
         transcript::{self, TranscriptTail},
     },
-    event::cstr,
+    event::{Attr, Cause, CauseKind, DefaultAction, KilledBy, OomCause, SessionJson, ToolCallRef},
     host::clock::Clock,
-    pipeline::proctable::{Ancestor, ProcId, ProcTable, SessionIdx, ToolCallRef, ns_to_ticks},
+    kernel::loader::KernelCandidates,
+    pipeline::convert::cstr,
+    pipeline::proctable::{ProcId, ProcTable, SessionIdx, WrapperScript, ns_to_ticks},
     pipeline::scope,
     signals::names::WaitStatus,
 };
@@ -56,79 +57,13 @@ pub struct Session {
     environ_reads: u8,
     /// The session's transcript, read incrementally for tool calls in flight.
     transcript: Option<TranscriptTail>,
+    /// Ids of the calls already matched to a wrapper, newest last (at most
+    /// [`CLAIMED_MAX`]): a wrapper matched by time takes none of them.
+    claimed: VecDeque<String>,
 }
 
-/// The `session` object of an event.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SessionJson {
-    /// Stable for the agent process's lifetime: the root's proc_id (`pid:start_ticks`).
-    pub id: String,
-    pub agent: String,
-    pub root_pid: u32,
-    /// The root process's start, RFC 3339.
-    pub root_start: String,
-    pub cwd: Option<String>,
-    pub claude_session_id: Option<String>,
-    pub version: Option<String>,
-}
-
-/// Attribution of one event's process.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Attr {
-    pub proc_id: Option<String>,
-    pub session: Option<SessionJson>,
-    /// From the process up to its session root (pid, comm); null outside sessions.
-    pub ancestry: Option<Vec<Ancestor>>,
-    /// The agent tool call the process runs for (Claude Code's Bash tool), when known.
-    pub tool_call: Option<ToolCallRef>,
-}
-
-impl Cause {
-    /// A cause without sender or OOM details.
-    pub fn only(cause: &'static str) -> Cause {
-        Cause {
-            cause,
-            killed_by: None,
-            oom: None,
-        }
-    }
-}
-
-/// Who sent a fatal signal.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct KilledBy {
-    pub pid: u32,
-    pub comm: String,
-    pub uid: u32,
-    pub proc_id: Option<String>,
-    pub session_id: Option<String>,
-    /// The sender belongs to the victim's own session.
-    pub same_session: bool,
-    pub signal: i32,
-    pub si_code: i32,
-    /// The victim caught the signal with a handler and then ended by itself: it exited
-    /// (cause `terminated`) or re-raised the signal (cause `killed`).
-    pub handled: bool,
-}
-
-/// OOM facts attached to an `oom_killed` exit.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct OomCause {
-    pub trigger_pid: u32,
-    pub trigger_comm: String,
-    pub anon_rss_kb: Option<u64>,
-    pub total_vm_kb: Option<u64>,
-    pub memcg_id: Option<u64>,
-}
-
-/// Why a process ended.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Cause {
-    /// `exited`, `terminated`, `crashed`, `oom_killed`, `killed` or `killed_by_kernel`.
-    pub cause: &'static str,
-    pub killed_by: Option<KilledBy>,
-    pub oom: Option<OomCause>,
-}
+/// How many matched call ids a session remembers.
+const CLAIMED_MAX: usize = 256;
 
 #[derive(Clone, Debug)]
 struct SignalNote {
@@ -316,6 +251,7 @@ impl Attributor {
             uid,
             environ_reads: 1,
             transcript: None,
+            claimed: VecDeque::new(),
         });
         self.table.set_session(id.pid, idx);
         tracing::debug!(pid = id.pid, session = idx, "session detected");
@@ -353,6 +289,9 @@ impl Attributor {
         let proc = (in_session || candidate)
             .then(|| detect::read_proc_facts(id.pid).ok())
             .flatten();
+        // The whole command line: from /proc, or the kernel's capture when it was not cut.
+        let argv_whole = proc.as_ref().is_some_and(|f| f.exe.is_some())
+            || x.argv().is_some_and(|a| !a.truncated);
         let facts = exec_facts(id.pid, comm, filename, proc, x.argv().as_ref());
         if let Some(p) = self.table.get_mut(id.pid)
             && !facts.argv.is_empty()
@@ -363,7 +302,7 @@ impl Attributor {
             self.maybe_session(id, &facts, Some(x.uid));
         }
         if in_session {
-            self.maybe_tool_call(id.pid, &facts);
+            self.maybe_tool_call(id.pid, &facts, argv_whole);
         }
     }
 
@@ -395,18 +334,33 @@ impl Attributor {
     /// (or be backgrounded) long before its processes end. The CLI writes the call to its
     /// transcript asynchronously, so a wrapper not matched now keeps its script and is
     /// matched again on later events of its tree ([`Attributor::tool_call_of`]).
-    fn maybe_tool_call(&mut self, pid: u32, facts: &ProcFacts) {
+    ///
+    /// A wrapper whose command line the agent could not read whole (the kernel keeps the
+    /// first [`monitor_common::ARGS_LEN`] bytes, and a tool of a few milliseconds is gone
+    /// before /proc is read) is still one when it is a shell with `-c` started by the
+    /// session's root itself, as the CLI starts every Bash tool: it is matched by time.
+    fn maybe_tool_call(&mut self, pid: u32, facts: &ProcFacts, argv_whole: bool) {
         let Some(proc) = self.table.get(pid) else {
             return;
         };
         if proc.session.is_none() || proc.session_root {
             return;
         }
-        let Some(script) = shell_script(&facts.argv) else {
-            return;
+        let script = match shell_script(&facts.argv) {
+            Some(script) => WrapperScript::Whole(script.to_owned()),
+            None if !argv_whole
+                && runs_shell_c(&facts.argv)
+                && proc
+                    .parent
+                    .and_then(|p| self.table.by_id(p))
+                    .is_some_and(|p| p.session_root) =>
+            {
+                WrapperScript::Cut
+            }
+            None => return,
         };
         let id = proc.id;
-        let script = script.to_owned();
+        tracing::debug!(wrapper = %id, script = ?script, "tool wrapper started");
         self.table.update(id, |p| {
             p.tool_script = Some(script.clone());
             p.tool_attempts = 0;
@@ -423,6 +377,7 @@ impl Attributor {
             .wall(crate::pipeline::proctable::ticks_to_ns(id.start));
         self.refresh_registry(idx);
         let call = self.sessions[idx].match_tool(&script, started);
+        tracing::debug!(wrapper = %id, matched = ?call.as_ref().map(|c| &c.id), "tool call lookup");
         self.table.update(id, |p| match &call {
             Some(call) => {
                 p.tool_call = Some(call.clone());
@@ -444,7 +399,7 @@ impl Attributor {
         let p = self.table.get(pid)?;
         p.session?;
         let mut cur = Some(p.id);
-        for _ in 0..crate::pipeline::proctable::ANCESTRY_MAX {
+        for _ in 0..crate::event::ANCESTRY_MAX {
             let q = cur.and_then(|id| self.table.by_id(id))?;
             if q.tool_call.is_some() || q.session_root {
                 return None;
@@ -483,7 +438,7 @@ impl Attributor {
         let me = p.id;
         let mut cur = Some(me);
         let mut found = None;
-        for _ in 0..crate::pipeline::proctable::ANCESTRY_MAX {
+        for _ in 0..crate::event::ANCESTRY_MAX {
             let Some(q) = cur.and_then(|id| self.table.by_id(id)) else {
                 break;
             };
@@ -599,19 +554,19 @@ impl Attributor {
                             || after(&h) <= HANDLED_ANY_EXIT_NS =>
                     {
                         Cause {
-                            cause: "terminated",
+                            cause: CauseKind::Terminated,
                             killed_by: Some(self.killed_by(&h.note, victim_session, true)),
                             oom: None,
                         }
                     }
-                    _ => Cause::only("exited"),
+                    _ => Cause::only(CauseKind::Exited),
                 };
             }
             WaitStatus::Signaled { signal, .. } => i32::from(signal),
         };
         if let Some(oom) = oom {
             return Cause {
-                cause: "oom_killed",
+                cause: CauseKind::OomKilled,
                 killed_by: None,
                 oom: Some(oom),
             };
@@ -621,25 +576,25 @@ impl Attributor {
         let from_self = note.is_some_and(|n| n.sender.pid == pid);
         let from_kernel = note.is_some_and(|n| n.si_code > 0 || n.si_code == SI_KERNEL);
         if CRASH_SIGNALS.contains(&signal) && (note.is_none() || from_self || from_kernel) {
-            return Cause::only("crashed");
+            return Cause::only(CauseKind::Crashed);
         }
         // A handler that re-raised the signal it caught (clean up, restore the default,
         // `raise`): the process that sent it first is the one that killed it.
         if let Some(h) = handled.filter(|h| h.note.sig == signal && (note.is_none() || from_self)) {
             return Cause {
-                cause: "killed",
+                cause: CauseKind::Killed,
                 killed_by: Some(self.killed_by(&h.note, victim_session, true)),
                 oom: None,
             };
         }
         let Some(note) = note else {
-            return Cause::only("killed");
+            return Cause::only(CauseKind::Killed);
         };
         if note.si_code == SI_KERNEL {
-            return Cause::only("killed_by_kernel");
+            return Cause::only(CauseKind::KilledByKernel);
         }
         Cause {
-            cause: "killed",
+            cause: CauseKind::Killed,
             killed_by: Some(self.killed_by(note, victim_session, false)),
             oom: None,
         }
@@ -822,15 +777,19 @@ impl Session {
     /// [`TranscriptTail::match_command`]), reading what the transcript gained meanwhile.
     fn match_tool(
         &mut self,
-        script: &str,
+        script: &WrapperScript,
         started: chrono::DateTime<chrono::Utc>,
     ) -> Option<ToolCallRef> {
         let (Some(config), Some(cwd), Some(sid)) =
             (&self.config_dir, &self.cwd, &self.claude_session_id)
         else {
+            tracing::debug!(session = %self.root, "no registry entry yet: no transcript to match tools in");
             return None;
         };
-        let path = transcript::locate(config, std::path::Path::new(cwd), sid)?;
+        let Some(path) = transcript::locate(config, std::path::Path::new(cwd), sid) else {
+            tracing::debug!(session = %self.root, "no transcript found yet");
+            return None;
+        };
         if self.transcript.as_ref().is_none_or(|t| t.path() != path) {
             self.transcript = Some(TranscriptTail::new(path));
         }
@@ -839,12 +798,23 @@ impl Session {
             tracing::debug!("transcript {}: {e}", tail.path().display());
             return None;
         }
-        tail.match_command(script, Some(started))
-            .map(|c| ToolCallRef {
-                id: c.id.clone(),
-                name: c.name.clone(),
-                command: c.command.clone(),
-            })
+        let claimed = &self.claimed;
+        let call = match script {
+            WrapperScript::Whole(script) => tail.match_command(script, Some(started)),
+            WrapperScript::Cut => {
+                tail.match_unclaimed(Some(started), &|id| claimed.iter().any(|c| c == id))
+            }
+        }
+        .map(|c| ToolCallRef {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            command: c.command.clone(),
+        })?;
+        if self.claimed.len() >= CLAIMED_MAX {
+            self.claimed.pop_front();
+        }
+        self.claimed.push_back(call.id.clone());
+        Some(call)
     }
 }
 
@@ -869,6 +839,14 @@ fn shell_script(argv: &[String]) -> Option<&str> {
     None
 }
 
+/// Whether `argv` runs a shell script: `SHELL [OPTIONS] -c …` (the script itself may be cut).
+fn runs_shell_c(argv: &[String]) -> bool {
+    argv.iter()
+        .skip(1)
+        .take_while(|a| a.starts_with('-'))
+        .any(|a| !a.starts_with("--") && a[1..].contains('c'))
+}
+
 /// The configuration directory the environment of process `pid` names
 /// ([`environ::config_dir_of`]), when it can be read.
 fn read_own_config(pid: u32) -> Option<PathBuf> {
@@ -880,7 +858,6 @@ fn read_own_config(pid: u32) -> Option<PathBuf> {
 /// Signals whose default action ends the process: caught by a handler, the exit that
 /// follows is still their doing.
 fn terminates_by_default(sig: i32) -> bool {
-    use crate::signals::explain::DefaultAction;
     matches!(
         crate::signals::explain::default_action(sig),
         Some(DefaultAction::Terminate | DefaultAction::Core)
@@ -1031,6 +1008,7 @@ mod tests {
             uid: None,
             environ_reads: 0,
             transcript: None,
+            claimed: VecDeque::new(),
         });
         a.table.set_session(ROOT, 0);
         a.table.fork(
@@ -1079,7 +1057,7 @@ mod tests {
     /// (cause, sender pid, signal, same_session, handled) of a cause, for compact tables.
     fn brief(c: &Cause) -> (&'static str, Option<(u32, i32, bool, bool)>) {
         (
-            c.cause,
+            c.cause.as_str(),
             c.killed_by
                 .as_ref()
                 .map(|k| (k.pid, k.signal, k.same_session, k.handled)),
@@ -1306,6 +1284,17 @@ mod tests {
     /// 2026-11-21T14:00:00.03Z) running `sleep 1; exit 3`, not matched yet; and the
     /// transcript lines the CLI writes late for it.
     fn late_tool_session(home: &crate::testutil::TempDir) -> (Attributor, PathBuf, String) {
+        let script = "source /h/.claude/shell-snapshots/snapshot-bash-1-x.sh 2>/dev/null || \
+                      true && eval 'sleep 1; exit 3' < /dev/null && pwd -P >| /tmp/claude-1-cwd";
+        late_tool_session_with(home, &["/bin/bash", "-c", script], true)
+    }
+
+    /// [`late_tool_session`] with the wrapper's argv as the agent read it.
+    fn late_tool_session_with(
+        home: &crate::testutil::TempDir,
+        argv: &[&str],
+        argv_whole: bool,
+    ) -> (Attributor, PathBuf, String) {
         let config = home.path().join(".claude");
         let sid = "3f2a9c1e-0000-4000-8000-000000000001";
         let cwd = "/w/app";
@@ -1326,15 +1315,13 @@ mod tests {
             .timestamp_nanos_opt()
             .expect("ns");
         a.clock = Clock::fixed(i128::from(start));
-        let script = "source /h/.claude/shell-snapshots/snapshot-bash-1-x.sh 2>/dev/null || \
-                      true && eval 'sleep 1; exit 3' < /dev/null && pwd -P >| /tmp/claude-1-cwd";
         let facts = ProcFacts {
             pid: TOOL,
             comm: "bash".into(),
             exe: Some("/usr/bin/bash".into()),
-            argv: ["/bin/bash", "-c", script].map(String::from).to_vec(),
+            argv: argv.iter().map(|a| a.to_string()).collect(),
         };
-        a.maybe_tool_call(TOOL, &facts);
+        a.maybe_tool_call(TOOL, &facts, argv_whole);
         let lines = [
             serde_json::json!({"type":"assistant","timestamp":"2026-11-21T14:00:00.010Z",
                 "message":{"role":"assistant","content":[{"type":"tool_use","id":"toolu_01X",
@@ -1383,6 +1370,66 @@ mod tests {
         assert_eq!(a.attr(OUTSIDER).tool_call, None);
     }
 
+    /// A wrapper of a few milliseconds: gone before /proc was read, its captured argv cut
+    /// before the command. It is still a wrapper (a `-c` shell the session's root started),
+    /// matched by time to the one unclaimed Bash call; never when the capture was whole
+    /// (then its script decides), nor below the root's children, nor among several calls.
+    #[test]
+    fn a_wrapper_cut_short_is_matched_by_time() {
+        let cut = [
+            "/bin/bash",
+            "-c",
+            "source /tmp/cm-cli-1-nothome/home/.claude/shell-snaps",
+        ];
+        let home = crate::testutil::TempDir::new("attr-cut");
+        let (mut a, transcript, lines) = late_tool_session_with(&home, &cut, false);
+        assert_eq!(
+            a.pending_wrapper(TOOL),
+            Some(ProcId {
+                pid: TOOL,
+                start: 3
+            })
+        );
+        std::fs::write(&transcript, &lines).expect("transcript");
+        let call = a.attr(TOOL).tool_call.expect("matched by time");
+        assert_eq!(call.id, "toolu_01X");
+
+        // A complete argv that does not look like a wrapper is no wrapper.
+        let home = crate::testutil::TempDir::new("attr-cut-whole");
+        let (a, _, _) = late_tool_session_with(&home, &["/bin/sh", "-c", "exit 3"], true);
+        assert_eq!(a.pending_wrapper(TOOL), None);
+
+        // Two calls in flight: which is which cannot be told by time.
+        let home = crate::testutil::TempDir::new("attr-cut-two");
+        let (mut a, transcript, _) = late_tool_session_with(&home, &cut, false);
+        let tool_use = |id: &str| {
+            serde_json::json!({"type":"assistant","timestamp":"2026-11-21T14:00:00.010Z",
+                "message":{"role":"assistant","content":[{"type":"tool_use","id":id,
+                "name":"Bash","input":{"command":"make"}}]}})
+            .to_string()
+                + "\n"
+        };
+        std::fs::write(&transcript, tool_use("toolu_A") + &tool_use("toolu_B")).expect("w");
+        assert_eq!(a.attr(TOOL).tool_call, None);
+        // Once one of them is claimed by another wrapper, the other is this one's.
+        a.sessions[0].claimed.push_back("toolu_A".into());
+        assert_eq!(a.attr(TOOL).tool_call.map(|c| c.id), Some("toolu_B".into()));
+
+        // A cut `-c` shell deeper in a tool's tree is not a wrapper of its own.
+        let home = crate::testutil::TempDir::new("attr-cut-deep");
+        let (mut a, _, _) = late_tool_session_with(&home, &["/bin/bash", "-c", "true"], true);
+        a.table
+            .fork(ProcId { pid: 102, start: 4 }, TOOL, "bash".into());
+        let facts = ProcFacts {
+            pid: 102,
+            comm: "bash".into(),
+            exe: None,
+            argv: cut.map(String::from).to_vec(),
+        };
+        a.maybe_tool_call(102, &facts, false);
+        assert_eq!(a.pending_wrapper(102), None);
+    }
+
     use crate::event::Event;
 
     fn event_of(a: &mut Attributor, pid: u32, count: u64) -> Event {
@@ -1392,7 +1439,7 @@ mod tests {
             "x".into(),
             crate::event::Body::Lost(crate::event::Lost {
                 count,
-                reason: "test",
+                reason: crate::event::LostReason::DecodeError,
             }),
         );
         e.attr = Some(a.attr(pid));

@@ -2,7 +2,7 @@
 //! ring buffer, decode, attribute, filter and enrich each record, account for every loss,
 //! and hand the events to an [`Output`].
 
-use std::{collections::HashMap, io::Write, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
@@ -14,32 +14,20 @@ use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
     claude::detect::Detector,
-    event::{AgentStart, AgentStop, Body, Converter, Event, Filtered, Lost, Scope},
+    event::{
+        AgentStart, AgentStop, Body, CauseKind, Event, Filtered, Lost, LostReason, PinState, Scope,
+        ScopeName, StopReason,
+    },
     host::cgroups,
     host::clock::{self, Clock},
     kernel::loader::{self, Counters, KernelCounters, LoadOptions, Loaded, ScopeMode},
-    output::sink::{Sink, SinkError},
     pipeline::attribution::{self, Attributor},
+    pipeline::convert::Converter,
     pipeline::hold::Hold,
     pipeline::scope,
 };
 
-/// Where events go.
-pub trait Output {
-    /// One event, already attributed and enriched. `attributor` gives access to the
-    /// process table (the daemon's reports list a session's live processes).
-    fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), SinkError>;
-    fn flush(&mut self) -> Result<(), SinkError>;
-}
-
-impl<W: Write> Output for Sink<W> {
-    fn write(&mut self, event: &Event, _: &Attributor) -> Result<(), SinkError> {
-        Sink::write(self, event)
-    }
-    fn flush(&mut self) -> Result<(), SinkError> {
-        Sink::flush(self)
-    }
-}
+use crate::pipeline::output::{Output, OutputError};
 
 /// While records keep coming, the ring buffer is read this often even without a wakeup:
 /// the kernel wakes the agent at most once per millisecond per CPU (`probes::submit`).
@@ -120,7 +108,7 @@ impl Engine {
 
         // Processes that existed before the hooks, and the sessions among them.
         let clock = Clock::measure();
-        let page_kb = crate::event::page_kb();
+        let page_kb = crate::host::page_kb();
         let mut attributor = Attributor::new(
             opts.detector.clone(),
             attribution::default_registry(),
@@ -158,10 +146,10 @@ impl Engine {
             }
         }
         let (mode, pids) = match &opts.scope {
-            ScopeMode::All => ("all", Vec::new()),
-            ScopeMode::Sessions => ("claude", Vec::new()),
-            ScopeMode::Session(_) => ("session", Vec::new()),
-            ScopeMode::Pids(roots) => ("pids", roots.clone()),
+            ScopeMode::All => (ScopeName::All, Vec::new()),
+            ScopeMode::Sessions => (ScopeName::Claude, Vec::new()),
+            ScopeMode::Session(_) => (ScopeName::Session, Vec::new()),
+            ScopeMode::Pids(roots) => (ScopeName::Pids, roots.clone()),
         };
         let mut notes = loaded.layout.notes.clone();
         if sessions_scope && !candidates.exec_all.is_empty() {
@@ -181,7 +169,7 @@ impl Engine {
             );
         }
         if let Some(pin) = &loaded.pin
-            && pin.state == "replaced"
+            && pin.state == PinState::Replaced
         {
             notes.push(
                 "pinned programs of another version or configuration were replaced; an event \
@@ -267,7 +255,7 @@ impl Engine {
     }
 
     /// The `agent_stop` event.
-    pub fn stop_event(&self, reason: &'static str) -> Event {
+    pub fn stop_event(&self, reason: StopReason) -> Event {
         let now = self.counters.read();
         let since = |now: u64, start: u64| now.saturating_sub(start);
         self.agent_event(Body::AgentStop(AgentStop {
@@ -283,14 +271,14 @@ impl Engine {
         }))
     }
 
-    pub fn emit(&mut self, out: &mut impl Output, event: &Event) -> Result<(), SinkError> {
+    pub fn emit(&mut self, out: &mut impl Output, event: &Event) -> Result<(), OutputError> {
         out.write(event, &self.attributor)?;
         self.written += 1;
         Ok(())
     }
 
     /// The backlog of replaced pinned programs, before anything of the new ones.
-    pub fn drain_previous(&mut self, out: &mut impl Output) -> Result<(), SinkError> {
+    pub fn drain_previous(&mut self, out: &mut impl Output) -> Result<(), OutputError> {
         if let Some(mut old) = self.previous_ring.take() {
             self.drain(&mut old, out)?;
         }
@@ -306,7 +294,7 @@ impl Engine {
         &mut self,
         ring: &mut RingBuf<MapData>,
         out: &mut impl Output,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), OutputError> {
         let mut found = false;
         while let Some(item) = ring.next() {
             found = true;
@@ -332,7 +320,7 @@ impl Engine {
         record: &Record,
         count: u64,
         out: &mut impl Output,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), OutputError> {
         if self.dedup.is_duplicate(record) {
             return Ok(());
         }
@@ -388,7 +376,7 @@ impl Engine {
         out: &mut impl Output,
         now: std::time::Instant,
         force: bool,
-    ) -> Result<(), SinkError> {
+    ) -> Result<(), OutputError> {
         for event in self.hold.release(&mut self.attributor, now, force) {
             self.emit(out, &event)?;
         }
@@ -396,7 +384,7 @@ impl Engine {
     }
 
     /// The event loop's hold timer: releases what is ready and flushes.
-    pub fn release_due(&mut self, out: &mut impl Output) -> Result<(), SinkError> {
+    pub fn release_due(&mut self, out: &mut impl Output) -> Result<(), OutputError> {
         self.release(out, std::time::Instant::now(), false)?;
         out.flush()
     }
@@ -468,13 +456,13 @@ impl Engine {
 
     /// The last work before `agent_stop`: every held event (a last look for its call),
     /// the signal aggregates and loss counters.
-    pub fn finish(&mut self, out: &mut impl Output) -> Result<(), SinkError> {
+    pub fn finish(&mut self, out: &mut impl Output) -> Result<(), OutputError> {
         self.release(out, std::time::Instant::now(), true)?;
         self.tick(out)
     }
 
     /// The periodic work: loss counters and signal aggregates.
-    pub fn tick(&mut self, out: &mut impl Output) -> Result<(), SinkError> {
+    pub fn tick(&mut self, out: &mut impl Output) -> Result<(), OutputError> {
         self.flush_aggregates(out)?;
         self.check_counters(out)
     }
@@ -484,7 +472,7 @@ impl Engine {
     /// kernel only ever adds to a key's count, so nothing is lost between reads; keys idle
     /// for a minute are removed (the kernel reports the first signals of a window one by
     /// one, so an idle key has nothing left to count).
-    fn flush_aggregates(&mut self, out: &mut impl Output) -> Result<(), SinkError> {
+    fn flush_aggregates(&mut self, out: &mut impl Output) -> Result<(), OutputError> {
         let now = clock::boottime_ns();
         let entries: Vec<(AggKey, AggValue)> = self.agg.iter().flatten().collect();
         let mut idle = Vec::new();
@@ -545,19 +533,19 @@ impl Engine {
     }
 
     /// Emits `lost` records for kernel-side losses since the last check.
-    fn check_counters(&mut self, out: &mut impl Output) -> Result<(), SinkError> {
+    fn check_counters(&mut self, out: &mut impl Output) -> Result<(), OutputError> {
         let now = self.counters.read();
         let rb = now.ringbuf_full.saturating_sub(self.last.ringbuf_full);
         let watch = now.watch_full.saturating_sub(self.last.watch_full);
         let decode_errors = std::mem::take(&mut self.decode_errors);
         self.last = now;
         for (count, reason) in [
-            (rb, "ring_buffer_full"),
-            (watch, "watch_map_full"),
-            (decode_errors, "decode_error"),
+            (rb, LostReason::RingBufferFull),
+            (watch, LostReason::WatchMapFull),
+            (decode_errors, LostReason::DecodeError),
         ] {
             if count > 0 {
-                if reason != "watch_map_full" {
+                if reason.is_records() {
                     self.lost_total += count;
                 }
                 tracing::warn!("{count} records lost: {reason}");
@@ -636,7 +624,7 @@ impl Filter {
         if oom_all {
             match &event.body {
                 Body::Oom(_) => return true,
-                Body::Exit(e) if e.cause.cause == "oom_killed" => return true,
+                Body::Exit(e) if e.cause.cause == CauseKind::OomKilled => return true,
                 _ => {}
             }
         }

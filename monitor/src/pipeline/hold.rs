@@ -29,7 +29,7 @@ struct Wrapper {
     deadline: Instant,
     last_try: Instant,
     /// Set when the call was found, or when the wrapper was given up (`Some(None)`).
-    outcome: Option<Option<crate::pipeline::proctable::ToolCallRef>>,
+    outcome: Option<Option<crate::event::ToolCallRef>>,
 }
 
 /// Events waiting for their tool call, oldest first.
@@ -56,6 +56,7 @@ impl Hold {
             if self.wrappers.len() >= WRAPPERS_MAX {
                 return Some(event);
             }
+            tracing::debug!(wrapper = %wrapper, "holding events until the tool call is written");
             self.wrappers.insert(
                 wrapper,
                 Wrapper {
@@ -98,6 +99,7 @@ impl Hold {
                 }
             }
             if w.outcome.is_none() && (force || now >= w.deadline) {
+                tracing::debug!(wrapper = %id, force, "tool call not found: held events released without it");
                 attributor.give_up_tool(id);
                 w.outcome = Some(None);
             }

@@ -3,7 +3,9 @@
 //! CLI writes late, and the scopes to follow.
 
 pub mod attribution;
+pub mod convert;
 pub mod engine;
 pub mod hold;
+pub mod output;
 pub mod proctable;
 pub mod scope;

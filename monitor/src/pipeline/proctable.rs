@@ -11,6 +11,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use crate::event::{ANCESTRY_MAX, Ancestor, ToolCallRef};
+
 use serde::Serialize;
 
 /// Ticks per second of /proc's start times (`USER_HZ`, 100 on every Linux ABI).
@@ -46,6 +48,17 @@ impl Serialize for ProcId {
     }
 }
 
+/// What is known of a tool wrapper's shell script.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WrapperScript {
+    /// The whole script (from /proc, or captured whole at exec): matched by its command.
+    Whole(String),
+    /// Only the start of it: the kernel's capture was cut and the process was gone before
+    /// /proc could be read (a tool of a few milliseconds). Matched by time: the one Bash
+    /// call of the session in flight at its start that no other wrapper took.
+    Cut,
+}
+
 /// Index of a session in the agent's session list.
 pub type SessionIdx = usize;
 
@@ -66,7 +79,7 @@ pub struct Proc {
     pub tool_call: Option<ToolCallRef>,
     /// A tool wrapper whose call was not found yet: its shell script, matched again on
     /// later events of its tree (the CLI writes the call to its transcript asynchronously).
-    pub tool_script: Option<String>,
+    pub tool_script: Option<WrapperScript>,
     /// Matches of `tool_script` tried so far (bounded: a script that merely looks like a
     /// wrapper must not be retried forever).
     pub tool_attempts: u8,
@@ -76,18 +89,8 @@ pub struct Proc {
     pub exited: bool,
 }
 
-/// The `tool_call` object: a Bash tool call of a session, from its transcript.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct ToolCallRef {
-    pub id: String,
-    pub name: String,
-    pub command: Option<String>,
-}
-
 /// How many exited processes are remembered for lineage.
 const DEAD_KEPT: usize = 4096;
-/// Bound on ancestry chains (and a guard against cycles from bad data).
-pub const ANCESTRY_MAX: usize = 16;
 
 #[derive(Default)]
 pub struct ProcTable {
@@ -96,12 +99,6 @@ pub struct ProcTable {
     /// Exited processes by identity, for lineage after their pid was reused.
     dead: HashMap<ProcId, Proc>,
     dead_order: VecDeque<ProcId>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Ancestor {
-    pub pid: u32,
-    pub comm: String,
 }
 
 impl ProcTable {

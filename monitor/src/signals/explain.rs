@@ -9,6 +9,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+pub use crate::event::DefaultAction;
 use crate::signals::names::{signal_name, signal_number};
 
 /// Kernel numbering of the real-time signal range (see [`crate::signals::names`]).
@@ -51,22 +52,6 @@ impl fmt::Display for Explanation {
     }
 }
 
-/// What the kernel does with a signal nobody handles (signal(7), "Standard signals").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DefaultAction {
-    /// Terminate the process.
-    Terminate,
-    /// Terminate the process and dump core (if core dumps are enabled).
-    Core,
-    /// Nothing happens.
-    Ignore,
-    /// Pause the process until SIGCONT.
-    Stop,
-    /// Resume a stopped process.
-    Continue,
-}
-
 impl DefaultAction {
     /// Whether a process that does not handle the signal dies from it.
     pub fn kills(self) -> bool {
@@ -74,15 +59,16 @@ impl DefaultAction {
     }
 }
 
-impl fmt::Display for DefaultAction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl DefaultAction {
+    /// The action in words, for explanations.
+    pub fn describe(self) -> &'static str {
+        match self {
             DefaultAction::Terminate => "terminate the process",
             DefaultAction::Core => "terminate the process and dump core",
             DefaultAction::Ignore => "ignore it (it never kills a process by itself)",
             DefaultAction::Stop => "stop (pause) the process until SIGCONT",
             DefaultAction::Continue => "resume the process if it was stopped",
-        })
+        }
     }
 }
 
@@ -520,7 +506,7 @@ pub fn signal(sig: i32) -> Explanation {
         return not_a_signal(sig);
     };
     if let Some(i) = info(sig) {
-        let meaning = format!("{} Default action: {}.", i.meaning, i.action);
+        let meaning = format!("{} Default action: {}.", i.meaning, i.action.describe());
         return Explanation {
             title: format!("{name} (signal {sig}): {}", i.short),
             meaning,

@@ -190,18 +190,6 @@ pub fn si_code_name(sig: i32, code: i32) -> Option<&'static str> {
         .and_then(|i| table.get(i).copied())
 }
 
-/// `enum trace_signal_result` as a lowercase name.
-pub fn signal_result_name(result: i32) -> &'static str {
-    match result {
-        0 => "delivered",
-        1 => "ignored",
-        2 => "already_pending",
-        3 => "overflow_fail",
-        4 => "lose_info",
-        _ => "unknown",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,13 +256,5 @@ mod tests {
         assert_eq!(si_code_name(15, 1), None);
         assert_eq!(si_code_name(17, 99), None);
         assert_eq!(si_code_name(11, -99), None);
-    }
-
-    #[test]
-    fn result_names() {
-        assert_eq!(signal_result_name(0), "delivered");
-        assert_eq!(signal_result_name(1), "ignored");
-        assert_eq!(signal_result_name(2), "already_pending");
-        assert_eq!(signal_result_name(9), "unknown");
     }
 }

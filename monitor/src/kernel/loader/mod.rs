@@ -23,11 +23,21 @@ use monitor_common::{
 };
 
 use crate::{
-    claude::detect::KernelCandidates,
-    event::Unavailable,
+    event::{PinInfo, PinState, ProgramStats, Unavailable},
     kernel::btf::Btf,
     kernel::offsets::{self, KernelLayout},
 };
+
+/// The kernel's exec prefilter: which execs the kernel reports in sessions mode (the
+/// detector's rules give it, see `claude::detect::Detector::kernel_candidates`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelCandidates {
+    pub comms: Vec<String>,
+    /// A comm starting with a digit is a candidate.
+    pub version_comm: bool,
+    /// Rules the prefilter cannot decide from a comm (the kernel then reports every exec).
+    pub exec_all: Vec<String>,
+}
 
 /// The compiled kernel programs, embedded at build time (see build.rs).
 static EBPF_OBJECT: &[u8] =
@@ -103,16 +113,6 @@ pub struct KernelMaps {
     pub watched: Option<BpfHashMap<MapData, u32, u32>>,
     pub agg: Option<BpfHashMap<MapData, AggKey, AggValue>>,
     pub counters: Option<Counters>,
-}
-
-/// What happened to pinned objects at start-up.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct PinInfo {
-    pub dir: PathBuf,
-    /// `reused`: the kernel kept recording while the agent was down and its backlog is read
-    /// first; `replaced`: pinned programs of another version or configuration were swapped
-    /// for new ones (their backlog is read first); `created`: nothing was pinned.
-    pub state: &'static str,
 }
 
 pub struct Loaded {
@@ -277,9 +277,9 @@ pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
         }
     }
     let state = if pinned.is_some() {
-        "replaced"
+        PinState::Replaced
     } else {
-        "created"
+        PinState::Created
     };
     // New programs first, pinned aside; then the old ones are unpinned (detached) and
     // the new ones moved in place. The old ring buffer is drained first: nothing is
@@ -446,14 +446,6 @@ impl Loaded {
             })
             .collect()
     }
-}
-
-/// One program's kernel statistics.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
-pub struct ProgramStats {
-    pub name: String,
-    pub run_count: u64,
-    pub run_time_ns: u64,
 }
 
 /// Whether the kernel is collecting BPF run-time statistics.

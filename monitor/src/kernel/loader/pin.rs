@@ -19,10 +19,11 @@ use aya::{
     programs::{BtfTracePoint, ProgramInfo, links::FdLink},
 };
 
-use super::{
-    Counters, FINGERPRINT_PREFIX, KernelMaps, LoadError, Loaded, PinInfo, explain_program_error,
+use super::{Counters, FINGERPRINT_PREFIX, KernelMaps, LoadError, Loaded, explain_program_error};
+use crate::{
+    event::{PinInfo, PinState, Unavailable},
+    kernel::offsets::KernelLayout,
 };
-use crate::{event::Unavailable, kernel::offsets::KernelLayout};
 
 /// Maps pinned by name.
 const MAPS: &[&str] = &["EVENTS", "WATCHED", "SIGNAL_AGG", "COUNTERS", "CANDIDATES"];
@@ -221,7 +222,7 @@ pub(super) fn reopen(dir: &Path, layout: &KernelLayout) -> Result<Loaded, String
         previous_ring: None,
         pin: Some(PinInfo {
             dir: dir.to_owned(),
-            state: "reused",
+            state: PinState::Reused,
         }),
         programs,
         _links: Vec::new(),

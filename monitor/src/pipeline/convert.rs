@@ -1,0 +1,371 @@
+//! Kernel records to events: the one place wire values become schema values.
+
+use monitor_common::{OOM_FLAG_MEMORY, Record};
+
+use crate::{
+    event::{
+        Body, Cause, CauseKind, Disposition, Event, Exec, Exit, Fork, Oom, Outcome, Sender, Signal,
+        SignalDeliver, SignalResult, Target, Trigger, Victim,
+    },
+    host::{self, clock::Clock},
+    signals::{
+        explain::default_action,
+        names::{WaitStatus, si_code_name, signal_name},
+    },
+};
+
+/// A NUL-terminated kernel string to text (lossy for non-UTF-8 bytes).
+pub fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// A record's `thread_comm`: the thread's name when the thread is not the process's main
+/// thread (the header's `comm` is then the leader's, the process's name).
+fn thread_comm(h: &monitor_common::Header, thread_comm: &[u8]) -> Option<String> {
+    (h.tid != h.pid).then(|| cstr(thread_comm))
+}
+
+fn ms(ns: u64) -> f64 {
+    (ns as f64 / 1_000.0).round() / 1_000.0
+}
+
+/// Turns kernel records into events.
+#[derive(Clone, Copy, Debug)]
+pub struct Converter {
+    pub clock: Clock,
+    pub page_kb: u64,
+}
+
+impl Converter {
+    pub fn new(clock: Clock) -> Converter {
+        Converter {
+            clock,
+            page_kb: host::page_kb(),
+        }
+    }
+
+    pub fn convert(&self, record: &Record) -> Event {
+        match record {
+            Record::Exit(e) => {
+                let h = &e.header;
+                let (exit_code, signal, core_dumped) = match WaitStatus::decode(e.exit_status) {
+                    WaitStatus::Exited(code) => (Some(code), None, false),
+                    WaitStatus::Signaled {
+                        signal,
+                        core_dumped,
+                    } => (None, Some(signal), core_dumped),
+                };
+                self.event(
+                    h.ts_ns,
+                    h.pid,
+                    &h.comm,
+                    Body::Exit(Exit {
+                        tid: h.tid,
+                        thread_comm: thread_comm(h, &e.thread_comm),
+                        ppid: e.ppid,
+                        uid: e.uid,
+                        exit_code,
+                        signal,
+                        signal_name: signal.and_then(|s| signal_name(i32::from(s))),
+                        core_dumped,
+                        peak_rss_kb: e.maxrss_pages * self.page_kb,
+                        own_peak_rss_kb: (e.mm_peak_pages > 0)
+                            .then_some(e.mm_peak_pages * self.page_kb),
+                        utime_ms: ms(e.utime_ns),
+                        stime_ms: ms(e.stime_ns),
+                        duration_ms: ms(h.ts_ns.saturating_sub(e.start_boottime_ns)),
+                        memcg_id: (e.memcg_id != 0).then_some(e.memcg_id),
+                        memcg_path: None,
+                        cause: Cause::only(if exit_code.is_some() {
+                            CauseKind::Exited
+                        } else {
+                            CauseKind::Killed
+                        }),
+                    }),
+                )
+            }
+            Record::Signal(s) => {
+                let h = &s.header;
+                self.event(
+                    h.ts_ns,
+                    h.pid,
+                    &h.comm,
+                    Body::Signal(Signal {
+                        signal: s.sig,
+                        signal_name: signal_name(s.sig),
+                        si_code: s.si_code,
+                        si_code_name: si_code_name(s.sig, s.si_code),
+                        result: SignalResult::from_raw(s.result),
+                        group: s.group != 0,
+                        count: 1,
+                        sender: Sender {
+                            pid: s.sender_pid,
+                            tid: s.sender_tid,
+                            comm: cstr(&s.sender_comm),
+                            uid: s.sender_uid,
+                            proc_id: None,
+                            session_id: None,
+                            thread_comm: (s.sender_tid != s.sender_pid)
+                                .then(|| cstr(&s.sender_thread_comm)),
+                        },
+                        target: Target {
+                            pid: h.pid,
+                            tid: h.tid,
+                            comm: cstr(&h.comm),
+                            thread_comm: thread_comm(h, &s.thread_comm),
+                        },
+                    }),
+                )
+            }
+            Record::Oom(o) => {
+                let h = &o.header;
+                let mem = o.flags & OOM_FLAG_MEMORY != 0;
+                let kb = |pages: u64| mem.then_some(pages * self.page_kb);
+                self.event(
+                    h.ts_ns,
+                    h.pid,
+                    &h.comm,
+                    Body::Oom(Oom {
+                        victim: Victim {
+                            pid: h.pid,
+                            comm: cstr(&h.comm),
+                            uid: (o.uid != u32::MAX).then_some(o.uid),
+                        },
+                        trigger: Trigger {
+                            pid: o.trigger_pid,
+                            tid: o.trigger_tid,
+                            comm: cstr(&o.trigger_comm),
+                        },
+                        total_vm_kb: kb(o.total_vm_pages),
+                        anon_rss_kb: kb(o.anon_rss_pages),
+                        file_rss_kb: kb(o.file_rss_pages),
+                        shmem_rss_kb: kb(o.shmem_rss_pages),
+                        pgtables_kb: mem.then_some(o.pgtables_bytes / 1024),
+                        oom_score_adj: mem.then_some(o.oom_score_adj),
+                        memcg_id: (o.memcg_id != 0).then_some(o.memcg_id),
+                        memcg_path: None,
+                    }),
+                )
+            }
+            Record::Fork(f) => {
+                let h = &f.header;
+                self.event(
+                    h.ts_ns,
+                    h.pid,
+                    &h.comm,
+                    Body::Fork(Fork {
+                        tid: h.tid,
+                        ppid: f.parent_pid,
+                        parent_tid: f.parent_tid,
+                    }),
+                )
+            }
+            Record::SignalDeliver(d) => self.deliver(d),
+            Record::Exec(x) => {
+                let h = &x.header;
+                let (argv, argv_truncated) = match x.argv() {
+                    Some(a) => (Some(a.argv), a.truncated),
+                    None => (None, false),
+                };
+                self.event(
+                    h.ts_ns,
+                    h.pid,
+                    &h.comm,
+                    Body::Exec(Exec {
+                        tid: h.tid,
+                        old_tid: x.old_tid,
+                        ppid: x.ppid,
+                        uid: x.uid,
+                        filename: cstr(&x.filename),
+                        argv,
+                        argv_truncated,
+                    }),
+                )
+            }
+        }
+    }
+
+    fn deliver(&self, d: &monitor_common::SignalDeliver) -> Event {
+        use monitor_common::{DISPOSITION_DEFAULT, DISPOSITION_HANDLER, DISPOSITION_IGNORED};
+        let h = &d.header;
+        let default_action = default_action(d.sig);
+        let disposition = match d.disposition {
+            DISPOSITION_DEFAULT => Disposition::Default,
+            DISPOSITION_IGNORED => Disposition::Ignored,
+            DISPOSITION_HANDLER => Disposition::Handler,
+            _ => Disposition::Unknown,
+        };
+        let outcome = Outcome::of(disposition, default_action);
+        self.event(
+            h.ts_ns,
+            h.pid,
+            &h.comm,
+            Body::SignalDeliver(SignalDeliver {
+                tid: h.tid,
+                thread_comm: thread_comm(h, &d.thread_comm),
+                signal: d.sig,
+                signal_name: signal_name(d.sig),
+                si_code: d.si_code,
+                si_code_name: si_code_name(d.sig, d.si_code),
+                disposition,
+                default_action,
+                outcome,
+                sa_flags: d.sa_flags,
+                count: 1,
+            }),
+        )
+    }
+
+    fn event(&self, ts_ns: u64, pid: u32, comm: &[u8], body: Body) -> Event {
+        Event::new(self.clock.rfc3339(ts_ns), pid, cstr(comm), body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use monitor_common::{ARGS_LEN, EXEC_FLAG_ARGS, FILENAME_LEN, Header, Kind, WIRE_VERSION};
+
+    use super::*;
+
+    fn exec(flags: u32, area: &[u8], args_len: u32) -> monitor_common::Exec {
+        let mut args = [0; ARGS_LEN];
+        args[..area.len()].copy_from_slice(area);
+        let mut filename = [0; FILENAME_LEN];
+        filename[..7].copy_from_slice(b"/bin/sh");
+        monitor_common::Exec {
+            header: Header {
+                kind: Kind::Exec as u16,
+                version: WIRE_VERSION,
+                cpu: 0,
+                ts_ns: 1_000,
+                pid: 5,
+                tid: 5,
+                comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            },
+            old_tid: 5,
+            ppid: 1,
+            uid: 0,
+            flags,
+            start_boottime_ns: 0,
+            maxrss_pages: 0,
+            args_len,
+            _pad: 0,
+            filename,
+            args,
+        }
+    }
+
+    fn json(x: monitor_common::Exec) -> serde_json::Value {
+        let event = Converter::new(Clock::fixed(0)).convert(&Record::Exec(x));
+        serde_json::to_value(&event).expect("serializes")
+    }
+
+    fn comm(name: &str) -> [u8; 16] {
+        let mut c = [0; 16];
+        c[..name.len()].copy_from_slice(name.as_bytes());
+        c
+    }
+
+    fn exit_json(pid: u32, tid: u32) -> serde_json::Value {
+        let record = Record::Exit(monitor_common::Exit {
+            header: Header {
+                kind: Kind::Exit as u16,
+                version: WIRE_VERSION,
+                cpu: 0,
+                ts_ns: 2_000,
+                pid,
+                tid,
+                comm: comm("claude"),
+            },
+            ppid: 1,
+            uid: 0,
+            exit_status: 0,
+            flags: 0,
+            maxrss_pages: 0,
+            utime_ns: 0,
+            stime_ns: 0,
+            start_boottime_ns: 1_000,
+            memcg_id: 0,
+            mm_peak_pages: 0,
+            thread_comm: comm(if tid == pid { "claude" } else { "HeapHelper" }),
+        });
+        let event = Converter::new(Clock::fixed(0)).convert(&record);
+        serde_json::to_value(&event).expect("serializes")
+    }
+
+    /// The process's name in `comm`; the thread's in `thread_comm`, only for a thread
+    /// other than the leader.
+    #[test]
+    fn exit_of_a_worker_thread_names_the_process_and_the_thread() {
+        let v = exit_json(10, 12);
+        assert_eq!(v["comm"], "claude");
+        assert_eq!(v["tid"], 12);
+        assert_eq!(v["thread_comm"], "HeapHelper");
+        let v = exit_json(10, 10);
+        assert_eq!(v["comm"], "claude");
+        assert!(v.get("thread_comm").is_none(), "{v}");
+    }
+
+    #[test]
+    fn signal_target_thread_comm() {
+        let signal = |tid: u32| {
+            let record = Record::Signal(monitor_common::Signal {
+                header: Header {
+                    kind: Kind::Signal as u16,
+                    version: WIRE_VERSION,
+                    cpu: 0,
+                    ts_ns: 1,
+                    pid: 10,
+                    tid,
+                    comm: comm("claude"),
+                },
+                sig: 30,
+                si_code: -6,
+                result: 0,
+                group: 0,
+                sender_pid: 10,
+                sender_tid: 11,
+                sender_uid: 0,
+                _pad: 0,
+                sender_comm: comm("claude"),
+                sender_thread_comm: comm("JITWorker"),
+                thread_comm: comm("HeapHelper"),
+            });
+            let event = Converter::new(Clock::fixed(0)).convert(&record);
+            serde_json::to_value(&event).expect("serializes")
+        };
+        let v = signal(12);
+        assert_eq!(v["comm"], "claude");
+        assert_eq!(
+            v["target"],
+            serde_json::json!({"pid": 10, "tid": 12, "comm": "claude", "thread_comm": "HeapHelper"})
+        );
+        assert_eq!(v["sender"]["comm"], "claude");
+        assert_eq!(v["sender"]["thread_comm"], "JITWorker");
+        let v = signal(10);
+        assert_eq!(
+            v["target"],
+            serde_json::json!({"pid": 10, "tid": 10, "comm": "claude"})
+        );
+    }
+
+    #[test]
+    fn exec_event_carries_the_captured_argv() {
+        let v = json(exec(EXEC_FLAG_ARGS, b"sh\0-c\0exit 3\0", 13));
+        assert_eq!(v["kind"], "exec");
+        assert_eq!(v["filename"], "/bin/sh");
+        assert_eq!(v["argv"], serde_json::json!(["sh", "-c", "exit 3"]));
+        assert_eq!(v["argv_truncated"], false);
+
+        let v = json(exec(EXEC_FLAG_ARGS, &[b'x'; ARGS_LEN], 1000));
+        assert_eq!(v["argv"][0].as_str().map(str::len), Some(ARGS_LEN));
+        assert_eq!(v["argv_truncated"], true);
+
+        // Not captured: null, and present (every field always is).
+        let v = json(exec(0, b"sh\0", 3));
+        assert_eq!(v["argv"], serde_json::Value::Null);
+        assert_eq!(v["argv_truncated"], false);
+        assert!(v.as_object().is_some_and(|o| o.contains_key("argv")));
+    }
+}
