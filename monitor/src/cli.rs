@@ -120,9 +120,12 @@ pub struct ReportsArgs {
     /// Only reports of this session (`session.id` or Claude Code session id; a prefix works).
     #[arg(long, value_name = "ID")]
     pub session: Option<String>,
-    /// Only reports with this cause (oom_killed, killed, crashed, killed_by_kernel, exited).
-    #[arg(long)]
-    pub cause: Option<String>,
+    /// Only reports with this cause.
+    #[arg(long, value_enum)]
+    pub cause: Option<crate::event::CauseKind>,
+    /// Only reports written for this reason.
+    #[arg(long, value_enum)]
+    pub reason: Option<crate::report::Reason>,
     /// At most this many reports.
     #[arg(long, short = 'n')]
     pub limit: Option<usize>,

@@ -88,6 +88,7 @@ fn main() -> ExitCode {
                 .list(&report::ListFilter {
                     session: args.session,
                     cause: args.cause,
+                    reason: args.reason,
                     limit: args.limit,
                 })
                 .map_err(anyhow::Error::from)

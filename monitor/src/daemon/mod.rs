@@ -191,7 +191,7 @@ impl DaemonOutput {
         tracing::warn!("alert: {}", alert.message);
     }
 
-    fn report(&mut self, event: &Event, reason: &'static str, attributor: &Attributor) {
+    fn report(&mut self, event: &Event, reason: report::Reason, attributor: &Attributor) {
         let Body::Exit(exit) = &event.body else {
             return;
         };
@@ -231,7 +231,9 @@ impl DaemonOutput {
             complete: lost_nearby == 0,
             lost_nearby,
         };
-        let report = report::build(event, reason, ctx);
+        let Some(report) = report::build(event, reason, ctx) else {
+            return;
+        };
         match self.reports.write(&report) {
             Ok(path) => {
                 self.reports_written += 1;
@@ -261,7 +263,7 @@ impl Output for DaemonOutput {
             Body::Exit(_) => {
                 if let Some(reason) = report::worth_reporting(event, self.report_nonzero_exit) {
                     self.report(event, reason, attributor);
-                    if reason == "oom_kill" {
+                    if reason == report::Reason::OomKill {
                         let subject = event
                             .attr
                             .as_ref()

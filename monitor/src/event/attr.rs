@@ -93,8 +93,11 @@ pub struct Cause {
 }
 
 /// The kinds of death (`exit.cause`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum CauseKind {
     /// It exited by itself (any exit code).
     Exited,

@@ -6,31 +6,6 @@
 //! depends on it and it depends on none of them. `pipeline::convert` turns kernel records
 //! into these types.
 
-/// `as_str` (the name in the JSON stream, as serde writes it: the `enum_names_are_their_json`
-/// test checks they agree) and `Display` (which honours width, for text output) for an enum
-/// of fixed values.
-macro_rules! names {
-    ($ty:ident { $($variant:ident => $name:literal),* $(,)? }) => {
-        impl $ty {
-            /// Every value, in declaration order.
-            pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
-
-            /// The name in the JSON stream.
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $($ty::$variant => $name),*
-                }
-            }
-        }
-
-        impl std::fmt::Display for $ty {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.pad(self.as_str())
-            }
-        }
-    };
-}
-
 mod agent;
 mod attr;
 mod records;

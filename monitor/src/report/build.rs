@@ -1,0 +1,286 @@
+//! Building a report from an exit event and its [`Context`]: ids, the sender's lineage from /proc.
+
+use std::{fs, path::Path};
+
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
+
+use super::Reason;
+use crate::{
+    event::CauseKind,
+    event::KilledBy,
+    event::{Body, Event, Exit},
+    host::memcg::{self, MemcgLevel},
+    signals::explain::{self},
+    signals::names::{si_code_name, signal_name},
+};
+
+use super::{model::*, text::*};
+
+pub(super) fn sender_info(k: &KilledBy, lineage: &[(u32, String)]) -> SenderInfo {
+    SenderInfo {
+        pid: k.pid,
+        comm: k.comm.clone(),
+        uid: k.uid,
+        proc_id: k.proc_id.clone(),
+        session_id: k.session_id.clone(),
+        same_session: k.same_session,
+        signal: k.signal,
+        signal_name: signal_name(k.signal),
+        si_code: k.si_code,
+        si_code_name: si_code_name(k.signal, k.si_code).map(str::to_owned),
+        handled: k.handled,
+        lineage: lineage
+            .iter()
+            .map(|(pid, comm)| ProcRef {
+                pid: *pid,
+                comm: comm.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Builds the report of an exit event (`reason` from [`worth_reporting`]); `None` for any
+/// other event.
+///
+/// Reads one thing itself: the signal sender's lineage from /proc (see [`sender_lineage`]),
+/// so call it when the exit is read, while the sender most likely still runs.
+pub fn build(event: &Event, reason: Reason, ctx: Context) -> Option<Report> {
+    build_at(event, reason, ctx, Utc::now(), Path::new("/proc"))
+}
+
+pub(super) fn build_at(
+    event: &Event,
+    reason: Reason,
+    ctx: Context,
+    now: DateTime<Utc>,
+    proc_root: &Path,
+) -> Option<Report> {
+    let Body::Exit(exit) = &event.body else {
+        return None;
+    };
+    let cause = exit.cause.cause;
+    let exit = Some(exit);
+    let attr = event.attr.as_ref();
+    let ended_at = DateTime::parse_from_rfc3339(&event.ts)
+        .ok()
+        .map(|t| t.with_timezone(&Utc));
+    let process = process_info(event, exit, ctx.cmdline, ended_at);
+    let session = attr.and_then(|a| a.session.as_ref()).map(SessionInfo::from);
+    let memcg = memcg_info(exit, &ctx.memcg);
+    let killed_by = exit
+        .and_then(|e| e.cause.killed_by.as_ref())
+        .map(|k| sender_info(k, &sender_lineage(proc_root, k)));
+    let oom = exit.and_then(|e| e.cause.oom.as_ref()).map(OomInfo::from);
+    let explanation = match (process.signal, process.exit_code) {
+        (Some(sig), _) => Some(explain::signal(i32::from(sig)).into()),
+        (None, Some(code)) => Some(explain::exit_code(code).into()),
+        (None, None) => None,
+    };
+    let alive: Vec<ProcRef> = ctx
+        .alive
+        .iter()
+        .filter(|(pid, _)| *pid != event.pid)
+        .map(|(pid, comm)| ProcRef {
+            pid: *pid,
+            comm: comm.clone(),
+        })
+        .collect();
+    let mut report = Report {
+        id: make_id(ended_at.unwrap_or(now), event.pid, cause, process.exit_code),
+        created: now.to_rfc3339_opts(SecondsFormat::Millis, true),
+        reason,
+        summary: String::new(),
+        process,
+        session,
+        tool_call: attr.and_then(|a| a.tool_call.as_ref()).map(ToolCall::from),
+        ancestry: attr
+            .and_then(|a| a.ancestry.as_ref())
+            .map(|v| v.iter().map(ProcRef::from).collect()),
+        cause,
+        killed_by,
+        oom,
+        memcg,
+        explanation,
+        last_samples: ctx.samples,
+        alive,
+        complete: ctx.complete && ctx.lost_nearby == 0,
+        lost_nearby: ctx.lost_nearby,
+        event: serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
+    };
+    report.summary = summary(&report);
+    Some(report)
+}
+
+pub(super) fn process_info(
+    event: &Event,
+    exit: Option<&Exit>,
+    cmdline: Option<Vec<String>>,
+    ended_at: Option<DateTime<Utc>>,
+) -> ProcessInfo {
+    let duration_ms = exit.map_or(0.0, |e| e.duration_ms);
+    let started = ended_at
+        .filter(|_| duration_ms.is_finite() && duration_ms >= 0.0)
+        .and_then(|end| {
+            // Microseconds: the precision of duration_ms. Casting a finite, non-negative f64
+            // saturates, and an absurd value makes checked_sub_signed fail.
+            let us = (duration_ms * 1000.0).round() as i64;
+            end.checked_sub_signed(TimeDelta::microseconds(us))
+        })
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
+    ProcessInfo {
+        pid: event.pid,
+        tid: exit.map_or(event.pid, |e| e.tid),
+        comm: event.comm.clone(),
+        cmdline,
+        proc_id: event.attr.as_ref().and_then(|a| a.proc_id.clone()),
+        ppid: exit.map_or(0, |e| e.ppid),
+        uid: exit.map_or(u32::MAX, |e| e.uid),
+        started,
+        ended: event.ts.clone(),
+        duration_ms,
+        exit_code: exit.and_then(|e| e.exit_code),
+        signal: exit.and_then(|e| e.signal),
+        signal_name: exit.and_then(|e| e.signal_name.clone()),
+        core_dumped: exit.is_some_and(|e| e.core_dumped),
+        peak_rss_kb: exit.map_or(0, |e| e.peak_rss_kb),
+        own_peak_rss_kb: exit.and_then(|e| e.own_peak_rss_kb),
+        utime_ms: exit.map_or(0.0, |e| e.utime_ms),
+        stime_ms: exit.map_or(0.0, |e| e.stime_ms),
+    }
+}
+
+pub(super) fn memcg_info(exit: Option<&Exit>, chain: &[MemcgLevel]) -> MemcgInfo {
+    let binding = memcg::binding_limit(chain).and_then(|b| {
+        Some(BindingLimit {
+            path: b.path.clone(),
+            bytes: b.limit_bytes?,
+            own: chain.first().is_some_and(|own| own.path == b.path),
+        })
+    });
+    let note = match (&binding, chain.first()) {
+        (Some(b), Some(own)) if !b.own => Some(format!(
+            "The limit that applies is the one of ancestor cgroup {} ({}), not of the process's own cgroup {}, which {}.",
+            b.path,
+            fmt_bytes(b.bytes),
+            own.path,
+            match own.limit_bytes {
+                Some(l) => format!("has a higher limit of its own ({})", fmt_bytes(l)),
+                None => "has no limit of its own".to_owned(),
+            }
+        )),
+        _ => None,
+    };
+    MemcgInfo {
+        id: exit.and_then(|e| e.memcg_id),
+        path: exit
+            .and_then(|e| e.memcg_path.clone())
+            .or_else(|| chain.first().map(|l| l.path.clone())),
+        levels: chain.to_vec(),
+        binding_limit: binding,
+        note,
+    }
+}
+
+/// The short form of a cause used in report ids (and accepted by the cause filter).
+pub(super) fn short_cause(cause: CauseKind, exit_code: Option<u8>) -> String {
+    match cause {
+        CauseKind::OomKilled => "oom".to_owned(),
+        CauseKind::Killed => "killed".to_owned(),
+        CauseKind::Terminated => "term".to_owned(),
+        CauseKind::KilledByKernel => "kernel".to_owned(),
+        CauseKind::Crashed => "crash".to_owned(),
+        CauseKind::Exited => match exit_code {
+            Some(c) => format!("exit{c}"),
+            None => "exit".to_owned(),
+        },
+    }
+}
+
+pub(super) fn make_id(
+    at: DateTime<Utc>,
+    pid: u32,
+    cause: CauseKind,
+    exit_code: Option<u8>,
+) -> String {
+    format!(
+        "{}-{pid}-{}",
+        at.format("%Y%m%dT%H%M%SZ"),
+        short_cause(cause, exit_code)
+    )
+}
+
+/// Keeps only characters that are safe in a file name everywhere.
+pub(super) fn sanitize(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let out = out.trim_start_matches('.').to_owned();
+    if out.is_empty() { "_".to_owned() } else { out }
+}
+
+/// Bound on a sender's lineage (the same as the events' ancestry).
+pub(super) const LINEAGE_MAX: usize = crate::event::ANCESTRY_MAX;
+
+/// The lineage of a fatal signal's sender, read from /proc (`proc_root` outside tests): the
+/// sender, then its parents up to init. The sender usually outlives its victim, but its pid
+/// may have been reused by then, so the lineage is only read when the process at that pid
+/// still has the sender's start time (`proc_id`); empty otherwise.
+pub fn sender_lineage(proc_root: &Path, sender: &KilledBy) -> Vec<(u32, String)> {
+    let Some(start) = sender
+        .proc_id
+        .as_deref()
+        .and_then(|id| id.split_once(':'))
+        .and_then(|(_, start)| start.parse::<u64>().ok())
+    else {
+        return Vec::new();
+    };
+    match read_stat(proc_root, sender.pid) {
+        Some(stat) if stat.start == start => proc_lineage(proc_root, sender.pid, LINEAGE_MAX),
+        _ => Vec::new(),
+    }
+}
+
+/// The fields of /proc/PID/stat a lineage needs.
+pub(super) struct Stat {
+    comm: String,
+    ppid: u32,
+    /// Field 22, clock ticks since boot: the second half of a proc_id.
+    start: u64,
+}
+
+pub(super) fn read_stat(proc_root: &Path, pid: u32) -> Option<Stat> {
+    let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    // comm can hold spaces and parentheses: it ends at the *last* ')'.
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let comm = stat.get(open + 1..close)?.to_owned();
+    // After comm: state (field 3), ppid (4), ... starttime (22).
+    let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
+    Some(Stat {
+        comm,
+        ppid: rest.get(1)?.parse().ok()?,
+        start: rest.get(19)?.parse().ok()?,
+    })
+}
+
+/// A process's lineage from /proc: the process, then its parent, and so on up to init (at
+/// most `max` entries); empty when the process is gone.
+pub fn proc_lineage(proc_root: &Path, pid: u32, max: usize) -> Vec<(u32, String)> {
+    let mut out: Vec<(u32, String)> = Vec::new();
+    let mut pid = pid;
+    while pid != 0 && out.len() < max && !out.iter().any(|(p, _)| *p == pid) {
+        let Some(stat) = read_stat(proc_root, pid) else {
+            break;
+        };
+        out.push((pid, stat.comm));
+        pid = stat.ppid;
+    }
+    out
+}
