@@ -8,6 +8,7 @@ mod cargo;
 mod run;
 mod setup;
 mod test;
+mod totals;
 mod vm;
 
 use clap::{Parser, Subcommand};

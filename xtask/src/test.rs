@@ -21,7 +21,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cargo, setup, vm};
+use crate::{cargo, setup, totals::Totals, vm};
 
 /// The package whose test binaries load eBPF programs and need root.
 const PRIVILEGED_PACKAGE: &str = "claude-monitor-tests";
@@ -85,52 +85,6 @@ struct TestBinary {
     package: String,
     target: String,
     path: PathBuf,
-}
-
-/// Test counts, from libtest's `test result:` lines.
-#[derive(Default, Clone, Copy)]
-pub struct Totals {
-    pub passed: u64,
-    pub failed: u64,
-    pub ignored: u64,
-}
-
-impl Totals {
-    /// Counts `line` if it is a libtest `test result: …` line.
-    pub fn add_line(&mut self, line: &str) {
-        let Some(rest) = line.strip_prefix("test result: ") else {
-            return;
-        };
-        for part in rest.split(';') {
-            let mut words = part.split_whitespace().rev();
-            let (Some(what), Some(n)) = (words.next(), words.next()) else {
-                continue;
-            };
-            let Ok(n) = n.parse::<u64>() else { continue };
-            match what {
-                "passed" => self.passed += n,
-                "failed" => self.failed += n,
-                "ignored" => self.ignored += n,
-                _ => {}
-            }
-        }
-    }
-
-    fn add(&mut self, other: Totals) {
-        self.passed += other.passed;
-        self.failed += other.failed;
-        self.ignored += other.ignored;
-    }
-}
-
-impl std::fmt::Display for Totals {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} passed, {} failed, {} skipped",
-            self.passed, self.failed, self.ignored
-        )
-    }
 }
 
 pub fn run(opts: &Options) -> Result<()> {
@@ -565,7 +519,7 @@ fn build_tests(toolchain: &setup::Toolchain, release: bool) -> Result<Vec<TestBi
         cmd.arg("--release");
     }
     toolchain.apply(&mut cmd);
-    let mut binaries: Vec<TestBinary> = cargo_artifacts(&mut cmd)
+    let mut binaries: Vec<TestBinary> = cargo::artifacts(&mut cmd)
         .context("building the tests failed")?
         .into_iter()
         .filter(|a| a.test)
@@ -586,80 +540,6 @@ fn build_tests(toolchain: &setup::Toolchain, release: bool) -> Result<Vec<TestBi
     Ok(binaries)
 }
 
-/// An executable cargo built.
-pub struct Artifact {
-    pub package: String,
-    /// The target's name (`engine`, `claude-monitor`, `memhog`).
-    pub target: String,
-    /// The target's kinds (`bin`, `test`, `lib`…).
-    pub kinds: Vec<String>,
-    /// Built as a libtest harness.
-    pub test: bool,
-    pub path: PathBuf,
-}
-
-/// Runs a cargo build command (`build`, `test --no-run`) with JSON messages (diagnostics
-/// still rendered on stderr) and returns the executables it produced.
-pub fn cargo_artifacts(cmd: &mut Command) -> Result<Vec<Artifact>> {
-    cmd.arg("--message-format=json-render-diagnostics")
-        .stdout(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("could not start `{}`", cargo::describe(cmd)))?;
-    let stdout = child.stdout.take().context("no stdout from cargo")?;
-    let mut artifacts = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo's output")?;
-        let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
-            continue;
-        };
-        if msg["reason"] != "compiler-artifact" {
-            continue;
-        }
-        let Some(path) = msg["executable"].as_str() else {
-            continue;
-        };
-        artifacts.push(Artifact {
-            package: msg["package_id"]
-                .as_str()
-                .and_then(package_name)
-                .unwrap_or_default(),
-            target: msg["target"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned(),
-            kinds: msg["target"]["kind"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|k| k.as_str().map(str::to_owned))
-                .collect(),
-            test: msg["profile"]["test"] == true,
-            path: PathBuf::from(path),
-        });
-    }
-    let status = child.wait().context("waiting for cargo")?;
-    if !status.success() {
-        bail!("`{}` failed: {status}", cargo::describe(cmd));
-    }
-    Ok(artifacts)
-}
-
-/// Package name from a cargo package id (`path+file:///…/tests#claude-monitor-tests@0.1.0`
-/// or the older `name version (source)` form).
-fn package_name(id: &str) -> Option<String> {
-    if let Some((_, rest)) = id.rsplit_once('#') {
-        let name = rest.split('@').next()?;
-        // `…/monitor#0.1.0`: the name is the last path component.
-        if name.chars().next().is_some_and(|c| c.is_ascii_digit()) {
-            let path = id.rsplit_once('#')?.0;
-            return path.rsplit('/').next().map(str::to_owned);
-        }
-        return Some(name.to_owned());
-    }
-    id.split_whitespace().next().map(str::to_owned)
-}
-
 /// Runs one libtest binary, echoing its output and adding its `test result:` line to `totals`.
 fn run_and_count(cmd: &mut Command, totals: &mut Totals) -> Result<bool> {
     cmd.stdout(Stdio::piped());
@@ -678,7 +558,7 @@ fn run_and_count(cmd: &mut Command, totals: &mut Totals) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
-    use super::{KernelChoice, Totals, owner_pid, package_name, selection};
+    use super::{KernelChoice, owner_pid, selection};
     use crate::vm::GuestKernel;
 
     #[test]
@@ -695,16 +575,6 @@ mod tests {
     }
 
     #[test]
-    fn libtest_result_lines() {
-        let mut t = Totals::default();
-        t.add_line("test result: FAILED. 7 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 3.2s");
-        t.add_line("test exit_code_42 ... ok");
-        t.add_line("test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 4 filtered out");
-        assert_eq!((t.passed, t.failed, t.ignored), (10, 2, 1));
-        assert_eq!(t.to_string(), "10 passed, 2 failed, 1 skipped");
-    }
-
-    #[test]
     fn owner_pids_from_names() {
         assert_eq!(owner_pid("cm-test-1234", "cm-test-"), Some(1234));
         assert_eq!(owner_pid("cm-test-1234-staging", "cm-test-"), Some(1234));
@@ -713,21 +583,5 @@ mod tests {
         assert_eq!(owner_pid("claude-monitor", "cm-test-"), None);
         assert_eq!(owner_pid("cm-test-", "cm-test-"), None);
         assert_eq!(owner_pid("cm-session-oom-", "cm-session-oom-"), None);
-    }
-
-    #[test]
-    fn package_names_from_ids() {
-        assert_eq!(
-            package_name("path+file:///w/tests#claude-monitor-tests@0.1.0").as_deref(),
-            Some("claude-monitor-tests")
-        );
-        assert_eq!(
-            package_name("path+file:///w/xtask#0.1.0").as_deref(),
-            Some("xtask")
-        );
-        assert_eq!(
-            package_name("xtask 0.1.0 (path+file:///w/xtask)").as_deref(),
-            Some("xtask")
-        );
     }
 }

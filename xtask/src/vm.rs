@@ -37,10 +37,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{
-    cargo, setup,
-    test::{self, Totals},
-};
+use crate::{cargo, setup, totals::Totals};
 
 /// The host target, named explicitly so that `CARGO_TARGET_<triple>_RUSTFLAGS` reaches only
 /// the binaries, not build scripts and proc-macros (cargo applies target flags to host
@@ -162,7 +159,7 @@ struct GuestBinaries {
 
 fn build_static(toolchain: &setup::Toolchain, release: bool) -> Result<GuestBinaries> {
     eprintln!("xtask: building static binaries for the guest ({GUEST_TARGET}, +crt-static)");
-    let agent = test::cargo_artifacts(&mut static_cargo(
+    let agent = cargo::artifacts(&mut static_cargo(
         toolchain,
         release,
         &[
@@ -183,7 +180,7 @@ fn build_static(toolchain: &setup::Toolchain, release: bool) -> Result<GuestBina
     for name in GUEST_TESTS {
         args.extend(["--test", name]);
     }
-    let artifacts = test::cargo_artifacts(&mut static_cargo(toolchain, release, &args))
+    let artifacts = cargo::artifacts(&mut static_cargo(toolchain, release, &args))
         .context("building the static scenario tests failed")?;
     let tests = GUEST_TESTS
         .iter()
