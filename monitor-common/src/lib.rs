@@ -451,10 +451,14 @@ pub const DEFAULT_RING_BYTES: u32 = 4 << 20;
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are #[repr(C)], Copy, made only of integers and byte arrays, with
-    // explicit padding, so every bit pattern is valid.
+    // The four: #[repr(C)], Copy, made only of integers and byte arrays, with explicit
+    // padding.
+    // SAFETY: so every bit pattern is valid.
     unsafe impl aya::Pod for super::Offsets {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Settings {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::AggKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::AggValue {}
 }

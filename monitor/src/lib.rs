@@ -1,30 +1,39 @@
 //! claude-monitor: an eBPF host agent that explains why processes died.
 //!
-//! The folders are the architecture; dependencies point one way, from the kernel through
-//! the pipeline to the schema, which the outputs read:
+//! The folders are the architecture. Dependencies point one way: the kernel side feeds the
+//! pipeline, the pipeline produces the schema, and the outputs read the schema; the
+//! `layering` test reads the sources and fails on an import against this map:
 //!
 //! ```text
-//! kernel ──► pipeline ──► event ◄── output, report, daemon
-//!   │           │           ▲
-//!   ▼           ▼           │
-//!  (BTF)   host, claude   signals
+//!                event            (the schema: imports nothing)
+//!          ┌───────┼────────┐
+//!       signals   host    output ──► signals
+//!                  │
+//!               kernel ◄── claude
+//!                  │         │
+//!               pipeline ◄───┘        report ──► output, claude, host, signals
+//!                  │                    │
+//!        trace, daemon, cli  ◄──────────┘  (put everything together)
 //! ```
 //!
+//! - [`event`]: the JSON schema, plain serialize-only data and enums of fixed values.
+//! - [`signals`]: signal, `si_code` and wait-status names, and the explanations table.
+//! - [`host`]: facts read from the host: the clock, cgroup paths, memory cgroup limits.
 //! - [`kernel`]: the running kernel's BTF, the field offsets the programs need, loading,
 //!   attaching and pinning the eBPF programs, their counters.
-//! - [`pipeline`]: the ring-buffer engine, the process table, attribution to sessions and
-//!   trees, the cause of each death, the hold for late tool calls, scopes.
-//! - [`event`]: the JSON schema (plain data, serde) and the conversion of kernel records.
-//! - [`host`]: facts read from the host: the clock, cgroup paths, memory cgroup limits.
-//! - [`signals`]: signal, `si_code` and wait-status names, and the explanations table.
 //! - [`claude`]: what is known about Claude Code: detection, its registry, its environment,
 //!   its transcripts.
+//! - [`pipeline`]: the ring-buffer engine, kernel records to events, the process table,
+//!   attribution to sessions and trees, the cause of each death, the hold for late tool
+//!   calls, scopes, and the [`pipeline::output::Output`] the engine writes to.
 //! - [`output`]: event lines (JSON and text) and rotating files.
-//! - [`report`]: exit reports: the decision, the model, the text, the store.
+//! - [`report`]: exit reports: the decision (`mod`), the model, building, text, the store.
 //! - [`config`]: the daemon's configuration file and flags.
 //! - [`daemon`]: the long-running agent: its outputs, resource sampling, alerts, the
 //!   systemd unit.
 //! - [`trace`] and [`cli`]: the `trace` command and the command line.
+//!
+//! Unit tests live beside their module, in `<module>/tests.rs` where they are long.
 
 /// Names of the enums of fixed values used by every module (defined before them).
 /// `as_str` (the name in the JSON stream, as serde writes it: the `enum_names_are_their_json`
@@ -59,6 +68,8 @@ pub mod daemon;
 pub mod event;
 pub mod host;
 pub mod kernel;
+#[cfg(test)]
+mod layering;
 pub mod output;
 pub mod pipeline;
 pub mod report;

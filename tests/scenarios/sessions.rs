@@ -435,8 +435,8 @@ fn orphaned_tool_stays_in_its_session() {
 fn boot_ticks() -> u64 {
     // SAFETY: zeroed timespec is a valid out-parameter.
     let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
     assert_eq!(
+        // SAFETY: `ts` is a valid out-parameter, as above.
         unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) },
         0
     );

@@ -39,7 +39,7 @@ pub(super) fn sender_info(k: &KilledBy, lineage: &[(u32, String)]) -> SenderInfo
     }
 }
 
-/// Builds the report of an exit event (`reason` from [`worth_reporting`]); `None` for any
+/// Builds the report of an exit event (`reason` from [`worth_reporting`](super::worth_reporting)); `None` for any
 /// other event.
 ///
 /// Reads one thing itself: the signal sender's lineage from /proc (see [`sender_lineage`]),

@@ -16,7 +16,7 @@ use crate::{
 pub struct Context {
     /// The process's argv, remembered from its exec (/proc has nothing once it exited).
     pub cmdline: Option<Vec<String>>,
-    /// [`memcg::chain`] of the process's memory cgroup, read at the time of the exit,
+    /// [`memcg::chain`](crate::host::memcg::chain) of the process's memory cgroup, read at the time of the exit,
     /// innermost first; empty when not read.
     pub memcg: Vec<MemcgLevel>,
     /// The last resource samples of the process's session, oldest first.
@@ -43,7 +43,7 @@ impl Default for Context {
     }
 }
 
-/// One exit report. Written as `<id>.json`; [`render_text`] gives the `<id>.txt` twin.
+/// One exit report. Written as `<id>.json`; [`render_text`](super::render_text) gives the `<id>.txt` twin.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// `<UTC yyyymmddThhmmssZ of the exit>-<pid>-<short cause>`, plus `-N` when taken:
@@ -146,7 +146,7 @@ pub struct SenderInfo {
     #[serde(default)]
     pub handled: bool,
     /// Sender first, then its parents up to init, read from /proc when the report was built
-    /// (see [`sender_lineage`]); empty when the sender was already gone.
+    /// (see [`sender_lineage`](super::sender_lineage)); empty when the sender was already gone.
     pub lineage: Vec<ProcRef>,
 }
 
@@ -167,7 +167,7 @@ pub struct MemcgInfo {
     pub path: Option<String>,
     /// Innermost first; empty when not read.
     pub levels: Vec<MemcgLevel>,
-    /// The level whose limit is the effective one ([`memcg::binding_limit`]).
+    /// The level whose limit is the effective one ([`memcg::binding_limit`](crate::host::memcg::binding_limit)).
     pub binding_limit: Option<BindingLimit>,
     /// A sentence when the binding limit is an ancestor's rather than the process's own
     /// cgroup's.

@@ -92,7 +92,13 @@ pub fn cache_dir() -> PathBuf {
 }
 
 /// An exclusive `flock` on a file, released when dropped (also on unwinding).
-struct Lock(#[allow(dead_code)] File);
+struct Lock(
+    #[allow(
+        dead_code,
+        reason = "held for its Drop: closing the file releases the lock"
+    )]
+    File,
+);
 
 impl Lock {
     fn acquire(path: &Path) -> Lock {
