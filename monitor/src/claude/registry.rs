@@ -376,23 +376,10 @@ pub fn candidate_homes() -> Vec<PathBuf> {
     homes
 }
 
-/// Field 22 (`starttime`, clock ticks after boot) of a /proc/PID/stat line. comm (field 2)
-/// may contain spaces and parentheses, so fields are counted after the last `)`.
-pub fn parse_start_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    // After comm: field 3 (state) is the first; field 22 is the 20th.
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// The start time of the process `pid` now, as the registry's `procStart` records it.
 pub fn read_start_ticks(pid: u32) -> io::Result<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_start_ticks(&stat).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("/proc/{pid}/stat has no start time"),
-        )
-    })
+    crate::host::proc::read_stat(std::path::Path::new(crate::host::proc::PROC), pid)
+        .map(|s| s.start)
 }
 
 #[cfg(test)]
@@ -745,19 +732,6 @@ mod tests {
             default_dirs(&[], Some(&root.path().join("nope"))),
             Vec::<PathBuf>::new()
         );
-    }
-
-    #[test]
-    fn start_ticks_from_stat() {
-        let stat = "22606 (claude) S 1 22606 22606 34816 22606 4194560 5000 0 0 0 120 30 0 0 20 0 \
-                    12 0 884213 1000000000 50000 18446744073709551615 1 1 0 0 0 0 0 16781312 \
-                    134234626 0 0 0 17 1 0 0 0 0 0";
-        assert_eq!(parse_start_ticks(stat), Some(884213));
-        // comm with spaces and parentheses.
-        let stat = "7 (a) b (c)) R 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 4242 0 0";
-        assert_eq!(parse_start_ticks(stat), Some(4242));
-        assert_eq!(parse_start_ticks("7 (x) R 1 2 3"), None);
-        assert_eq!(parse_start_ticks("garbage"), None);
     }
 
     #[test]

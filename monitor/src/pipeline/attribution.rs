@@ -20,23 +20,27 @@ use std::{
     path::PathBuf,
 };
 
-use monitor_common::{DISPOSITION_HANDLER, Exec, ExecArgv, Exit, Fork, Oom, Signal, SignalDeliver};
+use monitor_common::{Exec, ExecArgv, Exit, Fork};
 
 use crate::{
     claude::{
         detect::{self, Detector, ProcFacts},
         environ,
         registry::{self, Registry},
-        transcript::{self, TranscriptTail},
+        transcript::TranscriptTail,
     },
-    event::{Attr, Cause, CauseKind, DefaultAction, KilledBy, OomCause, SessionJson, ToolCallRef},
+    event::{Attr, OomCause, SessionJson},
     host::clock::Clock,
     kernel::loader::KernelCandidates,
     pipeline::convert::cstr,
-    pipeline::proctable::{ProcId, ProcTable, SessionIdx, WrapperScript, ns_to_ticks},
+    pipeline::proctable::{ProcId, ProcTable, SessionIdx, ns_to_ticks},
     pipeline::scope,
-    signals::names::WaitStatus,
 };
+
+mod cause;
+mod tools;
+
+use self::cause::{HandledNote, SignalNote};
 
 /// A detected session: one process tree rooted at an agent's process.
 pub struct Session {
@@ -62,48 +66,6 @@ pub struct Session {
     claimed: VecDeque<String>,
 }
 
-/// How many matched call ids a session remembers.
-const CLAIMED_MAX: usize = 256;
-
-#[derive(Clone, Debug)]
-struct SignalNote {
-    sig: i32,
-    si_code: i32,
-    sender: ProcIdOrPid,
-    sender_comm: String,
-    sender_uid: u32,
-}
-
-/// A terminating signal the target caught with a handler: the exit that follows is its
-/// doing.
-#[derive(Clone, Debug)]
-struct HandledNote {
-    note: SignalNote,
-    /// When it was delivered (boottime ns).
-    at_ns: u64,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct ProcIdOrPid {
-    pid: u32,
-    id: Option<ProcId>,
-    session: Option<SessionIdx>,
-}
-
-/// Signals that mean the process crashed when the kernel (or the process itself) raised them.
-const CRASH_SIGNALS: [i32; 5] = [4, 6, 7, 8, 11]; // SIGILL SIGABRT SIGBUS SIGFPE SIGSEGV
-const SI_KERNEL: i32 = 0x80;
-/// Bounds on the per-target notes kept between a signal and the exit it causes.
-const NOTES_PER_TARGET: usize = 4;
-const NOTE_TARGETS: usize = 8192;
-/// How long after a handled terminating signal N an exit with code 128+N (the shell's
-/// convention, which the Claude Code CLI follows) is still its consequence.
-const HANDLED_CONVENTIONAL_EXIT_NS: u64 = 60_000_000_000;
-/// How long after a handled terminating signal an exit with any other code is.
-const HANDLED_ANY_EXIT_NS: u64 = 2_000_000_000;
-/// Matches of a tool wrapper's script tried on the event path (each event of its tree);
-/// after that only the engine's hold tries, at its own pace, until its deadline.
-const TOOL_ATTEMPTS: u8 = 32;
 /// Minimum time between two rebuilds of the registry's directory list.
 const REGISTRY_REBUILD: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -328,292 +290,6 @@ impl Attributor {
         p.argv.clone()
     }
 
-    /// A Bash tool's wrapper (`bash -c "source …snapshot… && eval '<cmd>' …"`) starting in a
-    /// session: find the tool call that runs `<cmd>` in the session's transcript. Recorded
-    /// on the wrapper and inherited by everything it starts, because the call may complete
-    /// (or be backgrounded) long before its processes end. The CLI writes the call to its
-    /// transcript asynchronously, so a wrapper not matched now keeps its script and is
-    /// matched again on later events of its tree ([`Attributor::tool_call_of`]).
-    ///
-    /// A wrapper whose command line the agent could not read whole (the kernel keeps the
-    /// first [`monitor_common::ARGS_LEN`] bytes, and a tool of a few milliseconds is gone
-    /// before /proc is read) is still one when it is a shell with `-c` started by the
-    /// session's root itself, as the CLI starts every Bash tool: it is matched by time.
-    fn maybe_tool_call(&mut self, pid: u32, facts: &ProcFacts, argv_whole: bool) {
-        let Some(proc) = self.table.get(pid) else {
-            return;
-        };
-        if proc.session.is_none() || proc.session_root {
-            return;
-        }
-        let script = match shell_script(&facts.argv) {
-            Some(script) => WrapperScript::Whole(script.to_owned()),
-            None if !argv_whole
-                && runs_shell_c(&facts.argv)
-                && proc
-                    .parent
-                    .and_then(|p| self.table.by_id(p))
-                    .is_some_and(|p| p.session_root) =>
-            {
-                WrapperScript::Cut
-            }
-            None => return,
-        };
-        let id = proc.id;
-        tracing::debug!(wrapper = %id, script = ?script, "tool wrapper started");
-        self.table.update(id, |p| {
-            p.tool_script = Some(script.clone());
-            p.tool_attempts = 0;
-        });
-        self.resolve_tool_call(id);
-    }
-
-    /// Tries to match the pending wrapper `id` to its tool call; sets and returns it when found.
-    fn resolve_tool_call(&mut self, id: ProcId) -> Option<ToolCallRef> {
-        let p = self.table.by_id(id)?;
-        let (idx, script) = (p.session?, p.tool_script.clone()?);
-        let started = self
-            .clock
-            .wall(crate::pipeline::proctable::ticks_to_ns(id.start));
-        self.refresh_registry(idx);
-        let call = self.sessions[idx].match_tool(&script, started);
-        tracing::debug!(wrapper = %id, matched = ?call.as_ref().map(|c| &c.id), "tool call lookup");
-        self.table.update(id, |p| match &call {
-            Some(call) => {
-                p.tool_call = Some(call.clone());
-                p.tool_script = None;
-            }
-            None => {
-                // After TOOL_ATTEMPTS tries on the event path the script stays: the
-                // engine's hold (`crate::pipeline::hold`) keeps trying for the events it holds and
-                // gives the wrapper up at its deadline (`give_up_tool`).
-                p.tool_attempts = p.tool_attempts.saturating_add(1);
-            }
-        });
-        call
-    }
-
-    /// The nearest tool wrapper above `pid` (or `pid` itself) whose call is not known yet,
-    /// if any: events of its tree are worth holding until the CLI writes the call.
-    pub fn pending_wrapper(&self, pid: u32) -> Option<ProcId> {
-        let p = self.table.get(pid)?;
-        p.session?;
-        let mut cur = Some(p.id);
-        for _ in 0..crate::event::ANCESTRY_MAX {
-            let q = cur.and_then(|id| self.table.by_id(id))?;
-            if q.tool_call.is_some() || q.session_root {
-                return None;
-            }
-            if q.tool_script.is_some() {
-                return Some(q.id);
-            }
-            cur = q.parent;
-        }
-        None
-    }
-
-    /// The call of wrapper `id` if it is known (matched on an event of its tree).
-    pub fn known_call(&self, id: ProcId) -> Option<ToolCallRef> {
-        self.table.by_id(id)?.tool_call.clone()
-    }
-
-    /// The call of the pending wrapper `id`, matched now in its session's transcript (the
-    /// wrapper may have exited meanwhile).
-    pub fn resolve_wrapper(&mut self, id: ProcId) -> Option<ToolCallRef> {
-        self.known_call(id).or_else(|| self.resolve_tool_call(id))
-    }
-
-    /// Stops matching the wrapper `id`: its events go out without a tool call.
-    pub fn give_up_tool(&mut self, id: ProcId) {
-        self.table.update(id, |p| p.tool_script = None);
-    }
-
-    /// The tool call of process `pid`: its own, else the one of the nearest wrapper above it
-    /// (matched now if it was not yet), which it then keeps.
-    fn tool_call_of(&mut self, pid: u32) -> Option<ToolCallRef> {
-        let p = self.table.get(pid)?;
-        if p.tool_call.is_some() || p.session.is_none() {
-            return p.tool_call.clone();
-        }
-        let me = p.id;
-        let mut cur = Some(me);
-        let mut found = None;
-        for _ in 0..crate::event::ANCESTRY_MAX {
-            let Some(q) = cur.and_then(|id| self.table.by_id(id)) else {
-                break;
-            };
-            if q.tool_call.is_some() {
-                found = q.tool_call.clone();
-                break;
-            }
-            if q.tool_script.is_some() {
-                if q.tool_attempts < TOOL_ATTEMPTS {
-                    found = self.resolve_tool_call(q.id);
-                }
-                break;
-            }
-            if q.session_root {
-                break;
-            }
-            cur = q.parent;
-        }
-        if let Some(call) = &found {
-            self.table.update(me, |p| p.tool_call = Some(call.clone()));
-        }
-        found
-    }
-
-    pub fn on_signal(&mut self, s: &Signal) {
-        if self.signals.len() >= NOTE_TARGETS && !self.signals.contains_key(&s.header.pid) {
-            // Targets that never exited (signals that did not kill): forget them all.
-            self.signals.clear();
-        }
-        let sender = self.who(s.sender_pid);
-        let notes = self.signals.entry(s.header.pid).or_default();
-        if notes.len() == NOTES_PER_TARGET {
-            notes.pop_front();
-        }
-        notes.push_back(SignalNote {
-            sig: s.sig,
-            si_code: s.si_code,
-            sender,
-            sender_comm: cstr(&s.sender_comm),
-            sender_uid: s.sender_uid,
-        });
-    }
-
-    /// A signal taken by its target: a terminating signal caught by a handler is remembered,
-    /// so that the exit the handler makes is told as its consequence.
-    pub fn on_deliver(&mut self, d: &SignalDeliver) {
-        let pid = d.header.pid;
-        if d.disposition != DISPOSITION_HANDLER || !terminates_by_default(d.sig) {
-            return;
-        }
-        // The sender is the generation's (the delivery has none); one from the process
-        // itself (raise, abort) is not a reason it ended.
-        let Some(note) = self
-            .signals
-            .get(&pid)
-            .and_then(|notes| notes.iter().rev().find(|n| n.sig == d.sig))
-            .filter(|n| n.sender.pid != pid)
-            .cloned()
-        else {
-            return;
-        };
-        if self.handled.len() >= NOTE_TARGETS && !self.handled.contains_key(&pid) {
-            self.handled.clear();
-        }
-        self.handled.insert(
-            pid,
-            HandledNote {
-                note,
-                at_ns: d.header.ts_ns,
-            },
-        );
-    }
-
-    pub fn on_oom(&mut self, o: &Oom, anon_rss_kb: Option<u64>, total_vm_kb: Option<u64>) {
-        if self.ooms.len() >= NOTE_TARGETS {
-            self.ooms.clear();
-        }
-        self.ooms.insert(
-            o.header.pid,
-            OomCause {
-                trigger_pid: o.trigger_pid,
-                trigger_comm: cstr(&o.trigger_comm),
-                anon_rss_kb,
-                total_vm_kb,
-                memcg_id: (o.memcg_id != 0).then_some(o.memcg_id),
-            },
-        );
-    }
-
-    fn who(&self, pid: u32) -> ProcIdOrPid {
-        let p = self.table.get(pid).filter(|p| !p.exited);
-        ProcIdOrPid {
-            pid,
-            id: p.map(|p| p.id),
-            session: p.and_then(|p| p.session),
-        }
-    }
-
-    /// The cause of an exit (call before [`Attributor::on_exit_done`]).
-    pub fn cause(&mut self, e: &Exit) -> Cause {
-        let pid = e.header.pid;
-        let notes = self.signals.remove(&pid).unwrap_or_default();
-        let handled = self.handled.remove(&pid);
-        let oom = self.ooms.remove(&pid);
-        let victim_session = self.table.get(pid).and_then(|p| p.session);
-        let signal = match WaitStatus::decode(e.exit_status) {
-            WaitStatus::Exited(code) => {
-                let after = |h: &HandledNote| e.header.ts_ns.saturating_sub(h.at_ns);
-                return match handled {
-                    Some(h)
-                        if (i32::from(code) == 128 + h.note.sig
-                            && after(&h) <= HANDLED_CONVENTIONAL_EXIT_NS)
-                            || after(&h) <= HANDLED_ANY_EXIT_NS =>
-                    {
-                        Cause {
-                            cause: CauseKind::Terminated,
-                            killed_by: Some(self.killed_by(&h.note, victim_session, true)),
-                            oom: None,
-                        }
-                    }
-                    _ => Cause::only(CauseKind::Exited),
-                };
-            }
-            WaitStatus::Signaled { signal, .. } => i32::from(signal),
-        };
-        if let Some(oom) = oom {
-            return Cause {
-                cause: CauseKind::OomKilled,
-                killed_by: None,
-                oom: Some(oom),
-            };
-        }
-        // The last note of the signal that killed it.
-        let note = notes.iter().rev().find(|n| n.sig == signal);
-        let from_self = note.is_some_and(|n| n.sender.pid == pid);
-        let from_kernel = note.is_some_and(|n| n.si_code > 0 || n.si_code == SI_KERNEL);
-        if CRASH_SIGNALS.contains(&signal) && (note.is_none() || from_self || from_kernel) {
-            return Cause::only(CauseKind::Crashed);
-        }
-        // A handler that re-raised the signal it caught (clean up, restore the default,
-        // `raise`): the process that sent it first is the one that killed it.
-        if let Some(h) = handled.filter(|h| h.note.sig == signal && (note.is_none() || from_self)) {
-            return Cause {
-                cause: CauseKind::Killed,
-                killed_by: Some(self.killed_by(&h.note, victim_session, true)),
-                oom: None,
-            };
-        }
-        let Some(note) = note else {
-            return Cause::only(CauseKind::Killed);
-        };
-        if note.si_code == SI_KERNEL {
-            return Cause::only(CauseKind::KilledByKernel);
-        }
-        Cause {
-            cause: CauseKind::Killed,
-            killed_by: Some(self.killed_by(note, victim_session, false)),
-            oom: None,
-        }
-    }
-
-    fn killed_by(&self, note: &SignalNote, victim: Option<SessionIdx>, handled: bool) -> KilledBy {
-        KilledBy {
-            pid: note.sender.pid,
-            comm: note.sender_comm.clone(),
-            uid: note.sender_uid,
-            proc_id: note.sender.id.map(|id| id.to_string()),
-            session_id: note.sender.session.map(|s| self.session_id(s)),
-            same_session: victim.is_some() && note.sender.session == victim,
-            signal: note.sig,
-            si_code: note.si_code,
-            handled,
-        }
-    }
-
     /// The process's own peak when the kernel could not read its mm: `signal->maxrss` is
     /// its own only if it grew past what exec carried over.
     pub fn own_peak_fallback(&self, e: &Exit, peak_kb: u64) -> Option<u64> {
@@ -772,96 +448,12 @@ fn exec_facts(
     facts
 }
 
-impl Session {
-    /// The Bash call of this session's transcript that a wrapper with `script` runs (see
-    /// [`TranscriptTail::match_command`]), reading what the transcript gained meanwhile.
-    fn match_tool(
-        &mut self,
-        script: &WrapperScript,
-        started: chrono::DateTime<chrono::Utc>,
-    ) -> Option<ToolCallRef> {
-        let (Some(config), Some(cwd), Some(sid)) =
-            (&self.config_dir, &self.cwd, &self.claude_session_id)
-        else {
-            tracing::debug!(session = %self.root, "no registry entry yet: no transcript to match tools in");
-            return None;
-        };
-        let Some(path) = transcript::locate(config, std::path::Path::new(cwd), sid) else {
-            tracing::debug!(session = %self.root, "no transcript found yet");
-            return None;
-        };
-        if self.transcript.as_ref().is_none_or(|t| t.path() != path) {
-            self.transcript = Some(TranscriptTail::new(path));
-        }
-        let tail = self.transcript.as_mut()?;
-        if let Err(e) = tail.poll() {
-            tracing::debug!("transcript {}: {e}", tail.path().display());
-            return None;
-        }
-        let claimed = &self.claimed;
-        let call = match script {
-            WrapperScript::Whole(script) => tail.match_command(script, Some(started)),
-            WrapperScript::Cut => {
-                tail.match_unclaimed(Some(started), &|id| claimed.iter().any(|c| c == id))
-            }
-        }
-        .map(|c| ToolCallRef {
-            id: c.id.clone(),
-            name: c.name.clone(),
-            command: c.command.clone(),
-        })?;
-        if self.claimed.len() >= CLAIMED_MAX {
-            self.claimed.pop_front();
-        }
-        self.claimed.push_back(call.id.clone());
-        Some(call)
-    }
-}
-
-/// The script of a shell run as `SHELL [OPTIONS] -c SCRIPT …` (options may come before or
-/// after `-c`, or be clustered with it: `-lc`), when it looks like a tool wrapper: it
-/// mentions `eval` or a quoted word (see [`TranscriptTail::match_command`]).
-fn shell_script(argv: &[String]) -> Option<&str> {
-    let mut c = false;
-    for arg in argv.iter().skip(1) {
-        if arg == "--" {
-            continue;
-        }
-        if let Some(opts) = arg.strip_prefix('-').filter(|o| !o.starts_with('-')) {
-            c |= opts.contains('c');
-            continue;
-        }
-        if arg.starts_with("--") {
-            continue;
-        }
-        return (c && (arg.contains("eval") || arg.contains('\''))).then_some(arg.as_str());
-    }
-    None
-}
-
-/// Whether `argv` runs a shell script: `SHELL [OPTIONS] -c …` (the script itself may be cut).
-fn runs_shell_c(argv: &[String]) -> bool {
-    argv.iter()
-        .skip(1)
-        .take_while(|a| a.starts_with('-'))
-        .any(|a| !a.starts_with("--") && a[1..].contains('c'))
-}
-
 /// The configuration directory the environment of process `pid` names
 /// ([`environ::config_dir_of`]), when it can be read.
 fn read_own_config(pid: u32) -> Option<PathBuf> {
     environ::read_vars(pid, environ::CONFIG_VARS)
         .ok()
         .and_then(|vars| environ::config_dir_of(&vars))
-}
-
-/// Signals whose default action ends the process: caught by a handler, the exit that
-/// follows is still their doing.
-fn terminates_by_default(sig: i32) -> bool {
-    matches!(
-        crate::signals::explain::default_action(sig),
-        Some(DefaultAction::Terminate | DefaultAction::Core)
-    )
 }
 
 /// The registry directories of every user on this host.

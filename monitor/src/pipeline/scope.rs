@@ -1,7 +1,9 @@
 //! Which processes `--pid` follows: the roots, their descendants that already exist (found
 //! in /proc at start-up), and every later child (added by the fork program in the kernel).
 
-use std::{collections::HashMap, fs};
+use std::{collections::HashMap, path::Path};
+
+use crate::host::proc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
@@ -11,59 +13,16 @@ pub enum ScopeError {
     Proc(#[source] std::io::Error),
 }
 
-/// What the agent reads of a process in /proc/PID/stat.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcStat {
-    pub pid: u32,
-    pub ppid: u32,
-    pub comm: String,
-    /// Start time, clock ticks since boot (field 22).
-    pub start: u64,
-}
+pub use crate::host::proc::Stat as ProcStat;
 
 /// Every process in /proc now (processes that vanish mid-scan are skipped).
 pub fn proc_stats() -> Result<Vec<ProcStat>, ScopeError> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir("/proc").map_err(ScopeError::Proc)? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        if let Some(stat) = parse_stat(pid, &stat) {
-            out.push(stat);
-        }
-    }
-    Ok(out)
+    proc::all(Path::new(proc::PROC)).map_err(ScopeError::Proc)
 }
 
 /// `pid -> ppid` for every process in /proc.
 pub fn parent_table() -> Result<HashMap<u32, u32>, ScopeError> {
     Ok(proc_stats()?.into_iter().map(|s| (s.pid, s.ppid)).collect())
-}
-
-/// Parses /proc/PID/stat; comm (field 2) may contain spaces and parentheses, so the other
-/// fields are read after the last `)`.
-pub fn parse_stat(pid: u32, stat: &str) -> Option<ProcStat> {
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_owned();
-    let mut rest = stat.get(close + 1..)?.split_whitespace();
-    let ppid = rest.nth(1)?.parse().ok()?;
-    // Field 22 overall: the 20th after the comm (the state is the 1st).
-    let start = rest.nth(17)?.parse().ok()?;
-    Some(ProcStat {
-        pid,
-        ppid,
-        comm,
-        start,
-    })
 }
 
 /// The roots and all their descendants in `table`.
@@ -108,29 +67,6 @@ pub fn proc_uid(pid: u32) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_with_awkward_comm() {
-        let stat =
-            "4242 (a (b) c) S 17 4242 4242 0 -1 4194560 123 0 0 0 5 6 0 0 20 0 1 0 98765 1000 200";
-        assert_eq!(
-            parse_stat(4242, stat),
-            Some(ProcStat {
-                pid: 4242,
-                ppid: 17,
-                comm: "a (b) c".into(),
-                start: 98765
-            })
-        );
-        assert_eq!(parse_stat(1, "1 (systemd) S 0 1 1"), None, "truncated");
-        assert_eq!(parse_stat(1, "garbage"), None);
-        let me = std::fs::read_to_string("/proc/self/stat").expect("stat");
-        let parsed = parse_stat(std::process::id(), &me).expect("parse");
-        assert_eq!(
-            Some(parsed.start),
-            crate::claude::registry::parse_start_ticks(&me)
-        );
-    }
 
     #[test]
     fn tree_walk() {

@@ -1,6 +1,6 @@
 //! Building a report from an exit event and its [`Context`]: ids, the sender's lineage from /proc.
 
-use std::{fs, path::Path};
+use std::path::Path;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 
@@ -10,6 +10,7 @@ use crate::{
     event::KilledBy,
     event::{Body, Event, Exit},
     host::memcg::{self, MemcgLevel},
+    host::proc,
     signals::explain::{self},
     signals::names::{si_code_name, signal_name},
 };
@@ -241,33 +242,10 @@ pub fn sender_lineage(proc_root: &Path, sender: &KilledBy) -> Vec<(u32, String)>
     else {
         return Vec::new();
     };
-    match read_stat(proc_root, sender.pid) {
+    match proc::read_stat(proc_root, sender.pid).ok() {
         Some(stat) if stat.start == start => proc_lineage(proc_root, sender.pid, LINEAGE_MAX),
         _ => Vec::new(),
     }
-}
-
-/// The fields of /proc/PID/stat a lineage needs.
-pub(super) struct Stat {
-    comm: String,
-    ppid: u32,
-    /// Field 22, clock ticks since boot: the second half of a proc_id.
-    start: u64,
-}
-
-pub(super) fn read_stat(proc_root: &Path, pid: u32) -> Option<Stat> {
-    let stat = fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
-    // comm can hold spaces and parentheses: it ends at the *last* ')'.
-    let open = stat.find('(')?;
-    let close = stat.rfind(')')?;
-    let comm = stat.get(open + 1..close)?.to_owned();
-    // After comm: state (field 3), ppid (4), ... starttime (22).
-    let rest: Vec<&str> = stat.get(close + 1..)?.split_whitespace().collect();
-    Some(Stat {
-        comm,
-        ppid: rest.get(1)?.parse().ok()?,
-        start: rest.get(19)?.parse().ok()?,
-    })
 }
 
 /// A process's lineage from /proc: the process, then its parent, and so on up to init (at
@@ -276,7 +254,7 @@ pub fn proc_lineage(proc_root: &Path, pid: u32, max: usize) -> Vec<(u32, String)
     let mut out: Vec<(u32, String)> = Vec::new();
     let mut pid = pid;
     while pid != 0 && out.len() < max && !out.iter().any(|(p, _)| *p == pid) {
-        let Some(stat) = read_stat(proc_root, pid) else {
+        let Ok(stat) = proc::read_stat(proc_root, pid) else {
             break;
         };
         out.push((pid, stat.comm));

@@ -10,11 +10,7 @@ use std::fmt;
 use serde::Serialize;
 
 pub use crate::event::DefaultAction;
-use crate::signals::names::{signal_name, signal_number};
-
-/// Kernel numbering of the real-time signal range (see [`crate::signals::names`]).
-const SIGRTMIN: i32 = 32;
-const SIGRTMAX: i32 = 64;
+use crate::signals::names::{SIGRTMAX, SIGRTMIN, signal_name, signal_number};
 
 /// A readable explanation of one exit status or signal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -61,8 +61,23 @@ const SIGNALS: [&str; 32] = [
 
 /// Kernel's SIGRTMIN (glibc reserves the first two and reports 34 as its own SIGRTMIN; the
 /// kernel's numbering is what the tracepoints see).
-const SIGRTMIN: i32 = 32;
-const SIGRTMAX: i32 = 64;
+pub const SIGRTMIN: i32 = 32;
+pub const SIGRTMAX: i32 = 64;
+
+/// Signal numbers the agent reasons about (x86-64 and every other Linux ABI but alpha,
+/// mips, parisc and sparc, which the agent does not support).
+pub const SIGILL: i32 = 4;
+pub const SIGABRT: i32 = 6;
+pub const SIGBUS: i32 = 7;
+pub const SIGFPE: i32 = 8;
+pub const SIGSEGV: i32 = 11;
+
+/// Signals that mean the process crashed when the kernel (or the process itself) raised
+/// them.
+pub const CRASH_SIGNALS: [i32; 5] = [SIGILL, SIGABRT, SIGBUS, SIGFPE, SIGSEGV];
+
+/// `si_code` of a signal the kernel sent on its own (`include/uapi/asm-generic/siginfo.h`).
+pub const SI_KERNEL: i32 = 0x80;
 
 /// `SIGTERM`, `SIGRTMIN+3`, ... or `None` for a number that is not a signal.
 pub fn signal_name(sig: i32) -> Option<String> {
@@ -105,7 +120,7 @@ pub fn signal_number(name: &str) -> Option<i32> {
 pub fn si_code_name(sig: i32, code: i32) -> Option<&'static str> {
     let generic = match code {
         0 => Some("SI_USER"),
-        0x80 => Some("SI_KERNEL"),
+        SI_KERNEL => Some("SI_KERNEL"),
         -1 => Some("SI_QUEUE"),
         -2 => Some("SI_TIMER"),
         -3 => Some("SI_MESGQ"),

@@ -559,8 +559,29 @@ fn live_process_shapes() {
         panic!("{} stayed busy", bin.display());
     };
 
+    // spawn() returns when the child's close-on-exec pipe closes, which in execve comes
+    // before the new comm is set: wait for the exec to be complete (the fact the test
+    // needs), as the agent's own reads never depend on (it takes comm from the kernel).
+    let exec_done = |child: &std::process::Child| {
+        let comm = format!("/proc/{}/comm", child.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs::read_to_string(&comm)
+            .map(|c| c.trim_end().to_owned())
+            .ok()
+            .as_deref()
+            != Some("9.9.9")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{comm} never became 9.9.9"
+            );
+            std::thread::yield_now();
+        }
+    };
     let mut session = spawn("claude");
     let mut helper = spawn("rg");
+    exec_done(&session);
+    exec_done(&helper);
     let session_facts = read_proc_facts(session.id());
     let helper_facts = read_proc_facts(helper.id());
     for child in [&mut session, &mut helper] {

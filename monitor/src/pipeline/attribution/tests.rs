@@ -1,6 +1,9 @@
 use std::path::PathBuf;
 
-use super::*;
+use monitor_common::{DISPOSITION_HANDLER, Oom, Signal, SignalDeliver};
+
+use super::{tools::shell_script, *};
+use crate::{claude::transcript, event::Cause, signals::names::SI_KERNEL};
 
 const SESSION_EXE: &str = "/home/u/.local/share/claude/versions/9.9.9";
 
