@@ -1,0 +1,434 @@
+//! The one table of keys: types, ranges, defaults' documentation, environment and flag names.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use super::*;
+
+/// Accessors for one field of [`Config`].
+pub(super) struct Field<T: 'static> {
+    pub(super) get: fn(&Config) -> &T,
+    pub(super) set: fn(&mut Config) -> &mut T,
+}
+
+/// `field!(alerts.memory_percent)`: the accessors of that field.
+macro_rules! field {
+    ($($part:ident).+) => {
+        Field {
+            get: |c| &c.$($part).+,
+            set: |c| &mut c.$($part).+,
+        }
+    };
+}
+
+/// An integer field: stored as u32, u64, or a Duration of whole seconds.
+pub(super) enum IntField {
+    U32(Field<u32>),
+    U64(Field<u64>),
+    Secs(Field<Duration>),
+}
+
+/// A number field: stored as f64 or as a Duration of (fractional) seconds.
+pub(super) enum FloatField {
+    F64(Field<f64>),
+    Secs(Field<Duration>),
+}
+
+/// A key's type, range and accessors.
+pub(super) enum Kind {
+    Bool(Field<bool>),
+    Signals(Field<IgnoredSignals>),
+    /// `min..=max`; `max` is at most i64::MAX so that every value can be written as TOML.
+    Int {
+        field: IntField,
+        min: u64,
+        max: u64,
+        pow2: bool,
+    },
+    /// Greater than 0 and at most `max`.
+    Float {
+        field: FloatField,
+        max: f64,
+    },
+    Path(Field<PathBuf>),
+    /// Absolute paths; comma-separated in the environment and flags.
+    AbsPaths(Field<Vec<PathBuf>>),
+}
+
+/// One configuration key: see [`keys`].
+pub struct KeyInfo {
+    pub(super) key: &'static str,
+    pub(super) doc: &'static str,
+    pub(super) kind: Kind,
+}
+
+/// The largest integer TOML can hold.
+pub(super) const TOML_INT_MAX: u64 = i64::MAX as u64;
+
+/// The sections, in the order [`render`] and [`SAMPLE`] use.
+pub(super) const SECTIONS: [&str; 5] = ["watch", "kernel", "logs", "resources", "alerts"];
+
+/// The fields of a `[[rules]]` table ([`Rule`]).
+pub(super) const RULE_KEYS: [&str; 4] = ["name", "exe_glob", "comm", "argv_pattern"];
+
+pub(super) static KEYS: [KeyInfo; 18] = [
+    KeyInfo {
+        key: "data_dir",
+        doc: "Directory for reports, event logs and state.",
+        kind: Kind::Path(field!(data_dir)),
+    },
+    KeyInfo {
+        key: "watch.oom_all",
+        doc: "Report every OOM kill on the host, whoever the victim is.",
+        kind: Kind::Bool(field!(watch.oom_all)),
+    },
+    KeyInfo {
+        key: "watch.report_nonzero_exit",
+        doc: "Also write an exit report for any non-zero exit of a process in a watched session.",
+        kind: Kind::Bool(field!(watch.report_nonzero_exit)),
+    },
+    KeyInfo {
+        key: "watch.ignored_signals",
+        doc: "Signals whose default action is to be ignored (SIGCHLD, SIGURG, \
+              SIGWINCH): \"filter\" drops them in the kernel, \"report\" reports them.",
+        kind: Kind::Signals(field!(watch.ignored_signals)),
+    },
+    KeyInfo {
+        key: "watch.runtime_signals",
+        doc: "Runtime signals (signals a process sends itself that do not end it, with \
+              their deliveries; a group exit's SIGKILL taken by threads other than the \
+              leader): \"filter\" drops and counts them in the kernel, \"report\" reports them.",
+        kind: Kind::Signals(field!(watch.runtime_signals)),
+    },
+    KeyInfo {
+        key: "kernel.ring_buffer_kb",
+        doc: "Ring-buffer size in KiB between the kernel programs and the daemon.",
+        kind: Kind::Int {
+            field: IntField::U32(field!(kernel.ring_buffer_kb)),
+            min: 4,
+            max: 1 << 20,
+            pow2: true,
+        },
+    },
+    KeyInfo {
+        key: "kernel.pin",
+        doc: "Pin programs, links and the ring buffer under bpffs so events are kept while \
+              the daemon is down.",
+        kind: Kind::Bool(field!(kernel.pin)),
+    },
+    KeyInfo {
+        key: "kernel.pin_dir",
+        doc: "The bpffs directory to pin under.",
+        kind: Kind::Path(field!(kernel.pin_dir)),
+    },
+    KeyInfo {
+        key: "logs.max_bytes",
+        doc: "Rotate a log file once it reaches this size in bytes.",
+        kind: Kind::Int {
+            field: IntField::U64(field!(logs.max_bytes)),
+            min: 4096,
+            max: TOML_INT_MAX,
+            pow2: false,
+        },
+    },
+    KeyInfo {
+        key: "logs.keep",
+        doc: "Rotated files kept (<name>.1 .. <name>.N).",
+        kind: Kind::Int {
+            field: IntField::U32(field!(logs.keep)),
+            min: 1,
+            max: 100,
+            pow2: false,
+        },
+    },
+    KeyInfo {
+        key: "resources.system_interval_secs",
+        doc: "Seconds between samples of host memory, pressure and disk usage.",
+        kind: Kind::Float {
+            field: FloatField::Secs(field!(resources.system_interval)),
+            max: 86400.0,
+        },
+    },
+    KeyInfo {
+        key: "resources.session_interval_secs",
+        doc: "Seconds between samples of each session's processes.",
+        kind: Kind::Float {
+            field: FloatField::Secs(field!(resources.session_interval)),
+            max: 86400.0,
+        },
+    },
+    KeyInfo {
+        key: "resources.mounts",
+        doc: "Absolute paths of the filesystems whose usage is watched (comma-separated in \
+              the environment).",
+        kind: Kind::AbsPaths(field!(resources.mounts)),
+    },
+    KeyInfo {
+        key: "resources.history",
+        doc: "Samples kept in memory per session, for reports.",
+        kind: Kind::Int {
+            field: IntField::U32(field!(resources.history)),
+            min: 1,
+            max: 10000,
+            pow2: false,
+        },
+    },
+    KeyInfo {
+        key: "alerts.memory_percent",
+        doc: "Alert when host memory use is above this percentage.",
+        kind: Kind::Float {
+            field: FloatField::F64(field!(alerts.memory_percent)),
+            max: 100.0,
+        },
+    },
+    KeyInfo {
+        key: "alerts.disk_percent",
+        doc: "Alert when a watched filesystem's use is above this percentage.",
+        kind: Kind::Float {
+            field: FloatField::F64(field!(alerts.disk_percent)),
+            max: 100.0,
+        },
+    },
+    KeyInfo {
+        key: "alerts.session_rss_mb",
+        doc: "Alert when a session's total resident memory is above this many MiB (0 disables).",
+        kind: Kind::Int {
+            field: IntField::U64(field!(alerts.session_rss_mb)),
+            min: 0,
+            max: TOML_INT_MAX,
+            pow2: false,
+        },
+    },
+    KeyInfo {
+        key: "alerts.cooldown_secs",
+        doc: "Minimum seconds between two alerts of the same kind about the same subject.",
+        kind: Kind::Int {
+            field: IntField::Secs(field!(alerts.cooldown)),
+            min: 0,
+            max: TOML_INT_MAX,
+            pow2: false,
+        },
+    },
+];
+
+/// Every configuration key, top-level first, then by section (the order of [`SAMPLE`]).
+/// `[[rules]]` is not a key: see [`Rule`] and the module documentation.
+pub fn keys() -> &'static [KeyInfo] {
+    &KEYS
+}
+
+/// The key with this dotted name.
+pub fn lookup(key: &str) -> Option<&'static KeyInfo> {
+    KEYS.iter().find(|info| info.key == key)
+}
+
+impl KeyInfo {
+    /// The dotted name: `alerts.memory_percent`, `data_dir`.
+    pub fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// The section, None for a top-level key.
+    pub fn section(&self) -> Option<&'static str> {
+        self.key.split_once('.').map(|(section, _)| section)
+    }
+
+    /// The name within its section.
+    pub fn name(&self) -> &'static str {
+        self.key.split_once('.').map_or(self.key, |(_, name)| name)
+    }
+
+    /// One line saying what the key does.
+    pub fn doc(&self) -> &'static str {
+        self.doc
+    }
+
+    /// The environment variable that overrides it: `CLAUDE_MONITOR_ALERTS_MEMORY_PERCENT`.
+    pub fn env_var(&self) -> String {
+        format!(
+            "{ENV_PREFIX}{}",
+            self.key.replace('.', "_").to_ascii_uppercase()
+        )
+    }
+
+    /// The flag name [`Source::Flag`] records for it: `--alerts-memory-percent`.
+    pub fn flag(&self) -> String {
+        flag_name(self.key)
+    }
+
+    /// The type and allowed values, for documentation: `integer, 1..=100`.
+    pub fn value_type(&self) -> String {
+        match &self.kind {
+            Kind::Bool(_) => "boolean".into(),
+            Kind::Signals(_) => {
+                let names: Vec<String> = IgnoredSignals::ALL
+                    .iter()
+                    .map(|v| format!("\"{}\"", v.as_str()))
+                    .collect();
+                format!("string, one of {}", names.join(", "))
+            }
+            Kind::Int { min, max, pow2, .. } => {
+                format!("integer, {}", int_range(*min, *max, *pow2, 0))
+            }
+            Kind::Float { max, .. } => format!("number, {}", float_range(*max)),
+            Kind::Path(_) => "string (path)".into(),
+            Kind::AbsPaths(_) => "array of strings (absolute paths)".into(),
+        }
+    }
+
+    /// The default value as TOML.
+    pub fn default_value(&self) -> String {
+        self.toml_value(&Config::default()).to_string()
+    }
+
+    /// The current value in `config` as TOML.
+    pub(super) fn toml_value(&self, config: &Config) -> toml::Value {
+        use toml::Value as V;
+        match &self.kind {
+            Kind::Bool(f) => V::Boolean(*(f.get)(config)),
+            Kind::Signals(f) => V::String((f.get)(config).as_str().into()),
+            Kind::Int { field, .. } => {
+                let v = match field {
+                    IntField::U32(f) => u64::from(*(f.get)(config)),
+                    IntField::U64(f) => *(f.get)(config),
+                    IntField::Secs(f) => (f.get)(config).as_secs(),
+                };
+                V::Integer(i64::try_from(v).unwrap_or(i64::MAX))
+            }
+            Kind::Float { field, .. } => V::Float(match field {
+                FloatField::F64(f) => *(f.get)(config),
+                FloatField::Secs(f) => (f.get)(config).as_secs_f64(),
+            }),
+            Kind::Path(f) => V::String(path_text((f.get)(config))),
+            Kind::AbsPaths(f) => V::Array(
+                (f.get)(config)
+                    .iter()
+                    .map(|p| V::String(path_text(p)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Parses, checks and stores one value.
+    pub(super) fn apply(
+        &self,
+        config: &mut Config,
+        raw: Raw<'_>,
+        origin: &Source,
+    ) -> Result<(), ConfigError> {
+        let cx = Cx {
+            key: self.key,
+            origin,
+        };
+        match &self.kind {
+            Kind::Bool(f) => *(f.set)(config) = cx.bool(raw)?,
+            Kind::Signals(f) => {
+                let s = cx.string(raw)?;
+                *(f.set)(config) = IgnoredSignals::parse(&s)
+                    .ok_or_else(|| cx.bad_value(format!("{s:?}"), "\"filter\" or \"report\""))?;
+            }
+            Kind::Int {
+                field,
+                min,
+                max,
+                pow2,
+            } => {
+                let raw_value = cx.int(raw)?;
+                let checked = u64::try_from(raw_value)
+                    .ok()
+                    .filter(|v| (*min..=*max).contains(v) && (!*pow2 || v.is_power_of_two()));
+                let out_of_range = || {
+                    cx.out_of_range(
+                        raw_value.to_string(),
+                        int_range(*min, *max, *pow2, raw_value),
+                    )
+                };
+                let Some(v) = checked else {
+                    return Err(out_of_range());
+                };
+                match field {
+                    IntField::U32(f) => {
+                        *(f.set)(config) = u32::try_from(v).map_err(|_| out_of_range())?;
+                    }
+                    IntField::U64(f) => *(f.set)(config) = v,
+                    IntField::Secs(f) => *(f.set)(config) = Duration::from_secs(v),
+                }
+            }
+            Kind::Float { field, max } => {
+                let v = cx.float(raw)?;
+                // Written so that NaN fails too.
+                if !(v > 0.0 && v <= *max) {
+                    return Err(cx.out_of_range(v.to_string(), float_range(*max)));
+                }
+                match field {
+                    FloatField::F64(f) => *(f.set)(config) = v,
+                    FloatField::Secs(f) => *(f.set)(config) = Duration::from_secs_f64(v),
+                }
+            }
+            Kind::Path(f) => {
+                let s = cx.string(raw)?;
+                if s.is_empty() {
+                    return Err(cx.bad_value("\"\"".into(), "a path"));
+                }
+                *(f.set)(config) = PathBuf::from(s);
+            }
+            Kind::AbsPaths(f) => {
+                let items: Vec<String> = match raw {
+                    Raw::Toml(toml::Value::Array(items)) => items
+                        .iter()
+                        .map(|item| match item {
+                            toml::Value::String(s) => Ok(s.clone()),
+                            other => Err(cx.wrong_type("an array of strings", other.type_str())),
+                        })
+                        .collect::<Result<_, _>>()?,
+                    Raw::Toml(other) => {
+                        return Err(cx.wrong_type("an array of strings", other.type_str()));
+                    }
+                    Raw::Text(s) => s
+                        .split(',')
+                        .filter(|item| !item.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                };
+                let mut paths = Vec::with_capacity(items.len());
+                for item in items {
+                    if !item.starts_with('/') {
+                        return Err(cx.bad_value(format!("{item:?}"), "an absolute path"));
+                    }
+                    paths.push(PathBuf::from(item));
+                }
+                *(f.set)(config) = paths;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `data_dir` -> `--data-dir`, `alerts.memory_percent` -> `--alerts-memory-percent`.
+pub fn flag_name(key: &str) -> String {
+    format!("--{}", key.replace(['.', '_'], "-"))
+}
+
+/// The allowed range, phrased for `value` (a key with no real upper bound still has TOML's).
+pub(super) fn int_range(min: u64, max: u64, pow2: bool, value: i128) -> String {
+    if pow2 {
+        format!("a power of two between {min} and {max}")
+    } else if max == TOML_INT_MAX && value > i128::from(max) {
+        format!("at most {max}")
+    } else if max == TOML_INT_MAX {
+        format!("at least {min}")
+    } else {
+        format!("{min}..={max}")
+    }
+}
+
+pub(super) fn float_range(max: f64) -> String {
+    format!("greater than 0, at most {max}")
+}
+
+/// Paths are written to TOML as text; a non-UTF-8 path cannot be, so it is shown lossily.
+pub(super) fn path_text(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}

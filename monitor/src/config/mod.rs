@@ -1,0 +1,264 @@
+//! The daemon's configuration: a TOML file, environment variables and command-line flags.
+//!
+//! Layers, each overriding the one before, key by key:
+//!
+//! 1. built-in defaults ([`Config::default`], documented in [`SAMPLE`]);
+//! 2. the file, [`DEFAULT_PATH`] or the one given with `--config` (an absent file at the
+//!    default path means "all defaults"; an absent file named explicitly is an error, since
+//!    the operator clearly meant to use it);
+//! 3. environment variables `CLAUDE_MONITOR_<SECTION>_<KEY>` (`CLAUDE_MONITOR_DATA_DIR` for
+//!    the top-level key); a variable set to the empty string counts as unset;
+//! 4. command-line flags, passed in by the caller as `(dotted key, value)` pairs.
+//!
+//! Only variables whose name maps to a known key are ever looked up, so other
+//! `CLAUDE_MONITOR_*` variables (used by other tools) are never errors. `[[rules]]` come only
+//! from the file: there is no environment or flag form for them.
+//!
+//! Every key lives in one table ([`keys`]) that drives parsing, range checks, the
+//! environment and flag names, [`render`] and the documentation, so they cannot drift apart.
+//! Errors name the dotted key and where the value came from (file path, environment
+//! variable or flag), because the operator has to find the line to fix.
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+
+use crate::claude::detect::Rule;
+
+mod error;
+mod keys;
+mod load;
+mod render;
+
+pub use self::{error::*, keys::*, load::*, render::*};
+
+/// Where the daemon looks when no `--config` is given.
+pub const DEFAULT_PATH: &str = "/etc/claude-monitor/config.toml";
+
+/// Prefix of the environment variables that override keys.
+pub const ENV_PREFIX: &str = "CLAUDE_MONITOR_";
+
+/// The effective configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// `data_dir`: where reports and logs are written.
+    pub data_dir: PathBuf,
+    pub watch: Watch,
+    pub kernel: Kernel,
+    pub logs: Logs,
+    pub resources: Resources,
+    pub alerts: Alerts,
+    /// `[[rules]]`: extra agent/program detection rules, after the built-in ones. Already
+    /// validated by [`Detector::new`] when they come from [`load`].
+    pub rules: Vec<Rule>,
+}
+
+/// `[watch]`: what is reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watch {
+    /// `oom_all`: report every OOM kill on the host, whoever the victim is.
+    pub oom_all: bool,
+    /// `report_nonzero_exit`: write an exit report for any non-zero exit in a watched session.
+    pub report_nonzero_exit: bool,
+    /// `ignored_signals`: what to do with signals whose default action is to be ignored.
+    pub ignored_signals: IgnoredSignals,
+    /// `runtime_signals`: what to do with runtime signals: the non-fatal signals a process
+    /// sends itself (a runtime signalling its own threads) and their deliveries, and the
+    /// SIGKILL deliveries of a group exit to threads other than the leader.
+    pub runtime_signals: IgnoredSignals,
+}
+
+/// Signals whose default action is "ignore" (SIGCHLD, SIGURG, SIGWINCH) are
+/// frequent and almost never explain a death.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IgnoredSignals {
+    /// Dropped in the kernel, before they cost a ring-buffer slot.
+    #[default]
+    Filter,
+    /// Reported like any other signal.
+    Report,
+}
+
+impl IgnoredSignals {
+    pub const ALL: [IgnoredSignals; 2] = [IgnoredSignals::Filter, IgnoredSignals::Report];
+
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IgnoredSignals::Filter => "filter",
+            IgnoredSignals::Report => "report",
+        }
+    }
+
+    fn parse(s: &str) -> Option<IgnoredSignals> {
+        IgnoredSignals::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// `[kernel]`: how the kernel programs are loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Kernel {
+    /// `ring_buffer_kb`: ring-buffer size in KiB, a power of two in 4..=1048576.
+    pub ring_buffer_kb: u32,
+    /// `pin`: pin programs, links and the ring buffer under bpffs so that events are kept
+    /// while the daemon is down (restart, upgrade).
+    pub pin: bool,
+    /// `pin_dir`: the bpffs directory to pin under.
+    pub pin_dir: PathBuf,
+}
+
+impl Kernel {
+    /// The ring-buffer size in bytes (at most 1 GiB, so it fits).
+    pub fn ring_buffer_bytes(&self) -> u32 {
+        self.ring_buffer_kb.saturating_mul(1024)
+    }
+}
+
+/// `[logs]`: rotation of the daemon's files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Logs {
+    /// `max_bytes`: rotate a file once it is this big (at least 4096).
+    pub max_bytes: u64,
+    /// `keep`: rotated files kept, `<name>.1` .. `<name>.N`.
+    pub keep: u32,
+}
+
+/// `[resources]`: host and session resource sampling.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resources {
+    /// `system_interval_secs`: how often host memory, PSI and disks are sampled.
+    pub system_interval: Duration,
+    /// `session_interval_secs`: how often each session's processes are sampled.
+    pub session_interval: Duration,
+    /// `mounts`: absolute paths of the filesystems whose usage is watched.
+    pub mounts: Vec<PathBuf>,
+    /// `history`: per-session samples kept in memory for reports.
+    pub history: u32,
+}
+
+/// `[alerts]`: resource alert thresholds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Alerts {
+    /// `memory_percent`: host memory use that raises an alert, in (0, 100].
+    pub memory_percent: f64,
+    /// `disk_percent`: filesystem use that raises an alert, in (0, 100].
+    pub disk_percent: f64,
+    /// `session_rss_mb`: a session's total RSS that raises an alert; 0 disables.
+    pub session_rss_mb: u64,
+    /// `cooldown_secs`: minimum time between two alerts of the same kind and subject.
+    pub cooldown: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from("/var/lib/claude-monitor"),
+            watch: Watch::default(),
+            kernel: Kernel::default(),
+            logs: Logs::default(),
+            resources: Resources::default(),
+            alerts: Alerts::default(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl Default for Watch {
+    fn default() -> Watch {
+        Watch {
+            oom_all: true,
+            report_nonzero_exit: false,
+            ignored_signals: IgnoredSignals::Filter,
+            runtime_signals: IgnoredSignals::Filter,
+        }
+    }
+}
+
+impl Default for Kernel {
+    fn default() -> Kernel {
+        Kernel {
+            ring_buffer_kb: monitor_common::DEFAULT_RING_BYTES / 1024,
+            pin: true,
+            pin_dir: PathBuf::from("/sys/fs/bpf/claude-monitor"),
+        }
+    }
+}
+
+impl Default for Logs {
+    fn default() -> Logs {
+        Logs {
+            max_bytes: 10 * 1024 * 1024,
+            keep: 5,
+        }
+    }
+}
+
+impl Default for Resources {
+    fn default() -> Resources {
+        Resources {
+            system_interval: Duration::from_secs(30),
+            session_interval: Duration::from_secs(2),
+            mounts: vec![PathBuf::from("/")],
+            history: 30,
+        }
+    }
+}
+
+impl Default for Alerts {
+    fn default() -> Alerts {
+        Alerts {
+            memory_percent: 85.0,
+            disk_percent: 90.0,
+            session_rss_mb: 0,
+            cooldown: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// Where a value came from; also where a bad value came from in a [`ConfigError`].
+///
+/// Display is what [`render`] puts in its comments: `default`, the file path,
+/// `env CLAUDE_MONITOR_...`, `flag --...`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    /// The environment variable's name.
+    Env(String),
+    /// The flag, with its dashes: `--data-dir`.
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => f.write_str("default"),
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Env(var) => write!(f, "env {var}"),
+            Source::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+/// A loaded configuration and the provenance of each value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loaded {
+    pub config: Config,
+    /// Every key of [`keys`] by dotted name, plus `rules` ([`Source::Default`] when the file
+    /// has none).
+    pub sources: BTreeMap<String, Source>,
+    /// The file actually read (None when the default path does not exist).
+    pub file: Option<PathBuf>,
+}
+
+impl Loaded {
+    /// Where `key` (dotted) came from; [`Source::Default`] for a key not recorded.
+    pub fn source(&self, key: &str) -> &Source {
+        self.sources.get(key).unwrap_or(&Source::Default)
+    }
+}
+
+/// The documented configuration file with every key at its default (what the package
+/// installs as an example; it loads to [`Config::default`]).
+pub const SAMPLE: &str = include_str!("sample.toml");
+
+#[cfg(test)]
+mod tests;
