@@ -215,6 +215,12 @@ pub struct Exec {
 /// `Exit::flags`: the `group_dead` argument was not available; the exit was detected from
 /// `signal->live`.
 pub const EXIT_FLAG_LIVE_COUNTER: u32 = 1;
+/// `Exit::flags`: `task->exit_code` could not be read; `exit_status` is 0 and means nothing.
+pub const EXIT_FLAG_NO_STATUS: u32 = 1 << 1;
+/// `Exit::flags`: a CPU time counter could not be read; `utime_ns`/`stime_ns` mean nothing.
+pub const EXIT_FLAG_NO_TIMES: u32 = 1 << 2;
+/// `Exit::flags`: `signal->maxrss` could not be read; `maxrss_pages` means nothing.
+pub const EXIT_FLAG_NO_MAXRSS: u32 = 1 << 3;
 /// `Exec::flags`: `args`/`args_len` were read (the offsets exist and the area was mapped).
 pub const EXEC_FLAG_ARGS: u32 = 1;
 /// `Oom::flags`: the victim's memory figures were read (the victim still had an mm).

@@ -13,25 +13,28 @@
 //!                  │         │
 //!               pipeline ◄───┘        report ──► output, claude, host, signals
 //!                  │                    │
-//!        trace, daemon, cli  ◄──────────┘  (put everything together)
+//!     trace, daemon, cli, app ◄─────────┘  (put everything together)
 //! ```
 //!
-//! - [`event`]: the JSON schema, plain serialize-only data and enums of fixed values.
-//! - [`signals`]: signal, `si_code` and wait-status names, and the explanations table.
-//! - [`host`]: facts read from the host: the clock, cgroup paths, memory cgroup limits.
-//! - [`kernel`]: the running kernel's BTF, the field offsets the programs need, loading,
+//! - `event/`: the JSON schema, plain serialize-only data and enums of fixed values.
+//! - `signals/`: signal, `si_code` and wait-status names, and the explanations table.
+//! - `host/`: facts read from the host: the clock, cgroup paths, memory cgroup limits.
+//! - `kernel/`: the running kernel's BTF, the field offsets the programs need, loading,
 //!   attaching and pinning the eBPF programs, their counters.
-//! - [`claude`]: what is known about Claude Code: detection, its registry, its environment,
+//! - `claude/`: what is known about Claude Code: detection, its registry, its environment,
 //!   its transcripts.
-//! - [`pipeline`]: the ring-buffer engine, kernel records to events, the process table,
+//! - `pipeline/`: the ring-buffer engine, kernel records to events, the process table,
 //!   attribution to sessions and trees, the cause of each death, the hold for late tool
-//!   calls, scopes, and the [`pipeline::output::Output`] the engine writes to.
-//! - [`output`]: event lines (JSON and text) and rotating files.
-//! - [`report`]: exit reports: the decision (`mod`), the model, building, text, the store.
-//! - [`config`]: the daemon's configuration file and flags.
-//! - [`daemon`]: the long-running agent: its outputs, resource sampling, alerts, the
+//!   calls, scopes, and the `pipeline::output::Output` the engine writes to.
+//! - `output/`: event lines (JSON and text) and rotating files.
+//! - `report/`: exit reports: the decision (`mod`), the model, building, text, the store.
+//! - `config/`: the daemon's configuration file and flags.
+//! - `daemon/`: the long-running agent: its outputs, resource sampling, alerts, the
 //!   systemd unit.
-//! - [`trace`] and [`cli`]: the `trace` command and the command line.
+//! - `trace` and `cli`: the `trace` command and the command line.
+//! - `app`: the binary's `main`: each command, and the exit status decided in one place.
+//! - `diag`: the agent's own diagnostics, named events through `tracing` (any module
+//!   may emit them).
 //!
 //! Unit tests live beside their module, in `<module>/tests.rs` where they are long.
 
@@ -43,6 +46,8 @@ macro_rules! names {
     ($ty:ident { $($variant:ident => $name:literal),* $(,)? }) => {
         impl $ty {
             /// Every value, in declaration order.
+            #[cfg(test)]
+            #[allow(dead_code, reason = "tests iterate the enums they check")]
             pub const ALL: &'static [$ty] = &[$($ty::$variant),*];
 
             /// The name in the JSON stream.
@@ -61,19 +66,21 @@ macro_rules! names {
     };
 }
 
-pub mod claude;
-pub mod cli;
-pub mod config;
-pub mod daemon;
-pub mod event;
-pub mod host;
-pub mod kernel;
+pub mod app;
+mod claude;
+mod cli;
+mod config;
+mod daemon;
+mod diag;
+mod event;
+mod host;
+mod kernel;
 #[cfg(test)]
 mod layering;
-pub mod output;
-pub mod pipeline;
-pub mod report;
-pub mod signals;
+mod output;
+mod pipeline;
+mod report;
+mod signals;
 #[cfg(test)]
 pub(crate) mod testutil;
-pub mod trace;
+mod trace;

@@ -10,7 +10,10 @@
 //! group is dead, keyed by tgid: the last thread out need not be the leader.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use monitor_common::{COMM_LEN, EXIT_FLAG_LIVE_COUNTER, Exit, Kind};
+use monitor_common::{
+    COMM_LEN, EXIT_FLAG_LIVE_COUNTER, EXIT_FLAG_NO_MAXRSS, EXIT_FLAG_NO_STATUS, EXIT_FLAG_NO_TIMES,
+    Exit, Kind,
+};
 
 use super::{header, reserve, submit};
 use crate::{
@@ -40,7 +43,7 @@ pub fn sched_process_exit_legacy(ctx: BtfTracePointContext) -> i32 {
 }
 
 #[inline(always)]
-fn try_exit(task: Task, flags: u32) {
+fn try_exit(task: Task, mut flags: u32) {
     // The tracepoint runs in the exiting task (`task == current`): ids, uid and comm come
     // from helpers, cheaper than reading the task.
     let signal = kernel::signal(task);
@@ -58,19 +61,38 @@ fn try_exit(task: Task, flags: u32) {
     // CPU time of the whole group: threads already reaped are folded into signal->utime; this
     // thread and a zombie leader (when the last thread out is not the leader) are not yet.
     let leader = kernel::read_ptr(task, off!(task_group_leader));
-    let mut utime = read::<u64>(signal, off!(signal_utime)).unwrap_or(0)
-        + read::<u64>(task, off!(task_utime)).unwrap_or(0);
-    let mut stime = read::<u64>(signal, off!(signal_stime)).unwrap_or(0)
-        + read::<u64>(task, off!(task_stime)).unwrap_or(0);
+    // A failed read is flagged (the agent then says "unknown"), never taken for a zero.
+    let mut times_ok = true;
+    let mut time = |base, offset| match read::<u64>(base, offset) {
+        Some(v) => v,
+        None => {
+            times_ok = false;
+            0
+        }
+    };
+    let mut utime = time(signal, off!(signal_utime)) + time(task, off!(task_utime));
+    let mut stime = time(signal, off!(signal_stime)) + time(task, off!(task_stime));
     let thread_comm = aya_ebpf::helpers::bpf_get_current_comm().unwrap_or([0; 16]);
     // The process's name is its leader's (a zombie leader's task, and comm, live on until
     // the group is reaped); the last thread out may be a runtime's worker thread.
     let mut comm = thread_comm;
     if !leader.is_null() && leader != task {
-        utime += read::<u64>(leader, off!(task_utime)).unwrap_or(0);
-        stime += read::<u64>(leader, off!(task_stime)).unwrap_or(0);
+        utime += time(leader, off!(task_utime));
+        stime += time(leader, off!(task_stime));
         comm = read::<[u8; COMM_LEN]>(leader, off!(task_comm)).unwrap_or(thread_comm);
     }
+
+    if !times_ok {
+        flags |= EXIT_FLAG_NO_TIMES;
+    }
+    let exit_status = read::<u32>(task, off!(task_exit_code)).unwrap_or_else(|| {
+        flags |= EXIT_FLAG_NO_STATUS;
+        0
+    });
+    let maxrss = read::<u64>(signal, off!(signal_maxrss)).unwrap_or_else(|| {
+        flags |= EXIT_FLAG_NO_MAXRSS;
+        0
+    });
 
     let e = entry.as_mut_ptr();
     // SAFETY: `e` points to a reserved, exclusively owned ring-buffer slot of size_of::<Exit>().
@@ -79,9 +101,9 @@ fn try_exit(task: Task, flags: u32) {
         (*e).thread_comm = thread_comm;
         (*e).ppid = kernel::ppid(task);
         (*e).uid = aya_ebpf::helpers::bpf_get_current_uid_gid() as u32;
-        (*e).exit_status = read::<u32>(task, off!(task_exit_code)).unwrap_or(0);
+        (*e).exit_status = exit_status;
         (*e).flags = flags;
-        (*e).maxrss_pages = read::<u64>(signal, off!(signal_maxrss)).unwrap_or(0);
+        (*e).maxrss_pages = maxrss;
         (*e).utime_ns = utime;
         (*e).stime_ns = stime;
         // The process started when its leader did (the last thread out may be younger).

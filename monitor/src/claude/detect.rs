@@ -209,10 +209,6 @@ impl Detector {
         Ok(Detector { rules })
     }
 
-    pub fn rules(&self) -> &[Rule] {
-        &self.rules
-    }
-
     /// What the kernel's exec prefilter needs to flag every process these rules could match
     /// (see `SCOPE_SESSIONS`): the comms of the built-in shapes, and for each configured rule
     /// its exact comm, else the literal file name of its `exe_glob`. A rule that gives

@@ -177,10 +177,7 @@ impl Registry {
         }
     }
 
-    pub fn dirs(&self) -> &[PathBuf] {
-        &self.dirs
-    }
-
+    #[cfg(test)]
     /// The session of the process `pid` whose start time is `proc_start_ticks`, if one of
     /// the directories has a valid entry for exactly that process.
     pub fn lookup(&self, pid: u32, proc_start_ticks: u64) -> Option<SessionInfo> {
@@ -247,6 +244,7 @@ impl Registry {
         None
     }
 
+    #[cfg(test)]
     /// Every entry whose process is alive: `proc_start(pid)` gives the start time of the
     /// process holding `pid` now (`None` when there is none), e.g. [`read_start_ticks`].
     /// Sorted by pid. For the start-up scan and for finding a session by its id.
@@ -376,6 +374,7 @@ pub fn candidate_homes() -> Vec<PathBuf> {
     homes
 }
 
+#[cfg(test)]
 /// The start time of the process `pid` now, as the registry's `procStart` records it.
 pub fn read_start_ticks(pid: u32) -> io::Result<u64> {
     crate::host::proc::read_stat(std::path::Path::new(crate::host::proc::PROC), pid)

@@ -196,11 +196,13 @@ impl TranscriptTail {
         &self.path
     }
 
+    #[cfg(test)]
     /// Bytes consumed so far (complete lines plus the held-back partial line).
     pub fn offset(&self) -> u64 {
         self.offset
     }
 
+    #[cfg(test)]
     pub fn stats(&self) -> TailStats {
         self.state.stats
     }
@@ -271,11 +273,13 @@ impl TranscriptTail {
         self.state.restart();
     }
 
+    #[cfg(test)]
     /// Tool calls without a result yet, oldest first.
     pub fn in_flight(&self) -> impl Iterator<Item = &ToolCall> {
         self.state.in_flight.iter()
     }
 
+    #[cfg(test)]
     /// The in-flight call with this tool_use id.
     pub fn get(&self, id: &str) -> Option<&ToolCall> {
         self.state.in_flight.iter().find(|c| c.id == id)

@@ -60,6 +60,13 @@ pub(super) enum Kind {
 /// One configuration key: see [`keys`].
 pub struct KeyInfo {
     pub(super) key: &'static str,
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the documentation of the key, checked against the sample file by a test"
+        )
+    )]
     pub(super) doc: &'static str,
     pub(super) kind: Kind,
 }
@@ -213,6 +220,7 @@ pub(super) static KEYS: [KeyInfo; 18] = [
     },
 ];
 
+#[cfg(test)]
 /// Every configuration key, top-level first, then by section (the order of [`SAMPLE`]).
 /// `[[rules]]` is not a key: see [`Rule`] and the module documentation.
 pub fn keys() -> &'static [KeyInfo] {
@@ -225,6 +233,7 @@ pub fn lookup(key: &str) -> Option<&'static KeyInfo> {
 }
 
 impl KeyInfo {
+    #[cfg(test)]
     /// The dotted name: `alerts.memory_percent`, `data_dir`.
     pub fn key(&self) -> &'static str {
         self.key
@@ -240,6 +249,7 @@ impl KeyInfo {
         self.key.split_once('.').map_or(self.key, |(_, name)| name)
     }
 
+    #[cfg(test)]
     /// One line saying what the key does.
     pub fn doc(&self) -> &'static str {
         self.doc
@@ -258,6 +268,7 @@ impl KeyInfo {
         flag_name(self.key)
     }
 
+    #[cfg(test)]
     /// The type and allowed values, for documentation: `integer, 1..=100`.
     pub fn value_type(&self) -> String {
         match &self.kind {
@@ -278,6 +289,7 @@ impl KeyInfo {
         }
     }
 
+    #[cfg(test)]
     /// The default value as TOML.
     pub fn default_value(&self) -> String {
         self.toml_value(&Config::default()).to_string()

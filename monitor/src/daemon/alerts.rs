@@ -30,6 +30,13 @@ pub enum AlertKind {
     OomKill,
 }
 
+names!(AlertKind {
+    Memory => "memory",
+    Disk => "disk",
+    SessionRss => "session_rss",
+    OomKill => "oom_kill",
+});
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Unit {
     #[serde(rename = "percent")]
@@ -99,10 +106,6 @@ impl Alerter {
             thresholds,
             last: HashMap::new(),
         }
-    }
-
-    pub fn thresholds(&self) -> &AlertThresholds {
-        &self.thresholds
     }
 
     /// Memory and disk alerts for a host sample. `now` is injectable for tests.

@@ -32,6 +32,7 @@ use self::{
 use crate::{
     claude::detect::Detector,
     config::{self, Config, IgnoredSignals},
+    diag,
     event::StopReason,
     event::{Body, Event},
     host::cgroups::MemoryHierarchy,
@@ -85,11 +86,7 @@ impl Log {
         match result {
             Ok(()) => {
                 if self.failing {
-                    eprintln!(
-                        "claude-monitor: {} is writable again ({} lines were lost)",
-                        self.path.display(),
-                        self.errors
-                    );
+                    diag::log_writable_again(&self.path, self.errors);
                     self.failing = false;
                 }
             }
@@ -97,11 +94,7 @@ impl Log {
                 self.errors += 1;
                 self.file = None;
                 if !self.failing {
-                    eprintln!(
-                        "claude-monitor: error: cannot write {} ({e}); the agent keeps running \
-                         and will retry; lines are lost until it works",
-                        self.path.display()
-                    );
+                    diag::log_write_failed(&self.path, e);
                     self.failing = true;
                 }
             }
@@ -111,7 +104,7 @@ impl Log {
     fn write_json(&mut self, value: &impl Serialize) {
         match serde_json::to_vec(value) {
             Ok(line) => self.write(&line),
-            Err(e) => tracing::warn!("{}: cannot serialize: {e}", self.name),
+            Err(e) => diag::unserializable(self.name, e),
         }
     }
 
@@ -188,7 +181,7 @@ impl DaemonOutput {
             // A closed stdout ends the daemon at its next event write, not here.
             let _ = print_line(&event).and_then(|()| std::io::stdout().flush());
         }
-        tracing::warn!("alert: {}", alert.message);
+        diag::alert(alert.kind, &alert.message);
     }
 
     fn report(&mut self, event: &Event, reason: report::Reason, attributor: &Attributor) {
@@ -237,14 +230,11 @@ impl DaemonOutput {
         match self.reports.write(&report) {
             Ok(path) => {
                 self.reports_written += 1;
-                tracing::info!("report {}: {}", path.display(), report.summary);
+                diag::report_written(&path, &report.summary);
             }
             Err(e) => {
                 self.report_errors += 1;
-                eprintln!(
-                    "claude-monitor: error: cannot write report {} ({e}); the agent keeps running",
-                    report.id
-                );
+                diag::report_write_failed(&report.id, e);
             }
         }
     }
@@ -320,12 +310,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let reports_dir = cfg.data_dir.join("reports");
     for dir in [&logs_dir, &reports_dir] {
         if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!(
-                "claude-monitor: error: cannot create {} ({e}); events, reports and logs \
-                 cannot be written there until it works (set data_dir or --data-dir); the \
-                 agent keeps running",
-                dir.display()
-            );
+            diag::data_dir_unwritable(dir, e);
         }
     }
 
@@ -366,19 +351,15 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     // the programs this start replaced.
     engine.drain_previous(&mut out)?;
     engine.drain(ring.get_mut(), &mut out)?;
-    eprintln!(
-        "claude-monitor: daemon started: data in {}, {} session(s) found, pinned objects {}",
-        cfg.data_dir.display(),
-        engine.attributor.sessions().len(),
-        match &start.body {
-            Body::AgentStart(s) => s
-                .pin
-                .as_ref()
-                .map(|p| format!("{} in {}", p.state, p.dir.display()))
-                .unwrap_or_else(|| "off".into()),
-            _ => String::new(),
-        }
-    );
+    let pinned = match &start.body {
+        Body::AgentStart(s) => s
+            .pin
+            .as_ref()
+            .map(|p| format!("{} in {}", p.state, p.dir.display()))
+            .unwrap_or_else(|| "off".into()),
+        _ => String::new(),
+    };
+    diag::daemon_started(&cfg.data_dir, engine.attributor.sessions().len(), &pinned);
 
     let mut tick = tokio::time::interval(COUNTER_PERIOD);
     let mut system_tick = tokio::time::interval(cfg.resources.system_interval);
@@ -428,16 +409,13 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                 match config::load_with_process_env(opts.config_path.as_deref(), &opts.flags) {
                     Ok(new) => {
                         let new = new.config;
-                        if new.kernel != cfg.kernel || new.rules != cfg.rules
-                            || new.watch.oom_all != cfg.watch.oom_all
-                            || new.watch.ignored_signals != cfg.watch.ignored_signals
-                            || new.watch.runtime_signals != cfg.watch.runtime_signals
-                            || new.data_dir != cfg.data_dir
-                        {
-                            eprintln!("claude-monitor: configuration reloaded; changes to data_dir, [kernel], [[rules]], watch.oom_all, watch.ignored_signals and watch.runtime_signals take effect at the next start");
-                        } else {
-                            eprintln!("claude-monitor: configuration reloaded");
-                        }
+                        diag::config_reloaded(
+                            new.kernel != cfg.kernel || new.rules != cfg.rules
+                                || new.watch.oom_all != cfg.watch.oom_all
+                                || new.watch.ignored_signals != cfg.watch.ignored_signals
+                                || new.watch.runtime_signals != cfg.watch.runtime_signals
+                                || new.data_dir != cfg.data_dir,
+                        );
                         out.report_nonzero_exit = new.watch.report_nonzero_exit;
                         out.alerter = Alerter::new(thresholds(&new));
                         system_tick = tokio::time::interval(new.resources.system_interval);
@@ -445,7 +423,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                         let keep_data_dir = cfg.data_dir.clone();
                         cfg = Config { data_dir: keep_data_dir, kernel: cfg.kernel.clone(), rules: cfg.rules.clone(), ..new };
                     }
-                    Err(e) => eprintln!("claude-monitor: error: configuration not reloaded: {e}"),
+                    Err(e) => diag::config_not_reloaded(e),
                 }
             }
             _ = &mut deadline => break StopReason::Duration,
@@ -462,17 +440,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     for l in [&mut system_log, &mut sessions_log, &mut out.alerts_log] {
         l.flush();
     }
-    eprintln!(
-        "claude-monitor: daemon stopped ({reason}): {} events, {} reports written{}",
-        engine.written,
-        out.reports_written,
-        if cfg.kernel.pin {
-            "; the kernel programs stay pinned and keep recording until the next start \
-             (`claude-monitor daemon --unpin` removes them)"
-        } else {
-            ""
-        }
-    );
+    diag::daemon_stopped(reason, engine.written, out.reports_written, cfg.kernel.pin);
     Ok(())
 }
 
@@ -517,19 +485,11 @@ fn sample_sessions(
 }
 
 /// `daemon --unpin`: removes the pinned programs, links and maps (the kernel stops
-/// recording for the agent).
-pub fn unpin(dir: &Path) -> Result<()> {
+/// recording for the agent); whether anything was pinned.
+pub fn unpin(dir: &Path) -> Result<bool> {
     crate::kernel::loader::check_privileges()?;
     let existed = dir.exists();
     crate::kernel::loader::pin::remove(dir)?;
     crate::kernel::loader::pin::remove(&crate::kernel::loader::pin::staging_dir(dir))?;
-    if existed {
-        eprintln!(
-            "claude-monitor: removed the pinned objects in {}",
-            dir.display()
-        );
-    } else {
-        eprintln!("claude-monitor: nothing pinned in {}", dir.display());
-    }
-    Ok(())
+    Ok(existed)
 }

@@ -393,6 +393,7 @@ impl SessionSampler {
         }
     }
 
+    #[cfg(test)]
     /// Drops what is remembered about a session (call when it ends).
     pub fn forget(&mut self, session_id: &str) {
         self.sessions.remove(session_id);
@@ -479,6 +480,7 @@ impl History {
         ring.iter().skip(ring.len().saturating_sub(n)).collect()
     }
 
+    #[cfg(test)]
     /// Forgets a session's samples.
     pub fn remove(&mut self, session_id: &str) {
         self.rings.remove(session_id);

@@ -21,8 +21,6 @@ use crate::output::rotate::write_atomic;
 pub const UNIT_NAME: &str = "claude-monitor.service";
 /// Where administrators' units live (not /lib/systemd/system, which belongs to packages).
 pub const UNIT_DIR: &str = "/etc/systemd/system";
-/// [`UNIT_DIR`]/[`UNIT_NAME`].
-pub const UNIT_PATH: &str = "/etc/systemd/system/claude-monitor.service";
 
 /// `Documentation=` of the unit: the package's repository. monitor/Cargo.toml does not
 /// inherit `repository` from the workspace yet, so fall back to the workspace's value.

@@ -113,6 +113,9 @@ pub enum CauseKind {
     Killed,
     /// The kernel sent the fatal signal (`SI_KERNEL`), not a process and not a fault.
     KilledByKernel,
+    /// The kernel program could not read the exit status (`exit_code` and `signal` are
+    /// null): the agent does not guess.
+    Unknown,
 }
 
 names!(CauseKind {
@@ -122,4 +125,5 @@ names!(CauseKind {
     OomKilled => "oom_killed",
     Killed => "killed",
     KilledByKernel => "killed_by_kernel",
+    Unknown => "unknown",
 });

@@ -39,12 +39,14 @@ pub struct Exit {
     pub signal: Option<u8>,
     pub signal_name: Option<String>,
     pub core_dumped: bool,
-    pub peak_rss_kb: u64,
+    /// `null` when the kernel could not read it.
+    pub peak_rss_kb: Option<u64>,
     /// Peak RSS of the process's own (last) image, without what exec carried over from the
     /// parent's image; null when the kernel could not give it.
     pub own_peak_rss_kb: Option<u64>,
-    pub utime_ms: f64,
-    pub stime_ms: f64,
+    /// `null` (both) when the kernel could not read a CPU time counter.
+    pub utime_ms: Option<f64>,
+    pub stime_ms: Option<f64>,
     pub duration_ms: f64,
     pub memcg_id: Option<u64>,
     /// Path of the memory cgroup inside its hierarchy, resolved by the agent.

@@ -45,11 +45,13 @@ impl RotatingFile {
         Ok(rf)
     }
 
+    #[cfg(test)]
     /// The path of the current (newest) file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    #[cfg(test)]
     /// Bytes in the current file, as far as this writer knows.
     pub fn size(&self) -> u64 {
         self.size
@@ -103,6 +105,7 @@ impl RotatingFile {
         }
     }
 
+    #[cfg(test)]
     /// Asks the kernel to put the written lines on disk (`fdatasync`).
     pub fn sync(&mut self) -> io::Result<()> {
         match self.file.as_mut() {

@@ -41,6 +41,7 @@ impl<W: Write> Sink<W> {
         self.out.flush()
     }
 
+    #[cfg(test)]
     pub fn into_inner(self) -> W {
         self.out
     }
@@ -99,6 +100,7 @@ pub fn text_line(e: &Event) -> String {
                     None => format!("exited {code} from a signal handler"),
                 },
                 (Some(code), _) => format!("exited {code}"),
+                (None, "unknown") => "ended (exit status unreadable)".to_owned(),
                 (None, "oom_killed") => "OOM-killed".to_owned(),
                 (None, "crashed") => format!("crashed with {signal}{core}"),
                 (None, "killed_by_kernel") => format!("killed by the kernel with {signal}{core}"),
@@ -107,12 +109,14 @@ pub fn text_line(e: &Event) -> String {
                     None => format!("killed by {signal}{core}"),
                 },
             };
+            let cpu = match (x.utime_ms, x.stime_ms) {
+                (Some(u), Some(s)) => format!("{u:.1}ms user {s:.1}ms sys"),
+                _ => "unknown".to_owned(),
+            };
             format!(
-                "{how}, ran {:.1}ms, peak rss {}, cpu {:.1}ms user {:.1}ms sys, ppid {}",
+                "{how}, ran {:.1}ms, peak rss {}, cpu {cpu}, ppid {}",
                 x.duration_ms,
-                kib(x.peak_rss_kb),
-                x.utime_ms,
-                x.stime_ms,
+                x.peak_rss_kb.map_or_else(|| "unknown".to_owned(), kib),
                 x.ppid
             )
         }

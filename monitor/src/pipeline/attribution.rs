@@ -47,7 +47,6 @@ pub struct Session {
     pub agent: String,
     pub root: ProcId,
     pub version: Option<String>,
-    pub rule: String,
     pub cwd: Option<String>,
     pub claude_session_id: Option<String>,
     /// The Claude Code configuration directory its registry entry was found in.
@@ -205,7 +204,6 @@ impl Attributor {
             agent: detection.agent,
             root: id,
             version,
-            rule: detection.rule,
             cwd: None,
             claude_session_id: None,
             config_dir: None,

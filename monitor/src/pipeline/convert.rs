@@ -1,6 +1,8 @@
 //! Kernel records to events: the one place wire values become schema values.
 
-use monitor_common::{OOM_FLAG_MEMORY, Record};
+use monitor_common::{
+    EXIT_FLAG_NO_MAXRSS, EXIT_FLAG_NO_STATUS, EXIT_FLAG_NO_TIMES, OOM_FLAG_MEMORY, Record,
+};
 
 use crate::{
     event::{
@@ -49,13 +51,16 @@ impl Converter {
         match record {
             Record::Exit(e) => {
                 let h = &e.header;
+                let status_read = e.flags & EXIT_FLAG_NO_STATUS == 0;
                 let (exit_code, signal, core_dumped) = match WaitStatus::decode(e.exit_status) {
+                    _ if !status_read => (None, None, false),
                     WaitStatus::Exited(code) => (Some(code), None, false),
                     WaitStatus::Signaled {
                         signal,
                         core_dumped,
                     } => (None, Some(signal), core_dumped),
                 };
+                let times_read = e.flags & EXIT_FLAG_NO_TIMES == 0;
                 self.event(
                     h.ts_ns,
                     h.pid,
@@ -69,18 +74,19 @@ impl Converter {
                         signal,
                         signal_name: signal.and_then(|s| signal_name(i32::from(s))),
                         core_dumped,
-                        peak_rss_kb: e.maxrss_pages * self.page_kb,
+                        peak_rss_kb: (e.flags & EXIT_FLAG_NO_MAXRSS == 0)
+                            .then_some(e.maxrss_pages * self.page_kb),
                         own_peak_rss_kb: (e.mm_peak_pages > 0)
                             .then_some(e.mm_peak_pages * self.page_kb),
-                        utime_ms: ms(e.utime_ns),
-                        stime_ms: ms(e.stime_ns),
+                        utime_ms: times_read.then(|| ms(e.utime_ns)),
+                        stime_ms: times_read.then(|| ms(e.stime_ns)),
                         duration_ms: ms(h.ts_ns.saturating_sub(e.start_boottime_ns)),
                         memcg_id: (e.memcg_id != 0).then_some(e.memcg_id),
                         memcg_path: None,
-                        cause: Cause::only(if exit_code.is_some() {
-                            CauseKind::Exited
-                        } else {
-                            CauseKind::Killed
+                        cause: Cause::only(match (exit_code, signal) {
+                            (Some(_), _) => CauseKind::Exited,
+                            (None, Some(_)) => CauseKind::Killed,
+                            (None, None) => CauseKind::Unknown,
                         }),
                     }),
                 )
@@ -268,6 +274,10 @@ mod tests {
     }
 
     fn exit_json(pid: u32, tid: u32) -> serde_json::Value {
+        exit_json_with(pid, tid, 0, 0)
+    }
+
+    fn exit_json_with(pid: u32, tid: u32, exit_status: u32, flags: u32) -> serde_json::Value {
         let record = Record::Exit(monitor_common::Exit {
             header: Header {
                 kind: Kind::Exit as u16,
@@ -280,8 +290,8 @@ mod tests {
             },
             ppid: 1,
             uid: 0,
-            exit_status: 0,
-            flags: 0,
+            exit_status,
+            flags,
             maxrss_pages: 0,
             utime_ns: 0,
             stime_ns: 0,
@@ -292,6 +302,41 @@ mod tests {
         });
         let event = Converter::new(Clock::fixed(0)).convert(&record);
         serde_json::to_value(&event).expect("serializes")
+    }
+
+    /// A read the kernel program could not make is `null` (and the cause `unknown`), never a
+    /// plausible zero: a failed `exit_code` read is not "exit 0".
+    #[test]
+    fn unread_exit_fields_are_null_not_zero() {
+        use monitor_common::{EXIT_FLAG_NO_MAXRSS, EXIT_FLAG_NO_STATUS, EXIT_FLAG_NO_TIMES};
+        let v = exit_json_with(10, 10, 0, 0);
+        assert_eq!(
+            (
+                &v["exit_code"],
+                &v["cause"],
+                &v["utime_ms"],
+                &v["peak_rss_kb"]
+            ),
+            (
+                &serde_json::json!(0),
+                &serde_json::json!("exited"),
+                &serde_json::json!(0.0),
+                &serde_json::json!(0)
+            )
+        );
+        let v = exit_json_with(10, 10, 0, EXIT_FLAG_NO_STATUS);
+        assert_eq!(v["exit_code"], serde_json::Value::Null);
+        assert_eq!(v["signal"], serde_json::Value::Null);
+        assert_eq!(v["cause"], "unknown");
+        assert_eq!(v["utime_ms"], 0.0, "the times were read");
+        let v = exit_json_with(10, 10, 9, EXIT_FLAG_NO_TIMES | EXIT_FLAG_NO_MAXRSS);
+        assert_eq!(
+            (&v["signal"], &v["cause"]),
+            (&serde_json::json!(9), &serde_json::json!("killed"))
+        );
+        assert_eq!(v["utime_ms"], serde_json::Value::Null);
+        assert_eq!(v["stime_ms"], serde_json::Value::Null);
+        assert_eq!(v["peak_rss_kb"], serde_json::Value::Null);
     }
 
     /// The process's name in `comm`; the thread's in `thread_comm`, only for a thread

@@ -305,7 +305,7 @@ impl Engine {
                 }
                 Err(e) => {
                     self.decode_errors += 1;
-                    tracing::warn!("undecodable ring-buffer record: {e}");
+                    crate::diag::undecodable_record(e);
                 }
             }
         }
@@ -420,8 +420,10 @@ impl Engine {
             (Record::Exit(e), Body::Exit(body)) => {
                 a.on_exit_unknown(e);
                 body.cause = a.cause(e);
-                if body.own_peak_rss_kb.is_none() {
-                    body.own_peak_rss_kb = a.own_peak_fallback(e, body.peak_rss_kb);
+                if body.own_peak_rss_kb.is_none()
+                    && let Some(peak) = body.peak_rss_kb
+                {
+                    body.own_peak_rss_kb = a.own_peak_fallback(e, peak);
                 }
             }
             _ => {}
@@ -548,7 +550,7 @@ impl Engine {
                 if reason.is_records() {
                     self.lost_total += count;
                 }
-                tracing::warn!("{count} records lost: {reason}");
+                crate::diag::records_lost(count, reason);
                 let event = self.agent_event(Body::Lost(Lost { count, reason }));
                 self.emit(out, &event)?;
             }

@@ -44,6 +44,7 @@ impl Hold {
         self.queue.is_empty()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.queue.len()
     }

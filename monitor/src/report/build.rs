@@ -143,10 +143,10 @@ pub(super) fn process_info(
         signal: exit.and_then(|e| e.signal),
         signal_name: exit.and_then(|e| e.signal_name.clone()),
         core_dumped: exit.is_some_and(|e| e.core_dumped),
-        peak_rss_kb: exit.map_or(0, |e| e.peak_rss_kb),
+        peak_rss_kb: exit.and_then(|e| e.peak_rss_kb),
         own_peak_rss_kb: exit.and_then(|e| e.own_peak_rss_kb),
-        utime_ms: exit.map_or(0.0, |e| e.utime_ms),
-        stime_ms: exit.map_or(0.0, |e| e.stime_ms),
+        utime_ms: exit.and_then(|e| e.utime_ms),
+        stime_ms: exit.and_then(|e| e.stime_ms),
     }
 }
 
@@ -190,6 +190,7 @@ pub(super) fn short_cause(cause: CauseKind, exit_code: Option<u8>) -> String {
         CauseKind::Terminated => "term".to_owned(),
         CauseKind::KilledByKernel => "kernel".to_owned(),
         CauseKind::Crashed => "crash".to_owned(),
+        CauseKind::Unknown => "unknown".to_owned(),
         CauseKind::Exited => match exit_code {
             Some(c) => format!("exit{c}"),
             None => "exit".to_owned(),

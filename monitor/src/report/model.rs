@@ -97,10 +97,12 @@ pub struct ProcessInfo {
     pub signal: Option<u8>,
     pub signal_name: Option<String>,
     pub core_dumped: bool,
-    pub peak_rss_kb: u64,
+    /// `null` when the kernel could not read it.
+    pub peak_rss_kb: Option<u64>,
     pub own_peak_rss_kb: Option<u64>,
-    pub utime_ms: f64,
-    pub stime_ms: f64,
+    /// `null` when the kernel could not read the CPU time counters.
+    pub utime_ms: Option<f64>,
+    pub stime_ms: Option<f64>,
 }
 
 /// The event's `session` object.

@@ -90,6 +90,7 @@ impl ReportStore {
         ReportStore { dir: dir.into() }
     }
 
+    #[cfg(test)]
     /// `<data_dir>/reports`.
     pub fn in_data_dir(data_dir: &Path) -> ReportStore {
         ReportStore::new(data_dir.join("reports"))
@@ -192,7 +193,7 @@ impl ReportStore {
             .filter_map(|id| match self.read(&id) {
                 Ok(r) => Some(ReportSummary::from(&r)),
                 Err(e) => {
-                    tracing::warn!("skipping report {id}: {e}");
+                    crate::diag::report_skipped(&id, e);
                     None
                 }
             })

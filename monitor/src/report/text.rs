@@ -386,19 +386,21 @@ pub fn render_text(r: &Report) -> String {
     kv(
         &mut out,
         "peak RSS",
-        &match p.own_peak_rss_kb {
-            Some(own) => format!(
-                "{} ({} in its own last image)",
-                fmt_kb(p.peak_rss_kb),
-                fmt_kb(own)
-            ),
-            None => fmt_kb(p.peak_rss_kb),
+        &match (p.peak_rss_kb, p.own_peak_rss_kb) {
+            (Some(peak), Some(own)) => {
+                format!("{} ({} in its own last image)", fmt_kb(peak), fmt_kb(own))
+            }
+            (Some(peak), None) => fmt_kb(peak),
+            (None, _) => "unknown (the kernel could not read it)".to_owned(),
         },
     );
     kv(
         &mut out,
         "CPU time",
-        &format!("{} user, {} system", fmt_ms(p.utime_ms), fmt_ms(p.stime_ms)),
+        &match (p.utime_ms, p.stime_ms) {
+            (Some(u), Some(s)) => format!("{} user, {} system", fmt_ms(u), fmt_ms(s)),
+            _ => "unknown (the kernel could not read it)".to_owned(),
+        },
     );
     if let Some(sess) = &r.session {
         kv(

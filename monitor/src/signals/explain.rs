@@ -49,6 +49,7 @@ impl fmt::Display for Explanation {
 }
 
 impl DefaultAction {
+    #[cfg(test)]
     /// Whether a process that does not handle the signal dies from it.
     pub fn kills(self) -> bool {
         matches!(self, DefaultAction::Terminate | DefaultAction::Core)

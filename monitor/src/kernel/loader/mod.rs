@@ -270,10 +270,7 @@ pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     if pinned.as_deref() == Some(print.as_str()) {
         match pin::reopen(dir, &layout) {
             Ok(loaded) => return Ok(loaded),
-            Err(e) => tracing::warn!(
-                "cannot reopen the objects pinned in {} ({e}); replacing them",
-                dir.display()
-            ),
+            Err(e) => crate::diag::pin_reopen_failed(dir, e),
         }
     }
     let state = if pinned.is_some() {
@@ -355,7 +352,7 @@ fn load_fresh(
                 links.push((tp, link));
             }
             Err(reason) => {
-                tracing::warn!("hook {tp} unavailable: {reason}");
+                crate::diag::hook_unavailable(tp, &reason);
                 unavailable.push(Unavailable {
                     hook: tp.to_owned(),
                     reason,

@@ -75,7 +75,7 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), LoadError> {
                 parent.display()
             )));
         }
-        tracing::info!("mounted bpffs at {}", parent.display());
+        crate::diag::bpffs_mounted(parent);
     }
     fs::create_dir_all(dir).map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))
 }

@@ -131,6 +131,17 @@ impl Attributor {
         let handled = self.handled.remove(&pid);
         let oom = self.ooms.remove(&pid);
         let victim_session = self.table.get(pid).and_then(|p| p.session);
+        if e.flags & monitor_common::EXIT_FLAG_NO_STATUS != 0 {
+            // No status, no guess: only an OOM kill is known without it.
+            return match oom {
+                Some(oom) => Cause {
+                    cause: CauseKind::OomKilled,
+                    killed_by: None,
+                    oom: Some(oom),
+                },
+                None => Cause::only(CauseKind::Unknown),
+            };
+        }
         let signal = match WaitStatus::decode(e.exit_status) {
             WaitStatus::Exited(code) => {
                 let after = |h: &HandledNote| e.header.ts_ns.saturating_sub(h.at_ns);

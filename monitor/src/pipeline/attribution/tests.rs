@@ -3,7 +3,11 @@ use std::path::PathBuf;
 use monitor_common::{DISPOSITION_HANDLER, Oom, Signal, SignalDeliver};
 
 use super::{tools::shell_script, *};
-use crate::{claude::transcript, event::Cause, signals::names::SI_KERNEL};
+use crate::{
+    claude::transcript,
+    event::{Cause, CauseKind},
+    signals::names::SI_KERNEL,
+};
 
 const SESSION_EXE: &str = "/home/u/.local/share/claude/versions/9.9.9";
 
@@ -126,7 +130,6 @@ fn attributor() -> Attributor {
             start: 1,
         },
         version: None,
-        rule: "test".into(),
         cwd: None,
         claude_session_id: None,
         config_dir: None,
@@ -188,6 +191,25 @@ fn brief(c: &Cause) -> (&'static str, Option<(u32, i32, bool, bool)>) {
             .as_ref()
             .map(|k| (k.pid, k.signal, k.same_session, k.handled)),
     )
+}
+
+/// An exit whose status the kernel could not read: `unknown`, not a guess from the notes;
+/// an OOM kill is still known.
+#[test]
+fn an_unread_exit_status_is_an_unknown_cause() {
+    let mut a = attributor();
+    signal(&mut a, TOOL, OUTSIDER, 9, 0);
+    let mut e: Exit = zeroed();
+    e.header.pid = TOOL;
+    e.header.ts_ns = SEC;
+    e.flags = monitor_common::EXIT_FLAG_NO_STATUS;
+    assert_eq!(a.cause(&e).cause, CauseKind::Unknown);
+
+    let mut o: Oom = zeroed();
+    o.header.pid = TOOL;
+    a.on_oom(&o, None, None);
+    let c = a.cause(&e);
+    assert_eq!((c.cause, c.oom.is_some()), (CauseKind::OomKilled, true));
 }
 
 #[test]

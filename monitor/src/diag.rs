@@ -1,0 +1,128 @@
+//! Named internal events: everything the agent says about itself (losses, write failures,
+//! reloads, reports, start and stop) is one of these, emitted through `tracing`, the habit of
+//! vector's `internal_events`.
+//!
+//! Each event has a fixed message (what happened and, for a failure, what the agent does
+//! about it) and its values as structured fields, so a reader of the agent's own log
+//! (journald, a terminal, `RUST_LOG=claude_monitor=debug`) can rely on both, and a change of
+//! wording is a change here. Cross-cutting: any module may emit them; this module imports
+//! none of the agent's.
+
+use std::{fmt::Display, path::Path};
+
+/// Kernel-side or decode losses, reported as a `lost` record too.
+pub fn records_lost(count: u64, reason: impl Display) {
+    tracing::warn!(count, %reason, "records lost");
+}
+
+/// A ring-buffer record this agent could not decode (counted as `decode_error`).
+pub fn undecodable_record(error: impl Display) {
+    tracing::warn!(%error, "undecodable ring-buffer record");
+}
+
+/// A kernel hook could not be attached; the agent runs without it.
+pub fn hook_unavailable(hook: &str, reason: impl Display) {
+    tracing::warn!(hook, %reason, "hook unavailable; the agent runs without it");
+}
+
+/// bpffs was not mounted at the pin directory's parent; the agent mounted it.
+pub fn bpffs_mounted(path: &Path) {
+    tracing::info!(path = %path.display(), "mounted bpffs");
+}
+
+/// Pinned objects that could not be reopened are replaced (their backlog is lost).
+pub fn pin_reopen_failed(dir: &Path, error: impl Display) {
+    tracing::warn!(
+        dir = %dir.display(),
+        %error,
+        "cannot reopen the pinned objects; replacing them"
+    );
+}
+
+/// A log file failed; lines are lost until it works again.
+pub fn log_write_failed(path: &Path, error: impl Display) {
+    tracing::error!(
+        path = %path.display(),
+        %error,
+        "cannot write a log; the agent keeps running and will retry; lines are lost until it \
+         works"
+    );
+}
+
+/// A log file that failed is writable again.
+pub fn log_writable_again(path: &Path, lost: u64) {
+    tracing::warn!(path = %path.display(), lost, "log writable again");
+}
+
+/// An event that could not be serialized for a log (never expected).
+pub fn unserializable(log: &str, error: impl Display) {
+    tracing::warn!(log, %error, "cannot serialize a log line");
+}
+
+/// A data directory could not be created.
+pub fn data_dir_unwritable(dir: &Path, error: impl Display) {
+    tracing::error!(
+        dir = %dir.display(),
+        %error,
+        "cannot create a data directory: events, reports and logs cannot be written there \
+         until it works (set data_dir or --data-dir); the agent keeps running"
+    );
+}
+
+/// An exit report was written.
+pub fn report_written(path: &Path, summary: &str) {
+    tracing::info!(path = %path.display(), summary, "report written");
+}
+
+/// An exit report could not be written.
+pub fn report_write_failed(id: &str, error: impl Display) {
+    tracing::error!(id, %error, "cannot write a report; the agent keeps running");
+}
+
+/// A file in the report directory that is not a readable report (skipped when listing).
+pub fn report_skipped(id: &str, error: impl Display) {
+    tracing::warn!(id, %error, "skipping an unreadable report");
+}
+
+/// An alert (also written to the alerts log and the event stream).
+pub fn alert(kind: impl Display, message: &str) {
+    tracing::warn!(%kind, message, "alert");
+}
+
+/// The configuration was re-read on SIGHUP; `restart_needed` when some changed keys only
+/// take effect at the next start.
+pub fn config_reloaded(restart_needed: bool) {
+    if restart_needed {
+        tracing::info!(
+            "configuration reloaded; changes to data_dir, [kernel], [[rules]], watch.oom_all, \
+             watch.ignored_signals and watch.runtime_signals take effect at the next start"
+        );
+    } else {
+        tracing::info!("configuration reloaded");
+    }
+}
+
+/// The configuration was not reloaded: the new one is invalid and the old one stays.
+pub fn config_not_reloaded(error: impl Display) {
+    tracing::error!(%error, "configuration not reloaded; the running one stays");
+}
+
+/// The daemon is running.
+pub fn daemon_started(data_dir: &Path, sessions: usize, pinned: &str) {
+    tracing::info!(data_dir = %data_dir.display(), sessions, pinned, "daemon started");
+}
+
+/// The daemon stopped.
+pub fn daemon_stopped(reason: impl Display, events: u64, reports: u64, pinned: bool) {
+    if pinned {
+        tracing::info!(
+            %reason,
+            events,
+            reports,
+            "daemon stopped; the kernel programs stay pinned and keep recording until the \
+             next start (`claude-monitor daemon --unpin` removes them)"
+        );
+    } else {
+        tracing::info!(%reason, events, reports, "daemon stopped");
+    }
+}
