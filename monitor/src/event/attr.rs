@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// The `session` object of an event.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Eq, serde::Deserialize)]
 pub struct SessionJson {
     /// Stable for the agent process's lifetime: the root's proc_id (`pid:start_ticks`).
     pub id: String,
@@ -29,7 +29,7 @@ pub struct Attr {
 }
 
 /// The `tool_call` object: a Bash tool call of a session, from its transcript.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ToolCallRef {
     pub id: String,
     pub name: String,
@@ -40,7 +40,7 @@ pub struct ToolCallRef {
 pub const ANCESTRY_MAX: usize = 16;
 
 /// One step of an event's `ancestry`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Ancestor {
     pub pid: u32,
     pub comm: String,
@@ -75,7 +75,7 @@ pub struct KilledBy {
 }
 
 /// OOM facts attached to an `oom_killed` exit.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Eq, serde::Deserialize)]
 pub struct OomCause {
     pub trigger_pid: u32,
     pub trigger_comm: String,

@@ -6,6 +6,7 @@ use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 
 use super::Reason;
 use crate::{
+    event::Ancestor,
     event::CauseKind,
     event::KilledBy,
     event::{Body, Event, Exit},
@@ -32,7 +33,7 @@ pub(super) fn sender_info(k: &KilledBy, lineage: &[(u32, String)]) -> SenderInfo
         handled: k.handled,
         lineage: lineage
             .iter()
-            .map(|(pid, comm)| ProcRef {
+            .map(|(pid, comm)| Ancestor {
                 pid: *pid,
                 comm: comm.clone(),
             })
@@ -66,22 +67,22 @@ pub(super) fn build_at(
         .ok()
         .map(|t| t.with_timezone(&Utc));
     let process = process_info(event, exit, ctx.cmdline, ended_at);
-    let session = attr.and_then(|a| a.session.as_ref()).map(SessionInfo::from);
+    let session = attr.and_then(|a| a.session.as_ref()).cloned();
     let memcg = memcg_info(exit, &ctx.memcg);
     let killed_by = exit
         .and_then(|e| e.cause.killed_by.as_ref())
         .map(|k| sender_info(k, &sender_lineage(proc_root, k)));
-    let oom = exit.and_then(|e| e.cause.oom.as_ref()).map(OomInfo::from);
+    let oom = exit.and_then(|e| e.cause.oom.as_ref()).cloned();
     let explanation = match (process.signal, process.exit_code) {
         (Some(sig), _) => Some(explain::signal(i32::from(sig)).into()),
         (None, Some(code)) => Some(explain::exit_code(code).into()),
         (None, None) => None,
     };
-    let alive: Vec<ProcRef> = ctx
+    let alive: Vec<Ancestor> = ctx
         .alive
         .iter()
         .filter(|(pid, _)| *pid != event.pid)
-        .map(|(pid, comm)| ProcRef {
+        .map(|(pid, comm)| Ancestor {
             pid: *pid,
             comm: comm.clone(),
         })
@@ -93,10 +94,8 @@ pub(super) fn build_at(
         summary: String::new(),
         process,
         session,
-        tool_call: attr.and_then(|a| a.tool_call.as_ref()).map(ToolCall::from),
-        ancestry: attr
-            .and_then(|a| a.ancestry.as_ref())
-            .map(|v| v.iter().map(ProcRef::from).collect()),
+        tool_call: attr.and_then(|a| a.tool_call.as_ref()).cloned(),
+        ancestry: attr.and_then(|a| a.ancestry.as_ref()).map(|v| v.clone()),
         cause,
         killed_by,
         oom,

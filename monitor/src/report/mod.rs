@@ -10,9 +10,11 @@
 //! gathers those into a [`Context`] at the time of the exit, and [`build`] turns event plus
 //! context into a self-contained [`Report`] with a one-sentence summary.
 //!
-//! **Own types.** The event's types are serialize-only (they are written, never read), but
-//! reports are read back, so the report carries its own copies of the fields it needs. The raw
-//! exit event is kept in `event` for tools.
+//! **Types.** A report reuses the event's own types where it holds the same facts (the
+//! session, the tool call, lineage entries, the OOM facts: those derive `Deserialize` for
+//! reports read back) and has its own only where it says more (the process with its command
+//! line and times, the sender with its lineage, the memory cgroup chain). The raw exit event
+//! is kept in `event` for tools.
 
 use crate::event::{Body, CauseKind, Event};
 

@@ -56,21 +56,21 @@ pub struct Report {
     /// The cause in one plain sentence.
     pub summary: String,
     pub process: ProcessInfo,
-    pub session: Option<SessionInfo>,
-    pub tool_call: Option<ToolCall>,
+    pub session: Option<SessionJson>,
+    pub tool_call: Option<ToolCallRef>,
     /// From the process up to its session root; null outside sessions.
-    pub ancestry: Option<Vec<ProcRef>>,
+    pub ancestry: Option<Vec<Ancestor>>,
     /// The event's `cause`.
     pub cause: CauseKind,
     pub killed_by: Option<SenderInfo>,
-    pub oom: Option<OomInfo>,
+    pub oom: Option<OomCause>,
     pub memcg: MemcgInfo,
     /// Plain-language explanation of the signal or exit status.
     pub explanation: Option<ExplanationText>,
     /// The session's last resource samples before the exit, oldest first.
     pub last_samples: Vec<Sample>,
     /// The other processes of the session still running at the time of the report.
-    pub alive: Vec<ProcRef>,
+    pub alive: Vec<Ancestor>,
     /// `false` when records were lost around the exit.
     pub complete: bool,
     pub lost_nearby: u64,
@@ -105,31 +105,6 @@ pub struct ProcessInfo {
     pub stime_ms: Option<f64>,
 }
 
-/// The event's `session` object.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SessionInfo {
-    pub id: String,
-    pub agent: String,
-    pub root_pid: u32,
-    pub root_start: String,
-    pub cwd: Option<String>,
-    pub claude_session_id: Option<String>,
-    pub version: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ToolCall {
-    pub id: String,
-    pub name: String,
-    pub command: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcRef {
-    pub pid: u32,
-    pub comm: String,
-}
-
 /// Who sent the fatal signal, and where that sender came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SenderInfo {
@@ -149,17 +124,7 @@ pub struct SenderInfo {
     pub handled: bool,
     /// Sender first, then its parents up to init, read from /proc when the report was built
     /// (see [`sender_lineage`](super::sender_lineage)); empty when the sender was already gone.
-    pub lineage: Vec<ProcRef>,
-}
-
-/// The OOM kill's facts (the victim's memory when it was chosen).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OomInfo {
-    pub trigger_pid: u32,
-    pub trigger_comm: String,
-    pub anon_rss_kb: Option<u64>,
-    pub total_vm_kb: Option<u64>,
-    pub memcg_id: Option<u64>,
+    pub lineage: Vec<Ancestor>,
 }
 
 /// The process's memory cgroup and its ancestors, read from cgroupfs at the time.
@@ -222,51 +187,6 @@ impl From<Explanation> for ExplanationText {
             meaning: e.meaning,
             common_causes: e.common_causes,
             what_to_do: e.what_to_do,
-        }
-    }
-}
-
-impl From<&SessionJson> for SessionInfo {
-    fn from(s: &SessionJson) -> SessionInfo {
-        SessionInfo {
-            id: s.id.clone(),
-            agent: s.agent.clone(),
-            root_pid: s.root_pid,
-            root_start: s.root_start.clone(),
-            cwd: s.cwd.clone(),
-            claude_session_id: s.claude_session_id.clone(),
-            version: s.version.clone(),
-        }
-    }
-}
-
-impl From<&ToolCallRef> for ToolCall {
-    fn from(t: &ToolCallRef) -> ToolCall {
-        ToolCall {
-            id: t.id.clone(),
-            name: t.name.clone(),
-            command: t.command.clone(),
-        }
-    }
-}
-
-impl From<&Ancestor> for ProcRef {
-    fn from(a: &Ancestor) -> ProcRef {
-        ProcRef {
-            pid: a.pid,
-            comm: a.comm.clone(),
-        }
-    }
-}
-
-impl From<&OomCause> for OomInfo {
-    fn from(o: &OomCause) -> OomInfo {
-        OomInfo {
-            trigger_pid: o.trigger_pid,
-            trigger_comm: o.trigger_comm.clone(),
-            anon_rss_kb: o.anon_rss_kb,
-            total_vm_kb: o.total_vm_kb,
-            memcg_id: o.memcg_id,
         }
     }
 }

@@ -544,7 +544,7 @@ fn session_ended_summary_says_root_status_lifetime_and_survivors() {
     // The dead process itself is never listed as still running.
     assert_eq!(
         r.alive,
-        vec![ProcRef {
+        vec![Ancestor {
             pid: 1200,
             comm: "node".to_owned()
         }]
@@ -711,11 +711,11 @@ fn build_reads_the_sender_lineage() {
     assert_eq!(
         r.killed_by.as_ref().unwrap().lineage,
         vec![
-            ProcRef {
+            Ancestor {
                 pid: 665,
                 comm: "provoke.sh".to_owned()
             },
-            ProcRef {
+            Ancestor {
                 pid: 1,
                 comm: "init".to_owned()
             }

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 
 use crate::{
+    event::Ancestor,
     event::CauseKind,
     host::memcg::MemcgLevel,
     signals::explain::{self, Explanation},
@@ -319,7 +320,7 @@ pub(super) fn fmt_opt_u64(n: Option<u64>) -> String {
     n.map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
 
-pub(super) fn lineage_text(procs: &[ProcRef]) -> String {
+pub(super) fn lineage_text(procs: &[Ancestor]) -> String {
     procs
         .iter()
         .map(|p| format!("{} ({})", p.comm, p.pid))
