@@ -23,7 +23,8 @@
 //!   attaching and pinning the eBPF programs, their counters.
 //! - `claude/`: what is known about Claude Code: detection, its registry, its environment,
 //!   its transcripts.
-//! - `pipeline/`: the ring-buffer engine, kernel records to events, the process table,
+//! - `pipeline/`: the kernel-free core (records in, events out) and the ring-buffer engine
+//!   around it, kernel records to events, the process table,
 //!   attribution to sessions and trees, the cause of each death, the hold for late tool
 //!   calls, scopes, and the `pipeline::output::Output` the engine writes to.
 //! - `output/`: event lines (JSON and text) and rotating files.

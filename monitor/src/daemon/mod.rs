@@ -359,7 +359,11 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             .unwrap_or_else(|| "off".into()),
         _ => String::new(),
     };
-    diag::daemon_started(&cfg.data_dir, engine.attributor.sessions().len(), &pinned);
+    diag::daemon_started(
+        &cfg.data_dir,
+        engine.core.attributor.sessions().len(),
+        &pinned,
+    );
 
     let mut tick = tokio::time::interval(COUNTER_PERIOD);
     let mut system_tick = tokio::time::interval(cfg.resources.system_interval);
@@ -387,7 +391,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             }
             _ = tick.tick() => engine.tick(&mut out)?,
             _ = system_tick.tick() => {
-                let live = engine.attributor.live_by_session();
+                let live = engine.core.attributor.live_by_session();
                 let sample = resources::sample_system(
                     Path::new("/proc"),
                     &cfg.resources.mounts,
@@ -446,8 +450,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
 
 /// The sessions with live members, with their members' pids.
 fn live_sessions(engine: &Engine) -> Vec<(SessionRef, Vec<u32>)> {
-    let sessions = engine.attributor.sessions();
+    let sessions = engine.core.attributor.sessions();
     engine
+        .core
         .attributor
         .live_by_session()
         .into_iter()

@@ -6,24 +6,21 @@ use std::{collections::HashMap, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
-use monitor_common::{
-    AGG_DELIVER, AggKey, AggValue, EXIT_FLAG_LIVE_COUNTER, Header, Kind, Record, WIRE_VERSION,
-    decode,
-};
+use monitor_common::{AGG_DELIVER, AggKey, AggValue, Header, Kind, Record, WIRE_VERSION, decode};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
     claude::detect::Detector,
     event::{
-        AgentStart, AgentStop, Body, CauseKind, Event, Filtered, Lost, LostReason, PinState, Scope,
-        ScopeName, StopReason,
+        AgentStart, AgentStop, Body, Event, Filtered, Lost, LostReason, PinState, Scope, ScopeName,
+        StopReason,
     },
     host::cgroups,
     host::clock::{self, Clock},
     kernel::loader::{self, Counters, KernelCounters, LoadOptions, Loaded, ScopeMode},
     pipeline::attribution::{self, Attributor},
     pipeline::convert::Converter,
-    pipeline::hold::Hold,
+    pipeline::core::{Core, WatchChange},
     pipeline::scope,
 };
 
@@ -55,11 +52,8 @@ pub struct EngineOptions {
 }
 
 pub struct Engine {
-    pub attributor: Attributor,
-    filter: Filter,
-    conv: Converter,
-    memcgs: cgroups::Resolver,
-    dedup: ExitDedup,
+    /// Records to events, without the kernel.
+    pub core: Core,
     pub written: u64,
     pub lost_total: u64,
     last: KernelCounters,
@@ -71,13 +65,10 @@ pub struct Engine {
     agg: BpfHashMap<MapData, AggKey, AggValue>,
     /// `suppressed` of each aggregator key as last reported.
     agg_seen: HashMap<AggKey, u64>,
-    sessions_scope: bool,
     previous_ring: Option<RingBuf<MapData>>,
     loaded: Loaded,
     /// When a drain last found records.
     last_found: Option<std::time::Instant>,
-    /// Events of Bash tools whose call the CLI has not written yet.
-    hold: Hold,
 }
 
 impl Engine {
@@ -190,11 +181,13 @@ impl Engine {
         let (counters, watched, agg) = loaded.take_maps()?;
         let at_start = counters.read();
         let engine = Engine {
-            conv: Converter::new(clock),
-            attributor,
-            filter: Filter::new(&opts.scope, opts.oom_all),
-            memcgs: cgroups::Resolver::new(hierarchy.clone()),
-            dedup: ExitDedup::default(),
+            core: Core::new(
+                attributor,
+                Converter::new(clock),
+                &opts.scope,
+                opts.oom_all,
+                cgroups::Resolver::new(hierarchy.clone()),
+            ),
             written: 0,
             lost_total: 0,
             last: KernelCounters::default(),
@@ -204,11 +197,9 @@ impl Engine {
             watched,
             agg,
             agg_seen: HashMap::new(),
-            sessions_scope,
             previous_ring,
             loaded,
             last_found: None,
-            hold: Hold::default(),
         };
         let start = engine.agent_event(Body::AgentStart(AgentStart {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -221,7 +212,7 @@ impl Engine {
                     _ => None,
                 },
                 watched_at_start: if sessions_scope {
-                    engine.attributor.sessions().len()
+                    engine.core.attributor.sessions().len()
                 } else {
                     all.len()
                 },
@@ -247,7 +238,7 @@ impl Engine {
 
     pub fn agent_event(&self, body: Body) -> Event {
         Event::new(
-            self.conv.clock.rfc3339(clock::boottime_ns()),
+            self.core.conv.clock.rfc3339(clock::boottime_ns()),
             std::process::id(),
             "claude-monitor".into(),
             body,
@@ -272,7 +263,7 @@ impl Engine {
     }
 
     pub fn emit(&mut self, out: &mut impl Output, event: &Event) -> Result<(), OutputError> {
-        out.write(event, &self.attributor)?;
+        out.write(event, &self.core.attributor)?;
         self.written += 1;
         Ok(())
     }
@@ -315,59 +306,38 @@ impl Engine {
         out.flush()
     }
 
+    /// One record through the core; its events out, its watch change to the kernel.
     fn record(
         &mut self,
         record: &Record,
         count: u64,
         out: &mut impl Output,
     ) -> Result<(), OutputError> {
-        if self.dedup.is_duplicate(record) {
-            return Ok(());
-        }
-        let mut event = self.conv.convert(record);
-        match &mut event.body {
-            Body::Signal(s) => s.count = count,
-            Body::SignalDeliver(d) => d.count = count,
-            _ => {}
-        }
-        self.attribute(record, &mut event);
-        if self.sessions_scope
-            && let Record::Exec(x) = record
-        {
-            self.confirm_candidate(x.header.pid, &event);
-        }
-        if self.filter.keeps(&event) {
-            self.enrich(&mut event);
-            let now = std::time::Instant::now();
-            if !self.hold.is_empty() {
-                self.release(out, now, false)?;
+        let step = self.core.record(record, count, std::time::Instant::now());
+        match step.watch {
+            Some(WatchChange::Watch(pid)) => {
+                let _ = self.watched.insert(pid, 0, 0);
             }
-            let pending = event
-                .attr
-                .as_ref()
-                .filter(|a| a.session.is_some() && a.tool_call.is_none())
-                .and_then(|_| self.attributor.pending_wrapper(event.pid));
-            match pending {
-                Some(wrapper) => {
-                    if let Some(now_out) = self.hold.hold(wrapper, event, now) {
-                        self.emit(out, &now_out)?;
-                    }
-                }
-                None => self.emit(out, &event)?,
+            Some(WatchChange::Unwatch(pid)) => {
+                let _ = self.watched.remove(&pid);
             }
+            None => {}
+        }
+        for event in &step.events {
+            self.emit(out, event)?;
         }
         Ok(())
     }
 
     /// Whether events are held for their tool call (see [`crate::pipeline::hold`]).
     pub fn holding(&self) -> bool {
-        !self.hold.is_empty()
+        self.core.holding()
     }
 
     /// When the held events next need a look (the event loop's timer, armed while
     /// [`Engine::holding`]).
     pub fn hold_due(&self) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(self.hold.next_due().unwrap_or_else(std::time::Instant::now))
+        tokio::time::Instant::from_std(self.core.next_due().unwrap_or_else(std::time::Instant::now))
     }
 
     /// Emits the held events that are ready; all of them with `force` (at stop).
@@ -377,7 +347,7 @@ impl Engine {
         now: std::time::Instant,
         force: bool,
     ) -> Result<(), OutputError> {
-        for event in self.hold.release(&mut self.attributor, now, force) {
+        for event in self.core.release(now, force) {
             self.emit(out, &event)?;
         }
         Ok(())
@@ -387,73 +357,6 @@ impl Engine {
     pub fn release_due(&mut self, out: &mut impl Output) -> Result<(), OutputError> {
         self.release(out, std::time::Instant::now(), false)?;
         out.flush()
-    }
-
-    /// Session scopes: the kernel watches a candidate from its exec on; keep it watched if
-    /// it is (in) a session, stop following it otherwise. A session found from an exec the
-    /// kernel did not watch (a rule without a comm) is watched from now on.
-    fn confirm_candidate(&mut self, pid: u32, event: &Event) {
-        let in_session = event.attr.as_ref().is_some_and(|a| a.session.is_some());
-        if in_session {
-            if self.attributor.is_session_root(pid) {
-                let _ = self.watched.insert(pid, 0, 0);
-            }
-        } else {
-            let _ = self.watched.remove(&pid);
-        }
-    }
-
-    /// Feeds the record to the process table and adds session, lineage and cause.
-    fn attribute(&mut self, record: &Record, event: &mut Event) {
-        let a = &mut self.attributor;
-        match (record, &mut event.body) {
-            (Record::Fork(f), _) => a.on_fork(f),
-            (Record::Exec(x), _) => a.on_exec(x),
-            (Record::Signal(s), Body::Signal(body)) => {
-                a.on_signal(s);
-                let sender = a.attr(s.sender_pid);
-                body.sender.proc_id = sender.proc_id;
-                body.sender.session_id = sender.session.map(|s| s.id);
-            }
-            (Record::SignalDeliver(d), _) => a.on_deliver(d),
-            (Record::Oom(o), Body::Oom(body)) => a.on_oom(o, body.anon_rss_kb, body.total_vm_kb),
-            (Record::Exit(e), Body::Exit(body)) => {
-                a.on_exit_unknown(e);
-                body.cause = a.cause(e);
-                if body.own_peak_rss_kb.is_none()
-                    && let Some(peak) = body.peak_rss_kb
-                {
-                    body.own_peak_rss_kb = a.own_peak_fallback(e, peak);
-                }
-            }
-            _ => {}
-        }
-        event.attr = Some(a.attr(event.pid));
-        if let Record::Exit(e) = record {
-            a.on_exit_done(e);
-        }
-    }
-
-    /// What userspace adds to a kernel record: cgroup paths; the OOM victim's name and uid
-    /// when the kernel passed only its pid (kernels before ~6.8).
-    fn enrich(&mut self, event: &mut Event) {
-        match &mut event.body {
-            Body::Exit(e) => e.memcg_path = e.memcg_id.and_then(|id| self.memcgs.path(id)),
-            Body::Oom(o) => {
-                o.memcg_path = o.memcg_id.and_then(|id| self.memcgs.path(id));
-                if o.victim.comm.is_empty() {
-                    let pid = o.victim.pid;
-                    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-                        o.victim.comm = comm.trim_end().to_owned();
-                        event.comm.clone_from(&o.victim.comm);
-                    }
-                    if o.victim.uid.is_none() {
-                        o.victim.uid = scope::proc_uid(pid);
-                    }
-                }
-            }
-            _ => {}
-        }
     }
 
     /// The last work before `agent_stop`: every held event (a last look for its call),
@@ -563,134 +466,4 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())
-}
-
-/// On kernels whose `sched_process_exit` has no `group_dead` argument, the kernel program
-/// detects the group's end from `signal->live`, and two threads leaving at the same instant
-/// can both see it at zero. Exits detected that way are de-duplicated here by (pid, start
-/// time) over the last `DEDUP_WINDOW` such exits.
-#[derive(Default)]
-struct ExitDedup {
-    recent: std::collections::VecDeque<(u32, u64)>,
-}
-
-const DEDUP_WINDOW: usize = 1024;
-
-impl ExitDedup {
-    fn is_duplicate(&mut self, record: &Record) -> bool {
-        let Record::Exit(e) = record else {
-            return false;
-        };
-        if e.flags & EXIT_FLAG_LIVE_COUNTER == 0 {
-            return false;
-        }
-        let key = (e.header.pid, e.start_boottime_ns);
-        if self.recent.contains(&key) {
-            return true;
-        }
-        if self.recent.len() == DEDUP_WINDOW {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(key);
-        false
-    }
-}
-
-/// Which events are written: in the session scopes, those of session members (and signals
-/// sent by them), and with `oom_all` every OOM kill and its victim's exit; otherwise every
-/// event the kernel reported.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Filter {
-    All,
-    Sessions { oom_all: bool },
-    Session { id: String, oom_all: bool },
-}
-
-impl Filter {
-    fn new(scope: &ScopeMode, oom_all: bool) -> Filter {
-        match scope {
-            ScopeMode::All | ScopeMode::Pids(_) => Filter::All,
-            ScopeMode::Sessions => Filter::Sessions { oom_all },
-            ScopeMode::Session(id) => Filter::Session {
-                id: id.clone(),
-                oom_all,
-            },
-        }
-    }
-
-    fn keeps(&self, event: &Event) -> bool {
-        let oom_all = match self {
-            Filter::All => return true,
-            Filter::Sessions { oom_all } | Filter::Session { oom_all, .. } => *oom_all,
-        };
-        if oom_all {
-            match &event.body {
-                Body::Oom(_) => return true,
-                Body::Exit(e) if e.cause.cause == CauseKind::OomKilled => return true,
-                _ => {}
-            }
-        }
-        let session = event.attr.as_ref().and_then(|a| a.session.as_ref());
-        let sender_session = match &event.body {
-            Body::Signal(s) => s.sender.session_id.as_deref(),
-            _ => None,
-        };
-        match self {
-            Filter::All => true,
-            Filter::Sessions { .. } => session.is_some() || sender_session.is_some(),
-            Filter::Session { id, .. } => {
-                session.is_some_and(|s| s.id == *id || s.claude_session_id.as_deref() == Some(id))
-                    || sender_session == Some(id.as_str())
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use monitor_common::{Exit, Header, Kind, WIRE_VERSION};
-
-    use super::*;
-
-    fn exit(pid: u32, start: u64, flags: u32) -> Record {
-        Record::Exit(Exit {
-            header: Header {
-                kind: Kind::Exit as u16,
-                version: WIRE_VERSION,
-                cpu: 0,
-                ts_ns: 1,
-                pid,
-                tid: pid,
-                comm: [0; 16],
-            },
-            ppid: 1,
-            uid: 0,
-            exit_status: 0,
-            flags,
-            maxrss_pages: 0,
-            utime_ns: 0,
-            stime_ns: 0,
-            start_boottime_ns: start,
-            memcg_id: 0,
-            mm_peak_pages: 0,
-            thread_comm: [0; 16],
-        })
-    }
-
-    #[test]
-    fn live_counter_exits_are_deduplicated_by_pid_and_start() {
-        let mut d = ExitDedup::default();
-        assert!(!d.is_duplicate(&exit(10, 5, EXIT_FLAG_LIVE_COUNTER)));
-        assert!(d.is_duplicate(&exit(10, 5, EXIT_FLAG_LIVE_COUNTER)));
-        // Same pid, another process (pid reuse): not a duplicate.
-        assert!(!d.is_duplicate(&exit(10, 6, EXIT_FLAG_LIVE_COUNTER)));
-        // Exits detected with group_dead are never dropped.
-        assert!(!d.is_duplicate(&exit(11, 5, 0)));
-        assert!(!d.is_duplicate(&exit(11, 5, 0)));
-        // The window is bounded.
-        for pid in 100..100 + DEDUP_WINDOW as u32 {
-            d.is_duplicate(&exit(pid, 1, EXIT_FLAG_LIVE_COUNTER));
-        }
-        assert!(!d.is_duplicate(&exit(10, 5, EXIT_FLAG_LIVE_COUNTER)));
-    }
 }

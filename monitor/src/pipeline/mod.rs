@@ -4,6 +4,7 @@
 
 pub mod attribution;
 pub mod convert;
+pub mod core;
 pub mod engine;
 pub mod hold;
 pub mod output;

@@ -1,0 +1,537 @@
+//! The kernel-free core of the pipeline: decoded records in, attributed events out.
+//!
+//! Everything between the ring buffer and the outputs that needs no kernel lives here:
+//! de-duplication, conversion, attribution (sessions, lineage, the cause of each death),
+//! the scope's filter, enrichment from cgroupfs and /proc, and the hold for late tool calls.
+//! The [`Engine`](super::engine::Engine) feeds it the records it reads and applies what it
+//! asks of the kernel ([`WatchChange`]); tests feed it records they build or replay.
+
+use std::time::Instant;
+
+use monitor_common::{EXIT_FLAG_LIVE_COUNTER, Record};
+
+use crate::{
+    event::{Body, CauseKind, Event},
+    host::cgroups,
+    kernel::loader::ScopeMode,
+    pipeline::{attribution::Attributor, convert::Converter, hold::Hold, scope},
+};
+
+/// What the kernel's watch map should do after a record (session scopes follow the trees of
+/// candidate execs in the kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchChange {
+    /// Keep following this process (a session root).
+    Watch(u32),
+    /// Stop following it (a candidate that is not in a session).
+    Unwatch(u32),
+}
+
+/// The result of one record: the events to write now, in order (held events released first,
+/// then this record's own unless it is held), and a change for the kernel.
+#[derive(Debug, Default)]
+pub struct Step {
+    pub events: Vec<Event>,
+    pub watch: Option<WatchChange>,
+}
+
+pub struct Core {
+    pub attributor: Attributor,
+    pub conv: Converter,
+    filter: Filter,
+    memcgs: cgroups::Resolver,
+    dedup: ExitDedup,
+    /// Events of Bash tools whose call the CLI has not written yet.
+    hold: Hold,
+    sessions_scope: bool,
+}
+
+impl Core {
+    pub fn new(
+        attributor: Attributor,
+        conv: Converter,
+        scope: &ScopeMode,
+        oom_all: bool,
+        memcgs: cgroups::Resolver,
+    ) -> Core {
+        Core {
+            attributor,
+            conv,
+            filter: Filter::new(scope, oom_all),
+            memcgs,
+            dedup: ExitDedup::default(),
+            hold: Hold::default(),
+            sessions_scope: matches!(scope, ScopeMode::Sessions | ScopeMode::Session(_)),
+        }
+    }
+
+    /// One decoded record (`count` > 1 for an aggregate of a signal flood), at `now`.
+    pub fn record(&mut self, record: &Record, count: u64, now: Instant) -> Step {
+        let mut step = Step::default();
+        if self.dedup.is_duplicate(record) {
+            return step;
+        }
+        let mut event = self.conv.convert(record);
+        match &mut event.body {
+            Body::Signal(s) => s.count = count,
+            Body::SignalDeliver(d) => d.count = count,
+            _ => {}
+        }
+        self.attribute(record, &mut event);
+        if self.sessions_scope
+            && let Record::Exec(x) = record
+        {
+            step.watch = self.confirm_candidate(x.header.pid, &event);
+        }
+        if self.filter.keeps(&event) {
+            self.enrich(&mut event);
+            if !self.hold.is_empty() {
+                step.events = self.release(now, false);
+            }
+            let pending = event
+                .attr
+                .as_ref()
+                .filter(|a| a.session.is_some() && a.tool_call.is_none())
+                .and_then(|_| self.attributor.pending_wrapper(event.pid));
+            match pending {
+                Some(wrapper) => step.events.extend(self.hold.hold(wrapper, event, now)),
+                None => step.events.push(event),
+            }
+        }
+        step
+    }
+
+    /// Whether events are held for their tool call (see [`crate::pipeline::hold`]).
+    pub fn holding(&self) -> bool {
+        !self.hold.is_empty()
+    }
+
+    /// When the held events next need a look.
+    pub fn next_due(&self) -> Option<Instant> {
+        self.hold.next_due()
+    }
+
+    /// The held events that are ready; all of them with `force` (at stop).
+    pub fn release(&mut self, now: Instant, force: bool) -> Vec<Event> {
+        self.hold.release(&mut self.attributor, now, force)
+    }
+
+    /// Session scopes: the kernel watches a candidate from its exec on; keep it watched if
+    /// it is (in) a session, stop following it otherwise. A session found from an exec the
+    /// kernel did not watch (a rule without a comm) is watched from now on.
+    fn confirm_candidate(&self, pid: u32, event: &Event) -> Option<WatchChange> {
+        let in_session = event.attr.as_ref().is_some_and(|a| a.session.is_some());
+        if !in_session {
+            Some(WatchChange::Unwatch(pid))
+        } else if self.attributor.is_session_root(pid) {
+            Some(WatchChange::Watch(pid))
+        } else {
+            None
+        }
+    }
+
+    /// Feeds the record to the process table and adds session, lineage and cause.
+    fn attribute(&mut self, record: &Record, event: &mut Event) {
+        let a = &mut self.attributor;
+        match (record, &mut event.body) {
+            (Record::Fork(f), _) => a.on_fork(f),
+            (Record::Exec(x), _) => a.on_exec(x),
+            (Record::Signal(s), Body::Signal(body)) => {
+                a.on_signal(s);
+                let sender = a.attr(s.sender_pid);
+                body.sender.proc_id = sender.proc_id;
+                body.sender.session_id = sender.session.map(|s| s.id);
+            }
+            (Record::SignalDeliver(d), _) => a.on_deliver(d),
+            (Record::Oom(o), Body::Oom(body)) => a.on_oom(o, body.anon_rss_kb, body.total_vm_kb),
+            (Record::Exit(e), Body::Exit(body)) => {
+                a.on_exit_unknown(e);
+                body.cause = a.cause(e);
+                if body.own_peak_rss_kb.is_none()
+                    && let Some(peak) = body.peak_rss_kb
+                {
+                    body.own_peak_rss_kb = a.own_peak_fallback(e, peak);
+                }
+            }
+            _ => {}
+        }
+        event.attr = Some(a.attr(event.pid));
+        if let Record::Exit(e) = record {
+            a.on_exit_done(e);
+        }
+    }
+
+    /// What userspace adds to a kernel record: cgroup paths; the OOM victim's name and uid
+    /// when the kernel passed only its pid (kernels before ~6.8).
+    fn enrich(&mut self, event: &mut Event) {
+        match &mut event.body {
+            Body::Exit(e) => e.memcg_path = e.memcg_id.and_then(|id| self.memcgs.path(id)),
+            Body::Oom(o) => {
+                o.memcg_path = o.memcg_id.and_then(|id| self.memcgs.path(id));
+                if o.victim.comm.is_empty() {
+                    let pid = o.victim.pid;
+                    if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+                        o.victim.comm = comm.trim_end().to_owned();
+                        event.comm.clone_from(&o.victim.comm);
+                    }
+                    if o.victim.uid.is_none() {
+                        o.victim.uid = scope::proc_uid(pid);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// On kernels whose `sched_process_exit` has no `group_dead` argument, the kernel program
+/// detects the group's end from `signal->live`, and two threads leaving at the same instant
+/// can both see it at zero. Exits detected that way are de-duplicated here by (pid, start
+/// time) over the last `DEDUP_WINDOW` such exits.
+#[derive(Default)]
+struct ExitDedup {
+    recent: std::collections::VecDeque<(u32, u64)>,
+}
+
+const DEDUP_WINDOW: usize = 1024;
+
+impl ExitDedup {
+    fn is_duplicate(&mut self, record: &Record) -> bool {
+        let Record::Exit(e) = record else {
+            return false;
+        };
+        if e.flags & EXIT_FLAG_LIVE_COUNTER == 0 {
+            return false;
+        }
+        let key = (e.header.pid, e.start_boottime_ns);
+        if self.recent.contains(&key) {
+            return true;
+        }
+        if self.recent.len() == DEDUP_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(key);
+        false
+    }
+}
+
+/// Which events are written: in the session scopes, those of session members (and signals
+/// sent by them), and with `oom_all` every OOM kill and its victim's exit; otherwise every
+/// event the kernel reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Filter {
+    All,
+    Sessions { oom_all: bool },
+    Session { id: String, oom_all: bool },
+}
+
+impl Filter {
+    fn new(scope: &ScopeMode, oom_all: bool) -> Filter {
+        match scope {
+            ScopeMode::All | ScopeMode::Pids(_) => Filter::All,
+            ScopeMode::Sessions => Filter::Sessions { oom_all },
+            ScopeMode::Session(id) => Filter::Session {
+                id: id.clone(),
+                oom_all,
+            },
+        }
+    }
+
+    fn keeps(&self, event: &Event) -> bool {
+        let oom_all = match self {
+            Filter::All => return true,
+            Filter::Sessions { oom_all } | Filter::Session { oom_all, .. } => *oom_all,
+        };
+        if oom_all {
+            match &event.body {
+                Body::Oom(_) => return true,
+                Body::Exit(e) if e.cause.cause == CauseKind::OomKilled => return true,
+                _ => {}
+            }
+        }
+        let session = event.attr.as_ref().and_then(|a| a.session.as_ref());
+        let sender_session = match &event.body {
+            Body::Signal(s) => s.sender.session_id.as_deref(),
+            _ => None,
+        };
+        match self {
+            Filter::All => true,
+            Filter::Sessions { .. } => session.is_some() || sender_session.is_some(),
+            Filter::Session { id, .. } => {
+                session.is_some_and(|s| s.id == *id || s.claude_session_id.as_deref() == Some(id))
+                    || sender_session == Some(id.as_str())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use monitor_common::{Exit, Header, Kind, WIRE_VERSION};
+
+    use super::*;
+
+    fn exit(pid: u32, start: u64, flags: u32) -> Record {
+        Record::Exit(Exit {
+            header: Header {
+                kind: Kind::Exit as u16,
+                version: WIRE_VERSION,
+                cpu: 0,
+                ts_ns: 1,
+                pid,
+                tid: pid,
+                comm: [0; 16],
+            },
+            ppid: 1,
+            uid: 0,
+            exit_status: 0,
+            flags,
+            maxrss_pages: 0,
+            utime_ns: 0,
+            stime_ns: 0,
+            start_boottime_ns: start,
+            memcg_id: 0,
+            mm_peak_pages: 0,
+            thread_comm: [0; 16],
+        })
+    }
+
+    #[test]
+    fn live_counter_exits_are_deduplicated_by_pid_and_start() {
+        let mut d = ExitDedup::default();
+        assert!(!d.is_duplicate(&exit(10, 5, EXIT_FLAG_LIVE_COUNTER)));
+        assert!(d.is_duplicate(&exit(10, 5, EXIT_FLAG_LIVE_COUNTER)));
+        // Same pid, another process (pid reuse): not a duplicate.
+        assert!(!d.is_duplicate(&exit(10, 6, EXIT_FLAG_LIVE_COUNTER)));
+        // Exits detected with group_dead are never dropped.
+        assert!(!d.is_duplicate(&exit(11, 5, 0)));
+        assert!(!d.is_duplicate(&exit(11, 5, 0)));
+        // The window is bounded.
+        for pid in 100..100 + DEDUP_WINDOW as u32 {
+            d.is_duplicate(&exit(pid, 1, EXIT_FLAG_LIVE_COUNTER));
+        }
+        assert!(!d.is_duplicate(&exit(10, 5, EXIT_FLAG_LIVE_COUNTER)));
+    }
+
+    /// A replay: the records the kernel writes for a Claude Code session whose tool is
+    /// killed from outside, whose root then catches SIGTERM and exits 143, and a process
+    /// that reuses the tool's pid outside the session; through the core with no kernel,
+    /// asserting what the stream and the reports would say.
+    mod replay {
+        use monitor_common::{
+            ARGS_LEN, DISPOSITION_HANDLER, EXEC_FLAG_ARGS, Exec, FILENAME_LEN, Fork, Signal,
+            SignalDeliver,
+        };
+
+        use super::*;
+        use crate::{
+            claude::{detect::Detector, registry::Registry},
+            event::{CauseKind, Kind as EventKind},
+            host::clock::Clock,
+            report::{Reason, worth_reporting},
+        };
+
+        // Above any pid_max (4194304): /proc never has them, so the replay reads nothing
+        // of the host.
+        const ROOT: u32 = 4_300_000;
+        const TOOL: u32 = 4_300_001;
+        const OUTSIDER: u32 = 4_300_002;
+        const SEC: u64 = 1_000_000_000;
+
+        fn zeroed<T: Copy>() -> T {
+            // SAFETY: monitor_common's #[repr(C)] records hold integers and integer arrays
+            // only, for which all-zero bytes are valid.
+            unsafe { std::mem::zeroed() }
+        }
+
+        fn header(kind: Kind, pid: u32, comm: &str, ts_ns: u64) -> Header {
+            let mut c = [0; 16];
+            c[..comm.len()].copy_from_slice(comm.as_bytes());
+            Header {
+                kind: kind as u16,
+                version: WIRE_VERSION,
+                cpu: 0,
+                ts_ns,
+                pid,
+                tid: pid,
+                comm: c,
+            }
+        }
+
+        fn fork(child: u32, parent: u32, comm: &str, start: u64) -> Record {
+            let mut f: Fork = zeroed();
+            f.header = header(Kind::Fork, child, comm, start);
+            f.parent_pid = parent;
+            f.parent_tid = parent;
+            f.start_boottime_ns = start;
+            Record::Fork(f)
+        }
+
+        fn exec(pid: u32, ppid: u32, start: u64, filename: &str, argv: &[&str]) -> Record {
+            let mut x: Exec = zeroed();
+            let comm = filename.rsplit('/').next().unwrap_or(filename);
+            x.header = header(Kind::Exec, pid, &comm[..comm.len().min(15)], start + 1);
+            x.old_tid = pid;
+            x.ppid = ppid;
+            x.start_boottime_ns = start;
+            let mut name = [0; FILENAME_LEN];
+            name[..filename.len()].copy_from_slice(filename.as_bytes());
+            x.filename = name;
+            let area: Vec<u8> = argv.iter().flat_map(|a| a.bytes().chain([0])).collect();
+            let mut args = [0; ARGS_LEN];
+            args[..area.len()].copy_from_slice(&area);
+            x.args = args;
+            x.args_len = area.len() as u32;
+            x.flags = EXEC_FLAG_ARGS;
+            Record::Exec(x)
+        }
+
+        fn signal(target: u32, sender: u32, sig: i32, at: u64) -> Record {
+            let mut s: Signal = zeroed();
+            s.header = header(Kind::Signal, target, "x", at);
+            s.sig = sig;
+            s.sender_pid = sender;
+            s.sender_tid = sender;
+            s.sender_comm[..4].copy_from_slice(b"bash");
+            Record::Signal(s)
+        }
+
+        fn deliver(target: u32, sig: i32, at: u64) -> Record {
+            let mut d: SignalDeliver = zeroed();
+            d.header = header(Kind::SignalDeliver, target, "claude", at);
+            d.sig = sig;
+            d.disposition = DISPOSITION_HANDLER;
+            Record::SignalDeliver(d)
+        }
+
+        fn exit_at(pid: u32, start: u64, status: u32, at: u64) -> Record {
+            let Record::Exit(mut e) = exit(pid, start, 0) else {
+                unreachable!()
+            };
+            e.header.ts_ns = at;
+            e.exit_status = status;
+            Record::Exit(e)
+        }
+
+        fn core() -> Core {
+            let attributor = Attributor::new(
+                Detector::new(Vec::new()).expect("built-in rules"),
+                Registry::new(Vec::new()),
+                Clock::fixed(0),
+                4,
+            );
+            Core::new(
+                attributor,
+                Converter::new(Clock::fixed(0)),
+                &ScopeMode::Sessions,
+                false,
+                cgroups::Resolver::new(None),
+            )
+        }
+
+        fn feed(core: &mut Core, records: &[Record]) -> Vec<Event> {
+            let now = Instant::now();
+            records
+                .iter()
+                .flat_map(|r| core.record(r, 1, now).events)
+                .collect()
+        }
+
+        fn exit_of(events: &[Event], pid: u32) -> &Event {
+            events
+                .iter()
+                .find(|e| e.kind == EventKind::Exit && e.pid == pid)
+                .unwrap_or_else(|| panic!("no exit of {pid} in {events:#?}"))
+        }
+
+        #[test]
+        fn a_session_whose_tool_is_killed_and_whose_root_is_terminated() {
+            let mut core = core();
+            let version = "/home/u/.local/share/claude/versions/2.1.197";
+            let events = feed(
+                &mut core,
+                &[
+                    exec(ROOT, 1, SEC, version, &["claude", "-p", "hi"]),
+                    fork(TOOL, ROOT, "claude", 2 * SEC),
+                    exec(TOOL, ROOT, 2 * SEC, "/bin/sh", &["sh", "-c", "sleep 30"]),
+                    signal(TOOL, OUTSIDER, 9, 3 * SEC),
+                    exit_at(TOOL, 2 * SEC, 9, 3 * SEC + 1),
+                    signal(ROOT, OUTSIDER, 15, 4 * SEC),
+                    deliver(ROOT, 15, 4 * SEC + 1),
+                    exit_at(ROOT, SEC, 143 << 8, 4 * SEC + 2),
+                ],
+            );
+            // The exec of the root made it a session; the watch map keeps following it.
+            let tool = exit_of(&events, TOOL);
+            let attr = tool.attr.as_ref().expect("attributed");
+            let session = attr.session.as_ref().expect("in the session");
+            assert_eq!(
+                (session.root_pid, session.agent.as_str()),
+                (ROOT, "claude-code")
+            );
+            assert_eq!(session.version.as_deref(), Some("2.1.197"));
+            let lineage: Vec<u32> = attr.ancestry.iter().flatten().map(|a| a.pid).collect();
+            assert_eq!(lineage, [TOOL, ROOT]);
+            let Body::Exit(x) = &tool.body else {
+                unreachable!()
+            };
+            let k = x.cause.killed_by.as_ref().expect("sender");
+            assert_eq!(
+                (x.cause.cause, k.pid, k.signal, k.same_session, k.handled),
+                (CauseKind::Killed, OUTSIDER, 9, false, false)
+            );
+            assert_eq!(
+                worth_reporting(tool, false),
+                Some(Reason::KilledFromOutside)
+            );
+
+            let root = exit_of(&events, ROOT);
+            let Body::Exit(x) = &root.body else {
+                unreachable!()
+            };
+            let k = x.cause.killed_by.as_ref().expect("sender");
+            assert_eq!(
+                (x.cause.cause, x.exit_code, k.pid, k.signal, k.handled),
+                (CauseKind::Terminated, Some(143), OUTSIDER, 15, true)
+            );
+            assert_eq!(
+                worth_reporting(root, false),
+                Some(Reason::KilledFromOutside)
+            );
+
+            // The tool's pid reused by a process outside the session: not in it.
+            let reused = feed(
+                &mut core,
+                &[
+                    fork(TOOL, OUTSIDER, "bash", 5 * SEC),
+                    exit_at(TOOL, 5 * SEC, 0, 6 * SEC),
+                ],
+            );
+            assert!(
+                reused.is_empty(),
+                "the sessions scope writes nothing of a process outside: {reused:#?}"
+            );
+        }
+
+        /// The first exec of a session root asks the kernel to keep following it; a
+        /// candidate exec that is no session is dropped from the watch map.
+        #[test]
+        fn candidate_execs_change_the_watch_map() {
+            let mut core = core();
+            let version = "/home/u/.local/share/claude/versions/2.1.197";
+            let step = core.record(&exec(ROOT, 1, SEC, version, &["claude"]), 1, Instant::now());
+            assert_eq!(step.watch, Some(WatchChange::Watch(ROOT)));
+            let step = core.record(
+                &exec(OUTSIDER, 1, SEC, "/usr/bin/2to3", &["2to3"]),
+                1,
+                Instant::now(),
+            );
+            assert_eq!(step.watch, Some(WatchChange::Unwatch(OUTSIDER)));
+            assert!(
+                step.events.is_empty(),
+                "outside the sessions: {:#?}",
+                step.events
+            );
+        }
+    }
+}
