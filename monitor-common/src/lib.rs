@@ -223,6 +223,8 @@ pub const EXIT_FLAG_NO_TIMES: u32 = 1 << 2;
 pub const EXIT_FLAG_NO_MAXRSS: u32 = 1 << 3;
 /// `Exec::flags`: `args`/`args_len` were read (the offsets exist and the area was mapped).
 pub const EXEC_FLAG_ARGS: u32 = 1;
+/// `Exec::flags`: `maxrss_pages` was read (without it, it means nothing).
+pub const EXEC_FLAG_MAXRSS: u32 = 1 << 1;
 /// `Oom::flags`: the victim's memory figures were read (the victim still had an mm).
 pub const OOM_FLAG_MEMORY: u32 = 1;
 /// `Oom::flags`: rss figures come from percpu counters' central count (exact to within the

@@ -10,7 +10,8 @@ use aya_ebpf::{
     programs::BtfTracePointContext,
 };
 use monitor_common::{
-    COMM_LEN, EXEC_FLAG_ARGS, Exec, Kind, SETTING_EXEC_ALL, SETTING_VERSION_COMM, WATCHED_CANDIDATE,
+    COMM_LEN, EXEC_FLAG_ARGS, EXEC_FLAG_MAXRSS, Exec, Kind, SETTING_EXEC_ALL, SETTING_VERSION_COMM,
+    WATCHED_CANDIDATE,
 };
 
 use super::{header, reserve, submit};
@@ -74,7 +75,14 @@ fn try_exec(ctx: &BtfTracePointContext) {
             }
         }
         (*e).start_boottime_ns = kernel::start_boottime(task);
-        (*e).maxrss_pages = read::<u64>(kernel::signal(task), off!(signal_maxrss)).unwrap_or(0);
+        // Flagged when read: a failed read is no baseline (never a made-up zero).
+        (*e).maxrss_pages = match read::<u64>(kernel::signal(task), off!(signal_maxrss)) {
+            Some(pages) => {
+                (*e).flags |= EXEC_FLAG_MAXRSS;
+                pages
+            }
+            None => 0,
+        };
         let filename = kernel::read_ptr(bprm, off!(bprm_filename));
         let buf = &mut (*e).filename;
         if filename.is_null() || bpf_probe_read_kernel_str_bytes(filename, buf).is_err() {

@@ -51,7 +51,7 @@ fn try_oom(task: Task, victim: u32, uid: u32) {
         }
     }
     let (trigger, trigger_tid) = kernel::current_ids();
-    let Some(mut entry) = reserve::<Oom>() else {
+    let Some(entry) = reserve::<Oom>() else {
         return;
     };
     let mm = if task.is_null() {
@@ -68,6 +68,72 @@ fn try_oom(task: Task, victim: u32, uid: u32) {
     } else {
         kernel::signal(task)
     };
+    // Every figure is read first: one failed read and the memory figures are not reported
+    // (the flag stays off and the agent says null), rather than a made-up zero.
+    let total_vm = read::<u64>(mm, off!(mm_total_vm));
+    let anon = read::<i64>(mm, off!(mm_anon_rss));
+    let file = read::<i64>(mm, off!(mm_file_rss));
+    let shmem = read::<i64>(mm, off!(mm_shmem_rss));
+    let pgtables = read::<i64>(mm, off!(mm_pgtables_bytes));
+    let (Some(total_vm), Some(anon), Some(file), Some(shmem), Some(pgtables)) =
+        (total_vm, anon, file, shmem, pgtables)
+    else {
+        oflags &= !(OOM_FLAG_MEMORY | OOM_FLAG_RSS_APPROX);
+        return finish(
+            entry,
+            task,
+            victim,
+            uid,
+            oflags,
+            trigger,
+            trigger_tid,
+            signal,
+            [0; 5],
+        );
+    };
+    let figures = [
+        total_vm,
+        anon.max(0) as u64,
+        file.max(0) as u64,
+        shmem.max(0) as u64,
+        pgtables.max(0) as u64,
+    ];
+    finish(
+        entry,
+        task,
+        victim,
+        uid,
+        oflags,
+        trigger,
+        trigger_tid,
+        signal,
+        figures,
+    );
+}
+
+/// Fills and submits the record; `figures` are total_vm, anon, file and shmem rss (pages)
+/// and page tables (bytes), meaningful only with `OOM_FLAG_MEMORY`.
+#[inline(always)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one record's fields, filled in one place"
+)]
+fn finish(
+    mut entry: aya_ebpf::maps::ring_buf::RingBufEntry<Oom>,
+    task: Task,
+    victim: u32,
+    uid: u32,
+    mut oflags: u32,
+    trigger: u32,
+    trigger_tid: u32,
+    signal: Task,
+    figures: [u64; 5],
+) {
+    // The figures are all reported or none (the schema's contract): no oom_score_adj, none.
+    let score_adj = read::<i16>(signal, off!(signal_oom_score_adj));
+    if score_adj.is_none() {
+        oflags &= !(OOM_FLAG_MEMORY | OOM_FLAG_RSS_APPROX);
+    }
     let e = entry.as_mut_ptr();
     // SAFETY: `e` points to a reserved, exclusively owned ring-buffer slot.
     unsafe {
@@ -82,12 +148,12 @@ fn try_oom(task: Task, victim: u32, uid: u32) {
         (*e).trigger_pid = trigger;
         (*e).trigger_tid = trigger_tid;
         (*e).trigger_comm = bpf_get_current_comm().unwrap_or([0; 16]);
-        (*e).total_vm_pages = read::<u64>(mm, off!(mm_total_vm)).unwrap_or(0);
-        (*e).anon_rss_pages = read::<i64>(mm, off!(mm_anon_rss)).unwrap_or(0).max(0) as u64;
-        (*e).file_rss_pages = read::<i64>(mm, off!(mm_file_rss)).unwrap_or(0).max(0) as u64;
-        (*e).shmem_rss_pages = read::<i64>(mm, off!(mm_shmem_rss)).unwrap_or(0).max(0) as u64;
-        (*e).pgtables_bytes = read::<i64>(mm, off!(mm_pgtables_bytes)).unwrap_or(0).max(0) as u64;
-        (*e).oom_score_adj = read::<i16>(signal, off!(signal_oom_score_adj)).unwrap_or(0) as i32;
+        (*e).total_vm_pages = figures[0];
+        (*e).anon_rss_pages = figures[1];
+        (*e).file_rss_pages = figures[2];
+        (*e).shmem_rss_pages = figures[3];
+        (*e).pgtables_bytes = figures[4];
+        (*e).oom_score_adj = score_adj.unwrap_or(0) as i32;
         (*e)._pad = 0;
         (*e).memcg_id = if task.is_null() {
             0

@@ -238,7 +238,8 @@ impl Attributor {
             x.ppid,
             comm.clone(),
             filename.clone(),
-            x.maxrss_pages * self.page_kb,
+            (x.flags & monitor_common::EXEC_FLAG_MAXRSS != 0)
+                .then(|| x.maxrss_pages * self.page_kb),
         );
         // /proc is read (three syscalls: the cost of an exec in a storm) only for an exec
         // that could start a session, by the same test as the kernel's prefilter, or that

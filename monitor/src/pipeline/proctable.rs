@@ -173,7 +173,7 @@ impl ProcTable {
         ppid: u32,
         comm: String,
         filename: String,
-        maxrss_kb: u64,
+        maxrss_kb: Option<u64>,
     ) -> &mut Proc {
         let known = self
             .by_pid
@@ -186,7 +186,7 @@ impl ProcTable {
         let proc = self.by_pid.get_mut(&id.pid).expect("inserted above");
         proc.comm = comm;
         proc.filename = Some(filename);
-        proc.exec_maxrss_kb = Some(maxrss_kb);
+        proc.exec_maxrss_kb = maxrss_kb;
         proc
     }
 
@@ -331,7 +331,13 @@ mod tests {
         t.insert_existing(id(100, 1), 1, "claude".into());
         t.set_session(100, 0);
         t.fork(id(101, 5), 100, "claude".into());
-        t.exec(id(101, 5), 100, "bash".into(), "/bin/bash".into(), 300_000);
+        t.exec(
+            id(101, 5),
+            100,
+            "bash".into(),
+            "/bin/bash".into(),
+            Some(300_000),
+        );
         t.fork(id(102, 6), 101, "bash".into());
         assert_eq!(t.get(102).and_then(|p| p.session), Some(0));
         let chain: Vec<u32> = t.ancestry(102).iter().map(|a| a.pid).collect();
