@@ -16,273 +16,34 @@ pub mod resources;
 pub mod service;
 
 use std::{
-    io::Write as _,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
-use serde::Serialize;
 use tokio::signal::unix::{SignalKind, signal};
 
 use self::{
-    alerts::{Alert, AlertThresholds, Alerter},
+    alerts::{AlertThresholds, Alerter},
     resources::{History, SessionRef, SessionSampler},
 };
 use crate::{
     claude::detect::Detector,
     config::{self, Config, IgnoredSignals},
     diag,
+    event::Body,
     event::StopReason,
-    event::{Body, Event},
     host::cgroups::MemoryHierarchy,
-    host::memcg,
     kernel::loader::ScopeMode,
-    output::rotate::RotatingFile,
-    pipeline::attribution::Attributor,
     pipeline::engine::{BUSY_POLL, COUNTER_PERIOD, Engine, EngineOptions},
     pipeline::output::{Output, OutputError},
-    report::{self, ReportStore},
+    report::ReportStore,
 };
 
-/// A log file that reports its failures once and keeps trying.
-struct Log {
-    name: &'static str,
-    file: Option<RotatingFile>,
-    path: PathBuf,
-    max_bytes: u64,
-    keep: u32,
-    failing: bool,
-    errors: u64,
-}
+mod logs;
+mod output;
 
-impl Log {
-    fn new(dir: &Path, name: &'static str, max_bytes: u64, keep: u32) -> Log {
-        Log {
-            name,
-            file: None,
-            path: dir.join(name),
-            max_bytes,
-            keep,
-            failing: false,
-            errors: 0,
-        }
-    }
-
-    fn write(&mut self, line: &[u8]) {
-        let result = (|| {
-            if self.file.is_none() {
-                self.file = Some(RotatingFile::open(
-                    self.path.clone(),
-                    self.max_bytes,
-                    self.keep,
-                )?);
-            }
-            match self.file.as_mut() {
-                Some(f) => f.write_line(line),
-                None => Ok(()),
-            }
-        })();
-        match result {
-            Ok(()) => {
-                if self.failing {
-                    diag::log_writable_again(&self.path, self.errors);
-                    self.failing = false;
-                }
-            }
-            Err(e) => {
-                self.errors += 1;
-                self.file = None;
-                if !self.failing {
-                    diag::log_write_failed(&self.path, e);
-                    self.failing = true;
-                }
-            }
-        }
-    }
-
-    fn write_json(&mut self, value: &impl Serialize) {
-        match serde_json::to_vec(value) {
-            Ok(line) => self.write(&line),
-            Err(e) => diag::unserializable(self.name, e),
-        }
-    }
-
-    fn flush(&mut self) {
-        if let Some(f) = self.file.as_mut() {
-            let _ = f.flush();
-        }
-    }
-}
-
-/// Records lost this close to an exit make its report incomplete.
-const LOST_NEARBY: Duration = Duration::from_secs(5);
-
-/// An alert in the event stream (`kind: "alert"`).
-#[derive(Serialize)]
-struct AlertEvent<'a> {
-    v: u32,
-    kind: &'static str,
-    ts: &'a str,
-    pid: u32,
-    comm: &'static str,
-    alert: &'a Alert,
-}
-
-/// One JSON line on stdout (`--stdout`).
-fn print_line(value: &impl Serialize) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, value)?;
-    out.write_all(b"\n")
-}
-
-/// Where the daemon's events go: the event log, reports, OOM alerts.
-struct DaemonOutput {
-    events: Log,
-    alerts_log: Log,
-    reports: ReportStore,
-    report_nonzero_exit: bool,
-    hierarchy: Option<MemoryHierarchy>,
-    history: History,
-    alerter: Alerter,
-    /// When records were last lost, and how many were lost since the first loss less than
-    /// `LOST_NEARBY` before it (the `lost` records' counts).
-    last_lost: Option<(Instant, u64)>,
-    reports_written: u64,
-    report_errors: u64,
-    /// Alert records written to the stream (counted in `agent_stop.events`).
-    alerts_raised: u64,
-    /// Also print each event as a JSON line on stdout (`--stdout`).
-    stdout: bool,
-}
-
-impl DaemonOutput {
-    /// Records lost within `LOST_NEARBY` of now (0 when none).
-    fn lost_nearby(&self) -> u64 {
-        self.last_lost
-            .filter(|(t, _)| t.elapsed() <= LOST_NEARBY)
-            .map_or(0, |(_, n)| n)
-    }
-
-    fn alert(&mut self, alert: &Alert) {
-        self.alerts_raised += 1;
-        let ts = alert.ts.clone();
-        self.alerts_log.write_json(alert);
-        let event = AlertEvent {
-            v: 1,
-            kind: "alert",
-            ts: &ts,
-            pid: std::process::id(),
-            comm: "claude-monitor",
-            alert,
-        };
-        self.events.write_json(&event);
-        if self.stdout {
-            // A closed stdout ends the daemon at its next event write, not here.
-            let _ = print_line(&event).and_then(|()| std::io::stdout().flush());
-        }
-        diag::alert(alert.kind, &alert.message);
-    }
-
-    fn report(&mut self, event: &Event, reason: report::Reason, attributor: &Attributor) {
-        let Body::Exit(exit) = &event.body else {
-            return;
-        };
-        let session = event.attr.as_ref().and_then(|a| a.session.as_ref());
-        let memcg = match (&self.hierarchy, &exit.memcg_path) {
-            (Some(h), Some(path)) => memcg::chain(h, path),
-            _ => Vec::new(),
-        };
-        let samples = session
-            .map(|s| {
-                self.history
-                    .last(&s.id, 5)
-                    .into_iter()
-                    .map(report::Sample::from)
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        let alive = attributor
-            .session_of(event.pid)
-            .map(|idx| {
-                attributor
-                    .live_members(Some(idx))
-                    .into_iter()
-                    .filter(|(pid, _)| *pid != event.pid)
-                    .collect()
-            })
-            .unwrap_or_default();
-        let lost_nearby = self.lost_nearby();
-        let ctx = report::Context {
-            cmdline: attributor.argv(
-                event.pid,
-                event.attr.as_ref().and_then(|a| a.proc_id.as_deref()),
-            ),
-            memcg,
-            samples,
-            alive,
-            complete: lost_nearby == 0,
-            lost_nearby,
-        };
-        let Some(report) = report::build(event, reason, ctx) else {
-            return;
-        };
-        match self.reports.write(&report) {
-            Ok(path) => {
-                self.reports_written += 1;
-                diag::report_written(&path, &report.summary);
-            }
-            Err(e) => {
-                self.report_errors += 1;
-                diag::report_write_failed(&report.id, e);
-            }
-        }
-    }
-}
-
-impl Output for DaemonOutput {
-    fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), OutputError> {
-        self.events.write_json(event);
-        if self.stdout {
-            print_line(event)?;
-        }
-        match &event.body {
-            Body::Lost(l) => {
-                self.last_lost = Some((Instant::now(), self.lost_nearby() + l.count));
-            }
-            Body::Exit(_) => {
-                if let Some(reason) = report::worth_reporting(event, self.report_nonzero_exit) {
-                    self.report(event, reason, attributor);
-                    if reason == report::Reason::OomKill {
-                        let subject = event
-                            .attr
-                            .as_ref()
-                            .and_then(|a| a.proc_id.clone())
-                            .unwrap_or_else(|| event.pid.to_string());
-                        let message = format!(
-                            "OOM kill: {} (pid {}) was killed by the kernel's OOM killer",
-                            event.comm, event.pid
-                        );
-                        if let Some(alert) = self.alerter.oom_kill(subject, message, Instant::now())
-                        {
-                            self.alert(&alert);
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> Result<(), OutputError> {
-        self.events.flush();
-        if self.stdout {
-            std::io::stdout().flush()?;
-        }
-        Ok(())
-    }
-}
+use self::{logs::Log, output::DaemonOutput};
 
 /// Validated `daemon` invocation.
 pub struct DaemonOptions {

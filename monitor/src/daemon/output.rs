@@ -1,0 +1,199 @@
+//! Where the daemon's events go: the event log, stdout, exit reports and alerts.
+
+use std::{
+    io::Write as _,
+    time::{Duration, Instant},
+};
+
+use anyhow::Result;
+use serde::Serialize;
+
+use super::{
+    alerts::{Alert, Alerter},
+    resources::History,
+};
+use crate::{
+    diag,
+    event::{Body, Event},
+    host::cgroups::MemoryHierarchy,
+    host::memcg,
+    pipeline::attribution::Attributor,
+    pipeline::output::{Output, OutputError},
+    report::{self, ReportStore},
+};
+
+use super::logs::Log;
+
+/// Records lost this close to an exit make its report incomplete.
+pub(super) const LOST_NEARBY: Duration = Duration::from_secs(5);
+
+/// An alert in the event stream (`kind: "alert"`).
+#[derive(Serialize)]
+pub(super) struct AlertEvent<'a> {
+    pub(super) v: u32,
+    pub(super) kind: &'static str,
+    pub(super) ts: &'a str,
+    pub(super) pid: u32,
+    pub(super) comm: &'static str,
+    pub(super) alert: &'a Alert,
+}
+
+/// One JSON line on stdout (`--stdout`).
+pub(super) fn print_line(value: &impl Serialize) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    out.write_all(b"\n")
+}
+
+/// Where the daemon's events go: the event log, reports, OOM alerts.
+pub(super) struct DaemonOutput {
+    pub(super) events: Log,
+    pub(super) alerts_log: Log,
+    pub(super) reports: ReportStore,
+    pub(super) report_nonzero_exit: bool,
+    pub(super) hierarchy: Option<MemoryHierarchy>,
+    pub(super) history: History,
+    pub(super) alerter: Alerter,
+    /// When records were last lost, and how many were lost since the first loss less than
+    /// `LOST_NEARBY` before it (the `lost` records' counts).
+    pub(super) last_lost: Option<(Instant, u64)>,
+    pub(super) reports_written: u64,
+    pub(super) report_errors: u64,
+    /// Alert records written to the stream (counted in `agent_stop.events`).
+    pub(super) alerts_raised: u64,
+    /// Also print each event as a JSON line on stdout (`--stdout`).
+    pub(super) stdout: bool,
+}
+
+impl DaemonOutput {
+    /// Records lost within `LOST_NEARBY` of now (0 when none).
+    pub(super) fn lost_nearby(&self) -> u64 {
+        self.last_lost
+            .filter(|(t, _)| t.elapsed() <= LOST_NEARBY)
+            .map_or(0, |(_, n)| n)
+    }
+
+    pub(super) fn alert(&mut self, alert: &Alert) {
+        self.alerts_raised += 1;
+        let ts = alert.ts.clone();
+        self.alerts_log.write_json(alert);
+        let event = AlertEvent {
+            v: 1,
+            kind: "alert",
+            ts: &ts,
+            pid: std::process::id(),
+            comm: "claude-monitor",
+            alert,
+        };
+        self.events.write_json(&event);
+        if self.stdout {
+            // A closed stdout ends the daemon at its next event write, not here.
+            let _ = print_line(&event).and_then(|()| std::io::stdout().flush());
+        }
+        diag::alert(alert.kind, &alert.message);
+    }
+
+    pub(super) fn report(
+        &mut self,
+        event: &Event,
+        reason: report::Reason,
+        attributor: &Attributor,
+    ) {
+        let Body::Exit(exit) = &event.body else {
+            return;
+        };
+        let session = event.attr.as_ref().and_then(|a| a.session.as_ref());
+        let memcg = match (&self.hierarchy, &exit.memcg_path) {
+            (Some(h), Some(path)) => memcg::chain(h, path),
+            _ => Vec::new(),
+        };
+        let samples = session
+            .map(|s| {
+                self.history
+                    .last(&s.id, 5)
+                    .into_iter()
+                    .map(report::Sample::from)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let alive = attributor
+            .session_of(event.pid)
+            .map(|idx| {
+                attributor
+                    .live_members(Some(idx))
+                    .into_iter()
+                    .filter(|(pid, _)| *pid != event.pid)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let lost_nearby = self.lost_nearby();
+        let ctx = report::Context {
+            cmdline: attributor.argv(
+                event.pid,
+                event.attr.as_ref().and_then(|a| a.proc_id.as_deref()),
+            ),
+            memcg,
+            samples,
+            alive,
+            complete: lost_nearby == 0,
+            lost_nearby,
+        };
+        let Some(report) = report::build(event, reason, ctx) else {
+            return;
+        };
+        match self.reports.write(&report) {
+            Ok(path) => {
+                self.reports_written += 1;
+                diag::report_written(&path, &report.summary);
+            }
+            Err(e) => {
+                self.report_errors += 1;
+                diag::report_write_failed(&report.id, e);
+            }
+        }
+    }
+}
+
+impl Output for DaemonOutput {
+    fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), OutputError> {
+        self.events.write_json(event);
+        if self.stdout {
+            print_line(event)?;
+        }
+        match &event.body {
+            Body::Lost(l) => {
+                self.last_lost = Some((Instant::now(), self.lost_nearby() + l.count));
+            }
+            Body::Exit(_) => {
+                if let Some(reason) = report::worth_reporting(event, self.report_nonzero_exit) {
+                    self.report(event, reason, attributor);
+                    if reason == report::Reason::OomKill {
+                        let subject = event
+                            .attr
+                            .as_ref()
+                            .and_then(|a| a.proc_id.clone())
+                            .unwrap_or_else(|| event.pid.to_string());
+                        let message = format!(
+                            "OOM kill: {} (pid {}) was killed by the kernel's OOM killer",
+                            event.comm, event.pid
+                        );
+                        if let Some(alert) = self.alerter.oom_kill(subject, message, Instant::now())
+                        {
+                            self.alert(&alert);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), OutputError> {
+        self.events.flush();
+        if self.stdout {
+            std::io::stdout().flush()?;
+        }
+        Ok(())
+    }
+}
