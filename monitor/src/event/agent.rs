@@ -9,7 +9,7 @@ pub struct AgentStart {
     pub version: String,
     pub kernel: String,
     pub scope: Scope,
-    pub hooks: Vec<String>,
+    pub hooks: Vec<HookName>,
     pub hooks_unavailable: Vec<Unavailable>,
     pub ring_buffer_bytes: u32,
     /// The hierarchy `memcg_id`s refer to (`null` when no memory controller is mounted).
@@ -40,7 +40,7 @@ pub struct Scope {
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Unavailable {
-    pub hook: String,
+    pub hook: HookName,
     pub reason: String,
 }
 
@@ -159,4 +159,25 @@ names!(PinState {
 names!(CgroupVersion {
     V1 => "v1",
     V2 => "v2",
+});
+
+/// The kernel hooks (tracepoints) the programs attach to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookName {
+    SchedProcessExit,
+    SchedProcessFork,
+    SchedProcessExec,
+    SignalGenerate,
+    SignalDeliver,
+    MarkVictim,
+}
+
+names!(HookName {
+    SchedProcessExit => "sched_process_exit",
+    SchedProcessFork => "sched_process_fork",
+    SchedProcessExec => "sched_process_exec",
+    SignalGenerate => "signal_generate",
+    SignalDeliver => "signal_deliver",
+    MarkVictim => "mark_victim",
 });

@@ -137,7 +137,8 @@ mod tests {
             ScopeName,
             StopReason,
             PinState,
-            CgroupVersion
+            CgroupVersion,
+            HookName
         );
     }
 }

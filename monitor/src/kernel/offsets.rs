@@ -7,7 +7,10 @@
 
 use monitor_common::{Offsets, UNAVAILABLE};
 
-use crate::kernel::btf::{Btf, BtfError};
+use crate::{
+    event::HookName,
+    kernel::btf::{Btf, BtfError},
+};
 
 /// Everything derived from BTF that the loader needs.
 #[derive(Debug, Clone)]
@@ -22,7 +25,7 @@ pub struct KernelLayout {
 /// A tracepoint and the program that serves it on this kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hook {
-    pub tracepoint: &'static str,
+    pub tracepoint: HookName,
     /// Name of the program in the eBPF object.
     pub program: &'static str,
     /// The tracepoint's arguments as BTF describes them; `None` when the kernel lacks it.
@@ -30,13 +33,13 @@ pub struct Hook {
 }
 
 /// The tracepoints the programs attach to.
-pub const TRACEPOINTS: [&str; 6] = [
-    "sched_process_exit",
-    "sched_process_fork",
-    "sched_process_exec",
-    "signal_generate",
-    "signal_deliver",
-    "mark_victim",
+pub const TRACEPOINTS: [HookName; 6] = [
+    HookName::SchedProcessExit,
+    HookName::SchedProcessFork,
+    HookName::SchedProcessExec,
+    HookName::SignalGenerate,
+    HookName::SignalDeliver,
+    HookName::MarkVictim,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -202,11 +205,11 @@ pub fn compute(btf: &Btf) -> Result<KernelLayout, LayoutError> {
 
     let mut hooks = Vec::new();
     for tp in TRACEPOINTS {
-        let args = btf.tracepoint_args(tp);
+        let args = btf.tracepoint_args(tp.as_str());
         // Program variants for prototypes that changed between kernels: the matching one is
         // loaded, so the verifier never sees an access to an argument the kernel lacks.
         let program = match (tp, &args) {
-            ("sched_process_exit", Some(a)) if a.len() < 2 => {
+            (HookName::SchedProcessExit, Some(a)) if a.len() < 2 => {
                 b.notes.push(
                     "sched_process_exit has no group_dead argument on this kernel: process exit \
                      is detected from signal->live"
@@ -221,7 +224,9 @@ pub fn compute(btf: &Btf) -> Result<KernelLayout, LayoutError> {
                 );
                 "sched_process_exit_legacy"
             }
-            ("mark_victim", Some(a)) if !a.first().is_some_and(|t| t.contains("task_struct")) => {
+            (HookName::MarkVictim, Some(a))
+                if !a.first().is_some_and(|t| t.contains("task_struct")) =>
+            {
                 b.notes.push(
                     "mark_victim passes only the victim's pid on this kernel: OOM events carry \
                      no victim memory figures, and the victim's name and uid are read from /proc"
@@ -229,7 +234,7 @@ pub fn compute(btf: &Btf) -> Result<KernelLayout, LayoutError> {
                 );
                 "mark_victim_pid"
             }
-            _ => tp,
+            _ => tp.as_str(),
         };
         hooks.push(Hook {
             tracepoint: tp,
@@ -339,11 +344,11 @@ mod tests {
         );
         // Adjacent unsigned longs in every kernel's mm_struct.
         assert_eq!(o.mm_arg_end, o.mm_arg_start + 8);
-        let hooks: Vec<&str> = layout.hooks.iter().map(|h| h.tracepoint).collect();
+        let hooks: Vec<HookName> = layout.hooks.iter().map(|h| h.tracepoint).collect();
         assert_eq!(hooks, TRACEPOINTS);
         // Each variant chosen exists in the prototype BTF gives (any kernel has one of them).
         for h in &layout.hooks {
-            assert!(h.program.starts_with(h.tracepoint), "{h:?}");
+            assert!(h.program.starts_with(h.tracepoint.as_str()), "{h:?}");
         }
         eprintln!("hooks {:?}, notes {:?}", layout.hooks, layout.notes);
     }

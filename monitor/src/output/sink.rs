@@ -75,7 +75,8 @@ pub fn text_line(e: &Event) -> String {
                     s.scope.watched_at_start
                 ));
             }
-            d.push_str(&format!(", hooks: {}", s.hooks.join(" ")));
+            let hooks: Vec<&str> = s.hooks.iter().map(|h| h.as_str()).collect();
+            d.push_str(&format!(", hooks: {}", hooks.join(" ")));
             for u in &s.hooks_unavailable {
                 d.push_str(&format!("; {} unavailable: {}", u.hook, u.reason));
             }

@@ -23,7 +23,7 @@ use monitor_common::{
 };
 
 use crate::{
-    event::{PinInfo, PinState, ProgramStats, Unavailable},
+    event::{HookName, PinInfo, PinState, ProgramStats, Unavailable},
     kernel::btf::Btf,
     kernel::offsets::{self, KernelLayout},
 };
@@ -119,7 +119,7 @@ pub struct Loaded {
     /// Owns the programs and their links when they are not pinned (dropping it detaches).
     _ebpf: Option<Ebpf>,
     pub layout: KernelLayout,
-    pub attached: Vec<String>,
+    pub attached: Vec<HookName>,
     pub unavailable: Vec<Unavailable>,
     pub maps: KernelMaps,
     /// The ring buffer of replaced pinned programs: drain it before `maps.ring`.
@@ -340,23 +340,20 @@ fn load_fresh(
         let tp = hook.tracepoint;
         if hook.args.is_none() {
             unavailable.push(Unavailable {
-                hook: tp.to_owned(),
+                hook: tp,
                 reason: format!("this kernel has no tracepoint {tp} (no btf_trace_{tp} in BTF)"),
             });
             continue;
         }
-        match attach(&mut ebpf, hook.program, tp, &aya_btf) {
+        match attach(&mut ebpf, hook.program, tp.as_str(), &aya_btf) {
             Ok((id, link)) => {
-                attached.push(tp.to_owned());
+                attached.push(tp);
                 programs.push((hook.program.to_owned(), id));
-                links.push((tp, link));
+                links.push((tp.as_str(), link));
             }
             Err(reason) => {
-                crate::diag::hook_unavailable(tp, &reason);
-                unavailable.push(Unavailable {
-                    hook: tp.to_owned(),
-                    reason,
-                });
+                crate::diag::hook_unavailable(tp.as_str(), &reason);
+                unavailable.push(Unavailable { hook: tp, reason });
             }
         }
     }

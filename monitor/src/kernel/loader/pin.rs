@@ -192,11 +192,11 @@ pub(super) fn reopen(dir: &Path, layout: &KernelLayout) -> Result<Loaded, String
         if dir.join(format!("link_{tp}")).exists() {
             let info = ProgramInfo::from_pin(dir.join(format!("prog_{}", hook.program)))
                 .map_err(|e| format!("program {}: {}", hook.program, explain_program_error(&e)))?;
-            attached.push(tp.to_owned());
+            attached.push(tp);
             programs.push((hook.program.to_owned(), info.id()));
         } else {
             unavailable.push(Unavailable {
-                hook: tp.to_owned(),
+                hook: tp,
                 reason: if hook.args.is_none() {
                     format!("this kernel has no tracepoint {tp} (no btf_trace_{tp} in BTF)")
                 } else {
