@@ -298,6 +298,22 @@ fn daemon_reports_outside_kill_crash_and_oom() {
     assert!(sessions.contains(&root), "{sessions}");
     assert!(s.data.join("logs/resources-system.jsonl").exists());
     assert!(s.data.join("logs/alerts.jsonl").exists());
+    // Private whatever the umask (this test runs under 022): every user's command lines are
+    // in there.
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
+    };
+    for dir in ["data", "data/logs", "data/reports"] {
+        assert_eq!(mode(&s.dir.join(dir)), 0o700, "{dir}");
+    }
+    for entry in ["logs", "reports"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(s.data.join(d)).expect("list"))
+    {
+        let path = entry.expect("entry").path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
 
     // The CLI reads them back.
     let list = s.cli(&["reports"]);

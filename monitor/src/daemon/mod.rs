@@ -70,7 +70,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let logs_dir = cfg.data_dir.join("logs");
     let reports_dir = cfg.data_dir.join("reports");
     for dir in [&logs_dir, &reports_dir] {
-        if let Err(e) = std::fs::create_dir_all(dir) {
+        if let Err(e) = crate::output::rotate::private_dir(dir) {
             diag::data_dir_unwritable(dir, e);
         }
     }

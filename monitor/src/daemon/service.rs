@@ -339,7 +339,7 @@ pub fn install_with(
         .with_context(|| format!("creating data directory {}", params.data_dir.display()))?;
     let reinstall = path.exists();
     fs::create_dir_all(unit_dir).with_context(|| format!("creating {}", unit_dir.display()))?;
-    write_atomic(&path, text.as_bytes())
+    write_atomic(&path, text.as_bytes(), 0o644)
         .with_context(|| format!("writing the unit file {}", path.display()))?;
     let run = |args: &[&str]| {
         systemctl(args).with_context(|| format!("systemctl {} failed", args.join(" ")))

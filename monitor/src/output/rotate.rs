@@ -8,7 +8,9 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{
+    DirBuilderExt as _, MetadataExt, OpenOptionsExt as _, PermissionsExt as _,
+};
 use std::path::{Path, PathBuf};
 
 /// An append-only line log that rotates itself: `<name>` is renamed to `<name>.1`, `.1` to
@@ -138,16 +140,22 @@ impl RotatingFile {
     fn reopen(&mut self) -> io::Result<()> {
         self.file = None;
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|e| with_path(e, "creating directory", dir))?;
+            private_dir(dir)?;
         }
         let file = OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(PRIVATE_FILE)
             .open(&self.path)
             .map_err(|e| with_path(e, "opening", &self.path))?;
         let m = file
             .metadata()
             .map_err(|e| with_path(e, "checking", &self.path))?;
+        // A file left by an older version (or created under another umask) is made private.
+        if m.permissions().mode() & 0o777 != PRIVATE_FILE {
+            file.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE))
+                .map_err(|e| with_path(e, "setting permissions of", &self.path))?;
+        }
         self.identity = (m.dev(), m.ino());
         self.size = m.len();
         self.file = Some(file);
@@ -203,9 +211,9 @@ fn with_path(e: io::Error, doing: &str, path: &Path) -> io::Error {
 /// content: write a temp file in the same directory (same filesystem, so the rename is atomic),
 /// fsync it, rename it over `path`, fsync the directory so the rename itself is durable.
 ///
-/// An existing target's permission bits are kept. On error the temp file is removed and the
-/// target is untouched.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// The file gets exactly `mode`, whatever the umask (the agent's data is 0600: it holds other
+/// users' command lines). On error the temp file is removed and the target is untouched.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -216,17 +224,40 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let (tmp, file) = create_temp(dir, name)?;
-    let result = fill_and_rename(file, &tmp, path, dir, bytes);
+    let (tmp, file) = create_temp(dir, name, mode)?;
+    let result = fill_and_rename(file, &tmp, path, dir, bytes, mode);
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
 }
 
+/// The mode of every file the agent writes under its data directory: they hold every
+/// user's command lines and tool commands.
+pub const PRIVATE_FILE: u32 = 0o600;
+/// The mode of the directories it creates there.
+pub const PRIVATE_DIR: u32 = 0o700;
+
+/// Creates `dir` and its missing parents with [`PRIVATE_DIR`], whatever the umask; an
+/// existing `dir` (the agent's own: logs, reports) is made [`PRIVATE_DIR`] too. Existing
+/// parents are left as they are.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)
+        .map_err(|e| with_path(e, "creating directory", dir))?;
+    let m = fs::metadata(dir).map_err(|e| with_path(e, "checking", dir))?;
+    if m.permissions().mode() & 0o777 != PRIVATE_DIR {
+        fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR))
+            .map_err(|e| with_path(e, "setting permissions of", dir))?;
+    }
+    Ok(())
+}
+
 /// Creates `.<name>.<pid>.<nanos>.tmp` exclusively, retrying with another name on a collision
 /// (another writer, a leftover from a crash).
-fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)> {
+fn create_temp(dir: &Path, name: &std::ffi::OsStr, mode: u32) -> io::Result<(PathBuf, File)> {
     let pid = std::process::id();
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -237,7 +268,12 @@ fn create_temp(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(PathBuf, File)
         tmp_name.push(name);
         tmp_name.push(format!(".{pid}.{nanos}.{attempt}.tmp"));
         let tmp = dir.join(tmp_name);
-        match OpenOptions::new().write(true).create_new(true).open(&tmp) {
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)
+        {
             Ok(f) => return Ok((tmp, f)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
             Err(e) => return Err(with_path(e, "creating temporary file", &tmp)),
@@ -253,11 +289,11 @@ fn fill_and_rename(
     path: &Path,
     dir: &Path,
     bytes: &[u8],
+    mode: u32,
 ) -> io::Result<()> {
-    if let Ok(m) = fs::metadata(path) {
-        file.set_permissions(m.permissions())
-            .map_err(|e| with_path(e, "setting permissions of", tmp))?;
-    }
+    // Exactly `mode`: the umask only ever narrows what `open` was given.
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(|e| with_path(e, "setting permissions of", tmp))?;
     file.write_all(bytes)
         .map_err(|e| with_path(e, "writing", tmp))?;
     file.sync_all().map_err(|e| with_path(e, "syncing", tmp))?;
@@ -434,19 +470,55 @@ mod tests {
         assert!(err.to_string().contains("f"), "{err}");
     }
 
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Under the umask `cargo xtask run` has (022), what the agent creates is private: the
+    /// directories 0700, the files 0600; an old 0644 log is made 0600 when it is reopened.
+    #[test]
+    fn data_is_private_whatever_the_umask() {
+        // SAFETY: umask has no preconditions; 022 is the usual default, so the other tests
+        // running beside this one see what they would anyway.
+        unsafe { libc::umask(0o022) };
+        let t = TempDir::new("modes");
+        let logs = t.0.join("data/logs");
+        let mut f = RotatingFile::open(logs.join("events.jsonl"), 1 << 20, 2).unwrap();
+        f.write_line(b"{}").unwrap();
+        assert_eq!(mode(&t.0.join("data")), 0o700);
+        assert_eq!(mode(&logs), 0o700);
+        assert_eq!(mode(&logs.join("events.jsonl")), 0o600);
+        write_atomic(&logs.join("r.json"), b"{}", PRIVATE_FILE).unwrap();
+        assert_eq!(mode(&logs.join("r.json")), 0o600);
+
+        let old = t.0.join("old");
+        fs::create_dir(&old).unwrap();
+        fs::set_permissions(&old, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(old.join("alerts.jsonl"), "").unwrap();
+        fs::set_permissions(old.join("alerts.jsonl"), fs::Permissions::from_mode(0o644)).unwrap();
+        RotatingFile::open(old.join("alerts.jsonl"), 1 << 20, 2).unwrap();
+        assert_eq!(mode(&old), 0o700);
+        assert_eq!(mode(&old.join("alerts.jsonl")), 0o600);
+    }
+
     #[test]
     fn write_atomic_replaces_and_leaves_no_temp_file() {
         let t = TempDir::new("atomic");
         let path = t.0.join("state.json");
-        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"first", PRIVATE_FILE).unwrap();
         assert_eq!(read(&path), "first");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
-        write_atomic(&path, b"second, longer").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic(&path, b"second, longer", PRIVATE_FILE).unwrap();
         assert_eq!(read(&path), "second, longer");
         assert_eq!(names(&t.0), ["state.json"]);
-        // The mode of the replaced file is kept.
+        // Exactly the mode asked for, not the replaced file's.
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        write_atomic(&path, b"unit", 0o644).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
     }
 
     #[test]
@@ -454,7 +526,7 @@ mod tests {
         let t = TempDir::new("atomicerr");
         // The parent is a file: the temp file cannot even be created.
         fs::write(t.0.join("file"), "keep me").unwrap();
-        let err = write_atomic(&t.0.join("file/x"), b"data").unwrap_err();
+        let err = write_atomic(&t.0.join("file/x"), b"data", PRIVATE_FILE).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::NotADirectory, "{err}");
         assert_eq!(names(&t.0), ["file"]);
         assert_eq!(read(&t.0.join("file")), "keep me");
@@ -462,12 +534,14 @@ mod tests {
         // written; the temp file must be cleaned up and the target untouched.
         fs::create_dir(t.0.join("target")).unwrap();
         fs::write(t.0.join("target/inside"), "x").unwrap();
-        assert!(write_atomic(&t.0.join("target"), b"data").is_err());
+        assert!(write_atomic(&t.0.join("target"), b"data", PRIVATE_FILE).is_err());
         assert_eq!(names(&t.0), ["file", "target"]);
         assert_eq!(names(&t.0.join("target")), ["inside"]);
         // No file name at all.
         assert_eq!(
-            write_atomic(Path::new("/"), b"x").unwrap_err().kind(),
+            write_atomic(Path::new("/"), b"x", PRIVATE_FILE)
+                .unwrap_err()
+                .kind(),
             io::ErrorKind::InvalidInput
         );
     }

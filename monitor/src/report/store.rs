@@ -105,12 +105,7 @@ impl ReportStore {
     /// written report carries the id it was written under). The JSON goes last so that a
     /// listed report always has its text. Returns the JSON file's path.
     pub fn write(&self, report: &Report) -> io::Result<PathBuf> {
-        fs::create_dir_all(&self.dir).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("creating report directory {}: {e}", self.dir.display()),
-            )
-        })?;
+        rotate::private_dir(&self.dir)?;
         let base = sanitize(&report.id);
         let id = (1..=10_000u32)
             .map(|n| {
@@ -136,8 +131,8 @@ impl ReportStore {
         let text = render_text(&report);
         let txt_path = self.dir.join(format!("{}.txt", report.id));
         let json_path = self.dir.join(format!("{}.json", report.id));
-        rotate::write_atomic(&txt_path, text.as_bytes())?;
-        rotate::write_atomic(&json_path, &json)?;
+        rotate::write_atomic(&txt_path, text.as_bytes(), rotate::PRIVATE_FILE)?;
+        rotate::write_atomic(&json_path, &json, rotate::PRIVATE_FILE)?;
         Ok(json_path)
     }
 
