@@ -4,7 +4,10 @@
 
 use std::io::{self, Write};
 
-use crate::event::{Body, Event};
+use crate::{
+    event::{Body, Event},
+    output::printable::printable,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -31,7 +34,7 @@ impl<W: Write> Sink<W> {
                 self.out.write_all(b"\n")?;
             }
             Format::Text => {
-                writeln!(self.out, "{}", text_line(event))?;
+                writeln!(self.out, "{}", printable(&text_line(event)))?;
             }
         }
         Ok(())
@@ -206,6 +209,25 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Err(io::Error::from(io::ErrorKind::BrokenPipe))
         }
+    }
+
+    /// A hostile comm reaches a terminal escaped, on one line.
+    #[test]
+    fn text_lines_escape_control_characters() {
+        let e = Event::new(
+            "2026-11-21T22:01:58.749139221Z".into(),
+            1,
+            "\u{1b}[2J\nforged".into(),
+            Body::Lost(Lost {
+                count: 1,
+                reason: crate::event::LostReason::DecodeError,
+            }),
+        );
+        let mut sink = Sink::new(Vec::new(), Format::Text);
+        sink.write(&e).unwrap();
+        let out = String::from_utf8(sink.into_inner()).unwrap();
+        assert_eq!(out.lines().count(), 1, "{out}");
+        assert!(out.contains("\\u{1b}[2J\\nforged"), "{out}");
     }
 
     #[test]

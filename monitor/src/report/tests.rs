@@ -575,6 +575,38 @@ fn incomplete_when_records_were_lost() {
     assert!(!render_text(&r).contains("may be incomplete"));
 }
 
+/// What users control (comm, argv, the tool command) reaches the text report escaped: no
+/// escape sequence or forged line gets to a terminal; the JSON keeps the raw value.
+#[test]
+fn text_reports_escape_control_characters() {
+    let hostile = "x\u{1b}]0;owned\u{7}\nFAKE: all good";
+    let e = exit_event(22606, hostile);
+    let ctx = Context {
+        cmdline: Some(vec![hostile.to_owned(), "\u{1b}[2J".to_owned()]),
+        ..Context::default()
+    };
+    let r = build_test(&e, Reason::SessionEnded, ctx);
+    let text = render_text(&r);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("FAKE")), "{text}");
+    assert!(
+        text.contains("x\\u{1b}]0;owned\\u{7}\\nFAKE: all good"),
+        "{text}"
+    );
+    assert_eq!(
+        r.process.comm, hostile,
+        "the report itself keeps the raw value"
+    );
+    let list = render_list(&[ReportSummary::from(&r)]);
+    assert!(
+        !list.contains('\u{1b}') && list.lines().count() == 2,
+        "{list}"
+    );
+}
+
 #[test]
 fn text_has_every_section_in_order_with_the_facts() {
     let e = oom_event(22606, "python3");

@@ -6,6 +6,7 @@ use crate::{
     event::Ancestor,
     event::CauseKind,
     host::memcg::MemcgLevel,
+    output::printable::printable_json,
     signals::explain::{self, Explanation},
     signals::names::signal_name,
 };
@@ -342,6 +343,7 @@ pub(super) fn section(out: &mut String, title: &str) {
 /// Cause, Evidence, Memory cgroup, Session, Last resource samples, Still running and
 /// Explanation, and a closing note when records were lost around the exit.
 pub fn render_text(r: &Report) -> String {
+    let r = &printable_report(r);
     let p = &r.process;
     let mut out = format!(
         "Exit report {}: {} (pid {}) {} at {}\n\n{}\n",
@@ -717,6 +719,7 @@ pub(super) fn short_time(ts: &str) -> String {
 
 /// The table printed by `claude-monitor reports`.
 pub fn render_list(reports: &[ReportSummary]) -> String {
+    let reports: &[ReportSummary] = &reports.iter().map(printable_summary).collect::<Vec<_>>();
     if reports.is_empty() {
         return "no reports\n".to_owned();
     }
@@ -771,4 +774,22 @@ pub fn render_list(reports: &[ReportSummary]) -> String {
         out.push_str(&line(row));
     }
     out
+}
+
+/// `r` with every string made printable (what users control: comm, argv, cwd, commands,
+/// paths), for text: an escape sequence or a newline in a value must not reach a terminal.
+fn printable_report(r: &Report) -> Report {
+    printable_copy(r).unwrap_or_else(|| r.clone())
+}
+
+fn printable_summary(s: &ReportSummary) -> ReportSummary {
+    printable_copy(s).unwrap_or_else(|| s.clone())
+}
+
+/// Through the serde form, so that no field is forgotten; `None` if that round trip fails
+/// (it cannot for these types).
+fn printable_copy<T: serde::Serialize + serde::de::DeserializeOwned>(x: &T) -> Option<T> {
+    let mut v = serde_json::to_value(x).ok()?;
+    printable_json(&mut v);
+    serde_json::from_value(v).ok()
 }
