@@ -85,17 +85,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if args.unpin {
                 unpin(&loaded.config.kernel.pin_dir).map_err(Failure::Run)
             } else {
-                let duration = match args.duration {
-                    None => None,
-                    Some(d) if d.is_finite() && d > 0.0 => {
-                        Some(std::time::Duration::from_secs_f64(d))
-                    }
-                    Some(d) => {
-                        return Err(Failure::Usage(format!(
-                            "--duration must be a positive number of seconds, got {d}"
-                        )));
-                    }
-                };
+                let duration =
+                    cli::duration(args.duration).map_err(|e| Failure::Usage(e.to_string()))?;
                 run_async(daemon::run(daemon::DaemonOptions {
                     config: loaded,
                     config_path: args.config.config.clone(),

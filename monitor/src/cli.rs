@@ -204,7 +204,9 @@ pub struct TraceArgs {
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ArgError {
-    #[error("--duration must be a positive number of seconds, got {0}")]
+    #[error(
+        "--duration must be a number of seconds greater than 0 and at most {MAX_DURATION_SECS} (a year), got {0}"
+    )]
     Duration(f64),
     #[error("--ring-buffer-kb must be a power of two between 4 and 1048576, got {0}")]
     RingBuffer(u32),
@@ -212,14 +214,23 @@ pub enum ArgError {
     PidZero,
 }
 
+/// The longest `--duration`: a year (beyond it, simply leave it out).
+pub const MAX_DURATION_SECS: f64 = 365.0 * 86400.0;
+
+/// `--duration SECS`, checked: finite, greater than 0, at most [`MAX_DURATION_SECS`].
+pub fn duration(secs: Option<f64>) -> Result<Option<Duration>, ArgError> {
+    match secs {
+        None => Ok(None),
+        // Written so that NaN fails too.
+        Some(d) if d > 0.0 && d <= MAX_DURATION_SECS => Ok(Some(Duration::from_secs_f64(d))),
+        Some(d) => Err(ArgError::Duration(d)),
+    }
+}
+
 impl TraceArgs {
     /// Validates the arguments; `stdout_is_terminal` picks the default format.
     pub fn into_config(self, stdout_is_terminal: bool) -> Result<TraceConfig, ArgError> {
-        let duration = match self.duration {
-            None => None,
-            Some(d) if d.is_finite() && d > 0.0 => Some(Duration::from_secs_f64(d)),
-            Some(d) => return Err(ArgError::Duration(d)),
-        };
+        let duration = duration(self.duration)?;
         let kb = self.ring_buffer_kb;
         if !kb.is_power_of_two() || !(4..=1 << 20).contains(&kb) {
             return Err(ArgError::RingBuffer(kb));
@@ -342,6 +353,16 @@ mod tests {
             .unwrap_err();
         assert_eq!(err, ArgError::Duration(-1.0));
         assert!(err.to_string().contains("--duration"));
+        for bad in ["1e20", "inf", "NaN", "0"] {
+            let err = trace(&["trace", "--all", "--duration", bad])
+                .into_config(false)
+                .unwrap_err();
+            assert!(matches!(err, ArgError::Duration(_)), "{bad}: {err}");
+        }
+        assert_eq!(
+            duration(Some(MAX_DURATION_SECS)).unwrap(),
+            Some(Duration::from_secs(31_536_000))
+        );
         let err = trace(&["trace", "--all", "--ring-buffer-kb", "1000"])
             .into_config(false)
             .unwrap_err();

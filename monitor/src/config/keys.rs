@@ -47,11 +47,13 @@ pub(super) enum Kind {
         max: u64,
         pow2: bool,
     },
-    /// Greater than 0 and at most `max`.
+    /// Greater than 0, at least `min` and at most `max`.
     Float {
         field: FloatField,
+        min: f64,
         max: f64,
     },
+    /// An absolute path: the daemon's working directory is not the operator's.
     Path(Field<PathBuf>),
     /// Absolute paths; comma-separated in the environment and flags.
     AbsPaths(Field<Vec<PathBuf>>),
@@ -155,6 +157,7 @@ pub(super) static KEYS: [KeyInfo; 18] = [
         doc: "Seconds between samples of host memory, pressure and disk usage.",
         kind: Kind::Float {
             field: FloatField::Secs(field!(resources.system_interval)),
+            min: MIN_INTERVAL_SECS,
             max: 86400.0,
         },
     },
@@ -163,6 +166,7 @@ pub(super) static KEYS: [KeyInfo; 18] = [
         doc: "Seconds between samples of each session's processes.",
         kind: Kind::Float {
             field: FloatField::Secs(field!(resources.session_interval)),
+            min: MIN_INTERVAL_SECS,
             max: 86400.0,
         },
     },
@@ -187,6 +191,7 @@ pub(super) static KEYS: [KeyInfo; 18] = [
         doc: "Alert when host memory use is above this percentage.",
         kind: Kind::Float {
             field: FloatField::F64(field!(alerts.memory_percent)),
+            min: 0.0,
             max: 100.0,
         },
     },
@@ -195,6 +200,7 @@ pub(super) static KEYS: [KeyInfo; 18] = [
         doc: "Alert when a watched filesystem's use is above this percentage.",
         kind: Kind::Float {
             field: FloatField::F64(field!(alerts.disk_percent)),
+            min: 0.0,
             max: 100.0,
         },
     },
@@ -283,7 +289,7 @@ impl KeyInfo {
             Kind::Int { min, max, pow2, .. } => {
                 format!("integer, {}", int_range(*min, *max, *pow2, 0))
             }
-            Kind::Float { max, .. } => format!("number, {}", float_range(*max)),
+            Kind::Float { min, max, .. } => format!("number, {}", float_range(*min, *max)),
             Kind::Path(_) => "string (path)".into(),
             Kind::AbsPaths(_) => "array of strings (absolute paths)".into(),
         }
@@ -368,11 +374,11 @@ impl KeyInfo {
                     IntField::Secs(f) => *(f.set)(config) = Duration::from_secs(v),
                 }
             }
-            Kind::Float { field, max } => {
+            Kind::Float { field, min, max } => {
                 let v = cx.float(raw)?;
                 // Written so that NaN fails too.
-                if !(v > 0.0 && v <= *max) {
-                    return Err(cx.out_of_range(v.to_string(), float_range(*max)));
+                if !(v > 0.0 && v >= *min && v <= *max) {
+                    return Err(cx.out_of_range(v.to_string(), float_range(*min, *max)));
                 }
                 match field {
                     FloatField::F64(f) => *(f.set)(config) = v,
@@ -383,6 +389,9 @@ impl KeyInfo {
                 let s = cx.string(raw)?;
                 if s.is_empty() {
                     return Err(cx.bad_value("\"\"".into(), "a path"));
+                }
+                if !Path::new(&s).is_absolute() {
+                    return Err(cx.bad_value(s, "an absolute path"));
                 }
                 *(f.set)(config) = PathBuf::from(s);
             }
@@ -436,9 +445,17 @@ pub(super) fn int_range(min: u64, max: u64, pow2: bool, value: i128) -> String {
     }
 }
 
-pub(super) fn float_range(max: f64) -> String {
-    format!("greater than 0, at most {max}")
+pub(super) fn float_range(min: f64, max: f64) -> String {
+    if min > 0.0 {
+        format!("at least {min}, at most {max}")
+    } else {
+        format!("greater than 0, at most {max}")
+    }
 }
+
+/// The shortest sampling interval: sampling every session's processes from /proc more often
+/// than this would be the agent's own load, not a measurement.
+const MIN_INTERVAL_SECS: f64 = 0.1;
 
 /// Paths are written to TOML as text; a non-UTF-8 path cannot be, so it is shown lossily.
 pub(super) fn path_text(path: &Path) -> String {

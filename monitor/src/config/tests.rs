@@ -699,3 +699,79 @@ comm = "codex"
     let reloaded = load(Some(&path), &no_env, &[]).expect(&text);
     assert_eq!(reloaded.config, Config::default());
 }
+
+/// A property over the whole key table, not a hand-picked list: every key rejects what is
+/// outside its range or of another type (NaN, infinities, 1e-10 and 1e20 seconds, a relative
+/// path), with an error that names it, and accepts its bounds.
+#[test]
+fn every_key_checks_its_range() {
+    use super::keys::{KEYS, Kind};
+    let absent = TempDir::new("every-key");
+    let absent = absent.0.join("absent.toml");
+    let try_value = |key: &'static str, value: &str| {
+        load_at(&absent, false, &no_env, &[(key, value.to_owned())])
+    };
+    let mut checked = 0;
+    for info in KEYS.iter() {
+        let key = info.key;
+        let (good, bad): (Vec<String>, Vec<String>) = match &info.kind {
+            Kind::Bool(_) => (
+                vec!["true".into(), "false".into()],
+                vec!["maybe".into(), "2".into()],
+            ),
+            Kind::Signals(_) => (
+                vec!["filter".into(), "report".into()],
+                vec!["all".into(), "".into()],
+            ),
+            Kind::Int { min, max, pow2, .. } => {
+                let mut bad = vec![
+                    (max + 1).to_string(),
+                    "-1".into(),
+                    "1.5".into(),
+                    "x".into(),
+                    "1e20".into(),
+                ];
+                if *min > 0 {
+                    bad.push((min - 1).to_string());
+                }
+                if *pow2 && min + 1 < *max {
+                    bad.push((min + 1).to_string());
+                }
+                (vec![min.to_string(), max.to_string()], bad)
+            }
+            Kind::Float { min, max, .. } => {
+                let mut bad: Vec<String> = ["0", "-1", "NaN", "inf", "-inf", "x"]
+                    .map(String::from)
+                    .to_vec();
+                bad.push((max * 2.0).to_string());
+                bad.push("1e20".into());
+                if *min > 0.0 {
+                    bad.push((min / 2.0).to_string());
+                    bad.push("1e-10".into());
+                }
+                let low = if *min > 0.0 { *min } else { 1e-6 };
+                (vec![low.to_string(), max.to_string()], bad)
+            }
+            Kind::Path(_) => (
+                vec!["/srv/claude-monitor".into()],
+                vec!["".into(), "relative/dir".into()],
+            ),
+            Kind::AbsPaths(_) => (vec!["/,/srv".into()], vec!["relative".into()]),
+        };
+        for v in &good {
+            assert!(
+                try_value(key, v).is_ok(),
+                "{key} = {v:?} rejected: {:?}",
+                try_value(key, v).err()
+            );
+        }
+        for v in &bad {
+            match try_value(key, v) {
+                Ok(_) => panic!("{key} = {v:?} accepted"),
+                Err(e) => assert!(e.to_string().contains(key), "{key} = {v:?}: {e}"),
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, KEYS.len());
+}
