@@ -544,3 +544,49 @@ fn daemon_reloads_its_configuration_on_sighup() {
         "{stderr}"
     );
 }
+
+/// One daemon per pin directory: a second one on the same directory is refused before it
+/// touches the pinned objects, and so is `--unpin` while the first runs (two daemons would
+/// share one ring buffer, each seeing some of the events, and replace each other's programs).
+#[test]
+fn a_second_daemon_on_the_same_pin_directory_is_refused() {
+    if !privileged("a_second_daemon_on_the_same_pin_directory_is_refused") {
+        return;
+    }
+    let pin_dir = format!("/sys/fs/bpf/cm-test-{}-busy", std::process::id());
+    let s = Setup::new(
+        "busy",
+        &format!("[kernel]\npin = true\npin_dir = \"{pin_dir}\"\n"),
+    );
+    let _pins = PinDir {
+        dir: PathBuf::from(&pin_dir),
+        config: s.config.clone(),
+    };
+    let daemon = Agent::daemon(&s.config, &[]);
+    for args in [
+        &["daemon", "--duration", "30"][..],
+        &["daemon", "--unpin"][..],
+    ] {
+        let out = Command::new(agent_binary())
+            .args(args)
+            .args(["--config", s.config.to_str().expect("utf-8")])
+            .stdin(Stdio::null())
+            .output()
+            .expect("claude-monitor");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "another claude-monitor holds the pin directory {pin_dir}"
+            )),
+            "{args:?}: {stderr}"
+        );
+    }
+    // The first one was not disturbed: its programs are still pinned and it stops cleanly.
+    assert!(PathBuf::from(&pin_dir).join("EVENTS").exists());
+    let events = daemon.stop(Vec::new());
+    assert!(
+        events.iter().any(|e| e["kind"] == "agent_stop"),
+        "{events:?}"
+    );
+}

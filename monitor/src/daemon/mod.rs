@@ -255,6 +255,10 @@ fn sample_sessions(
 pub fn unpin(dir: &Path) -> Result<bool> {
     crate::kernel::loader::check_privileges()?;
     let existed = dir.exists();
+    // Not from under a running daemon: it holds the directory's lock.
+    let _lock = existed
+        .then(|| crate::kernel::loader::pin::lock(dir))
+        .transpose()?;
     crate::kernel::loader::pin::remove(dir)?;
     crate::kernel::loader::pin::remove(&crate::kernel::loader::pin::staging_dir(dir))?;
     Ok(existed)

@@ -69,6 +69,16 @@ pub enum LoadError {
     Load(#[source] aya::EbpfError),
     #[error("no hook could be attached: {0}")]
     NothingAttached(String),
+    #[error(
+        "another claude-monitor holds the pin directory {0} (a daemon is running on it); stop \
+         it first, or give this one another kernel.pin_dir"
+    )]
+    PinBusy(std::path::PathBuf),
+    #[error(
+        "the pin directory {0} is not on a BPF filesystem: pin directories live under \
+         /sys/fs/bpf (set kernel.pin_dir, or kernel.pin = false)"
+    )]
+    NotBpffs(std::path::PathBuf),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -129,6 +139,8 @@ pub struct Loaded {
     pub programs: Vec<(String, u32)>,
     /// The links when they are not pinned: closing them detaches the programs.
     _links: Vec<(&'static str, FdLink)>,
+    /// The pin directory's lock, held for as long as the agent runs.
+    pub pin_lock: Option<std::fs::File>,
 }
 
 const CAP_PERFMON: u32 = 38;
@@ -266,10 +278,16 @@ pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     };
     let print = fingerprint(&layout, &settings, opts);
     pin::ensure_bpffs(dir)?;
+    // One agent per pin directory: two would consume one ring buffer (each event seen by
+    // one of them, or torn) and replace each other's programs.
+    let lock = pin::lock(dir)?;
     let pinned = pin::pinned_fingerprint(dir);
     if pinned.as_deref() == Some(print.as_str()) {
         match pin::reopen(dir, &layout) {
-            Ok(loaded) => return Ok(loaded),
+            Ok(mut loaded) => {
+                loaded.pin_lock = Some(lock);
+                return Ok(loaded);
+            }
             Err(e) => crate::diag::pin_reopen_failed(dir, e),
         }
     }
@@ -285,9 +303,10 @@ pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     let staging = pin::staging_dir(dir);
     pin::remove(&staging)?;
     let mut loaded = load_fresh(layout, &settings, opts, Some(&staging))?;
-    pin::remove(dir)?;
+    pin::clear(dir)?;
     pin::commit(&staging, dir, &print)?;
     loaded.previous_ring = previous_ring;
+    loaded.pin_lock = Some(lock);
     loaded.pin = Some(PinInfo {
         dir: dir.clone(),
         state,
@@ -381,6 +400,7 @@ fn load_fresh(
         unavailable,
         previous_ring: None,
         pin: None,
+        pin_lock: None,
         programs,
         _links: links,
     };

@@ -9,7 +9,7 @@
 
 use std::{
     fs,
-    os::unix::ffi::OsStrExt as _,
+    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
     path::{Path, PathBuf},
 };
 
@@ -44,14 +44,22 @@ fn is_bpffs(path: &Path) -> bool {
     (unsafe { libc::statfs(c.as_ptr(), &mut st) }) == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
-/// Makes sure the directory's parent is a mounted bpffs (mounting it when it is not, as
-/// fresh machines often lack the mount) and creates the directory.
+/// Where bpffs is mounted by convention, and the only place the agent mounts it itself.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// Makes sure the directory's parent is a mounted bpffs and creates the directory. A fresh
+/// machine often lacks the mount: the agent mounts bpffs at [`BPFFS`], and nowhere else (a
+/// pin directory elsewhere must already be on a bpffs: mounting over its parent would hide
+/// what is there).
 pub fn ensure_bpffs(dir: &Path) -> Result<(), LoadError> {
     let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .ok_or_else(|| internal(format!("pin directory {} has no parent", dir.display())))?;
     if !is_bpffs(parent) {
+        if parent != Path::new(BPFFS) {
+            return Err(LoadError::NotBpffs(dir.to_owned()));
+        }
         fs::create_dir_all(parent)
             .map_err(|e| internal(format!("cannot create {}: {e}", parent.display())))?;
         let target = std::ffi::CString::new(parent.as_os_str().as_bytes())
@@ -80,6 +88,33 @@ pub fn ensure_bpffs(dir: &Path) -> Result<(), LoadError> {
     fs::create_dir_all(dir).map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))
 }
 
+/// Takes the pin directory for this agent: an exclusive `flock` on the directory itself,
+/// held as long as the returned file is open (the kernel drops it when the agent dies, so
+/// a crashed daemon never leaves it taken).
+pub fn lock(dir: &Path) -> Result<fs::File, LoadError> {
+    let file =
+        fs::File::open(dir).map_err(|e| internal(format!("cannot open {}: {e}", dir.display())))?;
+    // SAFETY: flock on a valid open descriptor has no other precondition.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            LoadError::PinBusy(dir.to_owned())
+        } else {
+            internal(format!("cannot lock {}: {e}", dir.display()))
+        });
+    }
+    Ok(file)
+}
+
+/// Whether `name` is one this agent pins (maps, programs, links, the fingerprint): only
+/// those are ever removed from a pin directory.
+fn ours(name: &str) -> bool {
+    MAPS.contains(&name)
+        || name.starts_with("prog_")
+        || name.starts_with("link_")
+        || name.starts_with(FINGERPRINT_PREFIX)
+}
+
 /// The fingerprint of the pinned objects, if any are pinned.
 pub fn pinned_fingerprint(dir: &Path) -> Option<String> {
     fs::read_dir(dir).ok()?.flatten().find_map(|e| {
@@ -96,22 +131,33 @@ pub fn staging_dir(dir: &Path) -> PathBuf {
     dir.with_file_name(name)
 }
 
-/// Removes every pinned object of the directory (which detaches pinned links nobody else
-/// holds) and the directory itself. A missing directory is fine.
-pub fn remove(dir: &Path) -> Result<(), LoadError> {
+/// Unpins this agent's objects in `dir` (which detaches pinned links nobody else holds),
+/// leaving anything else there. A missing directory is fine.
+pub fn clear(dir: &Path) -> Result<(), LoadError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(internal(format!("cannot read {}: {e}", dir.display()))),
     };
     for entry in entries.flatten() {
+        if !entry.file_name().to_str().is_some_and(ours) {
+            continue;
+        }
         let path = entry.path();
         fs::remove_file(&path)
             .map_err(|e| internal(format!("cannot unpin {}: {e}", path.display())))?;
     }
+    Ok(())
+}
+
+/// [`clear`], then the directory itself when nothing else is left in it.
+pub fn remove(dir: &Path) -> Result<(), LoadError> {
+    clear(dir)?;
     match fs::remove_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        // Something that is not ours is in there: it stays, and so does the directory.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
         Err(e) => Err(internal(format!("cannot remove {}: {e}", dir.display()))),
     }
 }
@@ -220,6 +266,7 @@ pub(super) fn reopen(dir: &Path, layout: &KernelLayout) -> Result<Loaded, String
             counters: Some(counters),
         },
         previous_ring: None,
+        pin_lock: None,
         pin: Some(PinInfo {
             dir: dir.to_owned(),
             state: PinState::Reused,
@@ -227,4 +274,59 @@ pub(super) fn reopen(dir: &Path, layout: &KernelLayout) -> Result<Loaded, String
         programs,
         _links: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::TempDir;
+
+    /// Only this agent's names are ever removed; the directory stays while anything else is
+    /// in it.
+    #[test]
+    fn only_our_objects_are_removed() {
+        let t = TempDir::new("pin-remove");
+        let dir = t.path().join("pins");
+        fs::create_dir(&dir).unwrap();
+        for name in [
+            "EVENTS",
+            "WATCHED",
+            "prog_x",
+            "link_sched_process_exit",
+            "fingerprint-1",
+        ] {
+            fs::write(dir.join(name), "").unwrap();
+        }
+        fs::write(dir.join("precious.txt"), "keep").unwrap();
+        remove(&dir).unwrap();
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(left, ["precious.txt"]);
+        fs::remove_file(dir.join("precious.txt")).unwrap();
+        remove(&dir).unwrap();
+        assert!(!dir.exists());
+        remove(&dir).unwrap();
+    }
+
+    #[test]
+    fn one_agent_per_pin_directory() {
+        let t = TempDir::new("pin-lock");
+        let first = lock(t.path()).unwrap();
+        assert!(matches!(lock(t.path()), Err(LoadError::PinBusy(_))));
+        drop(first);
+        lock(t.path()).unwrap();
+    }
+
+    /// bpffs is mounted only at /sys/fs/bpf: a pin directory elsewhere that is not on a
+    /// bpffs is refused, never mounted over.
+    #[test]
+    fn bpffs_is_never_mounted_elsewhere() {
+        let t = TempDir::new("pin-where");
+        let err = ensure_bpffs(&t.path().join("pins")).unwrap_err();
+        assert!(matches!(err, LoadError::NotBpffs(_)), "{err}");
+        assert!(err.to_string().contains("/sys/fs/bpf"), "{err}");
+        assert!(!t.path().join("pins").exists());
+    }
 }
