@@ -686,6 +686,49 @@ fn exec_argv_is_captured_in_the_kernel() {
     );
 }
 
+/// Secrets on a command line never reach the stream: the kernel captures them at exec,
+/// the agent writes the exec with their values redacted (names kept).
+#[test]
+fn secrets_on_a_command_line_are_redacted() {
+    if !privileged("secrets_on_a_command_line_are_redacted") {
+        return;
+    }
+    let agent = Agent::start(&["--pid", &me()]);
+    let secret = "sk-ant-oat01-NotARealKeyButShaped";
+    let mut child = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "exit 0",
+            "--password",
+            "hunter2",
+            &format!("key={secret}"),
+        ])
+        .spawn()
+        .expect("sh");
+    let pid = child.id();
+    child.wait().expect("wait");
+    let events = agent.stop(Vec::new());
+    let exec = of(&events, "exec", pid);
+    assert_eq!(
+        exec[0]["argv"],
+        serde_json::json!([
+            "/bin/sh",
+            "-c",
+            "exit 0",
+            "--password",
+            "[REDACTED]",
+            "key=[REDACTED]"
+        ]),
+        "{}",
+        exec[0]
+    );
+    let all = serde_json::to_string(&events).expect("json");
+    assert!(
+        !all.contains("hunter2") && !all.contains(secret),
+        "a secret in the stream"
+    );
+}
+
 /// Delivery records carry the target's disposition: a handler ran, a fatal default action
 /// (the kernel turns it into a group SIGKILL, delivered as such); an ignored signal is
 /// discarded at generation and never delivered. SIGCHLD is dropped in the kernel.

@@ -421,11 +421,12 @@ impl SessionSampler {
         let Ok(raw) = std::fs::read(self.proc_root.join(pid.to_string()).join("cmdline")) else {
             return String::new();
         };
-        let args: Vec<String> = raw
+        let mut args: Vec<String> = raw
             .split(|&b| b == 0)
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
+        crate::pipeline::redact::argv(&mut args);
         truncate_chars(&args.join(" "), CMDLINE_MAX_CHARS)
     }
 }

@@ -257,7 +257,10 @@ impl Attributor {
         if let Some(p) = self.table.get_mut(id.pid)
             && !facts.argv.is_empty()
         {
-            p.argv = Some(facts.argv.clone());
+            // Kept for reports: without its secrets (matching uses `facts`, untouched).
+            let mut argv = facts.argv.clone();
+            crate::pipeline::redact::argv(&mut argv);
+            p.argv = Some(argv);
         }
         if candidate {
             self.maybe_session(id, &facts, Some(x.uid));

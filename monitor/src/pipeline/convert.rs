@@ -10,6 +10,7 @@ use crate::{
         SignalDeliver, SignalResult, Target, Trigger, Victim,
     },
     host::{self, clock::Clock},
+    pipeline::redact,
     signals::{
         explain::default_action,
         names::{WaitStatus, si_code_name, signal_name},
@@ -171,7 +172,10 @@ impl Converter {
             Record::Exec(x) => {
                 let h = &x.header;
                 let (argv, argv_truncated) = match x.argv() {
-                    Some(a) => (Some(a.argv), a.truncated),
+                    Some(mut a) => {
+                        redact::argv(&mut a.argv);
+                        (Some(a.argv), a.truncated)
+                    }
                     None => (None, false),
                 };
                 self.event(

@@ -9,4 +9,5 @@ pub mod engine;
 pub mod hold;
 pub mod output;
 pub mod proctable;
+pub mod redact;
 pub mod scope;

@@ -192,7 +192,11 @@ impl Session {
         .map(|c| ToolCallRef {
             id: c.id.clone(),
             name: c.name.clone(),
-            command: c.command.clone(),
+            // Matched on the raw command; kept without its secrets.
+            command: c
+                .command
+                .as_deref()
+                .map(|c| crate::pipeline::redact::text(c).into_owned()),
         })?;
         if self.claimed.len() >= CLAIMED_MAX {
             self.claimed.pop_front();
