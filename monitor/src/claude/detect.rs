@@ -490,9 +490,6 @@ fn wildcard(p: &[char], t: &[char], star_crosses_slash: bool) -> bool {
     next[0]
 }
 
-const CMDLINE_RETRIES: u32 = 20;
-const CMDLINE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_micros(500);
-
 /// The facts of a live process from /proc.
 pub fn read_proc_facts(pid: u32) -> io::Result<ProcFacts> {
     read_proc_facts_in(Path::new("/proc"), pid)
@@ -509,18 +506,10 @@ pub fn read_proc_facts_in(proc_root: &Path, pid: u32) -> io::Result<ProcFacts> {
         .trim_end_matches('\n')
         .to_owned();
     let exe = fs::read_link(dir.join("exe")).ok();
-    let mut argv = parse_cmdline(&fs::read(dir.join("cmdline"))?);
-    // A process caught inside execve (its old file descriptors already closed, which is
-    // when a parent's spawn() returns, but its new argument area not yet set up) shows an
-    // empty cmdline for a moment; without argv the `rg` helper cannot be told apart from a
-    // session. Kernel threads and zombies have an empty cmdline for good, but no exe.
-    for _ in 0..CMDLINE_RETRIES {
-        if !argv.is_empty() || exe.is_none() {
-            break;
-        }
-        std::thread::sleep(CMDLINE_RETRY_DELAY);
-        argv = parse_cmdline(&fs::read(dir.join("cmdline"))?);
-    }
+    // Read once, never waited for: the agent must not sleep on its event loop. A process
+    // caught inside execve (or exec'd with argc 0) shows an empty cmdline; callers take argv
+    // from the exec record then, or skip the process until its exec record comes.
+    let argv = parse_cmdline(&fs::read(dir.join("cmdline"))?);
     Ok(ProcFacts {
         pid,
         comm,

@@ -170,7 +170,11 @@ impl Attributor {
         }
         self.table.link_existing(&ppids);
         for (id, _, _) in &found {
-            if let Ok(facts) = detect::read_proc_facts(id.pid) {
+            // An empty command line with an executable: caught inside execve; its exec
+            // record (the hooks are attached) decides instead, with the captured argv.
+            if let Ok(facts) = detect::read_proc_facts(id.pid)
+                && !(facts.argv.is_empty() && facts.exe.is_some())
+            {
                 self.maybe_session(*id, &facts, scope::proc_uid(id.pid));
             }
         }

@@ -564,12 +564,15 @@ fn live_process_shapes() {
     // needs), as the agent's own reads never depend on (it takes comm from the kernel).
     let exec_done = |child: &std::process::Child| {
         let comm = format!("/proc/{}/comm", child.id());
+        let cmdline = format!("/proc/{}/cmdline", child.id());
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // The new comm is set first, the argument area a little later in execve.
         while fs::read_to_string(&comm)
             .map(|c| c.trim_end().to_owned())
             .ok()
             .as_deref()
             != Some("9.9.9")
+            || fs::read(&cmdline).map_or(true, |c| c.is_empty())
         {
             assert!(
                 std::time::Instant::now() < deadline,

@@ -51,6 +51,17 @@ fn gone_rg_helper_is_not_a_session() {
     assert!(detect::detect_claude_code(&f).is_some());
 }
 
+/// A process read inside execve (its exe set, its argument area not yet): the agent does
+/// not wait for /proc (it never sleeps on its event loop); the exec record's argv decides.
+#[test]
+fn mid_exec_cmdline_takes_the_captured_argv() {
+    let mid_exec = proc_facts(Some(SESSION_EXE), "9.9.9", &[]);
+    let rg = captured(&["rg", "--files", "/home/u/src"], false);
+    let f = facts(Some(mid_exec), Some(&rg));
+    assert_eq!(f.argv, ["rg", "--files", "/home/u/src"]);
+    assert_eq!(detect::detect_claude_code(&f), None, "the rg helper, not a session");
+}
+
 #[test]
 fn gone_process_keeps_only_whole_arguments() {
     let cut = captured(&["bash", "-c", "source /tmp/snap && ev"], true);
