@@ -23,7 +23,7 @@ use std::{
     collections::HashMap,
     fs,
     io::{self, Read as _},
-    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
     sync::Mutex,
     time::SystemTime,
@@ -76,7 +76,16 @@ pub enum RegistryError {
     BadProcStart,
     #[error("`pid` {inside} differs from the file name's {named}")]
     PidMismatch { inside: u32, named: u32 },
+    #[error("`{0}` is longer than {1} bytes")]
+    TooLong(&'static str, usize),
 }
+
+/// Longest `cwd` accepted (`PATH_MAX`): it is copied into every event of the session.
+pub const CWD_MAX: usize = 4096;
+/// Longest `sessionId` accepted (a UUID is 36).
+pub const SESSION_ID_MAX: usize = 128;
+/// Longest `version` kept (`2.1.197` is 7); a longer one is dropped.
+pub const VERSION_MAX: usize = 64;
 
 /// Registry files are a few hundred bytes; anything much larger is not one.
 pub const MAX_FILE_BYTES: u64 = 64 * 1024;
@@ -124,11 +133,19 @@ pub fn parse_entry(bytes: &[u8]) -> Result<Entry, RegistryError> {
         .filter(|s| !s.is_empty())
         .ok_or(RegistryError::Missing("sessionId"))?;
     let cwd = raw.cwd.ok_or(RegistryError::Missing("cwd"))?;
+    // Bounded: these are copied into every event of the session (1,000 forks with a 64 KiB
+    // cwd would rotate the whole event log away).
+    if cwd.as_os_str().len() > CWD_MAX {
+        return Err(RegistryError::TooLong("cwd", CWD_MAX));
+    }
+    if session_id.len() > SESSION_ID_MAX {
+        return Err(RegistryError::TooLong("sessionId", SESSION_ID_MAX));
+    }
     Ok(Entry {
         pid: raw.pid,
         session_id,
         cwd,
-        version: raw.version,
+        version: raw.version.filter(|v| v.len() <= VERSION_MAX),
         proc_start,
         started_at_ms: raw.started_at,
     })
@@ -324,10 +341,8 @@ fn read_entry(path: &Path, meta: &fs::Metadata, pid: u32) -> Result<Entry, Regis
     if !meta.is_file() {
         return Err(RegistryError::NotAFile);
     }
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)?;
+    // No symlink anywhere on the way: the entry is in a user's directory.
+    let file = crate::host::nofollow::open_no_symlinks(path)?;
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
@@ -448,6 +463,15 @@ mod tests {
             let err = parse_entry(json.as_bytes()).expect_err(json);
             assert!(err.to_string().contains(what), "{json}: {err}");
         }
+        // Bounded fields: a huge cwd or session id is refused, a huge version dropped.
+        let long = "a".repeat(CWD_MAX);
+        let json = format!(r#"{{"sessionId":"x","cwd":"/{long}","procStart":1}}"#);
+        let err = parse_entry(json.as_bytes()).expect_err("long cwd");
+        assert!(err.to_string().contains("`cwd` is longer"), "{err}");
+        let json = format!(r#"{{"sessionId":"{long}","cwd":"/","procStart":1}}"#);
+        assert!(parse_entry(json.as_bytes()).is_err());
+        let json = format!(r#"{{"sessionId":"x","cwd":"/","procStart":1,"version":"{long}"}}"#);
+        assert_eq!(parse_entry(json.as_bytes()).expect("entry").version, None);
         // The error message never carries a value from the file.
         let err = parse_entry(br#"{"sessionId":"x","cwd":"/","procStart":"sk-secret"}"#)
             .expect_err("bad");

@@ -21,7 +21,7 @@ use std::{
     fmt,
     fs::{self, File},
     io::{self, Read as _, Seek as _, SeekFrom},
-    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
 };
 
@@ -147,6 +147,9 @@ pub struct TranscriptTail {
     vanished: bool,
     offset: u64,
     state: State,
+    /// The uid the file must belong to (the session process's), when known: a file of
+    /// someone else's (a hard link planted in the user's directory) is not read.
+    owner: Option<u32>,
 }
 
 /// Line assembly and tool-call tracking, apart from the file so that reading can feed it.
@@ -174,8 +177,15 @@ impl TranscriptTail {
         TranscriptTail::with_limits(path, Limits::default())
     }
 
+    /// Only a file that belongs to `uid` is read.
+    pub fn owned_by(mut self, uid: Option<u32>) -> TranscriptTail {
+        self.owner = uid;
+        self
+    }
+
     pub fn with_limits(path: PathBuf, limits: Limits) -> TranscriptTail {
         TranscriptTail {
+            owner: None,
             path,
             file: None,
             identity: None,
@@ -229,11 +239,20 @@ impl TranscriptTail {
         }
         let on_disk = (meta.dev(), meta.ino());
         if self.file.is_none() || self.identity != Some(on_disk) {
-            let file = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&self.path)?;
+            // No symlink anywhere on the way: the transcript is in a user's directory.
+            let file = crate::host::nofollow::open_no_symlinks(&self.path)?;
             let opened = file.metadata()?;
+            if self.owner.is_some_and(|uid| uid != opened.uid()) {
+                self.file = None;
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{} belongs to uid {}, not to the session's",
+                        self.path.display(),
+                        opened.uid()
+                    ),
+                ));
+            }
             let identity = (opened.dev(), opened.ino());
             if self.vanished || self.identity.is_some_and(|known| known != identity) {
                 self.restart();

@@ -3,6 +3,7 @@
 pub mod cgroups;
 pub mod clock;
 pub mod memcg;
+pub mod nofollow;
 pub mod proc;
 
 /// The page size in KiB.

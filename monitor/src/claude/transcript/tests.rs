@@ -565,3 +565,18 @@ fn a_symlinked_transcript_is_refused() {
     assert!(tail.poll().is_err());
     assert_eq!(ids(&tail), Vec::<&str>::new());
 }
+
+/// A transcript that does not belong to the session's uid (a hard link planted in its
+/// directory) is not read; the session's own is.
+#[test]
+fn only_the_sessions_own_file_is_read() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = TempDir::new("owner");
+    let path = dir.write("s.jsonl", "");
+    let me = std::fs::metadata(&path).unwrap().uid();
+    let mut theirs = TranscriptTail::new(path.clone()).owned_by(Some(me + 1));
+    let err = theirs.poll().unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
+    let mut mine = TranscriptTail::new(path).owned_by(Some(me));
+    mine.poll().unwrap();
+}

@@ -59,7 +59,11 @@ fn mid_exec_cmdline_takes_the_captured_argv() {
     let rg = captured(&["rg", "--files", "/home/u/src"], false);
     let f = facts(Some(mid_exec), Some(&rg));
     assert_eq!(f.argv, ["rg", "--files", "/home/u/src"]);
-    assert_eq!(detect::detect_claude_code(&f), None, "the rg helper, not a session");
+    assert_eq!(
+        detect::detect_claude_code(&f),
+        None,
+        "the rg helper, not a session"
+    );
 }
 
 #[test]

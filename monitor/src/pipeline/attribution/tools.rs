@@ -175,7 +175,7 @@ impl Session {
             return None;
         };
         if self.transcript.as_ref().is_none_or(|t| t.path() != path) {
-            self.transcript = Some(TranscriptTail::new(path));
+            self.transcript = Some(TranscriptTail::new(path).owned_by(self.uid));
         }
         let tail = self.transcript.as_mut()?;
         if let Err(e) = tail.poll() {
