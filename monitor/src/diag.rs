@@ -95,7 +95,8 @@ pub fn config_reloaded(restart_needed: bool) {
     if restart_needed {
         tracing::info!(
             "configuration reloaded; changes to data_dir, [kernel], [[rules]], watch.oom_all, \
-             watch.ignored_signals and watch.runtime_signals take effect at the next start"
+             watch.ignored_signals, watch.runtime_signals and the [reports] bounds take effect \
+             at the next start"
         );
     } else {
         tracing::info!("configuration reloaded");
@@ -112,17 +113,33 @@ pub fn daemon_started(data_dir: &Path, sessions: usize, pinned: &str) {
     tracing::info!(data_dir = %data_dir.display(), sessions, pinned, "daemon started");
 }
 
+/// A uid's reports are over its budget (`reports.per_uid_per_minute`): said once; they
+/// are counted (`daemon stopped ... suppressed=`), not written.
+pub fn reports_suppressed(uid: u32) {
+    tracing::warn!(
+        uid,
+        "exit reports over a user's budget (reports.per_uid_per_minute) are counted, not written"
+    );
+}
+
 /// The daemon stopped.
-pub fn daemon_stopped(reason: impl Display, events: u64, reports: u64, pinned: bool) {
+pub fn daemon_stopped(
+    reason: impl Display,
+    events: u64,
+    reports: u64,
+    suppressed: u64,
+    pinned: bool,
+) {
     if pinned {
         tracing::info!(
             %reason,
             events,
             reports,
+            suppressed,
             "daemon stopped; the kernel programs stay pinned and keep recording until the \
              next start (`claude-monitor daemon --unpin` removes them)"
         );
     } else {
-        tracing::info!(%reason, events, reports, "daemon stopped");
+        tracing::info!(%reason, events, reports, suppressed, "daemon stopped");
     }
 }

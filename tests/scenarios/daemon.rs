@@ -590,3 +590,64 @@ fn a_second_daemon_on_the_same_pin_directory_is_refused() {
         "{events:?}"
     );
 }
+
+/// A report flood by an ordinary user's trick (`cp /bin/false ~/claude; while :; do
+/// ~/claude; done`: every run is a session root that exits non-zero): 5,000 runs. The
+/// reports stay within `max_count`, the uid's budget counts the rest instead of writing
+/// them, the writes (two fsyncs each) happen off the event loop, and no record is lost.
+#[test]
+fn a_report_flood_stays_bounded() {
+    if !privileged("a_report_flood_stays_bounded") {
+        return;
+    }
+    let s = Setup::new(
+        "flood",
+        "[kernel]\npin = false\n[reports]\nmax_count = 10\nper_uid_per_minute = 100\n",
+    );
+    let fake = s.dir.join("claude");
+    std::fs::copy("/bin/false", &fake).expect("copy false");
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    let runs = 5000;
+    let status = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(format!(
+            "i=0; while [ $i -lt {runs} ]; do \"$0\"; i=$((i+1)); done; true"
+        ))
+        .arg(&fake)
+        .status()
+        .expect("sh");
+    assert!(status.success());
+    let mut seen = Vec::new();
+    // Every run's exit reached the daemon (the fact the test needs), however long it took.
+    daemon.wait_until(&mut seen, Duration::from_secs(120), |events| {
+        events
+            .iter()
+            .filter(|e| e["kind"] == "exit" && e["comm"] == "claude")
+            .count()
+            >= runs
+    });
+    let (events, stderr) = daemon.stop_with_stderr(seen);
+    assert!(events.iter().all(|e| e["kind"] != "lost"), "records lost");
+    let reports = std::fs::read_dir(s.data.join("reports"))
+        .expect("reports")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "json"))
+        })
+        .count();
+    assert_eq!(reports, 10, "the directory is bounded");
+    assert!(
+        stderr.contains("exit reports over a user's budget"),
+        "the suppression is said: {stderr}"
+    );
+    let suppressed: u64 = stderr
+        .split("suppressed=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no suppressed count: {stderr}"));
+    assert!(
+        suppressed >= runs as u64 - 200,
+        "{suppressed} suppressed of {runs}: {stderr}"
+    );
+}

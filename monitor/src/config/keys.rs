@@ -77,12 +77,13 @@ pub struct KeyInfo {
 pub(super) const TOML_INT_MAX: u64 = i64::MAX as u64;
 
 /// The sections, in the order [`render`] and [`SAMPLE`] use.
-pub(super) const SECTIONS: [&str; 5] = ["watch", "kernel", "logs", "resources", "alerts"];
+pub(super) const SECTIONS: [&str; 6] =
+    ["watch", "kernel", "logs", "reports", "resources", "alerts"];
 
 /// The fields of a `[[rules]]` table ([`Rule`]).
 pub(super) const RULE_KEYS: [&str; 4] = ["name", "exe_glob", "comm", "argv_pattern"];
 
-pub(super) static KEYS: [KeyInfo; 18] = [
+pub(super) static KEYS: [KeyInfo; 21] = [
     KeyInfo {
         key: "data_dir",
         doc: "Directory for reports, event logs and state.",
@@ -149,6 +150,36 @@ pub(super) static KEYS: [KeyInfo; 18] = [
             field: IntField::U32(field!(logs.keep)),
             min: 1,
             max: 100,
+            pow2: false,
+        },
+    },
+    KeyInfo {
+        key: "reports.max_count",
+        doc: "Exit reports kept; beyond it the oldest are removed.",
+        kind: Kind::Int {
+            field: IntField::U32(field!(reports.max_count)),
+            min: 10,
+            max: 1_000_000,
+            pow2: false,
+        },
+    },
+    KeyInfo {
+        key: "reports.max_bytes",
+        doc: "Bytes of exit reports kept; beyond it the oldest are removed.",
+        kind: Kind::Int {
+            field: IntField::U64(field!(reports.max_bytes)),
+            min: 1024 * 1024,
+            max: TOML_INT_MAX,
+            pow2: false,
+        },
+    },
+    KeyInfo {
+        key: "reports.per_uid_per_minute",
+        doc: "Exit reports written per minute for one user's processes; beyond it they are counted, not written.",
+        kind: Kind::Int {
+            field: IntField::U32(field!(reports.per_uid_per_minute)),
+            min: 1,
+            max: 100_000,
             pow2: false,
         },
     },

@@ -44,6 +44,7 @@ pub struct Config {
     pub watch: Watch,
     pub kernel: Kernel,
     pub logs: Logs,
+    pub reports: Reports,
     pub resources: Resources,
     pub alerts: Alerts,
     /// `[[rules]]`: extra agent/program detection rules, after the built-in ones. Already
@@ -121,6 +122,29 @@ pub struct Logs {
     pub keep: u32,
 }
 
+/// `[reports]`: bounds on exit reports, which any user can cause (a process named `claude`
+/// that exits non-zero is a session root).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reports {
+    /// `max_count`: reports kept; beyond it the oldest go first.
+    pub max_count: u32,
+    /// `max_bytes`: bytes of reports kept; beyond it the oldest go first.
+    pub max_bytes: u64,
+    /// `per_uid_per_minute`: reports written per minute for the processes of one uid
+    /// (a burst of as many is allowed); beyond it they are counted, not written.
+    pub per_uid_per_minute: u32,
+}
+
+impl Default for Reports {
+    fn default() -> Reports {
+        Reports {
+            max_count: 1000,
+            max_bytes: 256 * 1024 * 1024,
+            per_uid_per_minute: 60,
+        }
+    }
+}
+
 /// `[resources]`: host and session resource sampling.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resources {
@@ -154,6 +178,7 @@ impl Default for Config {
             watch: Watch::default(),
             kernel: Kernel::default(),
             logs: Logs::default(),
+            reports: Reports::default(),
             resources: Resources::default(),
             alerts: Alerts::default(),
             rules: Vec::new(),

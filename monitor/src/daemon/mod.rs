@@ -12,6 +12,7 @@
 //! file until it works again) and the agent keeps running; the event is still counted.
 
 pub mod alerts;
+pub mod reports;
 pub mod resources;
 pub mod service;
 
@@ -88,14 +89,16 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let mut out = DaemonOutput {
         events: log("events.jsonl"),
         alerts_log: log("alerts.jsonl"),
-        reports: ReportStore::new(reports_dir.clone()),
+        reports: reports::ReportWriter::start(
+            ReportStore::new(reports_dir.clone()),
+            reports::Bounds::from(&cfg.reports),
+        ),
+        budget: reports::UidBudget::new(cfg.reports.per_uid_per_minute),
         report_nonzero_exit: cfg.watch.report_nonzero_exit,
         hierarchy: MemoryHierarchy::detect(),
         history: History::new(cfg.resources.history as usize),
         alerter: Alerter::new(thresholds(&cfg)),
         last_lost: None,
-        reports_written: 0,
-        report_errors: 0,
         alerts_raised: 0,
         stdout: opts.stdout,
     };
@@ -179,9 +182,12 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                                 || new.watch.oom_all != cfg.watch.oom_all
                                 || new.watch.ignored_signals != cfg.watch.ignored_signals
                                 || new.watch.runtime_signals != cfg.watch.runtime_signals
-                                || new.data_dir != cfg.data_dir,
+                                || new.data_dir != cfg.data_dir
+                                || new.reports.max_count != cfg.reports.max_count
+                                || new.reports.max_bytes != cfg.reports.max_bytes,
                         );
                         out.report_nonzero_exit = new.watch.report_nonzero_exit;
+                        out.budget = reports::UidBudget::new(new.reports.per_uid_per_minute);
                         out.alerter = Alerter::new(thresholds(&new));
                         system_tick = tokio::time::interval(new.resources.system_interval);
                         session_tick = tokio::time::interval(new.resources.session_interval);
@@ -205,7 +211,16 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     for l in [&mut system_log, &mut sessions_log, &mut out.alerts_log] {
         l.flush();
     }
-    diag::daemon_stopped(reason, engine.written, out.reports_written, cfg.kernel.pin);
+    out.reports.finish();
+    let stats = &out.reports.stats;
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    diag::daemon_stopped(
+        reason,
+        engine.written,
+        load(&stats.written),
+        load(&stats.suppressed),
+        cfg.kernel.pin,
+    );
     Ok(())
 }
 

@@ -19,10 +19,13 @@ use crate::{
     host::memcg,
     pipeline::attribution::Attributor,
     pipeline::output::{Output, OutputError},
-    report::{self, ReportStore},
+    report::{self},
 };
 
-use super::logs::Log;
+use super::{
+    logs::Log,
+    reports::{ReportWriter, UidBudget},
+};
 
 /// Records lost this close to an exit make its report incomplete.
 pub(super) const LOST_NEARBY: Duration = Duration::from_secs(5);
@@ -49,7 +52,10 @@ pub(super) fn print_line(value: &impl Serialize) -> std::io::Result<()> {
 pub(super) struct DaemonOutput {
     pub(super) events: Log,
     pub(super) alerts_log: Log,
-    pub(super) reports: ReportStore,
+    /// Exit reports, written by their own thread.
+    pub(super) reports: ReportWriter,
+    /// Reports per uid and minute.
+    pub(super) budget: UidBudget,
     pub(super) report_nonzero_exit: bool,
     pub(super) hierarchy: Option<MemoryHierarchy>,
     pub(super) history: History,
@@ -57,8 +63,6 @@ pub(super) struct DaemonOutput {
     /// When records were last lost, and how many were lost since the first loss less than
     /// `LOST_NEARBY` before it (the `lost` records' counts).
     pub(super) last_lost: Option<(Instant, u64)>,
-    pub(super) reports_written: u64,
-    pub(super) report_errors: u64,
     /// Alert records written to the stream (counted in `agent_stop.events`).
     pub(super) alerts_raised: u64,
     /// Also print each event as a JSON line on stdout (`--stdout`).
@@ -102,6 +106,18 @@ impl DaemonOutput {
         let Body::Exit(exit) = &event.body else {
             return;
         };
+        // Any user can cause reports: each uid has its budget (checked before any work).
+        if !self.budget.allow(exit.uid, Instant::now()) {
+            let before = self
+                .reports
+                .stats
+                .suppressed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if before == 0 {
+                diag::reports_suppressed(exit.uid);
+            }
+            return;
+        }
         let session = event.attr.as_ref().and_then(|a| a.session.as_ref());
         let memcg = match (&self.hierarchy, &exit.memcg_path) {
             (Some(h), Some(path)) => memcg::chain(h, path),
@@ -141,16 +157,7 @@ impl DaemonOutput {
         let Some(report) = report::build(event, reason, ctx) else {
             return;
         };
-        match self.reports.write(&report) {
-            Ok(path) => {
-                self.reports_written += 1;
-                diag::report_written(&path, &report.summary);
-            }
-            Err(e) => {
-                self.report_errors += 1;
-                diag::report_write_failed(&report.id, e);
-            }
-        }
+        self.reports.submit(report);
     }
 }
 

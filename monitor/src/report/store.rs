@@ -136,6 +136,41 @@ impl ReportStore {
         Ok(json_path)
     }
 
+    /// The stored reports, oldest first (ids begin with the time of the exit), with the bytes
+    /// each takes (its `.json` and `.txt`).
+    pub fn sizes(&self) -> io::Result<Vec<(String, u64)>> {
+        let mut ids = self.ids()?;
+        ids.sort();
+        Ok(ids
+            .into_iter()
+            .map(|id| {
+                let size = self.size_of(&id);
+                (id, size)
+            })
+            .collect())
+    }
+
+    /// Bytes the report `id` takes on disk (0 for files that are gone).
+    pub fn size_of(&self, id: &str) -> u64 {
+        ["json", "txt"]
+            .iter()
+            .filter_map(|ext| fs::symlink_metadata(self.dir.join(format!("{id}.{ext}"))).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// Removes the report `id` (both files; missing ones are fine).
+    pub fn remove(&self, id: &str) -> io::Result<()> {
+        for ext in ["json", "txt"] {
+            match fs::remove_file(self.dir.join(format!("{id}.{ext}"))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// The ids of the stored reports (stems of `*.json`, temp files excluded); empty when the
     /// directory does not exist yet.
     fn ids(&self) -> io::Result<Vec<String>> {
