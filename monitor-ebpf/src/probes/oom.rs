@@ -75,29 +75,19 @@ fn try_oom(task: Task, victim: u32, uid: u32) {
     let file = read::<i64>(mm, off!(mm_file_rss));
     let shmem = read::<i64>(mm, off!(mm_shmem_rss));
     let pgtables = read::<i64>(mm, off!(mm_pgtables_bytes));
-    let (Some(total_vm), Some(anon), Some(file), Some(shmem), Some(pgtables)) =
-        (total_vm, anon, file, shmem, pgtables)
-    else {
-        oflags &= !(OOM_FLAG_MEMORY | OOM_FLAG_RSS_APPROX);
-        return finish(
-            entry,
-            task,
-            victim,
-            uid,
-            oflags,
-            trigger,
-            trigger_tid,
-            signal,
-            [0; 5],
-        );
+    let figures = match (total_vm, anon, file, shmem, pgtables) {
+        (Some(total_vm), Some(anon), Some(file), Some(shmem), Some(pgtables)) => [
+            total_vm,
+            anon.max(0) as u64,
+            file.max(0) as u64,
+            shmem.max(0) as u64,
+            pgtables.max(0) as u64,
+        ],
+        _ => {
+            oflags &= !(OOM_FLAG_MEMORY | OOM_FLAG_RSS_APPROX);
+            [0; 5]
+        }
     };
-    let figures = [
-        total_vm,
-        anon.max(0) as u64,
-        file.max(0) as u64,
-        shmem.max(0) as u64,
-        pgtables.max(0) as u64,
-    ];
     finish(
         entry,
         task,

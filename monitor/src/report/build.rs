@@ -95,7 +95,7 @@ pub(super) fn build_at(
         process,
         session,
         tool_call: attr.and_then(|a| a.tool_call.as_ref()).cloned(),
-        ancestry: attr.and_then(|a| a.ancestry.as_ref()).map(|v| v.clone()),
+        ancestry: attr.and_then(|a| a.ancestry.as_ref()).cloned(),
         cause,
         killed_by,
         oom,
