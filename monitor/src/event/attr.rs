@@ -58,7 +58,7 @@ impl Cause {
 }
 
 /// Who sent a fatal signal.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct KilledBy {
     pub pid: u32,
     pub comm: String,
@@ -70,7 +70,9 @@ pub struct KilledBy {
     pub signal: i32,
     pub si_code: i32,
     /// The victim caught the signal with a handler and then ended by itself: it exited
-    /// (cause `terminated`) or re-raised the signal (cause `killed`).
+    /// (cause `terminated`) or re-raised the signal (cause `killed`). Reports written
+    /// before it existed lack it (read as `false`).
+    #[serde(default)]
     pub handled: bool,
 }
 

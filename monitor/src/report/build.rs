@@ -20,17 +20,9 @@ use super::{model::*, text::*};
 
 pub(super) fn sender_info(k: &KilledBy, lineage: &[(u32, String)]) -> SenderInfo {
     SenderInfo {
-        pid: k.pid,
-        comm: k.comm.clone(),
-        uid: k.uid,
-        proc_id: k.proc_id.clone(),
-        session_id: k.session_id.clone(),
-        same_session: k.same_session,
-        signal: k.signal,
+        sender: k.clone(),
         signal_name: signal_name(k.signal),
-        si_code: k.si_code,
         si_code_name: si_code_name(k.signal, k.si_code).map(str::to_owned),
-        handled: k.handled,
         lineage: lineage
             .iter()
             .map(|(pid, comm)| Ancestor {

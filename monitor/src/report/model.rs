@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::Reason;
 use crate::{
     event::CauseKind,
-    event::{Ancestor, OomCause, SessionJson, ToolCallRef},
+    event::{Ancestor, KilledBy, OomCause, SessionJson, ToolCallRef},
     host::memcg::MemcgLevel,
     signals::explain::Explanation,
 };
@@ -105,26 +105,25 @@ pub struct ProcessInfo {
     pub stime_ms: Option<f64>,
 }
 
-/// Who sent the fatal signal, and where that sender came from.
+/// Who sent the fatal signal (the event's `killed_by`, whose fields it reads through), with
+/// names and where that sender came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SenderInfo {
-    pub pid: u32,
-    pub comm: String,
-    pub uid: u32,
-    pub proc_id: Option<String>,
-    pub session_id: Option<String>,
-    pub same_session: bool,
-    pub signal: i32,
+    #[serde(flatten)]
+    pub sender: KilledBy,
     pub signal_name: Option<String>,
-    pub si_code: i32,
     pub si_code_name: Option<String>,
-    /// The victim caught the signal with a handler, then exited (cause `terminated`) or
-    /// re-raised it (cause `killed`). Absent from reports written before it existed.
-    #[serde(default)]
-    pub handled: bool,
     /// Sender first, then its parents up to init, read from /proc when the report was built
     /// (see [`sender_lineage`](super::sender_lineage)); empty when the sender was already gone.
     pub lineage: Vec<Ancestor>,
+}
+
+impl std::ops::Deref for SenderInfo {
+    type Target = KilledBy;
+
+    fn deref(&self) -> &KilledBy {
+        &self.sender
+    }
 }
 
 /// The process's memory cgroup and its ancestors, read from cgroupfs at the time.
