@@ -258,8 +258,10 @@ impl ProcTable {
     /// The chain from `pid` up to its session root (inclusive), or up to `ANCESTRY_MAX`
     /// entries when it has no session. Follows fork parents, so reparenting does not cut it.
     pub fn ancestry(&self, pid: u32) -> Vec<Ancestor> {
+        // By reference: a `Proc` holds its argv (up to the whole /proc cmdline), which an
+        // event's ancestry does not need copied.
         let mut out = Vec::new();
-        let mut cur = self.get(pid).cloned();
+        let mut cur = self.get(pid);
         while let Some(p) = cur {
             out.push(Ancestor {
                 pid: p.id.pid,
@@ -268,7 +270,7 @@ impl ProcTable {
             if p.session_root || out.len() >= ANCESTRY_MAX {
                 break;
             }
-            cur = p.parent.and_then(|id| self.by_id(id)).cloned();
+            cur = p.parent.and_then(|id| self.by_id(id));
         }
         out
     }
