@@ -42,3 +42,88 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The unit tests' global allocator: the system's, counting per thread the bytes live and
+/// their peak, so that a test can measure what the code it calls allocates while other
+/// tests run on other threads ([`measure_peak`]).
+pub struct CountingAlloc;
+
+thread_local! {
+    /// (bytes live, peak since the last reset) on this thread. Const-initialised `Cell`s
+    /// need no allocation and no destructor, so the allocator may use them.
+    static LIVE: std::cell::Cell<(isize, isize)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+fn count(delta: isize) {
+    // `try_with`: a thread being torn down has no slot any more; its frees go uncounted.
+    let _ = LIVE.try_with(|c| {
+        let (live, peak) = c.get();
+        let live = live + delta;
+        c.set((live, peak.max(live)));
+    });
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged; the
+// counting touches only a thread-local `Cell`, never the allocation.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc` is passed on unchanged.
+        let p = unsafe { std::alloc::System.alloc(layout) };
+        if !p.is_null() {
+            count(layout.size().cast_signed());
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: the caller's contract for `dealloc` is passed on unchanged.
+        unsafe { std::alloc::System.dealloc(ptr, layout) };
+        count(-layout.size().cast_signed());
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's contract for `alloc_zeroed` is passed on unchanged.
+        let p = unsafe { std::alloc::System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            count(layout.size().cast_signed());
+        }
+        p
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
+        // SAFETY: the caller's contract for `realloc` is passed on unchanged.
+        let p = unsafe { std::alloc::System.realloc(ptr, layout, new) };
+        if !p.is_null() {
+            count(new.cast_signed() - layout.size().cast_signed());
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+/// Runs `f` and returns its result with the peak of bytes it held allocated at once on this
+/// thread beyond what was live before (memory it allocated and kept counts; memory freed
+/// on another thread is not seen).
+pub fn measure_peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = LIVE.with(|c| {
+        let (live, _) = c.get();
+        c.set((live, live));
+        live
+    });
+    let out = f();
+    let (_, peak) = LIVE.with(std::cell::Cell::get);
+    (out, (peak - base).max(0).cast_unsigned())
+}
+
+#[test]
+fn the_counting_allocator_sees_a_big_allocation() {
+    let ((), peak) = measure_peak(|| {
+        let v = vec![1u8; 3 << 20];
+        std::hint::black_box(&v);
+    });
+    assert!(peak >= 3 << 20, "peak {peak}");
+    let ((), small) = measure_peak(|| ());
+    assert!(small < 4096, "nothing allocated, peak {small}");
+}

@@ -12,10 +12,18 @@
 //! Transcripts grow to many megabytes and events arrive by the thousand, so
 //! [`TranscriptTail`] keeps a byte offset and only ever reads the bytes appended since its
 //! last poll, holding back an incomplete last line until its newline arrives. It starts
-//! over when the file shrinks or is replaced (another inode). Memory is bounded: completed
-//! calls are forgotten, in-flight calls are capped (oldest evicted first: a call whose
-//! result never comes, e.g. when the CLI was killed, must not pin memory), and a line longer
-//! than a limit is skipped rather than buffered.
+//! over when the file shrinks or is replaced (another inode).
+//!
+//! The file belongs to a user and the monitor runs as root, so every byte is hostile and
+//! every cost is bounded ([`Limits`]): a line longer than `max_line_bytes` is skipped
+//! unbuffered; a poll reads at most `max_read_bytes` (of a backlog larger than that, only
+//! the last bytes: a sparse terabyte or `yes >> transcript` cannot hold the event loop);
+//! a line's content blocks are streamed and only the fields used are kept (the rest of a
+//! block, `input` included, is skipped unparsed), at most `MAX_OPS_PER_LINE` tool blocks
+//! per line; ids, names and timestamps have length caps and a command longer than any
+//! argv entry can be (`MAX_COMMAND_BYTES`) is not kept; the calls held, in flight and
+//! recently done, are capped in number and in bytes, oldest forgotten first (a call whose
+//! result never comes, e.g. when the CLI was killed, must not pin memory).
 
 use std::{
     fmt,
@@ -70,22 +78,29 @@ pub fn transcript_path(config_dir: &Path, cwd: &Path, session_id: &str) -> Optio
 
 /// The transcript of a session that exists: [`transcript_path`] first, else any
 /// `<config_dir>/projects/*/<session_id>.jsonl` (session ids are unique; this covers a
-/// project directory named otherwise, e.g. by a version that shortens long paths).
+/// project directory named otherwise, e.g. by a version that shortens long paths). The
+/// scan looks at the first [`MAX_PROJECT_DIRS`] entries only: the directory is the user's.
+/// Symlinks are not followed here, and [`TranscriptTail`] refuses them on the way too.
 pub fn locate(config_dir: &Path, cwd: &Path, session_id: &str) -> Option<PathBuf> {
+    let is_file = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.is_file());
     let direct = transcript_path(config_dir, cwd, session_id)?;
-    if direct.is_file() {
+    if is_file(&direct) {
         return Some(direct);
     }
     let name = format!("{session_id}.jsonl");
     let mut found: Vec<PathBuf> = fs::read_dir(config_dir.join("projects"))
         .ok()?
+        .take(MAX_PROJECT_DIRS)
         .flatten()
         .map(|d| d.path().join(&name))
-        .filter(|p| p.is_file())
+        .filter(|p| is_file(p))
         .collect();
     found.sort();
     found.into_iter().next()
 }
+
+/// Entries of `<config>/projects` looked at by [`locate`]'s scan.
+pub const MAX_PROJECT_DIRS: usize = 4096;
 
 /// A tool call seen in a transcript.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,24 +117,49 @@ pub struct ToolCall {
     pub finished: Option<String>,
 }
 
-/// Bounds on what a [`TranscriptTail`] holds.
+/// Bounds on what a [`TranscriptTail`] holds and reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// In-flight calls kept; beyond it the oldest is forgotten.
     pub max_in_flight: usize,
     /// Longest line buffered and parsed; longer lines (huge tool outputs or images) are
-    /// skipped.
+    /// skipped. A tool_use record is a few KiB; outputs are in tool_result records, which
+    /// are only read for their ids and may be skipped whole.
     pub max_line_bytes: usize,
+    /// Bytes read by one poll at most: of a longer backlog, the last `max_read_bytes`
+    /// (calls in flight are at the end), starting at the first line boundary in them.
+    pub max_read_bytes: u64,
+    /// Bytes of calls held (in flight and recently done: ids, names, commands, timestamps)
+    /// at most; beyond it the oldest are forgotten.
+    pub max_held_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
             max_in_flight: 256,
-            max_line_bytes: 32 * 1024 * 1024,
+            max_line_bytes: 1024 * 1024,
+            max_read_bytes: 4 * 1024 * 1024,
+            max_held_bytes: 2 * 1024 * 1024,
         }
     }
 }
+
+/// Tool blocks (tool_use, tool_result) read from one line at most; a real record has a
+/// handful (parallel calls), more are counted in [`TailStats::dropped_blocks`].
+const MAX_OPS_PER_LINE: usize = 1024;
+
+/// The longest command kept: the kernel's limit on one argv string (`MAX_ARG_STRLEN`, 32
+/// pages). A longer command cannot be in a wrapper's `-c` argument, so it could never match
+/// by text; the call is kept without it (it can still be matched by time).
+const MAX_COMMAND_BYTES: usize = 32 * 4096;
+
+/// The longest tool_use id or tool name kept (Claude Code's ids are ~30 characters); a
+/// block with a longer one is skipped.
+const MAX_ID_BYTES: usize = 256;
+
+/// The longest timestamp kept (RFC 3339 is ~30 characters); a longer one is dropped.
+const MAX_TIMESTAMP_BYTES: usize = 64;
 
 /// What a [`TranscriptTail`] has done, for the monitor's own telemetry.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -134,6 +174,12 @@ pub struct TailStats {
     pub evicted: u64,
     /// Times the file shrank or was replaced and reading started over.
     pub restarts: u64,
+    /// Bytes of a backlog longer than [`Limits::max_read_bytes`] that were never read.
+    pub skipped_bytes: u64,
+    /// Tool blocks beyond `MAX_OPS_PER_LINE` in a line, or with an over-long id or name.
+    pub dropped_blocks: u64,
+    /// Commands not kept for being longer than `MAX_COMMAND_BYTES`.
+    pub long_commands: u64,
 }
 
 /// Reads one transcript incrementally and tracks its tool calls in flight.
@@ -164,6 +210,8 @@ struct State {
     /// even its result after the tool's processes started, so a wrapper is also matched
     /// against calls that finished after it started.
     done: std::collections::VecDeque<ToolCall>,
+    /// Bytes held by `in_flight` and `done` ([`ToolCall::held_bytes`]).
+    held: usize,
     stats: TailStats,
 }
 
@@ -197,6 +245,7 @@ impl TranscriptTail {
                 skipping: false,
                 in_flight: Vec::new(),
                 done: std::collections::VecDeque::new(),
+                held: 0,
                 stats: TailStats::default(),
             },
         }
@@ -272,16 +321,35 @@ impl TranscriptTail {
         if len == self.offset {
             return Ok(());
         }
+        let max = self.state.limits.max_read_bytes;
+        if len - self.offset > max {
+            // Only the end matters (calls in flight are there); whatever line was being
+            // assembled is lost, and reading resumes at the next line boundary, unless the
+            // byte before the new offset ends a line.
+            let start = len - max;
+            file.seek(SeekFrom::Start(start - 1))?;
+            let mut before = [0u8; 1];
+            let at_boundary = file.read(&mut before)? == 1 && before[0] == b'\n';
+            self.state.stats.skipped_bytes += start - self.offset;
+            self.state.partial.clear();
+            self.state.skipping = !at_boundary;
+            self.offset = start;
+        }
         file.seek(SeekFrom::Start(self.offset))?;
         let mut buf = vec![0; READ_CHUNK];
-        loop {
-            let n = match file.read(&mut buf) {
+        // Bytes read only up to the length seen above: a file that keeps growing while it is
+        // read is caught up with by the next poll, not chased now.
+        let mut left = len - self.offset;
+        while left > 0 {
+            let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = match file.read(&mut buf[..want]) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
             self.offset += n as u64;
+            left -= n as u64;
             self.state.feed(&buf[..n]);
         }
         Ok(())
@@ -409,6 +477,7 @@ impl State {
         self.skipping = false;
         self.in_flight.clear();
         self.done.clear();
+        self.held = 0;
         self.stats.restarts += 1;
     }
 
@@ -468,51 +537,88 @@ impl State {
                 return;
             }
         };
-        let Some(Blocks(blocks)) = record.message.and_then(|m| m.content) else {
+        let Some(Blocks { ops, dropped }) = record.message.and_then(|m| m.content) else {
             return;
         };
-        for block in blocks {
-            match block.kind.as_deref() {
-                Some("tool_use") => {
-                    let (Some(id), Some(name)) = (block.id, block.name) else {
-                        continue;
-                    };
-                    let command = block
-                        .input
-                        .as_ref()
-                        .and_then(|i| i.get("command"))
-                        .and_then(|c| c.as_str())
-                        .map(str::to_owned);
-                    self.in_flight.retain(|c| c.id != id);
-                    self.in_flight.push(ToolCall {
+        self.stats.dropped_blocks += dropped;
+        let timestamp = record.timestamp.filter(|t| t.len() <= MAX_TIMESTAMP_BYTES);
+        for op in ops {
+            match op {
+                Op::Use {
+                    id,
+                    name,
+                    command,
+                    long_command,
+                } => {
+                    self.stats.long_commands += u64::from(long_command);
+                    if let Some(i) = self.in_flight.iter().position(|c| c.id == id) {
+                        let old = self.in_flight.remove(i);
+                        self.held -= old.held_bytes();
+                    }
+                    let call = ToolCall {
                         id,
                         name,
                         command,
-                        timestamp: record.timestamp.clone(),
+                        timestamp: timestamp.clone(),
                         finished: None,
-                    });
+                    };
+                    self.held += call.held_bytes();
+                    self.in_flight.push(call);
                     if self.in_flight.len() > self.limits.max_in_flight {
                         let excess = self.in_flight.len() - self.limits.max_in_flight;
-                        self.in_flight.drain(..excess);
+                        for old in self.in_flight.drain(..excess) {
+                            self.held -= old.held_bytes();
+                        }
                         self.stats.evicted += excess as u64;
                     }
                 }
-                Some("tool_result") => {
-                    let Some(id) = block.tool_use_id else {
-                        continue;
-                    };
+                Op::Result { id } => {
                     if let Some(i) = self.in_flight.iter().position(|c| c.id == id) {
                         let mut call = self.in_flight.remove(i);
-                        call.finished.clone_from(&record.timestamp);
-                        if self.done.len() == DONE_KEPT {
-                            self.done.pop_front();
+                        self.held -= call.held_bytes();
+                        call.finished.clone_from(&timestamp);
+                        self.held += call.held_bytes();
+                        if self.done.len() == DONE_KEPT
+                            && let Some(old) = self.done.pop_front()
+                        {
+                            self.held -= old.held_bytes();
                         }
                         self.done.push_back(call);
                     }
                 }
-                _ => {}
             }
+            self.shed();
         }
+    }
+
+    /// Forgets the oldest calls, completed ones first, while more than
+    /// [`Limits::max_held_bytes`] are held.
+    fn shed(&mut self) {
+        while self.held > self.limits.max_held_bytes {
+            let old = match self.done.pop_front() {
+                Some(old) => old,
+                None if !self.in_flight.is_empty() => {
+                    self.stats.evicted += 1;
+                    self.in_flight.remove(0)
+                }
+                None => break,
+            };
+            self.held -= old.held_bytes();
+        }
+    }
+}
+
+impl ToolCall {
+    /// The bytes this call holds, for [`Limits::max_held_bytes`] (heap bytes of its strings
+    /// plus the struct).
+    fn held_bytes(&self) -> usize {
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::capacity);
+        std::mem::size_of::<ToolCall>()
+            + self.id.capacity()
+            + self.name.capacity()
+            + opt(&self.command)
+            + opt(&self.timestamp)
+            + opt(&self.finished)
     }
 }
 
@@ -531,6 +637,21 @@ struct Message {
     content: Option<Blocks>,
 }
 
+/// What a line says about tool calls, in order.
+enum Op {
+    /// A `tool_use` block: a call begins. `long_command`: its command was not kept for
+    /// being longer than `MAX_COMMAND_BYTES`.
+    Use {
+        id: String,
+        name: String,
+        command: Option<String>,
+        long_command: bool,
+    },
+    /// A `tool_result` block: the call with this id is over.
+    Result { id: String },
+}
+
+/// One content block, as read: only its kind and the fields of tool blocks.
 #[derive(Deserialize)]
 struct Block {
     #[serde(rename = "type", default)]
@@ -540,15 +661,179 @@ struct Block {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
-    input: Option<serde_json::Value>,
+    input: Input,
     #[serde(default)]
     tool_use_id: Option<String>,
 }
 
-/// `message.content`: an array of blocks, or a plain string (a typed prompt), which holds
-/// no tool calls. A visitor rather than an untagged enum, which would first copy the whole
-/// content (tool outputs can be megabytes) into a buffer.
-struct Blocks(Vec<Block>);
+impl Block {
+    /// The block as an [`Op`]; `None` for any other block, a tool block without its ids,
+    /// or one whose id or name is longer than `MAX_ID_BYTES` (`Err(())`: counted).
+    fn into_op(self) -> Result<Option<Op>, ()> {
+        let short = |s: &Option<String>| s.as_ref().is_none_or(|s| s.len() <= MAX_ID_BYTES);
+        match self.kind.as_deref() {
+            Some("tool_use") => {
+                if !short(&self.id) || !short(&self.name) {
+                    return Err(());
+                }
+                let (Some(id), Some(name)) = (self.id, self.name) else {
+                    return Ok(None);
+                };
+                Ok(Some(Op::Use {
+                    id,
+                    name,
+                    command: self.input.command,
+                    long_command: self.input.long_command,
+                }))
+            }
+            Some("tool_result") => {
+                if !short(&self.tool_use_id) {
+                    return Err(());
+                }
+                Ok(self.tool_use_id.map(|id| Op::Result { id }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+/// A tool_use's `input`: only `command`, when it is a string no longer than
+/// `MAX_COMMAND_BYTES`; every other field, and an input of any other shape, is skipped
+/// unparsed (a full `serde_json::Value` of a crafted input costs many times its size).
+#[derive(Default)]
+struct Input {
+    command: Option<String>,
+    long_command: bool,
+}
+
+impl<'de> Deserialize<'de> for Input {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Input, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Input;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("tool input")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Input, A::Error> {
+                let mut input = Input::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "command" && input.command.is_none() && !input.long_command {
+                        match map.next_value::<Command>()? {
+                            Command::Kept(c) if c.len() <= MAX_COMMAND_BYTES => {
+                                input.command = Some(c);
+                            }
+                            Command::Kept(_) => input.long_command = true,
+                            Command::Other => {}
+                        }
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(input)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Input, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Input::default())
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Input, E> {
+                Ok(Input::default())
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Input, E> {
+                Ok(Input::default())
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Input, E> {
+                Ok(Input::default())
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Input, E> {
+                Ok(Input::default())
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Input, E> {
+                Ok(Input::default())
+            }
+
+            fn visit_unit<E>(self) -> Result<Input, E> {
+                Ok(Input::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `input.command`: a string, kept; anything else, skipped.
+enum Command {
+    Kept(String),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Command, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Command;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a command")
+            }
+
+            fn visit_str<E>(self, s: &str) -> Result<Command, E> {
+                Ok(Command::Kept(s.to_owned()))
+            }
+
+            fn visit_string<E>(self, s: String) -> Result<Command, E> {
+                Ok(Command::Kept(s))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Command, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Command::Other)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Command, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Command::Other)
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Command, E> {
+                Ok(Command::Other)
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Command, E> {
+                Ok(Command::Other)
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Command, E> {
+                Ok(Command::Other)
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Command, E> {
+                Ok(Command::Other)
+            }
+
+            fn visit_unit<E>(self) -> Result<Command, E> {
+                Ok(Command::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `message.content`: an array of blocks, streamed (each block is read and, unless it is a
+/// tool block, dropped before the next: a line of a million empty blocks holds none of
+/// them), or a plain string (a typed prompt), which holds no tool calls. A visitor rather
+/// than an untagged enum, which would first copy the whole content into a buffer.
+struct Blocks {
+    ops: Vec<Op>,
+    /// Tool blocks not kept (over `MAX_OPS_PER_LINE`, or an over-long id).
+    dropped: u64,
+}
 
 impl<'de> Deserialize<'de> for Blocks {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Blocks, D::Error> {
@@ -561,24 +846,43 @@ impl<'de> Deserialize<'de> for Blocks {
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Blocks, A::Error> {
-                let mut blocks = Vec::new();
-                while let Some(block) = seq.next_element()? {
-                    blocks.push(block);
+                let mut blocks = Blocks {
+                    ops: Vec::new(),
+                    dropped: 0,
+                };
+                while let Some(block) = seq.next_element::<Block>()? {
+                    match block.into_op() {
+                        Ok(Some(_)) | Err(()) if blocks.ops.len() >= MAX_OPS_PER_LINE => {
+                            blocks.dropped += 1;
+                        }
+                        Ok(Some(op)) => blocks.ops.push(op),
+                        Ok(None) => {}
+                        Err(()) => blocks.dropped += 1,
+                    }
                 }
-                Ok(Blocks(blocks))
+                Ok(blocks)
             }
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Blocks, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Blocks(Vec::new()))
+                Ok(Blocks {
+                    ops: Vec::new(),
+                    dropped: 0,
+                })
             }
 
             fn visit_str<E>(self, _: &str) -> Result<Blocks, E> {
-                Ok(Blocks(Vec::new()))
+                Ok(Blocks {
+                    ops: Vec::new(),
+                    dropped: 0,
+                })
             }
 
             fn visit_unit<E>(self) -> Result<Blocks, E> {
-                Ok(Blocks(Vec::new()))
+                Ok(Blocks {
+                    ops: Vec::new(),
+                    dropped: 0,
+                })
             }
         }
         d.deserialize_any(V)

@@ -385,6 +385,7 @@ fn bounded_memory() {
     let limits = Limits {
         max_in_flight: 2,
         max_line_bytes: 2048,
+        ..Limits::default()
     };
     let mut tail = TranscriptTail::with_limits(path.clone(), limits);
     let mut text = String::new();
@@ -579,4 +580,185 @@ fn only_the_sessions_own_file_is_read() {
     assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied, "{err}");
     let mut mine = TranscriptTail::new(path).owned_by(Some(me));
     mine.poll().unwrap();
+}
+
+/// What one poll of `path` by a fresh tail allocates at its peak, and the tail.
+fn poll_peak(path: &Path, limits: Limits) -> (TranscriptTail, usize) {
+    crate::testutil::measure_peak(|| {
+        let mut tail = TranscriptTail::with_limits(path.to_path_buf(), limits);
+        tail.poll().expect("poll");
+        tail
+    })
+}
+
+const MIB: usize = 1024 * 1024;
+
+#[test]
+fn a_line_of_empty_blocks_holds_none_of_them() {
+    // The issue's line: megabytes of `{}` blocks. Once over the line cap (skipped
+    // unbuffered), once just under it (buffered and parsed, each block dropped as read).
+    let dir = TempDir::new("tr-empty-blocks");
+    let blocks = |n: usize| {
+        let mut line = String::from(r#"{"type":"assistant","message":{"content":["#);
+        line.push_str(&vec!["{}"; n].join(","));
+        line.push_str("]}}\n");
+        line
+    };
+    let huge = dir.path().join("huge.jsonl");
+    append(&huge, &blocks(2 * MIB));
+    append(&huge, &(bash("toolu_after", "true") + "\n"));
+    // All of it read (not only its end, as a default poll would).
+    let whole = Limits {
+        max_read_bytes: 64 * MIB as u64,
+        ..Limits::default()
+    };
+    let (tail, peak) = poll_peak(&huge, whole);
+    assert_eq!(tail.stats().long_lines, 1);
+    assert_eq!(ids(&tail), vec!["toolu_after"]);
+    // At most the line cap is buffered before the line is known to be too long.
+    assert!(peak < 2 * MIB, "a 6 MiB line skipped, peak {peak} bytes");
+
+    let under = dir.path().join("under.jsonl");
+    let line = blocks(MIB / 3 - 32);
+    assert!(line.len() < MIB, "{}", line.len());
+    append(&under, &line);
+    let (tail, peak) = poll_peak(&under, Limits::default());
+    assert_eq!((tail.stats().lines, tail.stats().bad_lines), (1, 0));
+    // The line buffer (a 1 MiB line grows a Vec to 2 MiB at worst) and the read buffer;
+    // the old parser held ~120 bytes per block: 40 MiB here.
+    assert!(
+        peak < 3 * MIB,
+        "a 1 MiB line of 350k blocks, peak {peak} bytes"
+    );
+}
+
+#[test]
+fn tool_blocks_per_line_and_bytes_held_are_capped() {
+    let dir = TempDir::new("tr-held");
+    // One line of tool_result blocks, as many as fit in the line cap.
+    let results = dir.path().join("results.jsonl");
+    let n = 20_000;
+    let blocks: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"type":"tool_result","tool_use_id":"t{i}"}}"#))
+        .collect();
+    append(
+        &results,
+        &format!(
+            r#"{{"type":"user","message":{{"content":[{}]}}}}"#,
+            blocks.join(",")
+        ),
+    );
+    append(&results, "\n");
+    let (tail, _) = poll_peak(&results, Limits::default());
+    assert_eq!(tail.stats().dropped_blocks, (n - MAX_OPS_PER_LINE) as u64);
+
+    // 300 calls with 100 KiB commands (30 MiB of commands) and one longer than any argv
+    // entry can be.
+    let calls = dir.path().join("calls.jsonl");
+    let mut text = String::new();
+    for i in 0..300 {
+        text += &(bash(
+            &format!("toolu_{i}"),
+            &format!("{i} {}", "x".repeat(100 * 1024)),
+        ) + "\n");
+    }
+    text += &(bash("toolu_long", &"y".repeat(MAX_COMMAND_BYTES + 1)) + "\n");
+    append(&calls, &text);
+    let limits = Limits {
+        max_read_bytes: 64 * MIB as u64,
+        ..Limits::default()
+    };
+    let (tail, peak) = poll_peak(&calls, limits);
+    assert!(
+        tail.state.held <= limits.max_held_bytes,
+        "{}",
+        tail.state.held
+    );
+    let held: usize = tail
+        .state
+        .in_flight
+        .iter()
+        .chain(&tail.state.done)
+        .map(ToolCall::held_bytes)
+        .sum();
+    assert_eq!(held, tail.state.held, "the running count is exact");
+    assert_eq!(tail.stats().long_commands, 1);
+    let kept = ids(&tail);
+    assert_eq!(kept.last(), Some(&"toolu_long"), "the newest calls stay");
+    assert_eq!(tail.get("toolu_long").and_then(|c| c.command.clone()), None);
+    assert!(
+        kept.len() < 30 && kept.len() > 10,
+        "{} calls kept",
+        kept.len()
+    );
+    assert_eq!(tail.stats().evicted, 301 - kept.len() as u64);
+    // Held calls, one line being parsed and the read buffer.
+    assert!(peak < 4 * MIB, "30 MiB of commands read, peak {peak} bytes");
+}
+
+#[test]
+fn a_poll_reads_only_the_end_of_a_huge_backlog() {
+    // A sparse terabyte with one call at its very end: one poll reads 4 MiB of it.
+    let dir = TempDir::new("tr-sparse");
+    let path = dir.path().join("t.jsonl");
+    let tb = 1u64 << 40;
+    let f = fs::File::create(&path).expect("create");
+    if let Err(e) = f.set_len(tb) {
+        eprintln!("skipped: this file system has no sparse terabyte files: {e}");
+        return;
+    }
+    drop(f);
+    append(
+        &path,
+        &("\n".to_string() + &bash("toolu_end", "make") + "\n"),
+    );
+    let len = fs::metadata(&path).expect("stat").len();
+    let (mut tail, peak) = poll_peak(&path, Limits::default());
+    assert_eq!(tail.offset(), len);
+    assert_eq!(
+        tail.stats().skipped_bytes,
+        len - Limits::default().max_read_bytes
+    );
+    // The zeros before the call are the end of a line cut by the skip: dropped unparsed.
+    assert_eq!(tail.stats().long_lines, 0);
+    assert_eq!(tail.stats().bad_lines, 0);
+    assert_eq!(ids(&tail), vec!["toolu_end"]);
+    assert!(peak < MIB, "peak {peak} bytes");
+    // Caught up: the next poll reads only what is appended.
+    append(&path, &(tool_result("toolu_end", "ok") + "\n"));
+    tail.poll().expect("poll");
+    assert_eq!(ids(&tail), Vec::<&str>::new());
+    assert_eq!(
+        tail.stats().skipped_bytes,
+        len - Limits::default().max_read_bytes
+    );
+}
+
+#[test]
+fn a_skipped_backlog_resumes_at_a_line_boundary() {
+    let dir = TempDir::new("tr-skip-boundary");
+    let path = dir.path().join("t.jsonl");
+    let first = bash("toolu_1", "one") + "\n";
+    let second = bash("toolu_2", "two") + "\n";
+    let third = bash("toolu_3", "three") + "\n";
+    append(&path, &(first.clone() + &second + &third));
+    // Exactly the last two lines: both are read.
+    let limits = Limits {
+        max_read_bytes: (second.len() + third.len()) as u64,
+        ..Limits::default()
+    };
+    let mut tail = TranscriptTail::with_limits(path.clone(), limits);
+    tail.poll().expect("poll");
+    assert_eq!(ids(&tail), vec!["toolu_2", "toolu_3"]);
+    assert_eq!(tail.stats().skipped_bytes, first.len() as u64);
+    assert_eq!(tail.stats().bad_lines, 0);
+    // One byte less: the second line is cut, skipped to its end, not parsed as garbage.
+    let limits = Limits {
+        max_read_bytes: (second.len() + third.len() - 1) as u64,
+        ..Limits::default()
+    };
+    let mut tail = TranscriptTail::with_limits(path, limits);
+    tail.poll().expect("poll");
+    assert_eq!(ids(&tail), vec!["toolu_3"]);
+    assert_eq!(tail.stats().bad_lines, 0);
 }
