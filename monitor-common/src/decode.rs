@@ -169,6 +169,8 @@ mod tests {
             parent_pid: 1,
             parent_tid: 1,
             start_boottime_ns: 9,
+            flags: 0,
+            _pad: 0,
         }
     }
 
@@ -206,7 +208,7 @@ mod tests {
                     DecodeError::Length {
                         kind: Kind::Fork,
                         got: len,
-                        expected: 56
+                        expected: 64
                     }
                 );
             }
@@ -323,11 +325,11 @@ mod tests {
         bytes[1] = 0;
         assert_eq!(decode(&bytes).unwrap_err(), DecodeError::UnknownKind(99));
         let mut bytes = bytes_of(&fork_record());
-        bytes[2] = 7;
+        bytes[2] = 99;
         assert_eq!(
             decode(&bytes).unwrap_err(),
             DecodeError::Version {
-                got: 7,
+                got: 99,
                 expected: WIRE_VERSION
             }
         );

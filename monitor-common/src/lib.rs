@@ -17,7 +17,7 @@ mod decode;
 pub use decode::{DecodeError, ExecArgv, Record, decode};
 
 /// Version of the record layout; bumped on any change of the structs below.
-pub const WIRE_VERSION: u16 = 6;
+pub const WIRE_VERSION: u16 = 7;
 /// Length of `task_struct::comm`.
 pub const COMM_LEN: usize = 16;
 /// Bytes of the exec filename kept (NUL-terminated, truncated beyond).
@@ -183,6 +183,9 @@ pub struct Fork {
     pub parent_pid: u32,
     pub parent_tid: u32,
     pub start_boottime_ns: u64,
+    /// `FORK_FLAG_*` bits.
+    pub flags: u32,
+    pub _pad: u32,
 }
 
 /// `sched_process_exec`. The header describes the process after exec (new comm).
@@ -222,6 +225,9 @@ pub const EXIT_FLAG_NO_TIMES: u32 = 1 << 2;
 /// `Exit::flags`: `signal->maxrss` could not be read; `maxrss_pages` means nothing.
 pub const EXIT_FLAG_NO_MAXRSS: u32 = 1 << 3;
 /// `Exec::flags`: `args`/`args_len` were read (the offsets exist and the area was mapped).
+/// The child of a watched process could not be added to `WATCHED` (the map is full): its
+/// own children will not be followed unless userspace adds it.
+pub const FORK_FLAG_UNWATCHED: u32 = 1;
 pub const EXEC_FLAG_ARGS: u32 = 1;
 /// `Exec::flags`: `maxrss_pages` was read (without it, it means nothing).
 pub const EXEC_FLAG_MAXRSS: u32 = 1 << 1;
@@ -235,7 +241,7 @@ const _: () = assert!(core::mem::size_of::<Header>() == 40);
 const _: () = assert!(core::mem::size_of::<Exit>() == 120);
 const _: () = assert!(core::mem::size_of::<Signal>() == 120);
 const _: () = assert!(core::mem::size_of::<Oom>() == 128);
-const _: () = assert!(core::mem::size_of::<Fork>() == 56);
+const _: () = assert!(core::mem::size_of::<Fork>() == 64);
 const _: () = assert!(core::mem::size_of::<SignalDeliver>() == 80);
 const _: () = assert!(core::mem::size_of::<Exec>() == 464);
 const _: () = assert!(core::mem::align_of::<Exit>() == 8);

@@ -123,6 +123,11 @@ pub fn reports_suppressed(uid: u32) {
 }
 
 /// The daemon stopped.
+/// The sizes of the agent's bounded structures, at the daemon's stop (debug).
+pub fn structure_sizes(sizes: &impl std::fmt::Debug) {
+    tracing::debug!(?sizes, "structure sizes");
+}
+
 pub fn daemon_stopped(
     reason: impl Display,
     events: u64,

@@ -107,14 +107,31 @@ static ALLOC: CountingAlloc = CountingAlloc;
 /// thread beyond what was live before (memory it allocated and kept counts; memory freed
 /// on another thread is not seen).
 pub fn measure_peak<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let (out, m) = measure(f);
+    (out, m.peak)
+}
+
+/// What [`measure`] saw: the peak beyond what was live before, and what stayed allocated
+/// after (negative when `f` freed more than it allocated).
+#[derive(Clone, Copy, Debug)]
+pub struct Measured {
+    pub peak: usize,
+    pub retained: isize,
+}
+
+pub fn measure<T>(f: impl FnOnce() -> T) -> (T, Measured) {
     let base = LIVE.with(|c| {
         let (live, _) = c.get();
         c.set((live, live));
         live
     });
     let out = f();
-    let (_, peak) = LIVE.with(std::cell::Cell::get);
-    (out, (peak - base).max(0).cast_unsigned())
+    let (live, peak) = LIVE.with(std::cell::Cell::get);
+    let m = Measured {
+        peak: (peak - base).max(0).cast_unsigned(),
+        retained: live - base,
+    };
+    (out, m)
 }
 
 #[test]

@@ -6,10 +6,12 @@
 //! ```
 //! New threads (child tgid == parent tgid) are not processes and are skipped. In
 //! `SCOPE_WATCHED` a child of a watched process is added to `WATCHED` here, in the kernel,
-//! before it can run, so a child that lives 1 ms is never missed.
+//! before it can run, so a child that lives 1 ms is never missed. When the map is full the
+//! record says so (`FORK_FLAG_UNWATCHED`): userspace adds the child if it belongs to a
+//! session, once it has made room.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
-use monitor_common::{COUNTER_WATCH_FULL, Fork, Kind};
+use monitor_common::{COUNTER_WATCH_FULL, FORK_FLAG_UNWATCHED, Fork, Kind};
 
 use super::{header, reserve, submit};
 use crate::{
@@ -31,12 +33,14 @@ fn try_fork(ctx: &BtfTracePointContext) {
     if child_tgid == parent {
         return;
     }
+    let mut flags = 0;
     if scope_watched() {
         if !is_watched(parent) {
             return;
         }
         if WATCHED.insert(child_tgid, parent, 0).is_err() {
             count(COUNTER_WATCH_FULL);
+            flags = FORK_FLAG_UNWATCHED;
         }
     }
     let Some(mut entry) = reserve::<Fork>() else {
@@ -54,6 +58,8 @@ fn try_fork(ctx: &BtfTracePointContext) {
         (*e).parent_pid = parent;
         (*e).parent_tid = parent_tid;
         (*e).start_boottime_ns = kernel::start_boottime(child);
+        (*e).flags = flags;
+        (*e)._pad = 0;
     }
     submit(entry);
 }

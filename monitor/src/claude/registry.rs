@@ -198,7 +198,7 @@ impl Registry {
     /// The session of the process `pid` whose start time is `proc_start_ticks`, if one of
     /// the directories has a valid entry for exactly that process.
     pub fn lookup(&self, pid: u32, proc_start_ticks: u64) -> Option<SessionInfo> {
-        self.find(pid, proc_start_ticks, None, &[], None)
+        self.find(pid, proc_start_ticks, None, &[], None, true)
     }
 
     /// [`Registry::lookup`] for a known session process: its own configuration directories
@@ -212,7 +212,8 @@ impl Registry {
     /// of a version that writes no `procStart` (2.1.100 does not) when its `startedAt` is
     /// not before the process started (`started_ms`, wall-clock milliseconds; a second of
     /// slack for /proc's 10 ms ticks): an earlier process with the same pid wrote its entry
-    /// before this one existed.
+    /// before this one existed. Without `everywhere`, only the own directories are looked
+    /// at (a `stat` each).
     pub fn find(
         &self,
         pid: u32,
@@ -220,9 +221,11 @@ impl Registry {
         started_ms: Option<i64>,
         own_config_dirs: &[PathBuf],
         owner: Option<u32>,
+        everywhere: bool,
     ) -> Option<SessionInfo> {
         let own = own_config_dirs.iter().map(|c| c.join("sessions"));
-        for dir in own.chain(self.dirs.iter().cloned()) {
+        let all = self.dirs.iter().filter(|_| everywhere).cloned();
+        for dir in own.chain(all) {
             let path = dir.join(format!("{pid}.json"));
             let Some((entry, file_owner)) = self.entry(&path, pid) else {
                 continue;
@@ -519,7 +522,7 @@ mod tests {
         let reg = Registry::new(Vec::new());
         assert_eq!(reg.lookup(900, 42), None);
         let config = own_home.path().join(".claude");
-        let found = reg.find(900, 42, None, std::slice::from_ref(&config), None);
+        let found = reg.find(900, 42, None, std::slice::from_ref(&config), None, true);
         assert_eq!(
             found.map(|s| (s.session_id, s.config_dir)),
             Some((ID_A.into(), config.clone()))
@@ -527,23 +530,37 @@ mod tests {
         // Owned by another uid than the session process's: not its entry.
         let me = fs::metadata(own.join("900.json")).expect("meta").uid();
         assert!(
-            reg.find(900, 42, None, std::slice::from_ref(&config), Some(me))
+            reg.find(900, 42, None, std::slice::from_ref(&config), Some(me), true)
                 .is_some()
         );
         assert_eq!(
-            reg.find(900, 42, None, std::slice::from_ref(&config), Some(me + 1)),
+            reg.find(
+                900,
+                42,
+                None,
+                std::slice::from_ref(&config),
+                Some(me + 1),
+                true
+            ),
             None
         );
         // The owner is part of the cache stamp: a chown is seen without a rewrite.
         if me == 0 {
             chown(own.join("900.json"), Some(4242), None).expect("chown");
             assert_eq!(
-                reg.find(900, 42, None, std::slice::from_ref(&config), Some(0)),
+                reg.find(900, 42, None, std::slice::from_ref(&config), Some(0), true),
                 None
             );
             assert!(
-                reg.find(900, 42, None, std::slice::from_ref(&config), Some(4242))
-                    .is_some()
+                reg.find(
+                    900,
+                    42,
+                    None,
+                    std::slice::from_ref(&config),
+                    Some(4242),
+                    true
+                )
+                .is_some()
             );
         }
     }
@@ -562,7 +579,10 @@ mod tests {
             ),
         );
         let reg = Registry::new(vec![dir]);
-        let found = |started| reg.find(13576, 1, started, &[], None).map(|s| s.session_id);
+        let found = |started| {
+            reg.find(13576, 1, started, &[], None, true)
+                .map(|s| s.session_id)
+        };
         // The process started half a second before it wrote the entry: its own.
         assert_eq!(found(Some(1796247814437)).as_deref(), Some(ID_A));
         // Within the tick slack.

@@ -214,6 +214,12 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     out.reports.finish();
     let stats = &out.reports.stats;
     let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    diag::structure_sizes(&(
+        engine.core.attributor.sizes(),
+        ("sampled_sessions", sampler.len()),
+        ("session_histories", out.history.len()),
+        ("memcg_scans", engine.core.memcg_scans()),
+    ));
     diag::daemon_stopped(
         reason,
         engine.written,
@@ -226,15 +232,13 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
 
 /// The sessions with live members, with their members' pids.
 fn live_sessions(engine: &Engine) -> Vec<(SessionRef, Vec<u32>)> {
-    let sessions = engine.core.attributor.sessions();
-    engine
-        .core
-        .attributor
+    let attributor = &engine.core.attributor;
+    attributor
         .live_by_session()
         .into_iter()
-        .map(|(idx, pids)| {
-            let s = &sessions[idx];
-            (
+        .filter_map(|(idx, pids)| {
+            let s = attributor.session(idx)?;
+            Some((
                 SessionRef {
                     id: s.root.to_string(),
                     agent: s.agent.clone(),
@@ -243,7 +247,7 @@ fn live_sessions(engine: &Engine) -> Vec<(SessionRef, Vec<u32>)> {
                     claude_session_id: s.claude_session_id.clone(),
                 },
                 pids,
-            )
+            ))
         })
         .collect()
 }
@@ -262,6 +266,15 @@ fn sample_sessions(
         }
         out.history.push(sample);
     }
+    // Sessions the attributor forgot (ended a while ago) are forgotten here too.
+    let tracked: std::collections::HashSet<String> = engine
+        .core
+        .attributor
+        .sessions()
+        .map(|s| s.root.to_string())
+        .collect();
+    sampler.retain(|id| tracked.contains(id));
+    out.history.retain(|id| tracked.contains(id));
     log.flush();
 }
 

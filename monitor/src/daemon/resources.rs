@@ -399,6 +399,17 @@ impl SessionSampler {
         self.sessions.remove(session_id);
     }
 
+    /// Keeps what is remembered only of the sessions `keep` says yes to (those the agent
+    /// still tracks), so that sessions that come and go do not accumulate.
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.sessions.retain(|id, _| keep(id));
+    }
+
+    /// Sessions remembered.
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
     /// One /proc/PID/stat read gives everything but the command line: its `rss` field is the
     /// same counter as statm's `resident` and status's `VmRSS` (in pages), and utime/stime of
     /// the thread group leader's stat cover all threads.
@@ -485,6 +496,17 @@ impl History {
     /// Forgets a session's samples.
     pub fn remove(&mut self, session_id: &str) {
         self.rings.remove(session_id);
+    }
+
+    /// Keeps the samples only of the sessions `keep` says yes to (see
+    /// [`SessionSampler::retain`]).
+    pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        self.rings.retain(|id, _| keep(id));
+    }
+
+    /// Sessions with samples.
+    pub fn len(&self) -> usize {
+        self.rings.len()
     }
 }
 
@@ -789,5 +811,23 @@ VmallocChunk:          0 kB
         h.remove("a");
         assert!(h.last("a", 2).is_empty());
         assert_eq!(h.last("b", 1).len(), 1);
+        // What the daemon does after each round of samples: only tracked sessions stay.
+        h.push(mk("c", 7));
+        h.retain(|id| id == "c");
+        assert_eq!((h.len(), rss(h.last("c", 1))), (1, vec![7]));
+        assert!(h.last("b", 1).is_empty());
+    }
+
+    #[test]
+    fn the_sampler_forgets_untracked_sessions() {
+        let me = std::process::id();
+        let mut sampler = SessionSampler::new("/proc");
+        sampler.sample(session("a"), &[me]);
+        sampler.sample(session("b"), &[me]);
+        assert_eq!(sampler.len(), 2);
+        sampler.retain(|id| id == "b");
+        assert_eq!(sampler.len(), 1);
+        // A forgotten session starts over: no CPU figure from its first sample.
+        assert_eq!(sampler.sample(session("a"), &[me]).cpu_percent, None);
     }
 }

@@ -10,7 +10,6 @@ use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
 };
 
 pub use crate::event::{CgroupVersion as Version, MemoryHierarchy};
@@ -86,18 +85,24 @@ fn unescape(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Minimum time between two full rescans for the same unknown id (a removed cgroup's id
-/// stays unknown; a new cgroup's id is found by the first rescan after its creation).
-const RESCAN_INTERVAL: Duration = Duration::from_millis(200);
-/// Bound on the remembered misses.
-const MISSES_MAX: usize = 1024;
+/// Directories a scan of the hierarchy visits at most, and how deep: a user with a
+/// delegated subtree can create cgroups, and a scan runs on the event loop.
+const SCAN_MAX_DIRS: usize = 65_536;
+const SCAN_MAX_DEPTH: usize = 32;
 
 /// Maps memory cgroup ids to paths, with a cache.
+///
+/// An id not in the cache is looked for by one scan of the hierarchy, and only when it can
+/// be found: the record naming it must be younger than the last scan. A cgroup that
+/// existed when the record was made and was not found by a scan started after that was
+/// removed meanwhile, and scanning again will not find it; so a storm of records with
+/// unknown ids costs one scan per batch of cgroups created, not one per record.
 pub struct Resolver {
     hierarchy: Option<MemoryHierarchy>,
     paths: HashMap<u64, String>,
-    /// Ids not found, with when they were last looked for.
-    misses: HashMap<u64, Instant>,
+    /// `CLOCK_BOOTTIME` when the last scan started.
+    scanned_at: Option<u64>,
+    scans: u64,
 }
 
 impl Resolver {
@@ -105,41 +110,53 @@ impl Resolver {
         Resolver {
             hierarchy,
             paths: HashMap::new(),
-            misses: HashMap::new(),
+            scanned_at: None,
+            scans: 0,
         }
     }
 
-    /// The cgroup's path relative to the hierarchy root (`/` for the root), or `None` when
-    /// the id is not (or no longer) a directory of the hierarchy.
-    pub fn path(&mut self, id: u64) -> Option<String> {
+    /// The path relative to the hierarchy root (`/` for the root) of the cgroup with this
+    /// id in a record made at `at_ns` (`CLOCK_BOOTTIME`), or `None` when the id is not (or
+    /// no longer) a directory of the hierarchy.
+    pub fn path(&mut self, id: u64, at_ns: u64) -> Option<String> {
         if let Some(p) = self.paths.get(&id) {
             return Some(p.clone());
         }
         let mount = self.hierarchy.as_ref()?.mount.clone();
-        if self
-            .misses
-            .get(&id)
-            .is_some_and(|t| t.elapsed() < RESCAN_INTERVAL)
-        {
+        if self.scanned_at.is_some_and(|t| at_ns < t) {
             return None;
         }
+        self.scanned_at = Some(crate::host::clock::boottime_ns());
+        self.scans += 1;
         self.paths.clear();
-        scan(&mount, &mount, &mut self.paths);
-        let found = self.paths.get(&id).cloned();
-        if found.is_none() {
-            if self.misses.len() >= MISSES_MAX {
-                self.misses.clear();
-            }
-            self.misses.insert(id, Instant::now());
+        let mut budget = SCAN_MAX_DIRS;
+        scan(&mount, &mount, 0, &mut budget, &mut self.paths);
+        if budget == 0 {
+            tracing::debug!(
+                "memory cgroup hierarchy has over {SCAN_MAX_DIRS} directories: scanned the first"
+            );
         }
-        found
+        self.paths.get(&id).cloned()
+    }
+
+    /// Full scans of the hierarchy so far.
+    pub fn scans(&self) -> u64 {
+        self.scans
     }
 }
 
-fn scan(root: &Path, dir: &Path, out: &mut HashMap<u64, String>) {
-    let Ok(meta) = std::fs::metadata(dir) else {
+fn scan(root: &Path, dir: &Path, depth: usize, budget: &mut usize, out: &mut HashMap<u64, String>) {
+    if *budget == 0 || depth > SCAN_MAX_DEPTH {
+        return;
+    }
+    *budget -= 1;
+    // cgroupfs has no symlinks; `symlink_metadata` all the same.
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
         return;
     };
+    if !meta.is_dir() {
+        return;
+    }
     let rel = dir.strip_prefix(root).unwrap_or(Path::new(""));
     out.insert(meta.ino(), format!("/{}", rel.display()));
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -147,7 +164,7 @@ fn scan(root: &Path, dir: &Path, out: &mut HashMap<u64, String>) {
     };
     for entry in entries.flatten() {
         if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            scan(root, &entry.path(), out);
+            scan(root, &entry.path(), depth + 1, budget, out);
         }
     }
 }
@@ -203,9 +220,43 @@ mod tests {
             version: Version::V1,
             mount: root.clone(),
         }));
-        assert_eq!(r.path(id).as_deref(), Some("/a/b"));
-        assert_eq!(r.path(root_id).as_deref(), Some("/"));
+        let now = crate::host::clock::boottime_ns;
+        assert_eq!(r.path(id, now()).as_deref(), Some("/a/b"));
+        assert_eq!(r.path(root_id, now()).as_deref(), Some("/"));
+        assert_eq!(r.scans(), 1, "the second id was in the first scan");
+        // A cgroup created after the scan, named by a record made after it: found.
+        std::fs::create_dir_all(root.join("a/c")).expect("mkdir");
+        let c = std::fs::metadata(root.join("a/c")).expect("stat").ino();
+        assert_eq!(r.path(c, now()).as_deref(), Some("/a/c"));
+        assert_eq!(r.scans(), 2);
+        // Records older than the last scan with ids it did not find (a storm of them):
+        // the cgroups were gone by then; no more scans.
+        let before = now() - 1_000_000;
+        for gone in 1..=1000 {
+            assert_eq!(r.path(u64::MAX - gone, before), None);
+        }
+        assert_eq!(r.scans(), 2);
         std::fs::remove_dir_all(&root).expect("cleanup");
-        assert_eq!(Resolver::new(None).path(id), None);
+        assert_eq!(Resolver::new(None).path(id, now()), None);
+    }
+
+    #[test]
+    fn a_scan_is_bounded() {
+        let root = std::env::temp_dir().join(format!("cm-cgroups-deep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let deep = (0..SCAN_MAX_DEPTH + 5).fold(root.clone(), |p, i| p.join(i.to_string()));
+        std::fs::create_dir_all(&deep).expect("mkdir");
+        let id = std::fs::metadata(&deep).expect("stat").ino();
+        let mut r = Resolver::new(Some(MemoryHierarchy {
+            version: Version::V1,
+            mount: root.clone(),
+        }));
+        assert_eq!(
+            r.path(id, crate::host::clock::boottime_ns()),
+            None,
+            "too deep"
+        );
+        assert!(r.paths.len() <= SCAN_MAX_DEPTH + 1, "{}", r.paths.len());
+        std::fs::remove_dir_all(&root).expect("cleanup");
     }
 }

@@ -63,6 +63,73 @@ pub struct Session {
     /// Ids of the calls already matched to a wrapper, newest last (at most
     /// [`CLAIMED_MAX`]): a wrapper matched by time takes none of them.
     claimed: VecDeque<String>,
+    /// When the registry was last searched for this session ([`REGISTRY_RECHECK`]).
+    registry_checked: Option<std::time::Instant>,
+    /// Since when the session has had no live process (see [`Attributor::prune`]).
+    ended: Option<std::time::Instant>,
+}
+
+impl Session {
+    /// A session just detected: only what detection knows.
+    fn new(
+        agent: String,
+        root: ProcId,
+        version: Option<String>,
+        own_config: Option<PathBuf>,
+        uid: Option<u32>,
+    ) -> Session {
+        Session {
+            agent,
+            root,
+            version,
+            cwd: None,
+            claude_session_id: None,
+            config_dir: None,
+            own_config,
+            uid,
+            environ_reads: 1,
+            transcript: None,
+            claimed: VecDeque::new(),
+            registry_checked: None,
+            ended: None,
+        }
+    }
+}
+
+/// Sessions tracked at most (live or lately ended): beyond it a new one is not tracked
+/// (counted in [`Sizes::sessions_refused`]). Each costs about a kilobyte plus an open
+/// transcript; a host has nowhere near this many real sessions.
+pub const MAX_SESSIONS: usize = 16_384;
+
+/// How long a session with no live process is kept (events held for a tool call and
+/// reports are written a little after the last exit), and how many such at most.
+const SESSION_LINGER: std::time::Duration = std::time::Duration::from_secs(30);
+const ENDED_KEPT: usize = 1024;
+
+/// How often the registry is searched again for a session: until its entry is found, at
+/// most every [`REGISTRY_RECHECK_EARLY`] (each search stats one file per user), then every
+/// [`REGISTRY_RECHECK`] (`/clear` rewrites the entry with a new session id).
+const REGISTRY_RECHECK_EARLY: std::time::Duration = std::time::Duration::from_millis(20);
+const REGISTRY_RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How often at most the process table is reconciled with /proc after records were lost.
+const GHOST_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The sizes of the attributor's bounded structures, for the agent's telemetry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Sizes {
+    /// Sessions tracked (live and lately ended).
+    pub sessions: usize,
+    /// Sessions not tracked because [`MAX_SESSIONS`] were.
+    pub sessions_refused: u64,
+    /// Sessions forgotten after they ended.
+    pub sessions_pruned: u64,
+    /// Processes in the table (live and remembered dead).
+    pub processes: usize,
+    /// Processes marked exited by a reconciliation with /proc (their exit was lost).
+    pub ghosts_reaped: u64,
+    /// Pending signal, handled-signal and OOM notes.
+    pub notes: usize,
 }
 
 /// Minimum time between two rebuilds of the registry's directory list.
@@ -70,7 +137,18 @@ const REGISTRY_REBUILD: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub struct Attributor {
     table: ProcTable,
-    sessions: Vec<Session>,
+    /// By index; an index is never reused, so a process or an event that still names a
+    /// forgotten session finds none rather than another one.
+    sessions: std::collections::BTreeMap<SessionIdx, Session>,
+    next_session: SessionIdx,
+    sessions_refused: u64,
+    sessions_pruned: u64,
+    /// Records were lost since the last reconciliation with /proc (exits among them
+    /// leave ghosts: processes the table thinks alive), and when it last ran.
+    ghosts_suspected: bool,
+    ghosts_checked: Option<std::time::Instant>,
+    ghost_candidates: Vec<ProcId>,
+    ghosts_reaped: u64,
     detector: Detector,
     registry: Registry,
     /// When the registry's directory list was last rebuilt (a user may run Claude Code for
@@ -91,7 +169,14 @@ impl Attributor {
         Attributor {
             candidates: detector.kernel_candidates(),
             table: ProcTable::new(),
-            sessions: Vec::new(),
+            sessions: Default::default(),
+            next_session: 0,
+            sessions_refused: 0,
+            sessions_pruned: 0,
+            ghosts_suspected: false,
+            ghosts_checked: None,
+            ghost_candidates: Vec::new(),
+            ghosts_reaped: 0,
             detector,
             registry,
             registry_built: std::time::Instant::now(),
@@ -103,8 +188,84 @@ impl Attributor {
         }
     }
 
-    pub fn sessions(&self) -> &[Session] {
-        &self.sessions
+    /// The sessions tracked (live and lately ended), oldest first.
+    pub fn sessions(&self) -> impl ExactSizeIterator<Item = &Session> {
+        self.sessions.values()
+    }
+
+    /// A session by index, unless it was forgotten.
+    pub fn session(&self, idx: SessionIdx) -> Option<&Session> {
+        self.sessions.get(&idx)
+    }
+
+    pub fn sizes(&self) -> Sizes {
+        Sizes {
+            sessions: self.sessions.len(),
+            sessions_refused: self.sessions_refused,
+            sessions_pruned: self.sessions_pruned,
+            processes: self.table.len(),
+            ghosts_reaped: self.ghosts_reaped,
+            notes: self.signals.len() + self.handled.len() + self.ooms.len(),
+        }
+    }
+
+    /// Housekeeping, once a second or so: forgets sessions that ended a while ago, and
+    /// after a loss of records (`lost`), reconciles the process table with /proc.
+    ///
+    /// A process gone from /proc whose exit the table has not seen may have lost its exit
+    /// record, or the record may still be in the ring (with its children's forks, which
+    /// must still find it a live parent to inherit its session). So it is only a
+    /// candidate; the next reconciliation, [`GHOST_CHECK`] later, when any record of its
+    /// would long have been read, marks the candidates still not exited as exited.
+    pub fn housekeeping(&mut self, now: std::time::Instant, lost: bool) {
+        self.ghosts_suspected |= lost;
+        let due = self
+            .ghosts_checked
+            .is_none_or(|t| now.duration_since(t) >= GHOST_CHECK);
+        if due && !self.ghost_candidates.is_empty() {
+            self.ghosts_reaped += self.table.reap(&self.ghost_candidates) as u64;
+            self.ghost_candidates.clear();
+            self.ghosts_checked = Some(now);
+        }
+        if due
+            && self.ghosts_suspected
+            && let Ok(stats) = scope::proc_stats()
+        {
+            let alive: std::collections::HashSet<ProcId> = stats
+                .iter()
+                .map(|s| ProcId {
+                    pid: s.pid,
+                    start: s.start,
+                })
+                .collect();
+            self.ghost_candidates = self.table.missing_from(&alive);
+            self.ghosts_suspected = false;
+            self.ghosts_checked = Some(now);
+        }
+        self.prune(now);
+    }
+
+    /// Forgets the sessions without a live process for [`SESSION_LINGER`] (their
+    /// transcript closed), and the oldest ended ones beyond [`ENDED_KEPT`].
+    pub fn prune(&mut self, now: std::time::Instant) {
+        let live = self.table.live_sessions();
+        let mut ended: Vec<(std::time::Instant, SessionIdx)> = Vec::new();
+        for (&idx, s) in &mut self.sessions {
+            if live.contains(&idx) {
+                s.ended = None;
+                continue;
+            }
+            let since = *s.ended.get_or_insert(now);
+            ended.push((since, idx));
+        }
+        ended.sort_unstable();
+        let excess = ended.len().saturating_sub(ENDED_KEPT);
+        for (i, (since, idx)) in ended.into_iter().enumerate() {
+            if i < excess || now.duration_since(since) >= SESSION_LINGER {
+                self.sessions.remove(&idx);
+                self.sessions_pruned += 1;
+            }
+        }
     }
 
     /// The live processes (pid, comm) of a session, or of every session with `None`.
@@ -203,20 +364,22 @@ impl Attributor {
             None if detection.agent == crate::claude::CLAUDE_CODE => detect::package_version(facts),
             v => v,
         };
-        let idx = self.sessions.len();
-        self.sessions.push(Session {
-            agent: detection.agent,
-            root: id,
-            version,
-            cwd: None,
-            claude_session_id: None,
-            config_dir: None,
-            own_config,
-            uid,
-            environ_reads: 1,
-            transcript: None,
-            claimed: VecDeque::new(),
-        });
+        if self.sessions.len() >= MAX_SESSIONS {
+            self.prune(std::time::Instant::now());
+        }
+        if self.sessions.len() >= MAX_SESSIONS {
+            if self.sessions_refused == 0 {
+                tracing::warn!("{MAX_SESSIONS} sessions tracked: new ones are not, until some end");
+            }
+            self.sessions_refused += 1;
+            return None;
+        }
+        let idx = self.next_session;
+        self.next_session += 1;
+        self.sessions.insert(
+            idx,
+            Session::new(detection.agent, id, version, own_config, uid),
+        );
         self.table.set_session(id.pid, idx);
         tracing::debug!(pid = id.pid, session = idx, "session detected");
         Some(idx)
@@ -325,7 +488,7 @@ impl Attributor {
 
     fn session_id(&self, idx: SessionIdx) -> String {
         self.sessions
-            .get(idx)
+            .get(&idx)
             .map(|s| s.root.to_string())
             .unwrap_or_default()
     }
@@ -343,7 +506,7 @@ impl Attributor {
         let proc_id = Some(p.id.to_string());
         let session = p.session;
         let tool_call = self.tool_call_of(pid);
-        let Some(idx) = session else {
+        let Some(idx) = session.filter(|idx| self.sessions.contains_key(idx)) else {
             return Attr {
                 proc_id,
                 session: None,
@@ -353,7 +516,7 @@ impl Attributor {
         };
         let ancestry = Some(self.table.ancestry(pid));
         self.refresh_registry(idx);
-        let s = &self.sessions[idx];
+        let s = &self.sessions[&idx];
         let root_start_ns = crate::pipeline::proctable::ticks_to_ns(s.root.start);
         Attr {
             proc_id,
@@ -372,10 +535,33 @@ impl Attributor {
     }
 
     /// Session id and cwd from the registry, once it has an entry for the root process.
+    ///
+    /// Called for every event of a session, so bounded: the root's own configuration
+    /// directory (one `stat`, the common case) is looked at each time until the entry is
+    /// found, every user's (a `stat` per user) at most every [`REGISTRY_RECHECK_EARLY`];
+    /// once found, the entry is looked at again at most every [`REGISTRY_RECHECK`].
     fn refresh_registry(&mut self, idx: SessionIdx) {
-        let s = &mut self.sessions[idx];
+        let Some(s) = self.sessions.get_mut(&idx) else {
+            return;
+        };
         if s.agent != crate::claude::CLAUDE_CODE {
             return;
+        }
+        let now = std::time::Instant::now();
+        let due = |every| {
+            s.registry_checked
+                .is_none_or(|t| now.duration_since(t) >= every)
+        };
+        let everywhere = if s.claude_session_id.is_some() {
+            if !due(REGISTRY_RECHECK) {
+                return;
+            }
+            true
+        } else {
+            due(REGISTRY_RECHECK_EARLY)
+        };
+        if everywhere {
+            s.registry_checked = Some(now);
         }
         // The environment read at detection can miss: npm's `#!/usr/bin/env node` runs two
         // execs in a row, and /proc/PID/environ read across the second one fails. Read it
@@ -385,15 +571,19 @@ impl Attributor {
             s.own_config = read_own_config(s.root.pid);
         }
         let own: &[PathBuf] = s.own_config.as_slice();
+        if own.is_empty() && !everywhere {
+            return;
+        }
         let started_ms = self
             .clock
             .wall(crate::pipeline::proctable::ticks_to_ns(s.root.start))
             .timestamp_millis();
         let started = Some(started_ms);
-        let mut found = self
-            .registry
-            .find(s.root.pid, s.root.start, started, own, s.uid);
+        let mut found =
+            self.registry
+                .find(s.root.pid, s.root.start, started, own, s.uid, everywhere);
         if found.is_none()
+            && everywhere
             && s.claude_session_id.is_none()
             && self.registry_built.elapsed() >= REGISTRY_REBUILD
         {
@@ -401,7 +591,7 @@ impl Attributor {
             self.registry_built = std::time::Instant::now();
             found = self
                 .registry
-                .find(s.root.pid, s.root.start, started, own, s.uid);
+                .find(s.root.pid, s.root.start, started, own, s.uid, true);
         }
         if let Some(info) = found {
             s.claude_session_id = Some(info.session_id);

@@ -78,13 +78,15 @@ impl Core {
             _ => {}
         }
         self.attribute(record, &mut event);
-        if self.sessions_scope
-            && let Record::Exec(x) = record
-        {
-            step.watch = self.confirm_candidate(x.header.pid, &event);
+        if self.sessions_scope {
+            step.watch = match record {
+                Record::Exec(x) => self.confirm_candidate(x.header.pid, &event),
+                Record::Fork(f) => self.confirm_child(f),
+                _ => None,
+            };
         }
         if self.filter.keeps(&event) {
-            self.enrich(&mut event);
+            self.enrich(&mut event, record);
             if !self.hold.is_empty() {
                 step.events = self.release(now, false);
             }
@@ -111,9 +113,30 @@ impl Core {
         self.hold.next_due()
     }
 
+    /// Full scans of the memory cgroup hierarchy so far (see `cgroups::Resolver`).
+    pub fn memcg_scans(&self) -> u64 {
+        self.memcgs.scans()
+    }
+
     /// The held events that are ready; all of them with `force` (at stop).
     pub fn release(&mut self, now: Instant, force: bool) -> Vec<Event> {
         self.hold.release(&mut self.attributor, now, force)
+    }
+
+    /// The kernel added a forked child of a watched process to the watch map (or could not:
+    /// the map was full). A child outside every session was added only because its
+    /// parent was a candidate that turned out to be no session (its exec record, read
+    /// before this fork, had it removed): it is removed too, so that a candidate that forks
+    /// fast cannot fill the map. A session's child the kernel could not add is added now.
+    fn confirm_child(&self, f: &monitor_common::Fork) -> Option<WatchChange> {
+        let child = f.header.pid;
+        match self.attributor.session_of(child) {
+            None => Some(WatchChange::Unwatch(child)),
+            Some(_) if f.flags & monitor_common::FORK_FLAG_UNWATCHED != 0 => {
+                Some(WatchChange::Watch(child))
+            }
+            Some(_) => None,
+        }
     }
 
     /// Session scopes: the kernel watches a candidate from its exec on; keep it watched if
@@ -163,11 +186,16 @@ impl Core {
 
     /// What userspace adds to a kernel record: cgroup paths; the OOM victim's name and uid
     /// when the kernel passed only its pid (kernels before ~6.8).
-    fn enrich(&mut self, event: &mut Event) {
+    fn enrich(&mut self, event: &mut Event, record: &Record) {
+        let at = match record {
+            Record::Exit(e) => e.header.ts_ns,
+            Record::Oom(o) => o.header.ts_ns,
+            _ => 0,
+        };
         match &mut event.body {
-            Body::Exit(e) => e.memcg_path = e.memcg_id.and_then(|id| self.memcgs.path(id)),
+            Body::Exit(e) => e.memcg_path = e.memcg_id.and_then(|id| self.memcgs.path(id, at)),
             Body::Oom(o) => {
-                o.memcg_path = o.memcg_id.and_then(|id| self.memcgs.path(id));
+                o.memcg_path = o.memcg_id.and_then(|id| self.memcgs.path(id, at));
                 if o.victim.comm.is_empty() {
                     let pid = o.victim.pid;
                     if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
@@ -531,6 +559,161 @@ mod tests {
                 step.events.is_empty(),
                 "outside the sessions: {:#?}",
                 step.events
+            );
+        }
+
+        /// A candidate that is no session (named like a version, `2to3`) forks fast: each
+        /// child the kernel added to the watch map is removed again, so the map cannot
+        /// fill. A session's child the kernel could not add (the map was full) is added.
+        #[test]
+        fn forks_outside_sessions_leave_the_watch_map() {
+            let mut core = core();
+            let now = Instant::now();
+            let step = core.record(&exec(OUTSIDER, 1, SEC, "/usr/bin/2to3", &["2to3"]), 1, now);
+            assert_eq!(step.watch, Some(WatchChange::Unwatch(OUTSIDER)));
+            for i in 0..3 {
+                let child = 4_300_100 + i;
+                let step = core.record(&fork(child, OUTSIDER, "2to3", 2 * SEC), 1, now);
+                assert_eq!(step.watch, Some(WatchChange::Unwatch(child)));
+                assert!(step.events.is_empty());
+            }
+            let version = "/home/u/.local/share/claude/versions/2.1.197";
+            core.record(&exec(ROOT, 1, SEC, version, &["claude"]), 1, now);
+            let step = core.record(&fork(TOOL, ROOT, "claude", 2 * SEC), 1, now);
+            assert_eq!(step.watch, None, "the kernel added it");
+            let Record::Fork(mut f) = fork(TOOL + 10, ROOT, "claude", 2 * SEC) else {
+                unreachable!()
+            };
+            f.flags = monitor_common::FORK_FLAG_UNWATCHED;
+            let step = core.record(&Record::Fork(f), 1, now);
+            assert_eq!(step.watch, Some(WatchChange::Watch(TOOL + 10)));
+        }
+
+        /// The storm: 100,000 short processes in a session (fork, exec with a
+        /// command line, exit), then what stays: the table keeps the live processes and
+        /// `DEAD_KEPT` exited ones, whatever the number that came and went.
+        #[test]
+        fn a_storm_of_100k_processes_leaves_bounded_state() {
+            let mut core = core();
+            let version = "/home/u/.local/share/claude/versions/2.1.197";
+            feed(&mut core, &[exec(ROOT, 1, SEC, version, &["claude"])]);
+            let warm = |core: &mut Core, from: u32, n: u32| {
+                let now = Instant::now();
+                let mut events = 0usize;
+                for i in 0..n {
+                    let pid = 4_400_000 + from + i;
+                    let at = 2 * SEC + u64::from(from + i) * 1000;
+                    for r in [
+                        fork(pid, ROOT, "claude", at),
+                        exec(
+                            pid,
+                            ROOT,
+                            at,
+                            "/usr/bin/cc",
+                            &["cc", "-c", "x.c", "-o", "x.o"],
+                        ),
+                        exit_at(pid, at, 0, at + 500),
+                    ] {
+                        events += core.record(&r, 1, now).events.len();
+                    }
+                }
+                events
+            };
+            // The first 5,000 fill the remembered dead; 100,000 more may still grow the
+            // hash tables' capacity once (a step, measured at ~4 MiB in debug builds), and
+            // 20,000 more grow nothing.
+            assert_eq!(
+                warm(&mut core, 0, 5_000),
+                15_000,
+                "fork, exec and exit are events"
+            );
+            let (events, first) = crate::testutil::measure(|| warm(&mut core, 10_000, 100_000));
+            assert_eq!(events, 300_000);
+            let (_, second) = crate::testutil::measure(|| warm(&mut core, 110_000, 20_000));
+            let sizes = core.attributor.sizes();
+            eprintln!("100k-process storms: first {first:?}, second {second:?}, {sizes:?}");
+            // The root, plus exited processes remembered twice (by pid and by identity).
+            assert!(sizes.processes <= 1 + 2 * 4096, "{sizes:?}");
+            assert_eq!(sizes.sessions, 1);
+            assert!(first.retained < 8 * 1024 * 1024, "{first:?}");
+            assert!(second.retained <= 0, "the second storm kept {second:?}");
+            assert!(second.peak < 1024 * 1024, "{second:?}");
+        }
+
+        /// 10,000 sessions (processes named `claude`, the built-in comm rule: any user can
+        /// start them): each costs little while it lives, and all is forgotten once they
+        /// ended (a few kept for a while, for the events written just after).
+        #[test]
+        fn ten_thousand_sessions_are_bounded_and_forgotten() {
+            let mut core = core();
+            let n = 10_000u32;
+            let pid = |i: u32| 4_500_000 + i;
+            let (_, started) = crate::testutil::measure(|| {
+                for i in 0..n {
+                    let at = SEC + u64::from(i) * 1000;
+                    feed(
+                        &mut core,
+                        &[exec(pid(i), 1, at, "/home/u/claude", &["claude"])],
+                    );
+                }
+            });
+            assert_eq!(core.attributor.sizes().sessions, n as usize);
+            let per_session = started.retained / n as isize;
+            eprintln!("{n} live sessions: {started:?}, {per_session} bytes each");
+            assert!(per_session < 2048, "{per_session} bytes per session");
+
+            let t0 = std::time::Instant::now();
+            for i in 0..n {
+                let at = SEC + u64::from(i) * 1000;
+                feed(&mut core, &[exit_at(pid(i), at, 0, 100 * SEC)]);
+            }
+            core.attributor.housekeeping(t0, false);
+            let sizes = core.attributor.sizes();
+            assert_eq!(
+                sizes.sessions, 1024,
+                "the newest ended kept a while: {sizes:?}"
+            );
+            core.attributor
+                .housekeeping(t0 + std::time::Duration::from_secs(31), false);
+            let sizes = core.attributor.sizes();
+            assert_eq!((sizes.sessions, sizes.sessions_pruned), (0, u64::from(n)));
+
+            // A process of a forgotten session still has its index: it finds no session
+            // (and no other one), rather than a panic.
+            let orphan = 4_600_000;
+            let events = feed(
+                &mut core,
+                &[
+                    exec(orphan, 1, 200 * SEC, "/home/u/claude", &["claude"]),
+                    exit_at(orphan, 200 * SEC, 0, 201 * SEC),
+                ],
+            );
+            let session = exit_of(&events, orphan)
+                .attr
+                .as_ref()
+                .and_then(|a| a.session.as_ref())
+                .map(|s| s.root_pid);
+            assert_eq!(session, Some(orphan), "a new session, index never reused");
+        }
+
+        /// More live sessions than `MAX_SESSIONS`: the excess is counted, not tracked.
+        #[test]
+        fn sessions_beyond_the_cap_are_counted_not_tracked() {
+            use crate::pipeline::attribution::MAX_SESSIONS;
+            let mut core = core();
+            let extra = 5u32;
+            for i in 0..(MAX_SESSIONS as u32 + extra) {
+                let at = SEC + u64::from(i) * 1000;
+                core.record(
+                    &exec(4_700_000 + i, 1, at, "/home/u/claude", &["claude"]),
+                    1,
+                    Instant::now(),
+                );
+            }
+            let sizes = core.attributor.sizes();
+            assert_eq!(
+                (sizes.sessions, sizes.sessions_refused),
+                (MAX_SESSIONS, u64::from(extra))
             );
         }
     }

@@ -56,6 +56,8 @@ pub struct Engine {
     pub core: Core,
     pub written: u64,
     pub lost_total: u64,
+    /// Userspace's failed inserts into the watch map since the last counter check.
+    watch_insert_errors: u64,
     last: KernelCounters,
     /// The kernel's counters at start: `agent_stop.filtered` counts from there.
     at_start: KernelCounters,
@@ -116,7 +118,7 @@ impl Engine {
             ScopeMode::All => Vec::new(),
             ScopeMode::Pids(roots) => roots.clone(),
             ScopeMode::Sessions | ScopeMode::Session(_) => {
-                attributor.sessions().iter().map(|s| s.root.pid).collect()
+                attributor.sessions().map(|s| s.root.pid).collect()
             }
         };
         let mut all = std::collections::HashSet::new();
@@ -190,6 +192,7 @@ impl Engine {
             ),
             written: 0,
             lost_total: 0,
+            watch_insert_errors: 0,
             last: KernelCounters::default(),
             at_start,
             decode_errors: 0,
@@ -316,7 +319,11 @@ impl Engine {
         let step = self.core.record(record, count, std::time::Instant::now());
         match step.watch {
             Some(WatchChange::Watch(pid)) => {
-                let _ = self.watched.insert(pid, 0, 0);
+                // Full (or refused): counted with the kernel's own failed inserts.
+                if let Err(e) = self.watched.insert(pid, 0, 0) {
+                    tracing::debug!(pid, "cannot add to the watch map: {e}");
+                    self.watch_insert_errors += 1;
+                }
             }
             Some(WatchChange::Unwatch(pid)) => {
                 let _ = self.watched.remove(&pid);
@@ -366,10 +373,16 @@ impl Engine {
         self.tick(out)
     }
 
-    /// The periodic work: loss counters and signal aggregates.
+    /// The periodic work: loss counters, signal aggregates, and the attributor's
+    /// housekeeping (ended sessions forgotten; after a loss, ghosts reconciled with /proc).
     pub fn tick(&mut self, out: &mut impl Output) -> Result<(), OutputError> {
         self.flush_aggregates(out)?;
-        self.check_counters(out)
+        let lost_before = self.lost_total;
+        self.check_counters(out)?;
+        self.core
+            .attributor
+            .housekeeping(std::time::Instant::now(), self.lost_total > lost_before);
+        Ok(())
     }
 
     /// Reports, for each (sender, target, signal) key of the kernel's aggregator, the
@@ -441,7 +454,8 @@ impl Engine {
     fn check_counters(&mut self, out: &mut impl Output) -> Result<(), OutputError> {
         let now = self.counters.read();
         let rb = now.ringbuf_full.saturating_sub(self.last.ringbuf_full);
-        let watch = now.watch_full.saturating_sub(self.last.watch_full);
+        let watch = now.watch_full.saturating_sub(self.last.watch_full)
+            + std::mem::take(&mut self.watch_insert_errors);
         let decode_errors = std::mem::take(&mut self.decode_errors);
         self.last = now;
         for (count, reason) in [

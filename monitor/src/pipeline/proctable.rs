@@ -87,6 +87,9 @@ pub struct Proc {
     /// once it exited.
     pub argv: Option<Vec<String>>,
     pub exited: bool,
+    /// Live processes forked from this one (so that making it a session root looks for
+    /// descendants only when it has some).
+    pub live_children: u32,
 }
 
 /// How many exited processes are remembered for lineage.
@@ -124,6 +127,7 @@ impl ProcTable {
                 tool_attempts: 0,
                 argv: None,
                 exited: false,
+                live_children: 0,
             },
         );
     }
@@ -137,6 +141,22 @@ impl ProcTable {
             {
                 proc.parent = ids.get(ppid).copied();
             }
+        }
+        self.count_children();
+    }
+
+    /// Recounts every process's [`Proc::live_children`] (after a /proc scan).
+    fn count_children(&mut self) {
+        let mut counts: HashMap<u32, u32> = HashMap::new();
+        for p in self.by_pid.values().filter(|p| !p.exited) {
+            if let Some(parent) = p.parent
+                && self.by_pid.get(&parent.pid).is_some_and(|q| q.id == parent)
+            {
+                *counts.entry(parent.pid).or_default() += 1;
+            }
+        }
+        for (pid, p) in &mut self.by_pid {
+            p.live_children = counts.get(pid).copied().unwrap_or(0);
         }
     }
 
@@ -157,6 +177,7 @@ impl ProcTable {
             tool_attempts: 0,
             argv: None,
             exited: false,
+            live_children: 0,
         }
     }
 
@@ -164,6 +185,53 @@ impl ProcTable {
     pub fn fork(&mut self, child: ProcId, parent_pid: u32, comm: String) -> &Proc {
         let proc = self.child_of(child, parent_pid, comm);
         self.replace(proc)
+    }
+
+    /// Adds `delta` to the live children count of `parent`, when it is still the live
+    /// process with that identity.
+    fn adopt(&mut self, parent: Option<ProcId>, add: bool) {
+        if let Some(id) = parent
+            && let Some(p) = self
+                .by_pid
+                .get_mut(&id.pid)
+                .filter(|p| p.id == id && !p.exited)
+        {
+            p.live_children = if add {
+                p.live_children.saturating_add(1)
+            } else {
+                p.live_children.saturating_sub(1)
+            };
+        }
+    }
+
+    /// The number of processes known (live and remembered dead).
+    pub fn len(&self) -> usize {
+        self.by_pid.len() + self.dead.len()
+    }
+
+    /// The sessions that have a live process.
+    pub fn live_sessions(&self) -> std::collections::HashSet<SessionIdx> {
+        self.by_pid
+            .values()
+            .filter(|p| !p.exited)
+            .filter_map(|p| p.session)
+            .collect()
+    }
+
+    /// The processes the table thinks alive whose identity (pid and start) is not in
+    /// `alive`, the processes in /proc now. Their exit record may be lost (ghosts) or
+    /// still on its way: see [`ProcTable::reap`].
+    pub fn missing_from(&self, alive: &std::collections::HashSet<ProcId>) -> Vec<ProcId> {
+        self.by_pid
+            .values()
+            .filter(|p| !p.exited && !alive.contains(&p.id))
+            .map(|p| p.id)
+            .collect()
+    }
+
+    /// Marks exited those of `ids` the table still thinks alive; returns how many.
+    pub fn reap(&mut self, ids: &[ProcId]) -> usize {
+        ids.iter().filter(|&&id| self.exit(id).is_some()).count()
     }
 
     /// An exec: new name and file; an unknown process (forked before we looked) is added.
@@ -192,9 +260,13 @@ impl ProcTable {
 
     /// An exit: the process stays known (for lineage) until its pid is reused or it ages out.
     pub fn exit(&mut self, id: ProcId) -> Option<&Proc> {
-        let proc = self.by_pid.get_mut(&id.pid).filter(|p| p.id == id)?;
+        let proc = self
+            .by_pid
+            .get_mut(&id.pid)
+            .filter(|p| p.id == id && !p.exited)?;
         proc.exited = true;
         let snapshot = proc.clone();
+        self.adopt(snapshot.parent, false);
         self.remember_dead(snapshot);
         self.by_pid.get(&id.pid)
     }
@@ -214,7 +286,14 @@ impl ProcTable {
 
     fn replace(&mut self, proc: Proc) -> &Proc {
         let pid = proc.id.pid;
-        self.by_pid.insert(pid, proc);
+        let parent = proc.parent;
+        if let Some(old) = self.by_pid.insert(pid, proc)
+            && !old.exited
+        {
+            // Its exit was never seen (the pid is reused): it no longer counts as a child.
+            self.adopt(old.parent, false);
+        }
+        self.adopt(parent, true);
         &self.by_pid[&pid]
     }
 
@@ -280,9 +359,18 @@ impl ProcTable {
     /// including descendants that belonged to an enclosing session: a session started from
     /// another session's tool is a session of its own.
     pub fn set_session(&mut self, root: u32, session: SessionIdx) {
-        let Some(root_id) = self.by_pid.get(&root).map(|p| p.id) else {
+        let Some((root_id, kids)) = self.by_pid.get(&root).map(|p| (p.id, p.live_children)) else {
             return;
         };
+        if kids == 0 {
+            // The common case (a process that just exec'd has no children): no need to
+            // look at the whole table.
+            if let Some(p) = self.by_pid.get_mut(&root) {
+                p.session = Some(session);
+                p.session_root = true;
+            }
+            return;
+        }
         let mut children: HashMap<ProcId, Vec<u32>> = HashMap::new();
         for (&pid, p) in &self.by_pid {
             if let Some(parent) = p.parent
@@ -409,5 +497,52 @@ mod tests {
         }
         assert!(t.dead.len() <= DEAD_KEPT);
         assert!(t.by_pid.len() <= DEAD_KEPT);
+    }
+
+    /// Live children are counted, so that making a process a session root looks at the
+    /// whole table only when it has children (the count follows forks, exits and a pid
+    /// reused without the exit seen).
+    #[test]
+    fn live_children_are_counted() {
+        let mut t = ProcTable::new();
+        t.insert_existing(id(100, 1), 1, "bash".into());
+        t.insert_existing(id(101, 2), 100, "make".into());
+        t.link_existing(&HashMap::from([(100, 1), (101, 100)]));
+        let kids = |t: &ProcTable, pid| t.get(pid).map(|p| p.live_children);
+        assert_eq!(kids(&t, 100), Some(1));
+        t.fork(id(102, 3), 100, "bash".into());
+        t.fork(id(103, 4), 101, "cc".into());
+        assert_eq!((kids(&t, 100), kids(&t, 101)), (Some(2), Some(1)));
+        t.exit(id(102, 3));
+        t.exit(id(102, 3));
+        assert_eq!(kids(&t, 100), Some(1), "a second exit counts once");
+        // 103's exit lost and its pid reused by a child of 100.
+        t.fork(id(103, 9), 100, "ld".into());
+        assert_eq!((kids(&t, 100), kids(&t, 101)), (Some(2), Some(0)));
+        // A session found on 101 (with children: it looks) and on 103 (none: it does not
+        // need to, and the result is the same).
+        t.fork(id(104, 10), 101, "as".into());
+        t.set_session(101, 7);
+        assert_eq!(t.get(104).and_then(|p| p.session), Some(7));
+        t.set_session(103, 8);
+        assert!(
+            t.get(103)
+                .is_some_and(|p| p.session_root && p.session == Some(8))
+        );
+    }
+
+    #[test]
+    fn ghosts_are_those_missing_from_proc() {
+        let mut t = ProcTable::new();
+        t.insert_existing(id(100, 1), 1, "bash".into());
+        t.fork(id(101, 2), 100, "gone".into());
+        t.fork(id(102, 3), 100, "here".into());
+        let alive = std::collections::HashSet::from([id(100, 1), id(102, 3)]);
+        let missing = t.missing_from(&alive);
+        assert_eq!(missing, vec![id(101, 2)]);
+        assert_eq!(t.reap(&missing), 1);
+        assert_eq!(t.reap(&missing), 0, "already exited");
+        assert!(t.get(101).is_some_and(|p| p.exited));
+        assert_eq!(t.get(100).map(|p| p.live_children), Some(1));
     }
 }

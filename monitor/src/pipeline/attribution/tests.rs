@@ -138,22 +138,20 @@ fn attributor() -> Attributor {
         1,
         "bash".into(),
     );
-    a.sessions.push(Session {
-        agent: crate::claude::CLAUDE_CODE.into(),
-        root: ProcId {
-            pid: ROOT,
-            start: 1,
-        },
-        version: None,
-        cwd: None,
-        claude_session_id: None,
-        config_dir: None,
-        own_config: None,
-        uid: None,
-        environ_reads: 0,
-        transcript: None,
-        claimed: VecDeque::new(),
-    });
+    a.sessions.insert(
+        0,
+        Session::new(
+            crate::claude::CLAUDE_CODE.into(),
+            ProcId {
+                pid: ROOT,
+                start: 1,
+            },
+            None,
+            None,
+            None,
+        ),
+    );
+    a.next_session = 1;
     a.table.set_session(ROOT, 0);
     a.table.fork(
         ProcId {
@@ -468,7 +466,7 @@ fn late_tool_session_with(
     std::fs::create_dir_all(transcript.parent().expect("dir")).expect("mkdir");
     std::fs::write(&transcript, "").expect("empty transcript");
     let mut a = attributor();
-    let s = &mut a.sessions[0];
+    let s = a.sessions.get_mut(&0).expect("session 0");
     s.claude_session_id = Some(sid.into());
     s.cwd = Some(cwd.into());
     s.config_dir = Some(config.clone());
@@ -575,7 +573,11 @@ fn a_wrapper_cut_short_is_matched_by_time() {
     std::fs::write(&transcript, tool_use("toolu_A") + &tool_use("toolu_B")).expect("w");
     assert_eq!(a.attr(TOOL).tool_call, None);
     // Once one of them is claimed by another wrapper, the other is this one's.
-    a.sessions[0].claimed.push_back("toolu_A".into());
+    a.sessions
+        .get_mut(&0)
+        .expect("session 0")
+        .claimed
+        .push_back("toolu_A".into());
     assert_eq!(a.attr(TOOL).tool_call.map(|c| c.id), Some("toolu_B".into()));
 
     // A cut `-c` shell deeper in a tool's tree is not a wrapper of its own.
@@ -704,4 +706,67 @@ fn shell_scripts_of_tool_wrappers() {
     assert_eq!(shell_script(&argv(&["bash", w])), None);
     assert_eq!(shell_script(&argv(&["bash", "-c", "make all"])), None);
     assert_eq!(shell_script(&argv(&["bash", "-c"])), None);
+}
+
+/// A process whose exit record was lost stays "alive" in the table until a reconciliation
+/// with /proc after the loss; it is a candidate first, and reaped by the next check (its
+/// records could still have been in the ring at the first).
+#[test]
+fn ghosts_of_lost_exits_are_reaped_after_a_loss() {
+    let mut a = attributor();
+    // Above any pid_max: never in /proc. A child of the session root, whose exit is lost.
+    let ghost = ProcId {
+        pid: 4_800_000,
+        start: 7,
+    };
+    a.table.fork(ghost, ROOT, "cc".into());
+    assert_eq!(a.live_members(None).len(), 3, "root, tool and the ghost");
+    let t0 = std::time::Instant::now();
+    a.housekeeping(t0, false);
+    assert_eq!(a.sizes().ghosts_reaped, 0, "no loss, no reconciliation");
+    a.housekeeping(t0, true);
+    assert_eq!(a.sizes().ghosts_reaped, 0, "a candidate only");
+    // A fork record from it still in the ring: the child inherits its session.
+    let late = ProcId {
+        pid: 4_800_001,
+        start: 8,
+    };
+    a.table.fork(late, ghost.pid, "cc1".into());
+    assert!(a.table.get(late.pid).is_some_and(|p| p.session.is_some()));
+    a.housekeeping(t0 + GHOST_CHECK / 2, false);
+    assert_eq!(a.sizes().ghosts_reaped, 0, "not before GHOST_CHECK");
+    a.housekeeping(t0 + GHOST_CHECK, false);
+    // (The fixture's other processes have made-up start times: reaped too, most likely.)
+    assert!(a.sizes().ghosts_reaped >= 1);
+    assert!(a.table.get(ghost.pid).is_some_and(|p| p.exited));
+    // The child appeared after the first check: not a candidate yet.
+    assert!(a.table.get(late.pid).is_some_and(|p| !p.exited));
+}
+
+/// Sessions without a live process are forgotten after SESSION_LINGER; one whose
+/// process lives on (an orphan of the root) is not.
+#[test]
+fn ended_sessions_are_pruned_and_live_ones_kept() {
+    let mut a = attributor();
+    let t0 = std::time::Instant::now();
+    a.prune(t0);
+    assert_eq!(a.sizes().sessions, 1);
+    // The root dies; its tool lives on: the session stays.
+    a.table.exit(ProcId {
+        pid: ROOT,
+        start: 1,
+    });
+    a.prune(t0 + SESSION_LINGER * 2);
+    assert_eq!(a.sizes().sessions, 1);
+    let tool = a.table.get(TOOL).map(|p| p.id).expect("tool");
+    a.table.exit(tool);
+    a.prune(t0 + SESSION_LINGER * 3);
+    assert_eq!(a.sizes().sessions, 1, "ended now: kept a while");
+    assert!(a.attr(TOOL).session.is_some(), "a late event still has it");
+    a.prune(t0 + SESSION_LINGER * 4);
+    assert_eq!((a.sizes().sessions, a.sizes().sessions_pruned), (0, 1));
+    assert!(
+        a.attr(TOOL).session.is_none(),
+        "forgotten: no session, no panic"
+    );
 }

@@ -68,7 +68,7 @@ impl Attributor {
             .clock
             .wall(crate::pipeline::proctable::ticks_to_ns(id.start));
         self.refresh_registry(idx);
-        let call = self.sessions[idx].match_tool(&script, started);
+        let call = self.sessions.get_mut(&idx)?.match_tool(&script, started);
         tracing::debug!(wrapper = %id, matched = ?call.as_ref().map(|c| &c.id), "tool call lookup");
         self.table.update(id, |p| match &call {
             Some(call) => {
