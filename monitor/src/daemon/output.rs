@@ -29,6 +29,9 @@ use super::{
 
 /// Records lost this close to an exit make its report incomplete.
 pub(super) const LOST_NEARBY: Duration = Duration::from_secs(5);
+/// Reports waiting for the next loss check at most (see [`DaemonOutput::pending`]);
+/// beyond, a report is dropped (counted as suppressed), as when the writer's queue is full.
+const PENDING_MAX: usize = 256;
 
 /// An alert in the event stream (`kind: "alert"`).
 #[derive(Serialize)]
@@ -63,6 +66,10 @@ pub(super) struct DaemonOutput {
     /// When records were last lost, and how many were lost since the first loss less than
     /// `LOST_NEARBY` before it (the `lost` records' counts).
     pub(super) last_lost: Option<(Instant, u64)>,
+    /// Reports built at their exit, waiting for the next loss check (at most
+    /// `COUNTER_PERIOD` away) before they are written: a loss that check reveals, made
+    /// while the exits before it were read, makes them incomplete too.
+    pub(super) pending: Vec<report::Report>,
     /// Alert records written to the stream (counted in `agent_stop.events`).
     pub(super) alerts_raised: u64,
     /// Also print each event as a JSON line on stdout (`--stdout`).
@@ -157,7 +164,25 @@ impl DaemonOutput {
         let Some(report) = report::build(event, reason, ctx) else {
             return;
         };
-        self.reports.submit(report);
+        if self.pending.len() >= PENDING_MAX {
+            self.reports
+                .stats
+                .suppressed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        self.pending.push(report);
+    }
+
+    /// The losses up to now are told: the waiting reports are written, incomplete when
+    /// records were lost near their exit or near now.
+    fn submit_pending(&mut self) {
+        let lost_now = self.lost_nearby();
+        for mut report in std::mem::take(&mut self.pending) {
+            report.lost_nearby = report.lost_nearby.max(lost_now);
+            report.complete = report.complete && report.lost_nearby == 0;
+            self.reports.submit(report);
+        }
     }
 }
 
@@ -201,6 +226,11 @@ impl Output for DaemonOutput {
         if self.stdout {
             std::io::stdout().flush()?;
         }
+        Ok(())
+    }
+
+    fn losses_told(&mut self) -> Result<(), OutputError> {
+        self.submit_pending();
         Ok(())
     }
 }
