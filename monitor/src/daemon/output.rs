@@ -234,3 +234,126 @@ impl Output for DaemonOutput {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        claude::{detect::Detector, registry::Registry},
+        daemon::{
+            alerts::AlertThresholds,
+            reports::{Bounds, ReportWriter},
+        },
+        event::{Cause, CauseKind, Lost, LostReason},
+        host::clock::Clock,
+        report::ReportStore,
+        testutil::TempDir,
+    };
+
+    fn output(dir: &std::path::Path) -> DaemonOutput {
+        DaemonOutput {
+            events: Log::new(dir, "events.jsonl", 1 << 20, 1),
+            alerts_log: Log::new(dir, "alerts.jsonl", 1 << 20, 1),
+            reports: ReportWriter::start(
+                ReportStore::new(dir.join("reports")),
+                Bounds {
+                    max_count: 100,
+                    max_bytes: u64::MAX,
+                },
+            ),
+            budget: UidBudget::new(100),
+            report_nonzero_exit: false,
+            hierarchy: None,
+            history: History::new(4),
+            alerter: Alerter::new(AlertThresholds {
+                memory_percent: 100.0,
+                disk_percent: 100.0,
+                session_rss_mb: 0,
+                cooldown: Duration::from_secs(60),
+            }),
+            last_lost: None,
+            pending: Vec::new(),
+            alerts_raised: 0,
+            stdout: false,
+        }
+    }
+
+    /// An OOM kill: reported also outside a session.
+    fn oom_exit(pid: u32) -> Event {
+        // SAFETY: monitor_common's records hold integers and integer arrays only.
+        let mut exit: monitor_common::Exit = unsafe { std::mem::zeroed() };
+        exit.header.kind = monitor_common::Kind::Exit as u16;
+        exit.header.pid = pid;
+        exit.exit_status = 9;
+        let mut event = crate::pipeline::convert::Converter::new(Clock::fixed(0))
+            .convert(&monitor_common::Record::Exit(exit));
+        if let Body::Exit(x) = &mut event.body {
+            x.cause = Cause::only(CauseKind::OomKilled);
+        }
+        event
+    }
+
+    fn lost(count: u64) -> Event {
+        Event::new(
+            "2026-12-03T07:00:00Z".into(),
+            1,
+            "claude-monitor".into(),
+            Body::Lost(Lost {
+                count,
+                reason: LostReason::RingBufferFull,
+            }),
+        )
+    }
+
+    fn attributor() -> Attributor {
+        Attributor::new(
+            Detector::new(Vec::new()).expect("built-in rules"),
+            Registry::new(Vec::new()),
+            Clock::fixed(0),
+            4,
+        )
+    }
+
+    /// (pid, complete, lost_nearby) of every report written, by pid.
+    fn written(out: &mut DaemonOutput, dir: &std::path::Path) -> Vec<(u32, bool, u64)> {
+        out.reports.finish();
+        let store = ReportStore::new(dir.join("reports"));
+        let mut v: Vec<_> = store
+            .sizes()
+            .expect("reports")
+            .into_iter()
+            .map(|(id, _)| {
+                let r = store.get(&id).expect("report");
+                (r.process.pid, r.complete, r.lost_nearby)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// An exit read before the counter check that reveals a loss (the ring overflowed
+    /// while it was being read) is reported incomplete, as is one read after it.
+    #[test]
+    fn a_report_waits_for_the_loss_check() {
+        let t = TempDir::new("pending-reports");
+        let a = attributor();
+        let mut out = output(t.path());
+        out.write(&oom_exit(42), &a).unwrap();
+        assert_eq!(out.pending.len(), 1, "waits for the check");
+        out.write(&lost(7), &a).unwrap();
+        out.losses_told().unwrap();
+        out.write(&oom_exit(43), &a).unwrap();
+        out.losses_told().unwrap();
+        assert_eq!(
+            written(&mut out, t.path()),
+            [(42, false, 7), (43, false, 7)]
+        );
+
+        // Nothing lost: complete.
+        let t = TempDir::new("pending-reports-clean");
+        let mut out = output(t.path());
+        out.write(&oom_exit(44), &a).unwrap();
+        out.losses_told().unwrap();
+        assert_eq!(written(&mut out, t.path()), [(44, true, 0)]);
+    }
+}
