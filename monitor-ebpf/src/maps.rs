@@ -2,7 +2,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{
     AGG_MAX, AggKey, AggValue, CANDIDATES_MAX, COMM_LEN, COUNTERS_LEN, DEFAULT_RING_BYTES, Offsets,
@@ -32,6 +32,18 @@ pub static WAKEUP: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 /// Per-CPU counters (`COUNTER_*`): failed ring-buffer reserves, full watch map.
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTERS_LEN, 0);
+
+/// Userspace's own, never touched by a program: the `COUNTERS` sums (same indices) the
+/// agent last reported as `lost` records. Pinned with the rest, so it lives and dies with
+/// the pinned ring buffer: an agent that reopens the pinned programs reports only the
+/// losses that are new, and a fresh load starts from zero with fresh counters.
+#[map]
+pub static REPORTED: Array<u64> = Array::with_max_entries(COUNTERS_LEN, 0);
+
+/// Userspace's own, never touched by a program: each `SIGNAL_AGG` key's `suppressed` as
+/// the agent last reported it (so a restarted agent does not report old aggregates again).
+#[map]
+pub static AGG_REPORTED: HashMap<AggKey, u64> = HashMap::with_max_entries(AGG_MAX, 0);
 
 /// Kernel struct offsets from BTF, set by userspace at load (`override_global`).
 #[unsafe(no_mangle)]

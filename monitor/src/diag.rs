@@ -15,6 +15,16 @@ pub fn records_lost(count: u64, reason: impl Display) {
     tracing::warn!(count, %reason, "records lost");
 }
 
+/// What was reported could not be saved in the pinned map `map`: the next start may
+/// report those losses or signal aggregates again.
+pub fn reported_not_saved(map: &str, error: impl Display) {
+    tracing::warn!(
+        map,
+        %error,
+        "cannot save what was reported; the next start may report it again"
+    );
+}
+
 /// A ring-buffer record this agent could not decode (counted as `decode_error`).
 pub fn undecodable_record(error: impl Display) {
     tracing::warn!(%error, "undecodable ring-buffer record");

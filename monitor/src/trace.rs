@@ -72,7 +72,7 @@ pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
     };
     // Whatever arrived before the stop, then the final loss figures.
     let finish = (|| {
-        engine.drain(ring.get_mut(), &mut sink)?;
+        engine.drain_rest(ring.get_mut(), &mut sink)?;
         engine.finish(&mut sink)?;
         let stop = engine.stop_event(reason);
         engine.emit(&mut sink, &stop)?;
@@ -110,16 +110,22 @@ async fn event_loop<O: Output>(
         }
     };
     tokio::pin!(deadline);
+    let mut backlog = false;
     loop {
         let hold_due = engine.hold_due();
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(OutputError::Io)?;
-                engine.drain(guard.get_inner_mut(), out)?;
+                backlog = engine.drain(guard.get_inner_mut(), out)?;
                 guard.clear_ready();
             }
-            _ = tokio::time::sleep(BUSY_POLL), if engine.busy() => {
-                engine.drain(ring.get_mut(), out)?;
+            // Records left by a full batch: read on once the loop's other work (ticks,
+            // signals, timers: the runtime's driver runs first) had its turn.
+            _ = tokio::task::yield_now(), if backlog => {
+                backlog = engine.drain(ring.get_mut(), out)?;
+            }
+            _ = tokio::time::sleep(BUSY_POLL), if engine.busy() && !backlog => {
+                backlog = engine.drain(ring.get_mut(), out)?;
             }
             _ = tokio::time::sleep_until(hold_due), if engine.holding() => {
                 engine.release_due(out)?;

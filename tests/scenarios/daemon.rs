@@ -450,6 +450,211 @@ fn daemon_restart_loses_nothing() {
     assert!(!Path::new(&pin_dir).exists(), "{pin_dir} still exists");
 }
 
+/// Writes a line into the FIFO at `path` once its reader (the fake agent, blocked opening
+/// it) is there: a wait that starts no process, so nothing is recorded while it lasts.
+fn release_fifo(path: &Path) {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let mut fifo = None;
+    // Opening for writing without blocking fails (ENXIO) until the reader has it open.
+    wait_until(Duration::from_secs(20), &path.display().to_string(), || {
+        fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .ok();
+        fifo.is_some()
+    });
+    fifo.expect("fifo")
+        .write_all(b"\n")
+        .expect("write the fifo");
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid C string.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {}", path.display());
+}
+
+/// Whether process `pid` has exited (a zombie or gone): its exit record is written then.
+fn has_exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        Err(_) => true,
+    }
+}
+
+/// The ring buffer overflows while no daemon runs (pinned programs, a 16 KiB ring, a burst
+/// of short processes): the next start says so first, as `lost` before the backlog, whose
+/// exit reports are then incomplete; the signal aggregate of that time is reported once.
+/// A clean start after that reports nothing again: no `lost`, no old aggregate.
+#[test]
+fn daemon_tells_the_losses_of_its_downtime_once() {
+    if !privileged("daemon_tells_the_losses_of_its_downtime_once") {
+        return;
+    }
+    const BURST: u64 = 200;
+    const FLOOD: u64 = 100;
+    let pin_dir = format!("/sys/fs/bpf/cm-test-{}-lost", std::process::id());
+    let s = Setup::new(
+        "lost",
+        &format!("[kernel]\npin = true\npin_dir = \"{pin_dir}\"\nring_buffer_kb = 16\n"),
+    );
+    let _pins = PinDir {
+        dir: PathBuf::from(&pin_dir),
+        config: s.config.clone(),
+    };
+    let go = s.dir.join("go");
+    mkfifo(&go);
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    assert_eq!(daemon.start["pin"]["state"], "created", "{}", daemon.start);
+    assert_eq!(daemon.start["ring_buffer_bytes"], 16 * 1024);
+    // While the daemon is down the agent starts nothing but the burst: it waits on a FIFO.
+    // It lives on (the flood's target: a process alive when the daemon starts again, so
+    // its signals are attributed to its session).
+    let agent = s.agent(&format!(
+        r#"sleep 300 & echo $! > "$DIR/sleep.pid"
+        read -r _ < "$DIR/go"
+        for ((i = 0; i < {BURST}; i++)); do /bin/true; done
+        : > "$DIR/done"
+        read -r _ < "$DIR/go""#
+    ));
+    let agent_pid = agent.id();
+    let sleep_pid = s.read_pid("sleep.pid");
+    let mut seen = Vec::new();
+    daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exec" && e["pid"].as_u64() == Some(u(sleep_pid))
+    });
+    // A clean stop: the programs stay pinned and keep recording.
+    daemon.stop(seen);
+
+    // While no daemon runs: a flood of SIGCONT to the agent (aggregated in the kernel), an
+    // outside SIGKILL, then the burst that overflows the ring.
+    for _ in 0..FLOOD {
+        // SAFETY: plain kill(2).
+        unsafe { libc::kill(agent_pid as i32, libc::SIGCONT) };
+    }
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(sleep_pid as i32, libc::SIGKILL) };
+    wait_until(Duration::from_secs(20), "the sleep's exit", || {
+        has_exited(sleep_pid)
+    });
+    release_fifo(&go);
+    s.wait_file("done");
+
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    assert_eq!(daemon.start["pin"]["state"], "reused", "{}", daemon.start);
+    let mut seen = Vec::new();
+    daemon.wait_until(&mut seen, Duration::from_secs(30), |events| {
+        !events.is_empty()
+    });
+    let first = seen[0].clone();
+    assert_eq!(
+        first["kind"], "lost",
+        "the losses come before the backlog: {first}"
+    );
+    assert_eq!(first["reason"], "ring_buffer_full", "{first}");
+    let killed = daemon.wait_for(&mut seen, Duration::from_secs(30), is_exit_of(sleep_pid));
+    assert_eq!(killed["cause"], "killed", "{killed}");
+    let me = u64::from(std::process::id());
+    let is_flood = move |e: &Value| {
+        e["kind"] == "signal"
+            && e["pid"].as_u64() == Some(u(agent_pid))
+            && e["signal_name"] == "SIGCONT"
+            && e["sender"]["pid"].as_u64() == Some(me)
+    };
+    let flood_count = |events: &[Value]| -> u64 {
+        events
+            .iter()
+            .filter(|e| is_flood(e))
+            .map(|e| e["count"].as_u64().expect("count"))
+            .sum()
+    };
+    // The aggregate goes out at the daemon's first counter tick.
+    daemon.wait_until(&mut seen, Duration::from_secs(30), |events| {
+        flood_count(events) >= FLOOD
+    });
+    wait_until(Duration::from_secs(30), "the sleep's report", || {
+        s.reports()
+            .iter()
+            .any(|r| r["process"]["pid"].as_u64() == Some(u(sleep_pid)))
+    });
+    let events = daemon.stop(seen);
+    assert_eq!(
+        flood_count(&events),
+        FLOOD,
+        "every signal in exactly one record"
+    );
+
+    // Every record of the burst's processes is either here or counted as lost.
+    let ours = |e: &Value| e["ppid"].as_u64() == Some(u(agent_pid));
+    let received = events
+        .iter()
+        .filter(|e| {
+            ours(e)
+                && ((e["kind"] == "fork" && e["pid"].as_u64() != Some(u(sleep_pid)))
+                    || (e["kind"] == "exec" && e["filename"] == "/bin/true")
+                    || (e["kind"] == "exit" && e["comm"] == "true"))
+        })
+        .count() as u64;
+    let missing = 3 * BURST - received;
+    let lost: Vec<&Value> = events.iter().filter(|e| e["kind"] == "lost").collect();
+    let told: u64 = lost
+        .iter()
+        .filter(|e| e["reason"] == "ring_buffer_full")
+        .map(|e| e["count"].as_u64().expect("count"))
+        .sum();
+    assert!(
+        missing > 0,
+        "the burst overflowed the ring: {received} records received"
+    );
+    // Other sessions on the host may have lost records in the same time: at least ours.
+    assert!(
+        first["count"].as_u64().expect("count") >= missing,
+        "{first} tells fewer than the {missing} records of the burst that are missing"
+    );
+    assert_eq!(
+        events.last().expect("agent_stop")["lost"].as_u64(),
+        Some(told)
+    );
+    let r = s.report_for(sleep_pid);
+    assert_eq!(r["cause"], "killed", "{r:#}");
+    assert_eq!(
+        r["complete"], false,
+        "a report of the backlog after a loss: {r:#}"
+    );
+    assert!(
+        r["lost_nearby"].as_u64().expect("lost_nearby") >= missing,
+        "{r:#}"
+    );
+    let text = std::fs::read_to_string(
+        s.data
+            .join("reports")
+            .join(format!("{}.txt", r["id"].as_str().expect("id"))),
+    )
+    .expect("text report");
+    assert!(text.contains("may be incomplete"), "{text}");
+
+    // A clean restart: nothing new was lost, no aggregate grew.
+    let daemon = Agent::daemon(&s.config, &[]);
+    assert_eq!(daemon.start["pin"]["state"], "reused", "{}", daemon.start);
+    // Said once the losses were checked and the backlog read; the stop checks again.
+    daemon.wait_stderr(Duration::from_secs(30), "daemon started", 1);
+    let events = daemon.stop(Vec::new());
+    let again: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "lost" || is_flood(e))
+        .collect();
+    assert!(
+        again.is_empty(),
+        "reported again after a clean restart: {again:?}"
+    );
+    assert_eq!(events.last().expect("agent_stop")["lost"], 0);
+    drop(agent);
+}
+
 /// A data directory that cannot be created (its parent is a file): the daemon says so on
 /// stderr and keeps running; its events still stream.
 #[test]

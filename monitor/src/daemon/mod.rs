@@ -99,6 +99,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         history: History::new(cfg.resources.history as usize),
         alerter: Alerter::new(thresholds(&cfg)),
         last_lost: None,
+        pending: Vec::new(),
         alerts_raised: 0,
         stdout: opts.stdout,
     };
@@ -112,9 +113,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
 
     engine.emit(&mut out, &start)?;
     // What the kernel recorded while no agent ran (pinned ring buffer), or the backlog of
-    // the programs this start replaced.
-    engine.drain_previous(&mut out)?;
-    engine.drain(ring.get_mut(), &mut out)?;
+    // the programs this start replaced, after the losses of that time.
+    let mut backlog = engine.catch_up(ring.get_mut(), &mut out)?;
     let pinned = match &start.body {
         Body::AgentStart(s) => s
             .pin
@@ -144,11 +144,16 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(OutputError::Io)?;
-                engine.drain(guard.get_inner_mut(), &mut out)?;
+                backlog = engine.drain(guard.get_inner_mut(), &mut out)?;
                 guard.clear_ready();
             }
-            _ = tokio::time::sleep(BUSY_POLL), if engine.busy() => {
-                engine.drain(ring.get_mut(), &mut out)?;
+            // Records left by a full batch: read on once the loop's other work (ticks,
+            // signals, timers: the runtime's driver runs first) had its turn.
+            _ = tokio::task::yield_now(), if backlog => {
+                backlog = engine.drain(ring.get_mut(), &mut out)?;
+            }
+            _ = tokio::time::sleep(BUSY_POLL), if engine.busy() && !backlog => {
+                backlog = engine.drain(ring.get_mut(), &mut out)?;
             }
             _ = tokio::time::sleep_until(hold_due), if engine.holding() => {
                 engine.release_due(&mut out)?;
@@ -202,7 +207,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             _ = sigint.recv() => break StopReason::Sigint,
         }
     };
-    engine.drain(ring.get_mut(), &mut out)?;
+    engine.drain_rest(ring.get_mut(), &mut out)?;
     engine.finish(&mut out)?;
     engine.written += out.alerts_raised;
     let stop = engine.stop_event(reason);

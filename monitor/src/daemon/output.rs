@@ -29,6 +29,9 @@ use super::{
 
 /// Records lost this close to an exit make its report incomplete.
 pub(super) const LOST_NEARBY: Duration = Duration::from_secs(5);
+/// Reports waiting for the next loss check at most (see [`DaemonOutput::pending`]);
+/// beyond, a report is dropped (counted as suppressed), as when the writer's queue is full.
+const PENDING_MAX: usize = 256;
 
 /// An alert in the event stream (`kind: "alert"`).
 #[derive(Serialize)]
@@ -63,6 +66,10 @@ pub(super) struct DaemonOutput {
     /// When records were last lost, and how many were lost since the first loss less than
     /// `LOST_NEARBY` before it (the `lost` records' counts).
     pub(super) last_lost: Option<(Instant, u64)>,
+    /// Reports built at their exit, waiting for the next loss check (at most
+    /// `COUNTER_PERIOD` away) before they are written: a loss that check reveals, made
+    /// while the exits before it were read, makes them incomplete too.
+    pub(super) pending: Vec<report::Report>,
     /// Alert records written to the stream (counted in `agent_stop.events`).
     pub(super) alerts_raised: u64,
     /// Also print each event as a JSON line on stdout (`--stdout`).
@@ -157,7 +164,25 @@ impl DaemonOutput {
         let Some(report) = report::build(event, reason, ctx) else {
             return;
         };
-        self.reports.submit(report);
+        if self.pending.len() >= PENDING_MAX {
+            self.reports
+                .stats
+                .suppressed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        self.pending.push(report);
+    }
+
+    /// The losses up to now are told: the waiting reports are written, incomplete when
+    /// records were lost near their exit or near now.
+    fn submit_pending(&mut self) {
+        let lost_now = self.lost_nearby();
+        for mut report in std::mem::take(&mut self.pending) {
+            report.lost_nearby = report.lost_nearby.max(lost_now);
+            report.complete = report.complete && report.lost_nearby == 0;
+            self.reports.submit(report);
+        }
     }
 }
 
@@ -202,5 +227,133 @@ impl Output for DaemonOutput {
             std::io::stdout().flush()?;
         }
         Ok(())
+    }
+
+    fn losses_told(&mut self) -> Result<(), OutputError> {
+        self.submit_pending();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        claude::{detect::Detector, registry::Registry},
+        daemon::{
+            alerts::AlertThresholds,
+            reports::{Bounds, ReportWriter},
+        },
+        event::{Cause, CauseKind, Lost, LostReason},
+        host::clock::Clock,
+        report::ReportStore,
+        testutil::TempDir,
+    };
+
+    fn output(dir: &std::path::Path) -> DaemonOutput {
+        DaemonOutput {
+            events: Log::new(dir, "events.jsonl", 1 << 20, 1),
+            alerts_log: Log::new(dir, "alerts.jsonl", 1 << 20, 1),
+            reports: ReportWriter::start(
+                ReportStore::new(dir.join("reports")),
+                Bounds {
+                    max_count: 100,
+                    max_bytes: u64::MAX,
+                },
+            ),
+            budget: UidBudget::new(100),
+            report_nonzero_exit: false,
+            hierarchy: None,
+            history: History::new(4),
+            alerter: Alerter::new(AlertThresholds {
+                memory_percent: 100.0,
+                disk_percent: 100.0,
+                session_rss_mb: 0,
+                cooldown: Duration::from_secs(60),
+            }),
+            last_lost: None,
+            pending: Vec::new(),
+            alerts_raised: 0,
+            stdout: false,
+        }
+    }
+
+    /// An OOM kill: reported also outside a session.
+    fn oom_exit(pid: u32) -> Event {
+        // SAFETY: monitor_common's records hold integers and integer arrays only.
+        let mut exit: monitor_common::Exit = unsafe { std::mem::zeroed() };
+        exit.header.kind = monitor_common::Kind::Exit as u16;
+        exit.header.pid = pid;
+        exit.exit_status = 9;
+        let mut event = crate::pipeline::convert::Converter::new(Clock::fixed(0))
+            .convert(&monitor_common::Record::Exit(exit));
+        if let Body::Exit(x) = &mut event.body {
+            x.cause = Cause::only(CauseKind::OomKilled);
+        }
+        event
+    }
+
+    fn lost(count: u64) -> Event {
+        Event::new(
+            "2026-12-03T07:00:00Z".into(),
+            1,
+            "claude-monitor".into(),
+            Body::Lost(Lost {
+                count,
+                reason: LostReason::RingBufferFull,
+            }),
+        )
+    }
+
+    fn attributor() -> Attributor {
+        Attributor::new(
+            Detector::new(Vec::new()).expect("built-in rules"),
+            Registry::new(Vec::new()),
+            Clock::fixed(0),
+            4,
+        )
+    }
+
+    /// (pid, complete, lost_nearby) of every report written, by pid.
+    fn written(out: &mut DaemonOutput, dir: &std::path::Path) -> Vec<(u32, bool, u64)> {
+        out.reports.finish();
+        let store = ReportStore::new(dir.join("reports"));
+        let mut v: Vec<_> = store
+            .sizes()
+            .expect("reports")
+            .into_iter()
+            .map(|(id, _)| {
+                let r = store.get(&id).expect("report");
+                (r.process.pid, r.complete, r.lost_nearby)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// An exit read before the counter check that reveals a loss (the ring overflowed
+    /// while it was being read) is reported incomplete, as is one read after it.
+    #[test]
+    fn a_report_waits_for_the_loss_check() {
+        let t = TempDir::new("pending-reports");
+        let a = attributor();
+        let mut out = output(t.path());
+        out.write(&oom_exit(42), &a).unwrap();
+        assert_eq!(out.pending.len(), 1, "waits for the check");
+        out.write(&lost(7), &a).unwrap();
+        out.losses_told().unwrap();
+        out.write(&oom_exit(43), &a).unwrap();
+        out.losses_told().unwrap();
+        assert_eq!(
+            written(&mut out, t.path()),
+            [(42, false, 7), (43, false, 7)]
+        );
+
+        // Nothing lost: complete.
+        let t = TempDir::new("pending-reports-clean");
+        let mut out = output(t.path());
+        out.write(&oom_exit(44), &a).unwrap();
+        out.losses_told().unwrap();
+        assert_eq!(written(&mut out, t.path()), [(44, true, 0)]);
     }
 }

@@ -6,7 +6,9 @@ use std::{collections::HashMap, time::Duration};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{HashMap as BpfHashMap, MapData, RingBuf};
-use monitor_common::{AGG_DELIVER, AggKey, AggValue, Header, Kind, Record, WIRE_VERSION, decode};
+use monitor_common::{
+    AGG_DELIVER, AggKey, AggValue, DecodeError, Header, Kind, Record, WIRE_VERSION, decode,
+};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
@@ -17,7 +19,9 @@ use crate::{
     },
     host::cgroups,
     host::clock::{self, Clock},
-    kernel::loader::{self, Counters, KernelCounters, LoadOptions, Loaded, ScopeMode},
+    kernel::loader::{
+        self, Counters, KernelCounters, LoadOptions, Loaded, Reported, ScopeMode, UserMaps,
+    },
     pipeline::attribution::{self, Attributor},
     pipeline::convert::Converter,
     pipeline::core::{Core, WatchChange},
@@ -37,6 +41,65 @@ const BUSY_WINDOW: Duration = Duration::from_millis(3);
 pub const COUNTER_PERIOD: Duration = Duration::from_millis(500);
 /// An aggregator entry idle this long is removed (see `flush_aggregates`).
 const AGG_IDLE_NS: u64 = 60_000_000_000;
+
+/// Records handled per [`Engine::drain`] at most. A storm fills the ring as fast as it is
+/// read, so an unbounded drain would never return to the event loop: no counter check (the
+/// storm's own losses unreported), no signal aggregates, no hold timer, no SIGTERM. A few
+/// milliseconds of work per batch; the loop comes back at once while records are left.
+pub const DRAIN_BATCH: usize = 1024;
+
+/// The smallest record in the ring buffer (a `fork`, with the ring's 8-byte header): a
+/// ring of N bytes holds at most N / this many records.
+const MIN_RING_RECORD: u32 = 8 + std::mem::size_of::<monitor_common::Fork>() as u32;
+
+/// Where records are read from: the kernel's ring buffer, or a test's stand-in.
+pub trait RecordSource {
+    type Item<'a>: std::ops::Deref<Target = [u8]>
+    where
+        Self: 'a;
+    fn next_record(&mut self) -> Option<Self::Item<'_>>;
+}
+
+impl RecordSource for RingBuf<MapData> {
+    type Item<'a> = aya::maps::ring_buf::RingBufItem<'a>;
+    fn next_record(&mut self) -> Option<Self::Item<'_>> {
+        self.next()
+    }
+}
+
+/// At most `limit` records of a source, decoded (each one's ring space is given back as
+/// soon as it is copied out); [`Batch::full`] says whether the limit stopped it.
+pub struct Batch<'s, S> {
+    source: &'s mut S,
+    left: usize,
+}
+
+impl<'s, S: RecordSource> Batch<'s, S> {
+    pub fn new(source: &'s mut S, limit: usize) -> Batch<'s, S> {
+        Batch {
+            source,
+            left: limit,
+        }
+    }
+
+    /// The limit was reached: records may be left in the source.
+    pub fn full(&self) -> bool {
+        self.left == 0
+    }
+}
+
+impl<S: RecordSource> Iterator for Batch<'_, S> {
+    type Item = Result<Record, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        let item = self.source.next_record()?;
+        self.left -= 1;
+        Some(decode(&item))
+    }
+}
 
 /// What the engine is started with.
 #[derive(Clone, Debug)]
@@ -63,6 +126,8 @@ pub struct Engine {
     at_start: KernelCounters,
     decode_errors: u64,
     counters: Counters,
+    /// What was last reported of `counters` and of the aggregates, kept in the kernel.
+    reported: Reported,
     watched: BpfHashMap<MapData, u32, u32>,
     agg: BpfHashMap<MapData, AggKey, AggValue>,
     /// `suppressed` of each aggregator key as last reported.
@@ -71,6 +136,7 @@ pub struct Engine {
     loaded: Loaded,
     /// When a drain last found records.
     last_found: Option<std::time::Instant>,
+    ring_buffer_bytes: u32,
 }
 
 impl Engine {
@@ -180,8 +246,21 @@ impl Engine {
             .context("cannot register the ring buffer with the event loop")?;
 
         let hierarchy = cgroups::MemoryHierarchy::detect();
-        let (counters, watched, agg) = loaded.take_maps()?;
+        let UserMaps {
+            counters,
+            reported,
+            watched,
+            agg,
+        } = loaded.take_maps()?;
         let at_start = counters.read();
+        // Reopened pinned programs: the losses and aggregates the previous agent reported
+        // are not reported again (fresh maps hold zeros: everything is new).
+        let last = reported
+            .counters()
+            .context("cannot read the loss counters last reported (map REPORTED)")?;
+        let agg_seen = reported
+            .aggregates()
+            .context("cannot read the signal aggregates last reported (map AGG_REPORTED)")?;
         let engine = Engine {
             core: Core::new(
                 attributor,
@@ -193,16 +272,18 @@ impl Engine {
             written: 0,
             lost_total: 0,
             watch_insert_errors: 0,
-            last: KernelCounters::default(),
+            last,
             at_start,
             decode_errors: 0,
             counters,
+            reported,
             watched,
             agg,
-            agg_seen: HashMap::new(),
+            agg_seen,
             previous_ring,
             loaded,
             last_found: None,
+            ring_buffer_bytes: opts.ring_buffer_bytes,
         };
         let start = engine.agent_event(Body::AgentStart(AgentStart {
             version: env!("CARGO_PKG_VERSION").into(),
@@ -271,12 +352,22 @@ impl Engine {
         Ok(())
     }
 
-    /// The backlog of replaced pinned programs, before anything of the new ones.
-    pub fn drain_previous(&mut self, out: &mut impl Output) -> Result<(), OutputError> {
+    /// What the kernel recorded while no agent ran, before anything new: first the losses
+    /// (the ring may have overflowed meanwhile: the `lost` records go before the backlog
+    /// they concern, so its exit reports are marked incomplete), then the backlog of
+    /// replaced pinned programs, then one batch of the current ring (the event loop
+    /// reads the rest: whether records are left, as [`Engine::drain`]).
+    pub fn catch_up(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        out: &mut impl Output,
+    ) -> Result<bool, OutputError> {
+        self.check_counters(out)?;
         if let Some(mut old) = self.previous_ring.take() {
-            self.drain(&mut old, out)?;
+            // Its programs are detached: the old ring only empties.
+            while self.drain(&mut old, out)? {}
         }
-        Ok(())
+        self.drain(ring, out)
     }
 
     /// Whether the event loop should poll the ring buffer again in [`BUSY_POLL`].
@@ -284,29 +375,47 @@ impl Engine {
         self.last_found.is_some_and(|t| t.elapsed() <= BUSY_WINDOW)
     }
 
+    /// Handles at most [`DRAIN_BATCH`] records; whether records may be left (the event
+    /// loop then lets its other work run and comes back).
     pub fn drain(
         &mut self,
-        ring: &mut RingBuf<MapData>,
+        source: &mut impl RecordSource,
         out: &mut impl Output,
-    ) -> Result<(), OutputError> {
+    ) -> Result<bool, OutputError> {
+        let mut batch = Batch::new(source, DRAIN_BATCH);
         let mut found = false;
-        while let Some(item) = ring.next() {
+        for decoded in &mut batch {
             found = true;
-            match decode(&item) {
-                Ok(record) => {
-                    drop(item);
-                    self.record(&record, 1, out)?;
-                }
+            match decoded {
+                Ok(record) => self.record(&record, 1, out)?,
                 Err(e) => {
                     self.decode_errors += 1;
                     crate::diag::undecodable_record(e);
                 }
             }
         }
+        let more = batch.full();
         if found {
             self.last_found = Some(std::time::Instant::now());
         }
-        out.flush()
+        out.flush()?;
+        Ok(more)
+    }
+
+    /// At stop: what is in the ring, up to one ring's worth of records (everything that
+    /// was there when the stop came; a storm that goes on is not followed for ever).
+    pub fn drain_rest(
+        &mut self,
+        ring: &mut RingBuf<MapData>,
+        out: &mut impl Output,
+    ) -> Result<(), OutputError> {
+        let batches = (self.ring_buffer_bytes / MIN_RING_RECORD) as usize / DRAIN_BATCH + 1;
+        for _ in 0..batches {
+            if !self.drain(ring, out)? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// One record through the core; its events out, its watch change to the kernel.
@@ -437,6 +546,9 @@ impl Engine {
                     })
                 };
                 self.record(&record, v.suppressed - seen, out)?;
+                if let Err(e) = self.reported.save_aggregate(key, v.suppressed) {
+                    crate::diag::reported_not_saved("AGG_REPORTED", e);
+                }
             } else if now.saturating_sub(v.last_ns) > AGG_IDLE_NS
                 && now.saturating_sub(v.window_start_ns) > AGG_IDLE_NS
             {
@@ -446,11 +558,14 @@ impl Engine {
         for key in idle {
             let _ = self.agg.remove(&key);
             self.agg_seen.remove(&key);
+            self.reported.forget_aggregate(&key);
         }
         Ok(())
     }
 
-    /// Emits `lost` records for kernel-side losses since the last check.
+    /// Emits `lost` records for kernel-side losses since the last report (this agent's,
+    /// or the one before it on reopened pinned programs), then tells the output that
+    /// every loss so far is told.
     fn check_counters(&mut self, out: &mut impl Output) -> Result<(), OutputError> {
         let now = self.counters.read();
         let rb = now.ringbuf_full.saturating_sub(self.last.ringbuf_full);
@@ -472,7 +587,15 @@ impl Engine {
                 self.emit(out, &event)?;
             }
         }
-        out.flush()
+        out.flush()?;
+        if rb > 0 || watch > 0 {
+            // Written, so saved: a crash in between reports these again at the next start
+            // (told twice rather than never).
+            if let Err(e) = self.reported.save_counters(&now) {
+                crate::diag::reported_not_saved("REPORTED", e);
+            }
+        }
+        out.losses_told()
     }
 }
 
@@ -480,4 +603,106 @@ fn kernel_release() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fork_bytes() -> Vec<u8> {
+        let fork = monitor_common::Fork {
+            header: Header {
+                kind: Kind::Fork as u16,
+                version: WIRE_VERSION,
+                cpu: 0,
+                ts_ns: 1,
+                pid: 42,
+                tid: 42,
+                comm: [0; monitor_common::COMM_LEN],
+            },
+            parent_pid: 1,
+            parent_tid: 1,
+            start_boottime_ns: 9,
+        };
+        // SAFETY: Fork is a plain #[repr(C)] record with explicit padding.
+        unsafe {
+            std::slice::from_raw_parts(
+                (&raw const fork).cast::<u8>(),
+                std::mem::size_of::<monitor_common::Fork>(),
+            )
+        }
+        .to_vec()
+    }
+
+    /// A storm: the ring fills again as fast as it is read, it never empties.
+    struct Endless {
+        record: Vec<u8>,
+        served: usize,
+    }
+
+    impl RecordSource for Endless {
+        type Item<'a> = &'a [u8];
+        fn next_record(&mut self) -> Option<&[u8]> {
+            self.served += 1;
+            assert!(
+                self.served <= 10 * DRAIN_BATCH,
+                "the drain does not return to the event loop while records keep coming"
+            );
+            Some(&self.record)
+        }
+    }
+
+    /// A ring with `left` records in it.
+    struct Finite {
+        record: Vec<u8>,
+        left: usize,
+    }
+
+    impl RecordSource for Finite {
+        type Item<'a> = &'a [u8];
+        fn next_record(&mut self) -> Option<&[u8]> {
+            self.left = self.left.checked_sub(1)?;
+            Some(&self.record)
+        }
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_bound_in_a_storm() {
+        let mut storm = Endless {
+            record: fork_bytes(),
+            served: 0,
+        };
+        let mut batch = Batch::new(&mut storm, DRAIN_BATCH);
+        let decoded: Vec<_> = batch.by_ref().collect();
+        assert!(batch.full(), "a full batch says records may be left");
+        assert_eq!(decoded.len(), DRAIN_BATCH);
+        assert!(decoded.iter().all(|r| matches!(r, Ok(Record::Fork(_)))));
+        assert_eq!(
+            storm.served, DRAIN_BATCH,
+            "not one record more than the bound"
+        );
+        // The next batch goes on where this one stopped.
+        assert_eq!(Batch::new(&mut storm, DRAIN_BATCH).count(), DRAIN_BATCH);
+    }
+
+    #[test]
+    fn a_batch_takes_what_is_there_and_says_the_ring_is_empty() {
+        let mut ring = Finite {
+            record: fork_bytes(),
+            left: 3,
+        };
+        let mut batch = Batch::new(&mut ring, DRAIN_BATCH);
+        assert_eq!(batch.by_ref().count(), 3);
+        assert!(!batch.full());
+        let mut bad = Finite {
+            record: vec![1, 2, 3],
+            left: 2,
+        };
+        let decoded: Vec<_> = Batch::new(&mut bad, DRAIN_BATCH).collect();
+        assert!(
+            decoded.iter().all(Result::is_err),
+            "an undecodable record is counted, not skipped: {decoded:?}"
+        );
+        assert_eq!(decoded.len(), 2);
+    }
 }

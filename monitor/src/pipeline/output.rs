@@ -11,6 +11,12 @@ pub trait Output {
     /// process table (the daemon's reports list a session's live processes).
     fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), OutputError>;
     fn flush(&mut self) -> Result<(), OutputError>;
+    /// Every loss up to now has been written as a `lost` record (the engine's counter
+    /// check): what waited to know whether records were lost around it can go out (the
+    /// daemon's exit reports).
+    fn losses_told(&mut self) -> Result<(), OutputError> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

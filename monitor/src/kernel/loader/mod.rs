@@ -6,6 +6,9 @@
 //! With a pin directory ([`pin`]) the programs, links and maps outlive the agent.
 
 pub mod pin;
+mod reported;
+
+pub use reported::Reported;
 
 use std::path::{Path, PathBuf};
 
@@ -123,6 +126,15 @@ pub struct KernelMaps {
     pub watched: Option<BpfHashMap<MapData, u32, u32>>,
     pub agg: Option<BpfHashMap<MapData, AggKey, AggValue>>,
     pub counters: Option<Counters>,
+    pub reported: Option<Reported>,
+}
+
+/// The maps userspace keeps for the run (see [`Loaded::take_maps`]).
+pub struct UserMaps {
+    pub counters: Counters,
+    pub reported: Reported,
+    pub watched: BpfHashMap<MapData, u32, u32>,
+    pub agg: BpfHashMap<MapData, AggKey, AggValue>,
 }
 
 pub struct Loaded {
@@ -393,6 +405,7 @@ fn load_fresh(
             watched: Some(take_hash(&mut ebpf, "WATCHED")?),
             agg: Some(take_hash(&mut ebpf, "SIGNAL_AGG")?),
             counters: Some(Counters::take(&mut ebpf)?),
+            reported: Some(Reported::take(&mut ebpf)?),
         },
         _ebpf: Some(ebpf),
         layout,
@@ -416,27 +429,16 @@ impl Loaded {
             .ok_or_else(|| LoadError::Internal("ring buffer already taken".into()))
     }
 
-    /// Takes the maps userspace keeps: counters, watch map, signal aggregator.
-    #[allow(
-        clippy::type_complexity,
-        reason = "a plain tuple of the three map handles"
-    )]
-    pub fn take_maps(
-        &mut self,
-    ) -> Result<
-        (
-            Counters,
-            BpfHashMap<MapData, u32, u32>,
-            BpfHashMap<MapData, AggKey, AggValue>,
-        ),
-        LoadError,
-    > {
+    /// Takes the maps userspace keeps: counters, what was reported of them, watch map,
+    /// signal aggregator.
+    pub fn take_maps(&mut self) -> Result<UserMaps, LoadError> {
         let taken = || LoadError::Internal("maps already taken".into());
-        Ok((
-            self.maps.counters.take().ok_or_else(taken)?,
-            self.maps.watched.take().ok_or_else(taken)?,
-            self.maps.agg.take().ok_or_else(taken)?,
-        ))
+        Ok(UserMaps {
+            counters: self.maps.counters.take().ok_or_else(taken)?,
+            reported: self.maps.reported.take().ok_or_else(taken)?,
+            watched: self.maps.watched.take().ok_or_else(taken)?,
+            agg: self.maps.agg.take().ok_or_else(taken)?,
+        })
     }
 
     /// Run time and run count of each program (non-zero only while the kernel's BPF

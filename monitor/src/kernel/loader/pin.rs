@@ -1,7 +1,8 @@
 //! Pinning under bpffs, so the kernel keeps recording while no agent runs.
 //!
 //! Layout of the pin directory (default `/sys/fs/bpf/claude-monitor`): one file per map
-//! (`EVENTS`, `WATCHED`, `SIGNAL_AGG`, `COUNTERS`, `CANDIDATES`), per program
+//! (`EVENTS`, `WATCHED`, `SIGNAL_AGG`, `COUNTERS`, `CANDIDATES`, and the agent's own
+//! `REPORTED` and `AGG_REPORTED`: what it last reported, see `reported`), per program
 //! (`prog_<program>`) and per link (`link_<tracepoint>`), and `fingerprint-<hex>` (the ring
 //! buffer pinned a second time under a name that records what the objects were built from:
 //! the agent binary's kernel programs, the kernel offsets, the settings). An agent whose
@@ -19,14 +20,24 @@ use aya::{
     programs::{BtfTracePoint, ProgramInfo, links::FdLink},
 };
 
-use super::{Counters, FINGERPRINT_PREFIX, KernelMaps, LoadError, Loaded, explain_program_error};
+use super::{
+    Counters, FINGERPRINT_PREFIX, KernelMaps, LoadError, Loaded, Reported, explain_program_error,
+};
 use crate::{
     event::{PinInfo, PinState, Unavailable},
     kernel::offsets::KernelLayout,
 };
 
 /// Maps pinned by name.
-const MAPS: &[&str] = &["EVENTS", "WATCHED", "SIGNAL_AGG", "COUNTERS", "CANDIDATES"];
+const MAPS: &[&str] = &[
+    "EVENTS",
+    "WATCHED",
+    "SIGNAL_AGG",
+    "COUNTERS",
+    "CANDIDATES",
+    "REPORTED",
+    "AGG_REPORTED",
+];
 
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
@@ -230,6 +241,11 @@ pub(super) fn reopen(dir: &Path, layout: &KernelLayout) -> Result<Loaded, String
         .map_err(|e| e.to_string())?;
     let counters = Counters::from_map(Map::PerCpuArray(open_map(dir, "COUNTERS")?))
         .map_err(|e| e.to_string())?;
+    let reported = Reported::from_maps(
+        Map::Array(open_map(dir, "REPORTED")?),
+        Map::HashMap(open_map(dir, "AGG_REPORTED")?),
+    )
+    .map_err(|e| e.to_string())?;
     let mut attached = Vec::new();
     let mut unavailable = Vec::new();
     let mut programs = Vec::new();
@@ -264,6 +280,7 @@ pub(super) fn reopen(dir: &Path, layout: &KernelLayout) -> Result<Loaded, String
             watched: Some(watched),
             agg: Some(agg),
             counters: Some(counters),
+            reported: Some(reported),
         },
         previous_ring: None,
         pin_lock: None,
