@@ -17,6 +17,8 @@ use anyhow::{Context, bail};
 
 use crate::output::rotate::write_atomic;
 
+mod trust;
+
 /// The unit's name, as given to `systemctl`.
 pub const UNIT_NAME: &str = "claude-monitor.service";
 /// Where administrators' units live (not /lib/systemd/system, which belongs to packages).
@@ -314,6 +316,9 @@ pub fn install(
 
 /// [`install`] with the systemd check made by the caller.
 ///
+/// First refuses a binary that anyone but root could change (module `trust`): the unit runs
+/// it as root. Nothing is written or run then.
+///
 /// A first install runs `systemctl enable --now`; a reinstall over an existing unit runs
 /// `enable` and `restart`, since `enable --now` would leave the old binary and unit running.
 pub fn install_with(
@@ -323,16 +328,12 @@ pub fn install_with(
     systemctl: &dyn Fn(&[&str]) -> io::Result<()>,
 ) -> anyhow::Result<InstallOutcome> {
     params.validate()?;
+    // Also when only printing the unit: it is meant to be installed as it is.
+    trust::check_exe(&params.exe, &trust::RealFs)?;
     let text = unit(params);
     let path = unit_dir.join(UNIT_NAME);
     if !systemd_running {
         return Ok(InstallOutcome::NoSystemd { unit: text, path });
-    }
-    if !params.exe.is_file() {
-        bail!(
-            "{} is not an executable file; the service could not start",
-            params.exe.display()
-        );
     }
     // ReadWritePaths= fails the start (status 226/NAMESPACE) if the directory is missing.
     create_private_dir(&params.data_dir)

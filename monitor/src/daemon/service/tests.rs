@@ -422,3 +422,37 @@ fn sandbox_exposure_stays_low() {
 fn default_params_with_true() -> UnitParams {
     params("/bin/true", Path::new("/var/lib/claude-monitor"))
 }
+
+/// A binary anyone could replace is refused before anything is written or run, whether the
+/// unit would be installed or only printed; the error names the writable directory.
+#[test]
+fn install_refuses_a_binary_others_can_replace() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = TempDir::new("untrusted");
+    let open = t.0.join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let exe = open.join("claude-monitor");
+    fs::copy("/bin/true", &exe).unwrap();
+    let unit_dir = t.0.join("units");
+    let data_dir = t.0.join("data");
+    let mut p = params("/bin/true", &data_dir);
+    p.exe = exe.clone();
+    let fake = FakeSystemctl::new(&[]);
+    let f = |a: &[&str]| fake.call(a);
+    for systemd in [true, false] {
+        let msg = format!(
+            "{:#}",
+            install_with(&p, &unit_dir, systemd, &f).unwrap_err()
+        );
+        assert!(msg.starts_with("refusing to install"), "{msg}");
+        assert!(
+            msg.contains(&format!("{} (directory, owner uid ", open.display()))
+                && msg.contains("mode 0777"),
+            "{msg}"
+        );
+        assert!(msg.contains("install -o root -g root -m 0755"), "{msg}");
+    }
+    assert!(!unit_dir.exists() && !data_dir.exists());
+    assert!(fake.calls().is_empty());
+}
