@@ -161,9 +161,10 @@ fn untrusted_message(exe: &Path, resolved: &Path, findings: &[Finding]) -> Strin
     format!(
         "refusing to install: the service would run {exe}{via} as root at every start, but a \
          user other than root could replace it through:\n{lines}\n\
-         Put the binary where only root can write, then install from there, e.g.\n  \
+         Copy the binary to where only root can write and install from there, e.g.\n  \
          install -o root -g root -m 0755 {src} /usr/local/bin/claude-monitor\n  \
-         /usr/local/bin/claude-monitor install   (with the same --config, if any)",
+         /usr/local/bin/claude-monitor install   (with the same --config, if any)\n\
+         or, if the paths above should be root's, `chown root` them and `chmod go-w` them.",
         exe = exe.display(),
         lines = lines.join("\n"),
         src = resolved.display(),

@@ -142,9 +142,10 @@ fn the_error_says_what_is_wrong_and_what_to_do() {
          writable by group and others)\n  \
          /home/u/build/claude-monitor (file, owner uid 1000, mode 0775: owned by uid 1000, not \
          root; writable by its group)\n\
-         Put the binary where only root can write, then install from there, e.g.\n  \
+         Copy the binary to where only root can write and install from there, e.g.\n  \
          install -o root -g root -m 0755 /home/u/build/claude-monitor /usr/local/bin/claude-monitor\n  \
-         /usr/local/bin/claude-monitor install   (with the same --config, if any)";
+         /usr/local/bin/claude-monitor install   (with the same --config, if any)\n\
+         or, if the paths above should be root's, `chown root` them and `chmod go-w` them.";
     assert_eq!(msg, expected);
 }
 
