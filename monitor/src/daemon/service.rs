@@ -130,7 +130,8 @@ ExecReload=/bin/kill -HUP $MAINPID
 # Restart after every crash or kill, 2 s after the first failure, then backing off over
 # 8 restarts to one every 60 s while it keeps failing (no BTF, a broken config).
 # RestartSteps= and RestartMaxDelaySec= need systemd 254; older versions (Debian 12 has
-# 252) log "Unknown key name" for them and keep restarting every 2 s.
+# 252) log "Unknown key 'RestartSteps' in section [Service], ignoring." and keep
+# restarting every 2 s.
 Restart=always
 RestartSec=2
 RestartSteps=8
