@@ -2,8 +2,14 @@
 //!
 //! The unit runs the daemon as root but sandboxed: only the capabilities eBPF tracing and
 //! reading other users' processes need, a read-only view of the OS and of home directories,
-//! writes only to the data directory and bpffs. Each choice is commented in the unit itself so
-//! an administrator reading `systemctl cat claude-monitor` sees why.
+//! writes only to the data directory and bpffs, Unix sockets only, and a system-call
+//! allow-list. Each choice is commented in the unit itself so an administrator reading
+//! `systemctl cat claude-monitor` sees why. What it needs was found by reading the daemon
+//! (the comments name the code) and checked by running it under exactly these capabilities
+//! and `strace -c` (every call it made is in `@system-service`, except `bpf`).
+//!
+//! Before a unit is written, the binary it names is checked: only root may be able to change
+//! it (module `trust`).
 //!
 //! Systemd and `systemctl` are injected (a flag and a function) so tests never touch the real
 //! service manager or /etc.
@@ -16,6 +22,8 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, bail};
 
 use crate::output::rotate::write_atomic;
+
+mod trust;
 
 /// The unit's name, as given to `systemctl`.
 pub const UNIT_NAME: &str = "claude-monitor.service";
@@ -32,6 +40,14 @@ const DOCS: &str = if env!("CARGO_PKG_REPOSITORY").is_empty() {
 
 /// Where bpffs is mounted on systemd hosts (systemd mounts it at boot).
 const BPFFS: &str = "/sys/fs/bpf";
+
+/// The unit's capability bounding (and ambient) set; each is justified in the unit text.
+const CAPABILITIES: [&str; 4] = [
+    "CAP_BPF",
+    "CAP_PERFMON",
+    "CAP_SYS_PTRACE",
+    "CAP_DAC_READ_SEARCH",
+];
 
 /// What the unit needs to know about this installation. All paths must be absolute.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,8 +107,7 @@ pub fn unit(params: &UnitParams) -> String {
         ),
         None => String::new(),
     };
-    let caps =
-        "CAP_BPF CAP_PERFMON CAP_SYS_ADMIN CAP_SYS_PTRACE CAP_DAC_READ_SEARCH CAP_SYS_RESOURCE";
+    let caps = CAPABILITIES.join(" ");
     let version = env!("CARGO_PKG_VERSION");
     let docs = DOCS;
     format!(
@@ -104,19 +119,23 @@ pub fn unit(params: &UnitParams) -> String {
 Description=claude-monitor: explains why processes and Claude Code sessions die (eBPF)
 Documentation={docs}
 After=local-fs.target
-# Restart=always restarts after every crash or kill, but a daemon that fails 10 times in
-# 5 minutes (no BTF, broken config) is left failed instead of looping; fix the cause, then
-# `systemctl reset-failed {UNIT_NAME}` and start it.
-StartLimitIntervalSec=300
-StartLimitBurst=10
+# Never give up restarting (see Restart= below): a crash bug must not be a permanent outage.
+StartLimitIntervalSec=0
 
 [Service]
 Type=simple
 ExecStart={exe} daemon --config {config}
 # SIGHUP: re-read the configuration and reopen the logs.
 ExecReload=/bin/kill -HUP $MAINPID
+# Restart after every crash or kill, 2 s after the first failure, then backing off over
+# 8 restarts to one every 60 s while it keeps failing (no BTF, a broken config).
+# RestartSteps= and RestartMaxDelaySec= need systemd 254; older versions (Debian 12 has
+# 252) log "Unknown key 'RestartSteps' in section [Service], ignoring." and keep
+# restarting every 2 s.
 Restart=always
 RestartSec=2
+RestartSteps=8
+RestartMaxDelaySec=60
 TimeoutStopSec=15
 
 # Resources. The monitor must outlive the OOM kills it records, so the kernel OOM killer
@@ -131,13 +150,19 @@ LimitMEMLOCK=infinity
 UMask=0077
 
 # Runs as root, but with only these capabilities:
-#   CAP_BPF             load programs and create maps (bpf(2), kernel 5.8+)
-#   CAP_PERFMON         attach tracing programs, read kernel memory from BPF (5.8+)
-#   CAP_SYS_ADMIN       bpf(2) on kernels before 5.8, pinning and mounting bpffs,
-#                       BPF_ENABLE_STATS (run-time statistics of the programs)
-#   CAP_SYS_PTRACE      read /proc/PID/exe, environ and fd of other users' processes
-#   CAP_DAC_READ_SEARCH read other users' ~/.claude (session files, mode 0700)
-#   CAP_SYS_RESOURCE    raise RLIMIT_MEMLOCK for BPF maps on old kernels
+#   CAP_BPF             load programs, create and pin maps (bpf(2), kernel 5.8+)
+#   CAP_PERFMON         tracing programs (tp_btf) that read kernel memory (5.8+)
+#   CAP_SYS_PTRACE      read /proc/PID/environ of other users' processes (a ptrace
+#                       access check, proc(5)): where a session keeps its config
+#   CAP_DAC_READ_SEARCH read other users' ~/.claude (mode 0700) and /proc/PID/environ
+#                       (mode 0400), without the power to write them
+# Not needed, so not given:
+#   CAP_SYS_ADMIN       the kernels it runs on have CAP_BPF/CAP_PERFMON; bpffs is mounted
+#                       by systemd at boot. Without it kernel.bpf_stats_enabled=1 yields no
+#                       per-program statistics in agent_stop (listing programs needs it).
+#   CAP_SYS_RESOURCE    LimitMEMLOCK=infinity above already lifts the hard limit
+#   CAP_DAC_OVERRIDE    it writes only root-owned directories; others' files are only read
+#   CAP_KILL            it sends no signals (ExecReload signals a root process)
 # AmbientCapabilities only matters if a drop-in sets User= to a non-root user.
 CapabilityBoundingSet={caps}
 AmbientCapabilities={caps}
@@ -145,13 +170,17 @@ NoNewPrivileges=yes
 
 # Sandbox: the OS and home directories are read-only; the daemon writes only its data
 # directory and bpffs (pinned programs, links and ring buffer survive daemon restarts).
+# All of bpffs, not only the pin directory: a new version pins into <pin dir>-staging and
+# rename(2)s into the pin directory, which fails (EXDEV) across two bind mounts; and the
+# pin directory does not exist after a reboot until the daemon creates it.
 ProtectSystem=strict
 ReadWritePaths={data_dir} {bpffs}
 {state_dir}# Read-only, not hidden: it reads ~/.claude of every user.
 ProtectHome=read-only
 PrivateTmp=yes
 PrivateDevices=yes
-# /sys and /proc/sys read-only: BTF (/sys/kernel/btf) and cgroup files are only read.
+# /sys and /proc/sys read-only: BTF (/sys/kernel/btf) and cgroup files (memory limits,
+# usage, OOM counts) are only read.
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
@@ -163,14 +192,21 @@ RestrictSUIDSGID=yes
 LockPersonality=yes
 MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
-# AF_INET/AF_INET6 only for user lookups through NSS (LDAP, SSSD); no raw or packet sockets.
-RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6
+# The system calls of an ordinary service plus bpf(2). Anything else fails with EPERM
+# (an error the daemon reports) instead of killing it. Left out on purpose:
+#   perf_event_open  every program is tp_btf, attached through bpf(2); a kprobe, tracepoint
+#                    or perf_event program would need it added here
+#   mount (@mount)   systemd mounts bpffs at boot, and a mount made inside this unit's
+#                    mount namespace would be seen by no one else
+SystemCallFilter=@system-service bpf
+SystemCallErrorNumber=EPERM
+# Unix sockets only (the runtime's signal wake-up; journald is the inherited stdout). It
+# looks up no users through NSS. An HTTP API would need AF_INET AF_INET6 here.
+RestrictAddressFamilies=AF_UNIX
 # Deliberately not set:
 #   ProtectProc=/ProcSubset=  it must see every process in /proc
 #   PrivateUsers=             capabilities in a user namespace do not allow bpf(2)
 #   ProtectHostname=          reports must show the host name as it is now, not at start
-#   SystemCallFilter=         it needs bpf, perf_event_open and mount; with CAP_SYS_ADMIN a
-#                             filter adds little, and a wrong one kills it with SIGSYS
 
 [Install]
 WantedBy=multi-user.target
@@ -314,6 +350,9 @@ pub fn install(
 
 /// [`install`] with the systemd check made by the caller.
 ///
+/// First refuses a binary that anyone but root could change (module `trust`): the unit runs
+/// it as root. Nothing is written or run then.
+///
 /// A first install runs `systemctl enable --now`; a reinstall over an existing unit runs
 /// `enable` and `restart`, since `enable --now` would leave the old binary and unit running.
 pub fn install_with(
@@ -323,16 +362,12 @@ pub fn install_with(
     systemctl: &dyn Fn(&[&str]) -> io::Result<()>,
 ) -> anyhow::Result<InstallOutcome> {
     params.validate()?;
+    // Also when only printing the unit: it is meant to be installed as it is.
+    trust::check_exe(&params.exe, &trust::RealFs)?;
     let text = unit(params);
     let path = unit_dir.join(UNIT_NAME);
     if !systemd_running {
         return Ok(InstallOutcome::NoSystemd { unit: text, path });
-    }
-    if !params.exe.is_file() {
-        bail!(
-            "{} is not an executable file; the service could not start",
-            params.exe.display()
-        );
     }
     // ReadWritePaths= fails the start (status 226/NAMESPACE) if the directory is missing.
     create_private_dir(&params.data_dir)
