@@ -623,6 +623,8 @@ mod tests {
             parent_pid: 1,
             parent_tid: 1,
             start_boottime_ns: 9,
+            flags: 0,
+            _pad: 0,
         };
         // SAFETY: Fork is a plain #[repr(C)] record with explicit padding.
         unsafe {
