@@ -829,6 +829,7 @@ impl<'de> Deserialize<'de> for Command {
 /// tool block, dropped before the next: a line of a million empty blocks holds none of
 /// them), or a plain string (a typed prompt), which holds no tool calls. A visitor rather
 /// than an untagged enum, which would first copy the whole content into a buffer.
+#[derive(Default)]
 struct Blocks {
     ops: Vec<Op>,
     /// Tool blocks not kept (over `MAX_OPS_PER_LINE`, or an over-long id).
@@ -846,10 +847,7 @@ impl<'de> Deserialize<'de> for Blocks {
             }
 
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Blocks, A::Error> {
-                let mut blocks = Blocks {
-                    ops: Vec::new(),
-                    dropped: 0,
-                };
+                let mut blocks = Blocks::default();
                 while let Some(block) = seq.next_element::<Block>()? {
                     match block.into_op() {
                         Ok(Some(_)) | Err(()) if blocks.ops.len() >= MAX_OPS_PER_LINE => {
@@ -865,24 +863,15 @@ impl<'de> Deserialize<'de> for Blocks {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Blocks, A::Error> {
                 while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Blocks {
-                    ops: Vec::new(),
-                    dropped: 0,
-                })
+                Ok(Blocks::default())
             }
 
             fn visit_str<E>(self, _: &str) -> Result<Blocks, E> {
-                Ok(Blocks {
-                    ops: Vec::new(),
-                    dropped: 0,
-                })
+                Ok(Blocks::default())
             }
 
             fn visit_unit<E>(self) -> Result<Blocks, E> {
-                Ok(Blocks {
-                    ops: Vec::new(),
-                    dropped: 0,
-                })
+                Ok(Blocks::default())
             }
         }
         d.deserialize_any(V)
