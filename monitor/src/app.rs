@@ -82,6 +82,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         },
         Command::Daemon(args) => {
             let loaded = args.config.load().map_err(Failure::Config)?;
+            daemon::trusted_config(&loaded).map_err(|e| Failure::Usage(e.to_string()))?;
             if args.unpin {
                 unpin(&loaded.config.kernel.pin_dir).map_err(Failure::Run)
             } else {
@@ -160,10 +161,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Install(args) => {
             let l = args.load().map_err(Failure::Config)?;
+            // The service will read it as root at every start.
+            daemon::trusted_config(&l).map_err(|e| Failure::Usage(e.to_string()))?;
             install(&args, &l.config).map_err(Failure::Run)
         }
         Command::Uninstall(args) => {
             let l = args.load().map_err(Failure::Config)?;
+            daemon::trusted_config(&l).map_err(|e| Failure::Usage(e.to_string()))?;
             service::uninstall(
                 std::path::Path::new(service::UNIT_DIR),
                 &service::run_systemctl,

@@ -200,6 +200,12 @@ pub struct TraceArgs {
     /// the leader's). By default they are dropped in the kernel and counted in agent_stop.
     #[arg(long)]
     pub runtime_signals: bool,
+
+    /// Print command lines and tool commands as they are, secrets included. By default the
+    /// values of passwords, tokens and API keys are replaced with [REDACTED] (the daemon's
+    /// rules: see docs/events.md#redaction).
+    #[arg(long)]
+    pub no_redact: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -263,6 +269,7 @@ impl TraceArgs {
             oom_all: self.oom_all,
             report_ignored_signals: self.ignored_signals,
             report_runtime_signals: self.runtime_signals,
+            redact: !self.no_redact,
         })
     }
 }

@@ -40,6 +40,8 @@ pub struct TraceConfig {
     pub oom_all: bool,
     pub report_ignored_signals: bool,
     pub report_runtime_signals: bool,
+    /// Redact secrets (the built-in rules); `--no-redact` turns it off.
+    pub redact: bool,
 }
 
 pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
@@ -51,6 +53,11 @@ pub async fn run<W: Write>(cfg: TraceConfig, out: W) -> Result<()> {
         report_runtime_signals: cfg.report_runtime_signals,
         detector: Detector::new(Vec::new()).context("agent rules")?,
         pin_dir: None,
+        redactor: if cfg.redact {
+            crate::pipeline::redact::Redactor::default()
+        } else {
+            crate::pipeline::redact::Redactor::off()
+        },
     })?;
     let mut sink = Sink::new(out, cfg.format);
     // Signal handlers before agent_start: a consumer may signal us as soon as it sees it.

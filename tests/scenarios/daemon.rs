@@ -32,7 +32,7 @@ impl Setup {
         let dir = tmp.path().to_owned();
         let data = dir.join("data");
         let agent_bin = dir.join("cm-agent");
-        std::fs::copy("/bin/bash", &agent_bin).expect("copy bash");
+        claude_monitor_tests::copy_executable(Path::new("/bin/bash"), &agent_bin);
         let config = dir.join("config.toml");
         std::fs::write(
             &config,
@@ -709,10 +709,26 @@ fn daemon_refuses_a_bad_configuration() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("memry_percent"), "{stderr}");
+
+    // A valid file that others could change: refused before anything is loaded.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(&config, "[alerts]\nmemory_percent = 50\n").expect("config");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let out = Command::new(agent_binary())
+        .args(["daemon", "--config", config.to_str().expect("utf-8")])
+        .output()
+        .expect("claude-monitor");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("refusing to read the configuration") && stderr.contains("mode 0666"),
+        "{stderr}"
+    );
 }
 
 /// SIGHUP re-reads the configuration: a bad file is refused (the daemon runs on with what it
-/// had), a good one is taken, and what only a restart can change is said.
+/// had), a good one is taken (its redaction patterns apply to the next exec at once), and
+/// what only a restart can change is said.
 #[test]
 fn daemon_reloads_its_configuration_on_sighup() {
     if !privileged("daemon_reloads_its_configuration_on_sighup") {
@@ -732,14 +748,36 @@ fn daemon_reloads_its_configuration_on_sighup() {
     std::fs::write(
         &s.config,
         format!(
-            "data_dir = \"{}\"\n[kernel]\npin = false\nring_buffer_kb = 8192\n[alerts]\nmemory_percent = 99\n",
+            "data_dir = \"{}\"\n[kernel]\npin = false\nring_buffer_kb = 8192\n[alerts]\nmemory_percent = 99\n[redact]\npatterns = [\"cm-corp-[0-9]+\"]\n",
             s.data.display()
         ),
     )
     .expect("config");
     hup(&daemon);
     daemon.wait_stderr(Duration::from_secs(30), "configuration reloaded", 1);
-    let (_, stderr) = daemon.stop_with_stderr(Vec::new());
+    // The reloaded pattern, with the built-in rules, on an exec in a session.
+    let marker = format!("cm-marker-{}", std::process::id());
+    let mut daemon = daemon;
+    let agent = s.agent(&format!(
+        "/bin/true {marker} cm-corp-12345 --password=hunter2\n\
+         while [ ! -e \"$DIR/stop\" ]; do sleep 0.05; done"
+    ));
+    let mut seen = Vec::new();
+    let exec = daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exec" && e["argv"][1] == marker.as_str()
+    });
+    assert_eq!(
+        exec["argv"],
+        serde_json::json!(["/bin/true", marker, "[REDACTED]", "--password=[REDACTED]"]),
+        "{exec}"
+    );
+    finish(agent, &s.dir);
+    let (events, stderr) = daemon.stop_with_stderr(seen);
+    let all = serde_json::to_string(&events).expect("json");
+    assert!(
+        !all.contains("cm-corp-12345") && !all.contains("hunter2"),
+        "a secret in the stream"
+    );
     assert!(
         stderr.contains("configuration not reloaded") && stderr.contains("alerts.memory_percent"),
         "{stderr}"
@@ -810,7 +848,7 @@ fn a_report_flood_stays_bounded() {
         "[kernel]\npin = false\n[reports]\nmax_count = 10\nper_uid_per_minute = 100\n",
     );
     let fake = s.dir.join("claude");
-    std::fs::copy("/bin/false", &fake).expect("copy false");
+    claude_monitor_tests::copy_executable(Path::new("/bin/false"), &fake);
     let mut daemon = Agent::daemon(&s.config, &[]);
     let runs = 5000;
     let status = Command::new("/bin/sh")

@@ -727,6 +727,25 @@ fn secrets_on_a_command_line_are_redacted() {
         !all.contains("hunter2") && !all.contains(secret),
         "a secret in the stream"
     );
+
+    // `--no-redact`: written as passed, and agent_start says so.
+    let agent = Agent::start(&["--pid", &me(), "--no-redact"]);
+    let notes = agent.start["notes"].to_string();
+    assert!(notes.contains("redaction is off"), "{notes}");
+    let mut child = Command::new("/bin/sh")
+        .args(["-c", "exit 0", "--password", "hunter2"])
+        .spawn()
+        .expect("sh");
+    let pid = child.id();
+    child.wait().expect("wait");
+    let events = agent.stop(Vec::new());
+    let exec = of(&events, "exec", pid);
+    assert_eq!(
+        exec[0]["argv"],
+        serde_json::json!(["/bin/sh", "-c", "exit 0", "--password", "hunter2"]),
+        "{}",
+        exec[0]
+    );
 }
 
 /// Delivery records carry the target's disposition: a handler ran, a fatal default action

@@ -54,7 +54,7 @@ impl Session {
         if !versions.join("9.9.9").exists() {
             std::fs::create_dir_all(&versions).expect("mkdir");
             std::fs::create_dir_all(dir.join("claude-config/sessions")).expect("mkdir");
-            std::fs::copy("/bin/bash", versions.join("9.9.9")).expect("copy bash");
+            claude_monitor_tests::copy_executable(Path::new("/bin/bash"), &versions.join("9.9.9"));
         }
         dir
     }
@@ -69,6 +69,11 @@ impl Session {
             Command::new(&bin)
                 .arg0("claude")
                 .args(["-c", SESSION_SCRIPT])
+                // As the real CLI: its registry entry is in its own configuration directory,
+                // which the agent reads from its environment and checks at every event (a
+                // search of every user's directory is rate-limited, so without it the first
+                // events of a short tool could go out before the entry is looked for again).
+                .env("CLAUDE_CONFIG_DIR", &config)
                 .env("CFG", &config)
                 .env("SID", &sid)
                 .env("DIR", &dir)

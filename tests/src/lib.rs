@@ -498,6 +498,27 @@ pub fn descendants(root: u32) -> Vec<u32> {
     }
 }
 
+/// Copies the executable `from` to `to` (mode kept) without ever opening `to` for writing in
+/// this process. Tests run in threads: a thread that forks while this one holds a write fd
+/// on the new binary passes that fd to its child until the child execs, and an exec of the
+/// binary in that window fails with ETXTBSY ("Text file busy"). `cp` writes it in a process
+/// of its own, which has exited, fd closed, before the copy is used.
+pub fn copy_executable(from: &Path, to: &Path) {
+    let out = Command::new("cp")
+        .arg("-p")
+        .arg(from)
+        .arg(to)
+        .output()
+        .expect("cp");
+    assert!(
+        out.status.success(),
+        "cp {} {}: {}",
+        from.display(),
+        to.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Waits until `cond` holds, polling every 20 ms; panics naming `what` after `timeout`.
 pub fn wait_until(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;

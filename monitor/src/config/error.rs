@@ -51,6 +51,14 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
+    #[error("{origin}: {key}: {pattern:?} cannot be used as a pattern: {reason}")]
+    BadPattern {
+        origin: Source,
+        /// `redact.patterns[i]` (0-based).
+        key: String,
+        pattern: String,
+        reason: String,
+    },
     #[error("{origin}: {key} is required")]
     MissingKey { origin: Source, key: String },
     #[error("{}: rules[{index}]: {source}", path.display())]
@@ -69,6 +77,7 @@ impl ConfigError {
             | ConfigError::WrongType { key, .. }
             | ConfigError::OutOfRange { key, .. }
             | ConfigError::BadValue { key, .. }
+            | ConfigError::BadPattern { key, .. }
             | ConfigError::MissingKey { key, .. } => Some(key),
             ConfigError::Missing { .. }
             | ConfigError::Read { .. }

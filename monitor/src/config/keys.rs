@@ -57,6 +57,9 @@ pub(super) enum Kind {
     Path(Field<PathBuf>),
     /// Absolute paths; comma-separated in the environment and flags.
     AbsPaths(Field<Vec<PathBuf>>),
+    /// Regular expressions ([`Pattern`]), at most [`Pattern::MAX_COUNT`]; one per line in
+    /// the environment and flags (a pattern may well hold a comma).
+    Patterns(Field<Vec<Pattern>>),
 }
 
 /// One configuration key: see [`keys`].
@@ -77,13 +80,20 @@ pub struct KeyInfo {
 pub(super) const TOML_INT_MAX: u64 = i64::MAX as u64;
 
 /// The sections, in the order [`render`] and [`SAMPLE`] use.
-pub(super) const SECTIONS: [&str; 6] =
-    ["watch", "kernel", "logs", "reports", "resources", "alerts"];
+pub(super) const SECTIONS: [&str; 7] = [
+    "watch",
+    "kernel",
+    "logs",
+    "reports",
+    "resources",
+    "alerts",
+    "redact",
+];
 
 /// The fields of a `[[rules]]` table ([`Rule`]).
 pub(super) const RULE_KEYS: [&str; 4] = ["name", "exe_glob", "comm", "argv_pattern"];
 
-pub(super) static KEYS: [KeyInfo; 21] = [
+pub(super) static KEYS: [KeyInfo; 23] = [
     KeyInfo {
         key: "data_dir",
         doc: "Directory for reports, event logs and state.",
@@ -255,6 +265,17 @@ pub(super) static KEYS: [KeyInfo; 21] = [
             pow2: false,
         },
     },
+    KeyInfo {
+        key: "redact.enabled",
+        doc: "Replace the values of secrets in command lines and tool commands with \
+              [REDACTED] before anything is written.",
+        kind: Kind::Bool(field!(redact.enabled)),
+    },
+    KeyInfo {
+        key: "redact.patterns",
+        doc: "Regular expressions of your own secrets, on top of the built-in rules.",
+        kind: Kind::Patterns(field!(redact.patterns)),
+    },
 ];
 
 #[cfg(test)]
@@ -323,6 +344,10 @@ impl KeyInfo {
             Kind::Float { min, max, .. } => format!("number, {}", float_range(*min, *max)),
             Kind::Path(_) => "string (path)".into(),
             Kind::AbsPaths(_) => "array of strings (absolute paths)".into(),
+            Kind::Patterns(_) => format!(
+                "array of strings (regular expressions), at most {}",
+                Pattern::MAX_COUNT
+            ),
         }
     }
 
@@ -355,6 +380,12 @@ impl KeyInfo {
                 (f.get)(config)
                     .iter()
                     .map(|p| V::String(path_text(p)))
+                    .collect(),
+            ),
+            Kind::Patterns(f) => V::Array(
+                (f.get)(config)
+                    .iter()
+                    .map(|p| V::String(p.as_str().into()))
                     .collect(),
             ),
         }
@@ -427,23 +458,7 @@ impl KeyInfo {
                 *(f.set)(config) = PathBuf::from(s);
             }
             Kind::AbsPaths(f) => {
-                let items: Vec<String> = match raw {
-                    Raw::Toml(toml::Value::Array(items)) => items
-                        .iter()
-                        .map(|item| match item {
-                            toml::Value::String(s) => Ok(s.clone()),
-                            other => Err(cx.wrong_type("an array of strings", other.type_str())),
-                        })
-                        .collect::<Result<_, _>>()?,
-                    Raw::Toml(other) => {
-                        return Err(cx.wrong_type("an array of strings", other.type_str()));
-                    }
-                    Raw::Text(s) => s
-                        .split(',')
-                        .filter(|item| !item.is_empty())
-                        .map(str::to_owned)
-                        .collect(),
-                };
+                let items = cx.strings(raw, ',')?;
                 let mut paths = Vec::with_capacity(items.len());
                 for item in items {
                     if !item.starts_with('/') {
@@ -452,6 +467,27 @@ impl KeyInfo {
                     paths.push(PathBuf::from(item));
                 }
                 *(f.set)(config) = paths;
+            }
+            Kind::Patterns(f) => {
+                let items = cx.strings(raw, '\n')?;
+                if items.len() > Pattern::MAX_COUNT {
+                    return Err(cx.out_of_range(
+                        format!("{} patterns", items.len()),
+                        format!("at most {}", Pattern::MAX_COUNT),
+                    ));
+                }
+                let mut patterns = Vec::with_capacity(items.len());
+                for (i, item) in items.into_iter().enumerate() {
+                    let pattern =
+                        Pattern::parse(&item).map_err(|reason| ConfigError::BadPattern {
+                            origin: origin.clone(),
+                            key: format!("{}[{i}]", self.key),
+                            pattern: item.clone(),
+                            reason,
+                        })?;
+                    patterns.push(pattern);
+                }
+                *(f.set)(config) = patterns;
             }
         }
         Ok(())

@@ -67,6 +67,29 @@ impl Cx<'_> {
         }
     }
 
+    /// An array of strings, or text split at `separator` (empty items dropped).
+    pub(super) fn strings(
+        &self,
+        raw: Raw<'_>,
+        separator: char,
+    ) -> Result<Vec<String>, ConfigError> {
+        match raw {
+            Raw::Toml(toml::Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => Err(self.wrong_type("an array of strings", other.type_str())),
+                })
+                .collect(),
+            Raw::Toml(other) => Err(self.wrong_type("an array of strings", other.type_str())),
+            Raw::Text(s) => Ok(s
+                .split(separator)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()),
+        }
+    }
+
     /// Wide enough for any i64 from TOML and any u64 from text.
     pub(super) fn int(&self, raw: Raw<'_>) -> Result<i128, ConfigError> {
         match raw {

@@ -47,6 +47,7 @@ pub struct Config {
     pub reports: Reports,
     pub resources: Resources,
     pub alerts: Alerts,
+    pub redact: Redact,
     /// `[[rules]]`: extra agent/program detection rules, after the built-in ones. Already
     /// validated by [`Detector::new`] when they come from [`load`].
     pub rules: Vec<Rule>,
@@ -171,6 +172,86 @@ pub struct Alerts {
     pub cooldown: Duration,
 }
 
+/// `[redact]`: secrets out of everything the daemon writes (see `pipeline::redact`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Redact {
+    /// `enabled`: replace secrets' values with `[REDACTED]` (the built-in rules and
+    /// `patterns`); off, command lines and tool commands are written as they are.
+    pub enabled: bool,
+    /// `patterns`: the operator's own patterns, on top of the built-in rules.
+    pub patterns: Vec<Pattern>,
+}
+
+impl Default for Redact {
+    fn default() -> Redact {
+        Redact {
+            enabled: true,
+            patterns: Vec::new(),
+        }
+    }
+}
+
+/// One operator redaction pattern (`redact.patterns`), compiled and checked when loaded: a
+/// regular expression (the `regex` crate's syntax, linear time whatever the input) whose
+/// `secret` group, or whole match without one, is replaced.
+#[derive(Clone, Debug)]
+pub struct Pattern(regex::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Pattern {
+    /// The longest pattern, in bytes.
+    pub const MAX_LEN: usize = 1024;
+    /// At most this many patterns.
+    pub const MAX_COUNT: usize = 64;
+    /// The compiled program's size limit: a pattern like `x{1000}{1000}` is refused, not
+    /// built.
+    const SIZE_LIMIT: usize = 1 << 20;
+
+    /// Compiles `s`, or says why it cannot be used.
+    pub fn parse(s: &str) -> Result<Pattern, String> {
+        if s.is_empty() {
+            return Err("empty".into());
+        }
+        if s.len() > Pattern::MAX_LEN {
+            return Err(format!(
+                "{} bytes long, at most {} allowed",
+                s.len(),
+                Pattern::MAX_LEN
+            ));
+        }
+        let re = regex::RegexBuilder::new(s)
+            .size_limit(Pattern::SIZE_LIMIT)
+            .build()
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(_) => "too large once compiled".to_owned(),
+                // The syntax error's own text points at the offending part, over lines.
+                other => other
+                    .to_string()
+                    .replace('\n', " ")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            })?;
+        if re.is_match("") {
+            return Err("it matches empty text, so it would redact nothing and everything".into());
+        }
+        Ok(Pattern(re))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn regex(&self) -> &regex::Regex {
+        &self.0
+    }
+}
+
 impl Default for Config {
     fn default() -> Config {
         Config {
@@ -181,6 +262,7 @@ impl Default for Config {
             reports: Reports::default(),
             resources: Resources::default(),
             alerts: Alerts::default(),
+            redact: Redact::default(),
             rules: Vec::new(),
         }
     }

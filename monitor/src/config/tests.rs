@@ -757,6 +757,10 @@ fn every_key_checks_its_range() {
                 vec!["".into(), "relative/dir".into()],
             ),
             Kind::AbsPaths(_) => (vec!["/,/srv".into()], vec!["relative".into()]),
+            Kind::Patterns(_) => (
+                vec!["corp-[0-9]+\nx-key: (?P<secret>\\S+)".into(), "".into()],
+                vec!["(".into(), "a*".into(), "x{1000}{1000}".into()],
+            ),
         };
         for v in &good {
             assert!(
@@ -774,4 +778,87 @@ fn every_key_checks_its_range() {
         checked += 1;
     }
     assert_eq!(checked, KEYS.len());
+}
+
+/// `redact.patterns`: each one compiled when loaded; a bad one is named by its index and
+/// says why, and the list, the length and the compiled size are bounded.
+#[test]
+fn redact_patterns_are_checked_one_by_one() {
+    let (loaded, _) = load_text("[redact]\npatterns = [\"corp-[0-9a-f]{8}\", \"(?P<secret>x\"]\n");
+    let e = loaded.expect_err("an unclosed group");
+    assert_eq!(e.key(), Some("redact.patterns[1]"));
+    let text = e.to_string();
+    assert!(
+        text.contains("redact.patterns[1]: \"(?P<secret>x\" cannot be used as a pattern"),
+        "{text}"
+    );
+    assert!(text.contains("unclosed group"), "{text}");
+
+    let (loaded, _) = load_text("[redact]\npatterns = [\"a|\"]\n");
+    let text = loaded.expect_err("matches empty").to_string();
+    assert!(
+        text.contains("redact.patterns[0]") && text.contains("matches empty text"),
+        "{text}"
+    );
+
+    let long = format!(
+        "[redact]\npatterns = [\"{}\"]\n",
+        "a".repeat(Pattern::MAX_LEN + 1)
+    );
+    let text = load_text(&long).0.expect_err("too long").to_string();
+    assert!(text.contains("1025 bytes long, at most 1024"), "{text}");
+
+    let many: Vec<String> = (0..=Pattern::MAX_COUNT)
+        .map(|i| format!("\"k{i}x\""))
+        .collect();
+    let text = load_text(&format!("[redact]\npatterns = [{}]\n", many.join(", ")))
+        .0
+        .expect_err("too many")
+        .to_string();
+    assert!(
+        text.contains("redact.patterns: 65 patterns is out of range (at most 64)"),
+        "{text}"
+    );
+
+    let text = load_text("[redact]\npatterns = \"corp\"\n")
+        .0
+        .expect_err("not an array")
+        .to_string();
+    assert!(
+        text.contains("redact.patterns: expected an array of strings, found string"),
+        "{text}"
+    );
+
+    // Good ones load, render, and load back the same.
+    let (loaded, _) = load_text(
+        "[redact]\nenabled = false\npatterns = [\"corp-[0-9a-f]{8}\", \"(?i)x-internal-key: *(?P<secret>\\\\S+)\"]\n",
+    );
+    let loaded = loaded.expect("valid patterns");
+    assert!(!loaded.config.redact.enabled);
+    let patterns: Vec<&str> = loaded
+        .config
+        .redact
+        .patterns
+        .iter()
+        .map(Pattern::as_str)
+        .collect();
+    assert_eq!(
+        patterns,
+        ["corp-[0-9a-f]{8}", r"(?i)x-internal-key: *(?P<secret>\S+)"]
+    );
+    let (again, _) = load_text(&render(&loaded));
+    assert_eq!(again.expect("rendered loads").config, loaded.config);
+
+    // One per line in the environment.
+    let env = env_of(&[("CLAUDE_MONITOR_REDACT_PATTERNS", "a,b{1,2}\nc-[0-9]+")]);
+    let dir = TempDir::new("patterns-env");
+    let loaded = load_at(&dir.0.join("absent.toml"), false, &env, &[]).expect("env patterns");
+    let patterns: Vec<&str> = loaded
+        .config
+        .redact
+        .patterns
+        .iter()
+        .map(Pattern::as_str)
+        .collect();
+    assert_eq!(patterns, ["a,b{1,2}", "c-[0-9]+"]);
 }

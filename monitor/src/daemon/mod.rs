@@ -65,6 +65,23 @@ fn thresholds(c: &Config) -> AlertThresholds {
     }
 }
 
+/// Refuses a configuration file that a user other than root (or the daemon's own user) could
+/// change: it names where the daemon writes, what it unpins and what it watches.
+pub fn trusted_config(loaded: &config::Loaded) -> Result<(), service::trust::TrustError> {
+    let Some(file) = &loaded.file else {
+        return Ok(());
+    };
+    // SAFETY: geteuid(2) cannot fail and touches no memory.
+    let euid = unsafe { libc::geteuid() };
+    service::trust::check_config(file, &service::trust::RealFs, euid).map(drop)
+}
+
+/// What `[redact]` says counts as a secret.
+fn redactor(r: &config::Redact) -> crate::pipeline::redact::Redactor {
+    let extra: Vec<regex::Regex> = r.patterns.iter().map(|p| p.regex().clone()).collect();
+    crate::pipeline::redact::Redactor::new(r.enabled, &extra)
+}
+
 pub async fn run(opts: DaemonOptions) -> Result<()> {
     let mut cfg = opts.config.config.clone();
     let detector = Detector::new(cfg.rules.clone()).context("agent rules")?;
@@ -84,6 +101,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         report_runtime_signals: cfg.watch.runtime_signals == IgnoredSignals::Report,
         detector,
         pin_dir: cfg.kernel.pin.then(|| cfg.kernel.pin_dir.clone()),
+        redactor: redactor(&cfg.redact),
     })?;
     let log = |name| Log::new(&logs_dir, name, cfg.logs.max_bytes, cfg.logs.keep);
     let mut out = DaemonOutput {
@@ -106,6 +124,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let mut system_log = log("resources-system.jsonl");
     let mut sessions_log = log("resources-sessions.jsonl");
     let mut sampler = SessionSampler::new("/proc");
+    sampler.set_redactor(redactor(&cfg.redact));
 
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
@@ -179,7 +198,10 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                 sample_sessions(&engine, &mut sampler, &mut out, &mut sessions_log);
             }
             _ = sighup.recv() => {
-                match config::load_with_process_env(opts.config_path.as_deref(), &opts.flags) {
+                let reloaded = config::load_with_process_env(opts.config_path.as_deref(), &opts.flags)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|new| trusted_config(&new).map(|()| new).map_err(anyhow::Error::from));
+                match reloaded {
                     Ok(new) => {
                         let new = new.config;
                         diag::config_reloaded(
@@ -191,6 +213,11 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                                 || new.reports.max_count != cfg.reports.max_count
                                 || new.reports.max_bytes != cfg.reports.max_bytes,
                         );
+                        if new.redact != cfg.redact {
+                            let r = redactor(&new.redact);
+                            engine.core.set_redactor(r.clone());
+                            sampler.set_redactor(r);
+                        }
                         out.report_nonzero_exit = new.watch.report_nonzero_exit;
                         out.budget = reports::UidBudget::new(new.reports.per_uid_per_minute);
                         out.alerter = Alerter::new(thresholds(&new));

@@ -302,6 +302,8 @@ pub struct SessionSampler {
     ticks_per_second: u64,
     page_size: u64,
     sessions: HashMap<String, CpuState>,
+    /// Applied to the top process's command line.
+    redactor: crate::pipeline::redact::Redactor,
 }
 
 /// What the previous sample of a session saw.
@@ -340,7 +342,13 @@ impl SessionSampler {
             ticks_per_second: ticks_per_second.max(1),
             page_size,
             sessions: HashMap::new(),
+            redactor: Default::default(),
         }
+    }
+
+    /// Redacts command lines with `redactor` from now on.
+    pub fn set_redactor(&mut self, redactor: crate::pipeline::redact::Redactor) {
+        self.redactor = redactor;
     }
 
     /// Samples the session made of `pids` (its live members, from the caller's process table).
@@ -437,7 +445,7 @@ impl SessionSampler {
             .filter(|a| !a.is_empty())
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        crate::pipeline::redact::argv(&mut args);
+        self.redactor.argv(&mut args);
         truncate_chars(&args.join(" "), CMDLINE_MAX_CHARS)
     }
 }

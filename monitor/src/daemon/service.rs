@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 
 use crate::output::rotate::write_atomic;
 
-mod trust;
+pub mod trust;
 
 /// The unit's name, as given to `systemctl`.
 pub const UNIT_NAME: &str = "claude-monitor.service";

@@ -162,6 +162,8 @@ pub struct Attributor {
     ooms: HashMap<u32, OomCause>,
     /// The detector's exec prefilter, to skip /proc for execs that cannot start a session.
     candidates: KernelCandidates,
+    /// Applied to what is kept of command lines and tool commands.
+    redactor: crate::pipeline::redact::Redactor,
 }
 
 impl Attributor {
@@ -185,7 +187,19 @@ impl Attributor {
             signals: HashMap::new(),
             handled: HashMap::new(),
             ooms: HashMap::new(),
+            redactor: Default::default(),
         }
+    }
+
+    /// Redacts with `redactor` instead of the built-in rules.
+    pub fn with_redactor(mut self, redactor: crate::pipeline::redact::Redactor) -> Attributor {
+        self.redactor = redactor;
+        self
+    }
+
+    /// Redacts with `redactor` from now on (a reloaded configuration).
+    pub fn set_redactor(&mut self, redactor: crate::pipeline::redact::Redactor) {
+        self.redactor = redactor;
     }
 
     /// The sessions tracked (live and lately ended), oldest first.
@@ -426,7 +440,7 @@ impl Attributor {
         {
             // Kept for reports: without its secrets (matching uses `facts`, untouched).
             let mut argv = facts.argv.clone();
-            crate::pipeline::redact::argv(&mut argv);
+            self.redactor.argv(&mut argv);
             p.argv = Some(argv);
         }
         if candidate {

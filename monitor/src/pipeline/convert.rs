@@ -34,18 +34,27 @@ fn ms(ns: u64) -> f64 {
 }
 
 /// Turns kernel records into events.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Converter {
     pub clock: Clock,
     pub page_kb: u64,
+    /// Applied to every exec's argv.
+    pub redactor: redact::Redactor,
 }
 
 impl Converter {
+    /// With the built-in redaction rules ([`Converter::with_redactor`] to change them).
     pub fn new(clock: Clock) -> Converter {
         Converter {
             clock,
             page_kb: host::page_kb(),
+            redactor: redact::Redactor::default(),
         }
+    }
+
+    pub fn with_redactor(mut self, redactor: redact::Redactor) -> Converter {
+        self.redactor = redactor;
+        self
     }
 
     pub fn convert(&self, record: &Record) -> Event {
@@ -173,7 +182,7 @@ impl Converter {
                 let h = &x.header;
                 let (argv, argv_truncated) = match x.argv() {
                     Some(mut a) => {
-                        redact::argv(&mut a.argv);
+                        self.redactor.argv(&mut a.argv);
                         (Some(a.argv), a.truncated)
                     }
                     None => (None, false),
@@ -269,6 +278,35 @@ mod tests {
     fn json(x: monitor_common::Exec) -> serde_json::Value {
         let event = Converter::new(Clock::fixed(0)).convert(&Record::Exec(x));
         serde_json::to_value(&event).expect("serializes")
+    }
+
+    /// The converter's redactor decides: the built-in rules by default, the operator's
+    /// patterns on top, or nothing when redaction is off.
+    #[test]
+    fn exec_argv_is_redacted_as_configured() {
+        let area = b"deploy\0--password=hunter2\0corp-0badcafe\0";
+        let record = Record::Exec(exec(EXEC_FLAG_ARGS, area, area.len() as u32));
+        let argv = |conv: Converter| {
+            let v = serde_json::to_value(conv.convert(&record)).expect("serializes");
+            v["argv"].clone()
+        };
+        let base = Converter::new(Clock::fixed(0));
+        assert_eq!(
+            argv(base.clone()),
+            serde_json::json!(["deploy", "--password=[REDACTED]", "corp-0badcafe"])
+        );
+        let corp = regex::Regex::new("corp-[0-9a-f]{8}").expect("pattern");
+        assert_eq!(
+            argv(
+                base.clone()
+                    .with_redactor(redact::Redactor::new(true, &[corp]))
+            ),
+            serde_json::json!(["deploy", "--password=[REDACTED]", "[REDACTED]"])
+        );
+        assert_eq!(
+            argv(base.with_redactor(redact::Redactor::off())),
+            serde_json::json!(["deploy", "--password=hunter2", "corp-0badcafe"])
+        );
     }
 
     fn comm(name: &str) -> [u8; 16] {

@@ -47,6 +47,12 @@ pub struct Core {
 }
 
 impl Core {
+    /// Redacts with `redactor` from now on, everywhere the pipeline copies command lines.
+    pub fn set_redactor(&mut self, redactor: crate::pipeline::redact::Redactor) {
+        self.attributor.set_redactor(redactor.clone());
+        self.conv.redactor = redactor;
+    }
+
     pub fn new(
         attributor: Attributor,
         conv: Converter,

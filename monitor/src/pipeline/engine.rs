@@ -112,6 +112,8 @@ pub struct EngineOptions {
     pub report_runtime_signals: bool,
     pub detector: Detector,
     pub pin_dir: Option<std::path::PathBuf>,
+    /// What counts as a secret in what is written.
+    pub redactor: crate::pipeline::redact::Redactor,
 }
 
 pub struct Engine {
@@ -173,7 +175,8 @@ impl Engine {
             attribution::default_registry(),
             clock,
             page_kb,
-        );
+        )
+        .with_redactor(opts.redactor.clone());
         attributor.scan_proc();
         let sessions_scope = matches!(opts.scope, ScopeMode::Sessions | ScopeMode::Session(_));
 
@@ -227,6 +230,13 @@ impl Engine {
                     .into(),
             );
         }
+        if !opts.redactor.enabled() {
+            notes.push(
+                "redaction is off (redact.enabled = false, or trace --no-redact): command \
+                 lines and tool commands are written with any secrets they hold"
+                    .into(),
+            );
+        }
         if let Some(pin) = &loaded.pin
             && pin.state == PinState::Replaced
         {
@@ -264,7 +274,7 @@ impl Engine {
         let engine = Engine {
             core: Core::new(
                 attributor,
-                Converter::new(clock),
+                Converter::new(clock).with_redactor(opts.redactor.clone()),
                 &opts.scope,
                 opts.oom_all,
                 cgroups::Resolver::new(hierarchy.clone()),

@@ -3,67 +3,83 @@
 //! people put tokens on command lines (`curl -H 'Authorization: Bearer …'`, `--password=…`,
 //! `https://user:token@host`, `AWS_SECRET_ACCESS_KEY=… cmd`).
 //!
-//! One place decides what is a secret; the pipeline applies it where untrusted text comes
-//! in (an exec's argv, the command line kept for reports, a Bash tool call's command, a
-//! resource sample's top process), so nothing downstream ever holds the raw value. A
-//! secret's value becomes [`REDACTED`]; the rest of the text, the flag or variable name
-//! included, is kept, so a reader still sees what ran.
+//! One place decides what is a secret ([`Redactor`]); the pipeline applies it where
+//! untrusted text comes in (an exec's argv, the command line kept for reports, a Bash tool
+//! call's command, a resource sample's top process), so nothing downstream ever holds the
+//! raw value. A secret's value becomes [`REDACTED`]; the rest of the text, the flag or
+//! variable name included, is kept, so a reader still sees what ran.
+//!
+//! The built-in rules are on by default; the operator can switch redaction off or add
+//! patterns of their own (`[redact]` in the configuration, validated there). Every rule is
+//! also in one [`RegexSet`], so text with no secret (nearly all of it) costs one scan.
 
-use std::{borrow::Cow, sync::LazyLock};
+use std::{borrow::Cow, sync::Arc, sync::LazyLock};
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 
 /// What a secret's value is replaced with.
 pub const REDACTED: &str = "[REDACTED]";
+
+/// The capture group of an operator's pattern that is replaced (the whole match when the
+/// pattern has none).
+pub const SECRET_GROUP: &str = "secret";
 
 /// Names that say their value is a secret (a flag, a variable, a header, a key=value).
 const SECRET_NAME: &str = r"[a-z0-9_-]*(?:password|passwd|secret|token|api[-_]?key|apikey|access[-_]?key|private[-_]?key|credential|auth[-_]?key)[a-z0-9_-]*";
 /// A value: quoted, or up to white space.
 const VALUE: &str = r#"(?:"[^"]*"|'[^']*'|[^\s'"]+)"#;
 
-/// The rules, in order; each keeps its group 1 (what comes before the value).
-static RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
-    let rule = |re: String, with: &'static str| {
-        (
-            Regex::new(&re).unwrap_or_else(|e| panic!("redaction rule {re}: {e}")),
-            with,
-        )
-    };
+/// The built-in rules, in order; each keeps its group 1 (what comes before the value) and
+/// replaces the rest of its match.
+fn builtin() -> Vec<String> {
     vec![
         // `Authorization: Bearer x`, `Basic x`, `token x`.
-        rule(
-            r"(?i)(\b(?:bearer|basic|token)\s+)[A-Za-z0-9._~+/=-]{8,}".into(),
-            "${1}[REDACTED]",
-        ),
-        // `scheme://user:password@host`.
-        rule(
-            r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s/:@]+:)[^\s/@]+@".into(),
-            "${1}[REDACTED]@",
-        ),
+        r"(?i)(\b(?:bearer|basic|token)\s+)[A-Za-z0-9._~+/=-]{8,}".into(),
+        // `scheme://user:password@host` (the `@` is put back).
+        r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s/:@]+:)[^\s/@]+(?:@)".into(),
         // `--password=x`, `--api-key x`, `-token=x`.
-        rule(
-            format!(r"(?i)((?:^|\s)--?{SECRET_NAME}(?:=|\s+)){VALUE}"),
-            "${1}[REDACTED]",
-        ),
+        format!(r"(?i)((?:^|\s)--?{SECRET_NAME}(?:=|\s+)){VALUE}"),
         // `AWS_SECRET_ACCESS_KEY=x`, `password: x`, `X-Api-Key: x`, `"token":"x"`.
-        rule(
-            format!(r#"(?i)(\b{SECRET_NAME}"?\s*(?:=|:)\s*"?){VALUE}"#),
-            "${1}[REDACTED]",
-        ),
+        format!(r#"(?i)(\b{SECRET_NAME}"?\s*(?:=|:)\s*"?){VALUE}"#),
         // Known token shapes, wherever they are: Anthropic, OpenAI, GitHub, GitLab, AWS
         // access key ids, Slack, Google API keys, JWTs.
-        rule(
-            concat!(
-                r"(\b)(?:sk-ant-[A-Za-z0-9_-]{8,}|sk-(?:proj-)?[A-Za-z0-9_-]{20,}",
-                r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}",
-                r"|glpat-[A-Za-z0-9_-]{20,}|(?:AKIA|ASIA)[0-9A-Z]{16}",
-                r"|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}",
-                r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,})"
-            )
-            .into(),
-            "${1}[REDACTED]",
-        ),
+        concat!(
+            r"(\b)(?:sk-ant-[A-Za-z0-9_-]{8,}|sk-(?:proj-)?[A-Za-z0-9_-]{20,}",
+            r"|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}",
+            r"|glpat-[A-Za-z0-9_-]{20,}|(?:AKIA|ASIA)[0-9A-Z]{16}",
+            r"|xox[abprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}",
+            r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,})"
+        )
+        .into(),
     ]
+}
+
+/// How a rule's match is rewritten.
+#[derive(Clone, Copy, Debug)]
+enum Keep {
+    /// Built-in: group 1 stays (the name before the value); a URL's `@` is put back.
+    Prefix { at_sign: bool },
+    /// An operator's pattern: the `secret` group goes, or the whole match without one.
+    Group(Option<usize>),
+}
+
+#[derive(Debug)]
+struct Rules {
+    rules: Vec<(Regex, Keep)>,
+    /// The same patterns: which rules match at all, in one scan.
+    set: RegexSet,
+}
+
+static BUILTIN: LazyLock<Arc<Rules>> = LazyLock::new(|| {
+    let rules = builtin()
+        .into_iter()
+        .enumerate()
+        .map(|(i, re)| {
+            let compiled = Regex::new(&re).unwrap_or_else(|e| panic!("redaction rule {re}: {e}"));
+            (compiled, Keep::Prefix { at_sign: i == 1 })
+        })
+        .collect();
+    Arc::new(Rules::new(rules))
 });
 
 /// A flag that takes a secret as its next argument (`--password x`, as separate words).
@@ -71,32 +87,143 @@ static SECRET_FLAG: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(r"(?i)^--?{SECRET_NAME}$")).unwrap_or_else(|e| panic!("{e}"))
 });
 
-/// `s` with every secret's value replaced (unchanged, and not copied, when it has none).
-pub fn text(s: &str) -> Cow<'_, str> {
-    let mut out = Cow::Borrowed(s);
-    for (re, with) in RULES.iter() {
-        if let Cow::Owned(replaced) = re.replace_all(&out, *with) {
-            out = Cow::Owned(replaced);
-        }
+impl Rules {
+    fn new(rules: Vec<(Regex, Keep)>) -> Rules {
+        let set = RegexSet::new(rules.iter().map(|(re, _)| re.as_str())).unwrap_or_else(|e| {
+            panic!("redaction rules compiled one by one but not as a set: {e}")
+        });
+        Rules { rules, set }
     }
-    out
 }
 
-/// A command line with secrets replaced: each argument's own, and the argument after a
-/// flag that names a secret.
-pub fn argv(argv: &mut [String]) {
-    let mut secret_next = false;
-    for arg in argv.iter_mut() {
-        if secret_next {
-            *arg = REDACTED.to_owned();
-            secret_next = false;
-            continue;
-        }
-        secret_next = SECRET_FLAG.is_match(arg);
-        if let Cow::Owned(r) = text(arg) {
-            *arg = r;
+/// What counts as a secret, and whether anything is redacted at all. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Redactor {
+    enabled: bool,
+    rules: Arc<Rules>,
+}
+
+impl Default for Redactor {
+    /// The built-in rules, on.
+    fn default() -> Redactor {
+        Redactor {
+            enabled: true,
+            rules: BUILTIN.clone(),
         }
     }
+}
+
+impl Redactor {
+    /// Redacts nothing (`[redact] enabled = false`, `trace --no-redact`).
+    pub fn off() -> Redactor {
+        Redactor {
+            enabled: false,
+            ..Redactor::default()
+        }
+    }
+
+    /// The built-in rules and then `extra` (operator patterns, already validated by the
+    /// configuration: they compile and match no empty text); nothing at all when not
+    /// `enabled`.
+    pub fn new(enabled: bool, extra: &[Regex]) -> Redactor {
+        if !enabled {
+            return Redactor::off();
+        }
+        if extra.is_empty() {
+            return Redactor::default();
+        }
+        let mut rules = BUILTIN.rules.clone();
+        for re in extra {
+            let group = re
+                .capture_names()
+                .position(|name| name == Some(SECRET_GROUP));
+            rules.push((re.clone(), Keep::Group(group)));
+        }
+        Redactor {
+            enabled: true,
+            rules: Arc::new(Rules::new(rules)),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// `s` with every secret's value replaced (unchanged, and not copied, when it has none).
+    pub fn text<'a>(&self, s: &'a str) -> Cow<'a, str> {
+        if !self.enabled {
+            return Cow::Borrowed(s);
+        }
+        let matched = self.rules.set.matches(s);
+        if !matched.matched_any() {
+            return Cow::Borrowed(s);
+        }
+        let mut out = Cow::Borrowed(s);
+        for i in matched.iter() {
+            let (re, keep) = &self.rules.rules[i];
+            if let Cow::Owned(replaced) = rewrite(re, *keep, &out) {
+                out = Cow::Owned(replaced);
+            }
+        }
+        out
+    }
+
+    /// A command line with secrets replaced: each argument's own, and the argument after a
+    /// flag that names a secret.
+    pub fn argv(&self, argv: &mut [String]) {
+        if !self.enabled {
+            return;
+        }
+        let mut secret_next = false;
+        for arg in argv.iter_mut() {
+            if secret_next {
+                *arg = REDACTED.to_owned();
+                secret_next = false;
+                continue;
+            }
+            secret_next = SECRET_FLAG.is_match(arg);
+            if let Cow::Owned(r) = self.text(arg) {
+                *arg = r;
+            }
+        }
+    }
+}
+
+/// One rule over `s`: the part to replace of each match becomes [`REDACTED`]. Empty parts
+/// are left alone (a pattern matching nothing must not sprinkle the text).
+fn rewrite<'a>(re: &Regex, keep: Keep, s: &'a str) -> Cow<'a, str> {
+    let mut out = String::new();
+    let mut last = 0;
+    for caps in re.captures_iter(s) {
+        let Some(whole) = caps.get(0) else { continue };
+        let (start, end) = match keep {
+            Keep::Prefix { at_sign } => {
+                let from = caps.get(1).map_or(whole.start(), |g| g.end());
+                let to = if at_sign {
+                    whole.end() - 1
+                } else {
+                    whole.end()
+                };
+                (from, to)
+            }
+            Keep::Group(Some(g)) => match caps.get(g) {
+                Some(m) => (m.start(), m.end()),
+                None => continue,
+            },
+            Keep::Group(None) => (whole.start(), whole.end()),
+        };
+        if start >= end || start < last {
+            continue;
+        }
+        out.push_str(&s[last..start]);
+        out.push_str(REDACTED);
+        last = end;
+    }
+    if last == 0 && out.is_empty() {
+        return Cow::Borrowed(s);
+    }
+    out.push_str(&s[last..]);
+    Cow::Owned(out)
 }
 
 #[cfg(test)]
@@ -148,7 +275,7 @@ mod tests {
             (r#"{"api_key": "s3cr3t"}"#, r#"{"api_key": "[REDACTED]"}"#),
             ("g AIzaSyA1234567890abcdefghijklmnopqrstuv", "g [REDACTED]"),
         ] {
-            assert_eq!(text(raw), want, "{raw}");
+            assert_eq!(Redactor::default().text(raw), want, "{raw}");
         }
     }
 
@@ -163,7 +290,12 @@ mod tests {
             "ls /usr/share/tokens",
             "https://example.com/path?q=1",
         ] {
-            assert!(matches!(text(s), Cow::Borrowed(_)), "{s} -> {}", text(s));
+            let r = Redactor::default();
+            assert!(
+                matches!(r.text(s), Cow::Borrowed(_)),
+                "{s} -> {}",
+                r.text(s)
+            );
         }
     }
 
@@ -172,7 +304,7 @@ mod tests {
         let mut a: Vec<String> = ["psql", "--password", "hunter2", "-h", "db", "--token=abc"]
             .map(String::from)
             .to_vec();
-        argv(&mut a);
+        Redactor::default().argv(&mut a);
         assert_eq!(
             a,
             [
@@ -184,5 +316,58 @@ mod tests {
                 "--token=[REDACTED]"
             ]
         );
+    }
+
+    fn pattern(re: &str) -> Regex {
+        Regex::new(re).expect("pattern")
+    }
+
+    #[test]
+    fn off_redacts_nothing() {
+        let off = Redactor::off();
+        assert!(!off.enabled());
+        let s = "mysql --password=hunter2 sk-ant-oat01-AbCdEfGhIjKlMnOp";
+        assert!(matches!(off.text(s), Cow::Borrowed(_)));
+        let mut a = vec!["psql".to_owned(), "--password".to_owned(), "x".to_owned()];
+        off.argv(&mut a);
+        assert_eq!(a, ["psql", "--password", "x"]);
+        assert!(!Redactor::new(false, &[pattern("corp-[0-9]+")]).enabled());
+    }
+
+    /// An operator's pattern replaces its whole match, or only its `secret` group, on top
+    /// of the built-in rules.
+    #[test]
+    fn operator_patterns_add_to_the_built_in_rules() {
+        let r = Redactor::new(
+            true,
+            &[
+                pattern(r"corp-[0-9a-f]{8}"),
+                pattern(r"(?i)x-internal: *(?P<secret>[^\s']+)"),
+            ],
+        );
+        assert_eq!(
+            r.text("deploy corp-0badcafe --password=x"),
+            "deploy [REDACTED] --password=[REDACTED]"
+        );
+        assert_eq!(
+            r.text("curl -H 'X-Internal: abc' -H 'X-Internal: def'"),
+            "curl -H 'X-Internal: [REDACTED]' -H 'X-Internal: [REDACTED]'"
+        );
+        // Without the extra patterns these are kept.
+        assert_eq!(
+            Redactor::default().text("deploy corp-0badcafe"),
+            "deploy corp-0badcafe"
+        );
+        assert!(matches!(r.text("cargo build"), Cow::Borrowed(_)));
+    }
+
+    /// A pattern that can match empty text (the configuration refuses one that matches
+    /// the empty string, but `\b` or `x*` elsewhere can still match nothing) never
+    /// inserts the marker between characters.
+    #[test]
+    fn empty_matches_are_not_redactions() {
+        let r = Redactor::new(true, &[pattern(r"\bq*")]);
+        assert_eq!(r.text("ab cd"), "ab cd");
+        assert_eq!(r.text("qq cd"), "[REDACTED] cd");
     }
 }

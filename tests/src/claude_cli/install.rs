@@ -223,13 +223,7 @@ pub fn native_layout(install: &Install, home: &Path) -> PathBuf {
     fs::create_dir_all(&bin).expect("mkdir .local/bin");
     let target = versions.join(&install.version);
     if fs::hard_link(&binary, &target).is_err() {
-        fs::copy(&binary, &target).unwrap_or_else(|e| {
-            panic!(
-                "cannot copy {} to {}: {e}",
-                binary.display(),
-                target.display()
-            )
-        });
+        crate::copy_executable(&binary, &target);
         fs::set_permissions(&target, fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     let link = bin.join("claude");

@@ -1,5 +1,7 @@
 //! Whether the binary that goes into `ExecStart=` can be trusted to run as root: only root may
-//! be able to change it.
+//! be able to change it. The same walk decides whether the daemon may read its configuration
+//! file ([`check_config`]): whoever can change that file chooses where root writes
+//! (`data_dir`), what it unpins (`kernel.pin_dir`) and what it watches.
 //!
 //! The service runs the file named in the unit as root at every boot and every restart. If a
 //! user could write that file, or any directory on the way to it (replace the file, or swap a
@@ -131,33 +133,99 @@ impl fmt::Display for Finding {
     }
 }
 
-/// Why a binary is not trusted.
+/// What the checked file is for: it decides who else may own the path and what the error
+/// advises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// The binary of the unit's `ExecStart=`: root only, no sticky directory.
+    Service,
+    /// The daemon's configuration file, read by a daemon running as `euid`: owned by root or
+    /// `euid`. A root-owned sticky directory (`/tmp`) is fine on the way: nobody else can
+    /// rename or remove what root (or `euid`) created in it, and a name planted ahead is
+    /// owned by its planter, which is refused.
+    Config { euid: u32 },
+}
+
+impl Purpose {
+    fn what(self) -> &'static str {
+        match self {
+            Purpose::Service => "the service's binary",
+            Purpose::Config { .. } => "the configuration file",
+        }
+    }
+
+    /// Whether someone other than root (or the daemon's own user) could change this.
+    fn unsafe_meta(self, m: &Meta) -> bool {
+        match self {
+            Purpose::Service => m.uid != 0 || m.mode & 0o022 != 0,
+            Purpose::Config { euid } => {
+                let sticky_root_dir = m.kind == Kind::Dir && m.uid == 0 && m.mode & 0o1000 != 0;
+                (m.uid != 0 && m.uid != euid) || (m.mode & 0o022 != 0 && !sticky_root_dir)
+            }
+        }
+    }
+}
+
+/// Why a binary (or configuration file) is not trusted.
 #[derive(Debug, thiserror::Error)]
 pub enum TrustError {
     /// `error` is not a `#[source]`: the message already includes it.
-    #[error("cannot check {}, on the way to the service's binary: {error}", path.display())]
-    Io { path: PathBuf, error: io::Error },
-    #[error("{} is a {kind}, not a regular file: the service cannot run it", path.display())]
-    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("cannot check {}, on the way to {}: {error}", path.display(), purpose.what())]
+    Io {
+        path: PathBuf,
+        purpose: Purpose,
+        error: io::Error,
+    },
+    #[error("{} is a {kind}, not a regular file: {}", path.display(), match purpose {
+        Purpose::Service => "the service cannot run it",
+        Purpose::Config { .. } => "it cannot be a configuration file",
+    })]
+    NotAFile {
+        path: PathBuf,
+        purpose: Purpose,
+        kind: &'static str,
+    },
     #[error("{}: a component on the way is not a directory", path.display())]
     NotADirectory { path: PathBuf },
     #[error("{}: more than {MAX_SYMLINKS} symlinks on the way", path.display())]
     SymlinkLoop { path: PathBuf },
-    #[error("{}", untrusted_message(exe, resolved, findings))]
+    #[error("{}", untrusted_message(exe, resolved, *purpose, findings))]
     Untrusted {
         exe: PathBuf,
         resolved: PathBuf,
+        purpose: Purpose,
         findings: Vec<Finding>,
     },
 }
 
-fn untrusted_message(exe: &Path, resolved: &Path, findings: &[Finding]) -> String {
+fn untrusted_message(
+    exe: &Path,
+    resolved: &Path,
+    purpose: Purpose,
+    findings: &[Finding],
+) -> String {
     let via = if exe == resolved {
         String::new()
     } else {
         format!(" (a symlink to {})", resolved.display())
     };
     let lines: Vec<String> = findings.iter().map(|f| format!("  {f}")).collect();
+    if let Purpose::Config { euid } = purpose {
+        let owner = if euid == 0 {
+            "root".to_owned()
+        } else {
+            format!("root or uid {euid}")
+        };
+        return format!(
+            "refusing to read the configuration {exe}{via}: it decides where this daemon \
+             writes and what it removes, but a user other than {owner} could change it \
+             through:\n{lines}\n\
+             `chown root` and `chmod go-w` the paths above, or keep the file where only \
+             {owner} can write (/etc/claude-monitor/config.toml).",
+            exe = exe.display(),
+            lines = lines.join("\n"),
+        );
+    }
     format!(
         "refusing to install: the service would run {exe}{via} as root at every start, but a \
          user other than root could replace it through:\n{lines}\n\
@@ -171,20 +239,32 @@ fn untrusted_message(exe: &Path, resolved: &Path, findings: &[Finding]) -> Strin
     )
 }
 
-fn unsafe_meta(m: &Meta) -> bool {
-    m.uid != 0 || m.mode & 0o022 != 0
-}
-
 /// Resolves `exe` (absolute) as the kernel would and checks every directory looked into and
 /// the file it ends at. Returns the resolved path when only root can change any of them.
 pub fn check_exe(exe: &Path, fs: &dyn Lookup) -> Result<PathBuf, TrustError> {
+    check(exe, fs, Purpose::Service)
+}
+
+/// [`check_exe`] for the configuration file a daemon running as `euid` reads: only root or
+/// `euid` may be able to change it. A relative path is taken from the working directory.
+pub fn check_config(path: &Path, fs: &dyn Lookup, euid: u32) -> Result<PathBuf, TrustError> {
+    let absolute = std::path::absolute(path).map_err(|error| TrustError::Io {
+        path: path.to_owned(),
+        purpose: Purpose::Config { euid },
+        error,
+    })?;
+    check(&absolute, fs, Purpose::Config { euid })
+}
+
+fn check(exe: &Path, fs: &dyn Lookup, purpose: Purpose) -> Result<PathBuf, TrustError> {
     let io_err = |path: &Path, error| TrustError::Io {
         path: path.to_owned(),
+        purpose,
         error,
     };
     let mut findings: Vec<Finding> = Vec::new();
     let mut note = |path: &Path, meta: Meta| {
-        if unsafe_meta(&meta) && !findings.iter().any(|f| f.path == path) {
+        if purpose.unsafe_meta(&meta) && !findings.iter().any(|f| f.path == path) {
             findings.push(Finding {
                 path: path.to_owned(),
                 meta,
@@ -238,6 +318,7 @@ pub fn check_exe(exe: &Path, fs: &dyn Lookup) -> Result<PathBuf, TrustError> {
     if cur_kind != Kind::File {
         return Err(TrustError::NotAFile {
             path: cur,
+            purpose,
             kind: cur_kind.name(),
         });
     }
@@ -247,6 +328,7 @@ pub fn check_exe(exe: &Path, fs: &dyn Lookup) -> Result<PathBuf, TrustError> {
         Err(TrustError::Untrusted {
             exe: exe.to_owned(),
             resolved: cur,
+            purpose,
             findings,
         })
     }

@@ -68,7 +68,10 @@ impl Attributor {
             .clock
             .wall(crate::pipeline::proctable::ticks_to_ns(id.start));
         self.refresh_registry(idx);
-        let call = self.sessions.get_mut(&idx)?.match_tool(&script, started);
+        let call = self
+            .sessions
+            .get_mut(&idx)?
+            .match_tool(&script, started, &self.redactor);
         tracing::debug!(wrapper = %id, matched = ?call.as_ref().map(|c| &c.id), "tool call lookup");
         self.table.update(id, |p| match &call {
             Some(call) => {
@@ -163,6 +166,7 @@ impl Session {
         &mut self,
         script: &WrapperScript,
         started: chrono::DateTime<chrono::Utc>,
+        redactor: &crate::pipeline::redact::Redactor,
     ) -> Option<ToolCallRef> {
         let (Some(config), Some(cwd), Some(sid)) =
             (&self.config_dir, &self.cwd, &self.claude_session_id)
@@ -193,10 +197,7 @@ impl Session {
             id: c.id.clone(),
             name: c.name.clone(),
             // Matched on the raw command; kept without its secrets.
-            command: c
-                .command
-                .as_deref()
-                .map(|c| crate::pipeline::redact::text(c).into_owned()),
+            command: c.command.as_deref().map(|c| redactor.text(c).into_owned()),
         })?;
         if self.claimed.len() >= CLAIMED_MAX {
             self.claimed.pop_front();

@@ -274,3 +274,63 @@ fn real_files() {
         "{found:?}"
     );
 }
+
+/// The configuration file: owned by root or the daemon's own user, writable by neither group
+/// nor others, on a path only they can change; a root-owned sticky `/tmp` is fine on the way
+/// (not for the binary).
+#[test]
+fn the_configuration_file_is_checked_like_the_binary() {
+    let mut fs = FakeFs::standard();
+    fs.dir("/etc", 0, 0o755)
+        .dir("/etc/claude-monitor", 0, 0o755)
+        .file("/etc/claude-monitor/config.toml", 0, 0o644)
+        .dir("/tmp", 0, 0o1777)
+        .dir("/tmp/cm", 0, 0o700)
+        .file("/tmp/cm/config.toml", 0, 0o600)
+        .dir("/tmp/planted", 1000, 0o755)
+        .file("/tmp/planted/config.toml", 0, 0o644)
+        .dir("/home", 0, 0o755)
+        .dir("/home/u", 1000, 0o755)
+        .file("/home/u/config.toml", 1000, 0o644)
+        .file("/etc/claude-monitor/open.toml", 0, 0o666)
+        .file("/etc/claude-monitor/theirs.toml", 1000, 0o600);
+    let root = |p: &str| check_config(Path::new(p), &fs, 0);
+    assert!(root("/etc/claude-monitor/config.toml").is_ok());
+    assert!(root("/tmp/cm/config.toml").is_ok());
+    // The same path as a binary: /tmp is refused.
+    assert_eq!(
+        findings(check_exe(Path::new("/tmp/cm/config.toml"), &fs)),
+        [("/tmp".to_owned(), 0, 0o1777)]
+    );
+    assert_eq!(
+        findings(root("/tmp/planted/config.toml")),
+        [("/tmp/planted".to_owned(), 1000, 0o755)]
+    );
+    assert_eq!(
+        findings(root("/etc/claude-monitor/open.toml")),
+        [("/etc/claude-monitor/open.toml".to_owned(), 0, 0o666)]
+    );
+    let theirs = root("/etc/claude-monitor/theirs.toml");
+    let text = theirs
+        .as_ref()
+        .map_err(ToString::to_string)
+        .expect_err("foreign");
+    assert!(
+        text.starts_with("refusing to read the configuration /etc/claude-monitor/theirs.toml:")
+            && text.contains("a user other than root could change it")
+            && text.contains("owned by uid 1000, not root"),
+        "{text}"
+    );
+    assert!(root("/home/u/config.toml").is_err());
+    // A daemon run by uid 1000 may read its own file, not root's world-writable one.
+    assert!(check_config(Path::new("/home/u/config.toml"), &fs, 1000).is_ok());
+    assert!(check_config(Path::new("/etc/claude-monitor/open.toml"), &fs, 1000).is_err());
+    // A missing file is an error that names it.
+    let missing = root("/etc/claude-monitor/absent.toml").expect_err("missing");
+    assert!(
+        missing.to_string().starts_with(
+            "cannot check /etc/claude-monitor/absent.toml, on the way to the configuration file"
+        ),
+        "{missing}"
+    );
+}
