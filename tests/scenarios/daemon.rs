@@ -140,8 +140,8 @@ struct PinDir {
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        let staging = PathBuf::from(format!("{}-staging", self.dir.display()));
-        if !self.dir.exists() && !staging.exists() {
+        let staging = self.dir.join("staging");
+        if !self.dir.exists() {
             return;
         }
         let _ = Command::new(agent_binary())
@@ -149,8 +149,8 @@ impl Drop for PinDir {
             .arg(&self.config)
             .stderr(Stdio::null())
             .status();
-        // Without the agent (or if it failed): the same removal by hand.
-        for dir in [&self.dir, &staging] {
+        // Without the agent (or if it failed): the same removal by hand, staging first.
+        for dir in [&staging, &self.dir] {
             if let Ok(entries) = std::fs::read_dir(dir) {
                 for e in entries.flatten() {
                     let _ = std::fs::remove_file(e.path());
