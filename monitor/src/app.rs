@@ -178,6 +178,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             })
             .map_err(Failure::Run)
         }
+        Command::PreparePinDir { dir } => {
+            if !dir.is_absolute() {
+                return Err(Failure::Usage(format!(
+                    "the pin directory {} must be an absolute path",
+                    dir.display()
+                )));
+            }
+            crate::kernel::loader::pin::ensure_bpffs(&dir)
+                .map_err(|e| Failure::Run(anyhow::Error::from(e)))
+        }
     }
 }
 

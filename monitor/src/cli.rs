@@ -55,6 +55,15 @@ pub enum Command {
 
     /// Stop and remove the systemd service and the pinned kernel objects.
     Uninstall(ConfigArgs),
+
+    /// Create the pin directory (on a bpffs; bpffs is mounted at /sys/fs/bpf if missing, and
+    /// nowhere else). The systemd unit runs it outside its sandbox before the daemon
+    /// starts, since the sandbox can only make an existing directory writable.
+    #[command(hide = true)]
+    PreparePinDir {
+        /// The pin directory, an absolute path.
+        dir: std::path::PathBuf,
+    },
 }
 
 /// Where the configuration comes from (shared by the daemon's subcommands).

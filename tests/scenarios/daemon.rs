@@ -140,8 +140,8 @@ struct PinDir {
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        let staging = PathBuf::from(format!("{}-staging", self.dir.display()));
-        if !self.dir.exists() && !staging.exists() {
+        let staging = self.dir.join("staging");
+        if !self.dir.exists() {
             return;
         }
         let _ = Command::new(agent_binary())
@@ -149,8 +149,8 @@ impl Drop for PinDir {
             .arg(&self.config)
             .stderr(Stdio::null())
             .status();
-        // Without the agent (or if it failed): the same removal by hand.
-        for dir in [&self.dir, &staging] {
+        // Without the agent (or if it failed): the same removal by hand, staging first.
+        for dir in [&staging, &self.dir] {
             if let Ok(entries) = std::fs::read_dir(dir) {
                 for e in entries.flatten() {
                     let _ = std::fs::remove_file(e.path());
@@ -832,6 +832,131 @@ fn a_second_daemon_on_the_same_pin_directory_is_refused() {
         events.iter().any(|e| e["kind"] == "agent_stop"),
         "{events:?}"
     );
+}
+
+/// The daemon as the systemd unit runs it, as far as bpffs is concerned: in a mount
+/// namespace where /sys/fs/bpf is read-only and only the pin directory is writable, a bind
+/// mount of its own (what `ReadWritePaths=` does). The wrapper checks that bpffs outside the
+/// pin directory is indeed read-only, then execs the daemon.
+fn sandboxed_daemon(config: &Path, pin_dir: &Path) -> Agent {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg(
+            r#"mount --bind "$1" "$1" && mount -o remount,bind,ro /sys/fs/bpf || exit 98
+            if mkdir "$1-probe" 2>/dev/null; then rmdir "$1-probe"; echo "bpffs writable" >&2; exit 99; fi
+            exec "$0" daemon --config "$2" --stdout"#,
+        )
+        .arg(agent_binary())
+        .arg(pin_dir)
+        .arg(config);
+    Agent::spawn(cmd)
+}
+
+/// The `fingerprint-*` name in `dir` (what the pinned objects were built from).
+fn fingerprint_in(dir: &Path) -> String {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .expect("pin directory")
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("fingerprint-"))
+        .collect();
+    assert_eq!(names.len(), 1, "{names:?}");
+    names[0].clone()
+}
+
+/// The unit makes only the pin directory writable (not the rest of bpffs): an upgrade (a
+/// new fingerprint) stages in `<pin dir>/staging` and renames within that one mount,
+/// clearing what a crashed upgrade left there first; a restart reuses the pins; after an
+/// unpin (or a reboot, which leaves no pin directory) `prepare-pin-dir`, the unit's
+/// `ExecStartPre=`, creates it (mode 0700 under the unit's umask) and the daemon starts.
+#[test]
+fn daemon_upgrades_with_only_its_pin_directory_writable() {
+    if !privileged("daemon_upgrades_with_only_its_pin_directory_writable") {
+        return;
+    }
+    let pin_dir = PathBuf::from(format!("/sys/fs/bpf/cm-test-{}-rw", std::process::id()));
+    let kernel = |ring_kb: u32| {
+        format!(
+            "[kernel]\npin = true\npin_dir = \"{}\"\nring_buffer_kb = {ring_kb}\n",
+            pin_dir.display()
+        )
+    };
+    let s = Setup::new("rw", &kernel(4096));
+    let _pins = PinDir {
+        dir: pin_dir.clone(),
+        config: s.config.clone(),
+    };
+    let legacy = PathBuf::from(format!("{}-staging", pin_dir.display()));
+    let stop = |daemon: Agent| {
+        let events = daemon.stop(Vec::new());
+        assert!(events.iter().any(|e| e["kind"] == "agent_stop"));
+    };
+
+    // Pinned by an earlier daemon, outside any sandbox.
+    let daemon = Agent::daemon(&s.config, &[]);
+    assert_eq!(daemon.start["pin"]["state"], "created", "{}", daemon.start);
+    stop(daemon);
+    let before = fingerprint_in(&pin_dir);
+    // An upgrade that crashed left its staging directory.
+    std::fs::create_dir(pin_dir.join("staging")).expect("leftover staging");
+
+    // Another configuration (a new fingerprint), sandboxed: staged and moved in place.
+    let config = std::fs::read_to_string(&s.config).expect("config");
+    std::fs::write(&s.config, config.replace(&kernel(4096), &kernel(8192))).expect("config");
+    let daemon = sandboxed_daemon(&s.config, &pin_dir);
+    assert_eq!(daemon.start["pin"]["state"], "replaced", "{}", daemon.start);
+    assert_eq!(
+        daemon.start["ring_buffer_bytes"],
+        8192 * 1024,
+        "{}",
+        daemon.start
+    );
+    assert!(!pin_dir.join("staging").exists(), "staging left behind");
+    assert!(!legacy.exists(), "{} created", legacy.display());
+    assert_ne!(fingerprint_in(&pin_dir), before);
+    assert!(pin_dir.join("EVENTS").exists());
+    stop(daemon);
+
+    // `systemctl restart`: the same fingerprint, reused.
+    let daemon = sandboxed_daemon(&s.config, &pin_dir);
+    assert_eq!(daemon.start["pin"]["state"], "reused", "{}", daemon.start);
+    stop(daemon);
+
+    // As after a reboot: no pin directory. The unit's ExecStartPre creates it.
+    s.cli(&["daemon", "--unpin"]);
+    assert!(!pin_dir.exists(), "{} still exists", pin_dir.display());
+    let out = Command::new("sh")
+        .args(["-c", r#"umask 077 && exec "$0" prepare-pin-dir "$1""#])
+        .arg(agent_binary())
+        .arg(&pin_dir)
+        .output()
+        .expect("prepare-pin-dir");
+    assert!(
+        out.status.success(),
+        "prepare-pin-dir: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(&pin_dir)
+        .expect("pin directory")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o700, "{mode:o}");
+    let daemon = sandboxed_daemon(&s.config, &pin_dir);
+    assert_eq!(daemon.start["pin"]["state"], "created", "{}", daemon.start);
+    stop(daemon);
+
+    // Only on a bpffs: a directory elsewhere is refused, and not created.
+    let elsewhere = s.dir.join("pins");
+    let out = Command::new(agent_binary())
+        .arg("prepare-pin-dir")
+        .arg(&elsewhere)
+        .output()
+        .expect("prepare-pin-dir");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not on a BPF filesystem"), "{stderr}");
+    assert!(!elsewhere.exists());
 }
 
 /// A report flood by an ordinary user's trick (`cp /bin/false ~/claude; while :; do

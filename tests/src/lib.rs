@@ -147,9 +147,15 @@ impl Agent {
 
     /// Starts `claude-monitor ARGS` (JSON lines on stdout) and waits for `agent_start`.
     pub fn launch(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Agent {
-        let mut child = Command::new(agent_binary())
-            .envs(env.iter().copied())
-            .args(args)
+        let mut cmd = Command::new(agent_binary());
+        cmd.envs(env.iter().copied()).args(args);
+        Agent::spawn(cmd)
+    }
+
+    /// Starts `cmd`, which must exec the agent (the same process: it is signalled to stop),
+    /// e.g. through a wrapper that sets up a sandbox, and waits for `agent_start`.
+    pub fn spawn(mut cmd: Command) -> Agent {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

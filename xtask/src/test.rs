@@ -212,8 +212,9 @@ fn run_host(
 /// xtask has ended was left behind by a test.
 const RUN_VAR: &str = "CLAUDE_MONITOR_TEST_RUN";
 
-/// Pin directories of the daemon scenarios: `/sys/fs/bpf/cm-test-<test pid>` (and its
-/// `-staging` twin). The real daemon's `/sys/fs/bpf/claude-monitor` never matches.
+/// Pin directories of the daemon scenarios: `/sys/fs/bpf/cm-test-<test pid>` (with its
+/// `staging` subdirectory; older builds staged in a `-staging` twin, which matches too).
+/// The real daemon's `/sys/fs/bpf/claude-monitor` never matches.
 const PIN_PREFIX: &str = "cm-test-";
 
 /// Temporary directories of the scenarios, each named with its test process's pid.
@@ -411,17 +412,24 @@ pub fn clear_stale() -> String {
     let mut problems = Vec::new();
     let mut programs = 0;
     for dir in &pin_dirs {
-        if let Ok(entries) = fs::read_dir(dir) {
+        // The staging directory inside it first (what an upgrade pinned before moving it).
+        for dir in [dir.join("staging"), dir.clone()] {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
             for entry in entries.flatten() {
+                if entry.file_name() == "staging" {
+                    continue;
+                }
                 let is_prog = entry.file_name().to_string_lossy().starts_with("prog_");
                 match fs::remove_file(entry.path()) {
                     Ok(()) => programs += usize::from(is_prog),
                     Err(e) => problems.push(format!("{}: {e}", entry.path().display())),
                 }
             }
-        }
-        if let Err(e) = fs::remove_dir(dir) {
-            problems.push(format!("{}: {e}", dir.display()));
+            if let Err(e) = fs::remove_dir(&dir) {
+                problems.push(format!("{}: {e}", dir.display()));
+            }
         }
     }
     for cg in &cgroups {

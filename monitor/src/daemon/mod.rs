@@ -314,12 +314,15 @@ fn sample_sessions(
 /// recording for the agent); whether anything was pinned.
 pub fn unpin(dir: &Path) -> Result<bool> {
     crate::kernel::loader::check_privileges()?;
+    use crate::kernel::loader::pin;
     let existed = dir.exists();
+    // What an upgrade by an older version (which staged beside the directory) left.
+    let legacy = pin::legacy_staging_dir(dir);
+    let legacy_existed = legacy.exists();
     // Not from under a running daemon: it holds the directory's lock.
-    let _lock = existed
-        .then(|| crate::kernel::loader::pin::lock(dir))
-        .transpose()?;
-    crate::kernel::loader::pin::remove(dir)?;
-    crate::kernel::loader::pin::remove(&crate::kernel::loader::pin::staging_dir(dir))?;
-    Ok(existed)
+    let _lock = existed.then(|| pin::lock(dir)).transpose()?;
+    // The staging directory inside it too.
+    pin::remove(dir)?;
+    pin::remove(&legacy)?;
+    Ok(existed || legacy_existed)
 }

@@ -2,8 +2,8 @@
 //!
 //! The unit runs the daemon as root but sandboxed: only the capabilities eBPF tracing and
 //! reading other users' processes need, a read-only view of the OS and of home directories,
-//! writes only to the data directory and bpffs, Unix sockets only, and a system-call
-//! allow-list. Each choice is commented in the unit itself so an administrator reading
+//! writes only to the data directory and the pin directory, Unix sockets only, and a
+//! system-call allow-list. Each choice is commented in the unit itself so an administrator reading
 //! `systemctl cat claude-monitor` sees why. What it needs was found by reading the daemon
 //! (the comments name the code) and checked by running it under exactly these capabilities
 //! and `strace -c` (every call it made is in `@system-service`, except `bpf`).
@@ -38,9 +38,6 @@ const DOCS: &str = if env!("CARGO_PKG_REPOSITORY").is_empty() {
     env!("CARGO_PKG_REPOSITORY")
 };
 
-/// Where bpffs is mounted on systemd hosts (systemd mounts it at boot).
-const BPFFS: &str = "/sys/fs/bpf";
-
 /// The unit's capability bounding (and ambient) set; each is justified in the unit text.
 const CAPABILITIES: [&str; 4] = [
     "CAP_BPF",
@@ -58,7 +55,8 @@ pub struct UnitParams {
     pub config: PathBuf,
     /// The daemon's data directory (reports, logs); made writable in the sandbox.
     pub data_dir: PathBuf,
-    /// Where the daemon pins its BPF objects; its bpffs is made writable in the sandbox.
+    /// Where the daemon pins its BPF objects (on a bpffs); created before each start by
+    /// `ExecStartPre=`, and made writable in the sandbox.
     pub pin_dir: PathBuf,
 }
 
@@ -93,12 +91,8 @@ pub fn unit(params: &UnitParams) -> String {
     let exe = quote(&params.exe, true);
     let config = quote(&params.config, true);
     let data_dir = quote(&params.data_dir, false);
-    let bpffs = if params.pin_dir.starts_with(BPFFS) {
-        BPFFS.to_owned()
-    } else {
-        // A custom bpffs mount: must exist when the service starts ('-': do not fail if not).
-        format!("-{}", quote(&params.pin_dir, false))
-    };
+    let pin_dir = quote(&params.pin_dir, false);
+    let pin_dir_arg = quote(&params.pin_dir, true);
     let state_dir = match state_directory(&params.data_dir) {
         Some(name) => format!(
             "# Created (mode 0700) by systemd before each start if missing.\n\
@@ -124,6 +118,11 @@ StartLimitIntervalSec=0
 
 [Service]
 Type=simple
+# Creates the pin directory (mode 0700, see UMask=) if missing, as after every reboot:
+# ReadWritePaths= below can only make an existing directory writable. '+': outside the
+# sandbox, which would not let it create the directory. It refuses a directory that is not
+# on a bpffs, and mounts bpffs only at /sys/fs/bpf (systemd mounts it there at boot).
+ExecStartPre=+{exe} prepare-pin-dir {pin_dir_arg}
 ExecStart={exe} daemon --config {config}
 # SIGHUP: re-read the configuration and reopen the logs.
 ExecReload=/bin/kill -HUP $MAINPID
@@ -169,12 +168,11 @@ AmbientCapabilities={caps}
 NoNewPrivileges=yes
 
 # Sandbox: the OS and home directories are read-only; the daemon writes only its data
-# directory and bpffs (pinned programs, links and ring buffer survive daemon restarts).
-# All of bpffs, not only the pin directory: a new version pins into <pin dir>-staging and
-# rename(2)s into the pin directory, which fails (EXDEV) across two bind mounts; and the
-# pin directory does not exist after a reboot until the daemon creates it.
+# directory and its pin directory (pinned programs, links and ring buffer survive daemon
+# restarts), not the rest of bpffs. A new version pins into <pin dir>/staging and
+# rename(2)s into the pin directory: one bind mount, so no EXDEV.
 ProtectSystem=strict
-ReadWritePaths={data_dir} {bpffs}
+ReadWritePaths={data_dir} {pin_dir}
 {state_dir}# Read-only, not hidden: it reads ~/.claude of every user.
 ProtectHome=read-only
 PrivateTmp=yes

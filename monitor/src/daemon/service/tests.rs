@@ -40,6 +40,12 @@ fn unit_has_the_key_directives() {
         one("ExecStart"),
         "/usr/local/bin/claude-monitor daemon --config /etc/claude-monitor/config.toml"
     );
+    // The pin directory exists before the sandbox is set up (after a reboot it does not):
+    // created outside the sandbox ('+') by the same binary.
+    assert_eq!(
+        one("ExecStartPre"),
+        "+/usr/local/bin/claude-monitor prepare-pin-dir /sys/fs/bpf/claude-monitor"
+    );
     assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
     // Backs off instead of giving up: no start limit, growing restart delays.
     assert_eq!(one("Restart"), "always");
@@ -52,7 +58,12 @@ fn unit_has_the_key_directives() {
     assert_eq!(one("After"), "local-fs.target");
     assert_eq!(one("NoNewPrivileges"), "yes");
     assert_eq!(one("ProtectSystem"), "strict");
-    assert_eq!(one("ReadWritePaths"), "/var/lib/claude-monitor /sys/fs/bpf");
+    // The data and pin directories, not the rest of bpffs; no '-' (which would leave a
+    // missing directory read-only): ExecStartPre= created it.
+    assert_eq!(
+        one("ReadWritePaths"),
+        "/var/lib/claude-monitor /sys/fs/bpf/claude-monitor"
+    );
     assert_eq!(one("StateDirectory"), "claude-monitor");
     assert_eq!(one("ProtectHome"), "read-only");
     assert_eq!(one("PrivateTmp"), "yes");
@@ -118,7 +129,7 @@ fn unit_paths_are_parameters_and_escaped() {
         exe: PathBuf::from("/opt/my tools/claude-monitor"),
         config: PathBuf::from("/etc/cm/100%.toml"),
         data_dir: PathBuf::from("/srv/claude monitor"),
-        pin_dir: PathBuf::from("/run/bpffs/cm"),
+        pin_dir: PathBuf::from("/run/bpffs/c$m 50%"),
     };
     let u = unit(&p);
     assert_eq!(
@@ -126,8 +137,12 @@ fn unit_paths_are_parameters_and_escaped() {
         ["\"/opt/my tools/claude-monitor\" daemon --config /etc/cm/100%%.toml"]
     );
     assert_eq!(
+        directive(&u, "ExecStartPre"),
+        ["+\"/opt/my tools/claude-monitor\" prepare-pin-dir \"/run/bpffs/c$$m 50%%\""]
+    );
+    assert_eq!(
         directive(&u, "ReadWritePaths"),
-        ["\"/srv/claude monitor\" -/run/bpffs/cm"]
+        ["\"/srv/claude monitor\" \"/run/bpffs/c$m 50%%\""]
     );
     // Not under /var/lib: no StateDirectory (it would create the wrong directory).
     assert!(directive(&u, "StateDirectory").is_empty());

@@ -308,15 +308,15 @@ pub fn load(btf: &Btf, opts: &LoadOptions) -> Result<Loaded, LoadError> {
     } else {
         PinState::Created
     };
-    // New programs first, pinned aside; then the old ones are unpinned (detached) and
-    // the new ones moved in place. The old ring buffer is drained first: nothing is
-    // missed, though an event of the few milliseconds of overlap may be seen twice.
+    // New programs first, pinned aside (in the staging directory, emptied of what a crashed
+    // upgrade left); then the old ones are unpinned (detached) and the new ones moved in
+    // place. The old ring buffer is drained first: nothing is missed, though an event of
+    // the few milliseconds of overlap may be seen twice.
     let previous_ring = pinned.as_ref().and_then(|_| pin::open_ring(dir).ok());
-    let staging = pin::staging_dir(dir);
-    pin::remove(&staging)?;
-    let mut loaded = load_fresh(layout, &settings, opts, Some(&staging))?;
+    pin::remove_staging(dir)?;
+    let mut loaded = load_fresh(layout, &settings, opts, Some(&pin::staging_dir(dir)))?;
     pin::clear(dir)?;
-    pin::commit(&staging, dir, &print)?;
+    pin::commit(dir, &print)?;
     loaded.previous_ring = previous_ring;
     loaded.pin_lock = Some(lock);
     loaded.pin = Some(PinInfo {

@@ -6,7 +6,8 @@
 //! (`prog_<program>`) and per link (`link_<tracepoint>`), and `fingerprint-<hex>` (the ring
 //! buffer pinned a second time under a name that records what the objects were built from:
 //! the agent binary's kernel programs, the kernel offsets, the settings). An agent whose
-//! fingerprint matches reopens the objects and reads the backlog; another one replaces them.
+//! fingerprint matches reopens the objects and reads the backlog; another one replaces them,
+//! pinning its own first in the subdirectory `staging` (see [`staging_dir`]).
 
 use std::{
     fs,
@@ -117,8 +118,13 @@ pub fn lock(dir: &Path) -> Result<fs::File, LoadError> {
     Ok(file)
 }
 
+/// The subdirectory of the pin directory where a new version's (or configuration's) objects
+/// are pinned before they replace the old ones.
+pub const STAGING: &str = "staging";
+
 /// Whether `name` is one this agent pins (maps, programs, links, the fingerprint): only
-/// those are ever removed from a pin directory.
+/// those are ever removed from a pin directory. The [`STAGING`] directory is not among
+/// them: [`clear`] leaves it alone, [`remove`] empties and removes it.
 fn ours(name: &str) -> bool {
     MAPS.contains(&name)
         || name.starts_with("prog_")
@@ -126,7 +132,8 @@ fn ours(name: &str) -> bool {
         || name.starts_with(FINGERPRINT_PREFIX)
 }
 
-/// The fingerprint of the pinned objects, if any are pinned.
+/// The fingerprint of the pinned objects, if any are pinned (only `dir` itself is looked at:
+/// what is in [`STAGING`] was never committed).
 pub fn pinned_fingerprint(dir: &Path) -> Option<String> {
     fs::read_dir(dir).ok()?.flatten().find_map(|e| {
         e.file_name()
@@ -136,14 +143,26 @@ pub fn pinned_fingerprint(dir: &Path) -> Option<String> {
     })
 }
 
+/// Where a new version pins its objects before moving them into `dir`: `<dir>/staging`.
+/// Inside the pin directory, so the move is a rename(2) within one mount: the systemd unit
+/// makes only the pin directory writable, as a bind mount of its own, and a rename between
+/// two mounts fails with EXDEV.
 pub fn staging_dir(dir: &Path) -> PathBuf {
+    dir.join(STAGING)
+}
+
+/// Where versions before the staging directory moved inside the pin directory staged: the
+/// sibling `<dir>-staging`. Only `daemon --unpin` (and `uninstall`) still removes one, left
+/// by an upgrade that crashed.
+pub fn legacy_staging_dir(dir: &Path) -> PathBuf {
     let mut name = dir.file_name().unwrap_or_default().to_os_string();
     name.push("-staging");
     dir.with_file_name(name)
 }
 
 /// Unpins this agent's objects in `dir` (which detaches pinned links nobody else holds),
-/// leaving anything else there. A missing directory is fine.
+/// leaving anything else there, the [`STAGING`] directory included. A missing directory is
+/// fine.
 pub fn clear(dir: &Path) -> Result<(), LoadError> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -161,8 +180,21 @@ pub fn clear(dir: &Path) -> Result<(), LoadError> {
     Ok(())
 }
 
-/// [`clear`], then the directory itself when nothing else is left in it.
+/// Empties (of this agent's objects) and removes the [`STAGING`] directory of `dir`: what an
+/// upgrade that crashed left there. Called before each staging, so a new version never
+/// pins beside a dead one's objects.
+pub fn remove_staging(dir: &Path) -> Result<(), LoadError> {
+    clear_and_remove(&staging_dir(dir))
+}
+
+/// [`remove_staging`], [`clear`], then the directory itself when nothing else is left in
+/// it.
 pub fn remove(dir: &Path) -> Result<(), LoadError> {
+    remove_staging(dir)?;
+    clear_and_remove(dir)
+}
+
+fn clear_and_remove(dir: &Path) -> Result<(), LoadError> {
     clear(dir)?;
     match fs::remove_dir(dir) {
         Ok(()) => Ok(()),
@@ -206,22 +238,29 @@ pub(super) fn pin_objects(
     Ok(())
 }
 
-/// Moves the objects pinned in `staging` to `dir` and marks them with `fingerprint`.
-pub(super) fn commit(staging: &Path, dir: &Path, fingerprint: &str) -> Result<(), LoadError> {
-    fs::create_dir_all(dir)
-        .map_err(|e| internal(format!("cannot create {}: {e}", dir.display())))?;
-    let entries = fs::read_dir(staging)
+/// Moves the objects pinned in [`staging_dir`] to `dir` and marks them with `fingerprint`
+/// (last: a crash before it leaves no fingerprint, so the next start replaces them all).
+pub(super) fn commit(dir: &Path, fingerprint: &str) -> Result<(), LoadError> {
+    move_staged(dir)?;
+    let ring = MapData::from_pin(dir.join("EVENTS"))
+        .map_err(|e| internal(format!("cannot reopen the pinned ring buffer: {e}")))?;
+    ring.pin(dir.join(format!("{FINGERPRINT_PREFIX}{fingerprint}")))
+        .map_err(|e| internal(format!("cannot pin the fingerprint: {e}")))
+}
+
+/// Renames every entry of [`staging_dir`] into `dir` (one mount: see there), then removes
+/// the empty staging directory.
+fn move_staged(dir: &Path) -> Result<(), LoadError> {
+    let staging = staging_dir(dir);
+    let entries = fs::read_dir(&staging)
         .map_err(|e| internal(format!("cannot read {}: {e}", staging.display())))?;
     for entry in entries.flatten() {
         let to = dir.join(entry.file_name());
         fs::rename(entry.path(), &to)
             .map_err(|e| internal(format!("cannot move the pin to {}: {e}", to.display())))?;
     }
-    let _ = fs::remove_dir(staging);
-    let ring = MapData::from_pin(dir.join("EVENTS"))
-        .map_err(|e| internal(format!("cannot reopen the pinned ring buffer: {e}")))?;
-    ring.pin(dir.join(format!("{FINGERPRINT_PREFIX}{fingerprint}")))
-        .map_err(|e| internal(format!("cannot pin the fingerprint: {e}")))
+    let _ = fs::remove_dir(&staging);
+    Ok(())
 }
 
 fn open_map(dir: &Path, name: &str) -> Result<MapData, String> {
@@ -325,6 +364,84 @@ mod tests {
         remove(&dir).unwrap();
         assert!(!dir.exists());
         remove(&dir).unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The staging directory lives inside the pin directory: `clear` (between staging and
+    /// committing) leaves it and what is pinned in it; `remove` (`--unpin`) takes it and its
+    /// objects too, but nothing that is not ours; the fingerprint is never read from it.
+    #[test]
+    fn staging_is_inside_the_pin_directory() {
+        let t = TempDir::new("pin-staging");
+        let dir = t.path().join("pins");
+        let staging = staging_dir(&dir);
+        assert_eq!(staging, dir.join("staging"));
+        fs::create_dir_all(&staging).unwrap();
+        for name in ["EVENTS", "prog_x", "fingerprint-old"] {
+            fs::write(dir.join(name), "").unwrap();
+        }
+        for name in [
+            "EVENTS",
+            "prog_x",
+            "link_sched_process_exit",
+            "fingerprint-new",
+        ] {
+            fs::write(staging.join(name), "").unwrap();
+        }
+        assert_eq!(pinned_fingerprint(&dir).as_deref(), Some("old"));
+        clear(&dir).unwrap();
+        assert_eq!(names(&dir), ["staging"]);
+        assert_eq!(names(&staging).len(), 4);
+        // Nothing committed: the staged fingerprint does not count.
+        assert_eq!(pinned_fingerprint(&dir), None);
+        fs::write(staging.join("precious.txt"), "keep").unwrap();
+        remove(&dir).unwrap();
+        assert_eq!(names(&staging), ["precious.txt"]);
+        assert_eq!(names(&dir), ["staging"]);
+        fs::remove_file(staging.join("precious.txt")).unwrap();
+        remove(&dir).unwrap();
+        assert!(!dir.exists());
+        remove(&dir).unwrap();
+    }
+
+    /// What a crashed upgrade left in staging is removed before the next staging; the
+    /// staged objects are then renamed into the pin directory and staging is gone.
+    #[test]
+    fn staged_objects_are_moved_in_place() {
+        let t = TempDir::new("pin-commit");
+        let dir = t.path().join("pins");
+        let staging = staging_dir(&dir);
+        fs::create_dir_all(&staging).unwrap();
+        fs::write(staging.join("prog_left_by_a_crash"), "").unwrap();
+        fs::write(dir.join("EVENTS"), "old").unwrap();
+        remove_staging(&dir).unwrap();
+        assert!(!staging.exists());
+        assert_eq!(names(&dir), ["EVENTS"]);
+        remove_staging(&dir).unwrap();
+
+        fs::create_dir(&staging).unwrap();
+        fs::write(staging.join("EVENTS"), "new").unwrap();
+        fs::write(staging.join("prog_x"), "").unwrap();
+        clear(&dir).unwrap();
+        move_staged(&dir).unwrap();
+        assert_eq!(names(&dir), ["EVENTS", "prog_x"]);
+        assert_eq!(fs::read_to_string(dir.join("EVENTS")).unwrap(), "new");
+    }
+
+    #[test]
+    fn legacy_staging_is_the_sibling() {
+        assert_eq!(
+            legacy_staging_dir(Path::new("/sys/fs/bpf/claude-monitor")),
+            Path::new("/sys/fs/bpf/claude-monitor-staging")
+        );
     }
 
     #[test]
