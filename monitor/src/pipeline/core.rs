@@ -44,7 +44,15 @@ pub struct Core {
     /// Events of Bash tools whose call the CLI has not written yet.
     hold: Hold,
     sessions_scope: bool,
+    /// Signals and deliveries to a process the table does not know (one that was forked
+    /// before this agent started and ended before its scan of /proc: a backlog's), kept
+    /// until that process's exit says which session it was in. Oldest first, at most
+    /// [`UNPLACED_MAX`], each with the kernel time of its record.
+    unplaced: std::collections::VecDeque<(u64, Event)>,
 }
+
+/// Signals kept for targets the table does not know yet (see `Core::unplaced`).
+pub const UNPLACED_MAX: usize = 256;
 
 impl Core {
     /// Redacts with `redactor` from now on, everywhere the pipeline copies command lines.
@@ -68,6 +76,7 @@ impl Core {
             dedup: ExitDedup::default(),
             hold: Hold::default(),
             sessions_scope: matches!(scope, ScopeMode::Sessions | ScopeMode::Session(_)),
+            unplaced: std::collections::VecDeque::new(),
         }
     }
 
@@ -96,17 +105,61 @@ impl Core {
             if !self.hold.is_empty() {
                 step.events = self.release(now, false);
             }
-            let pending = event
-                .attr
-                .as_ref()
-                .filter(|a| a.session.is_some() && a.tool_call.is_none())
-                .and_then(|_| self.attributor.pending_wrapper(event.pid));
-            match pending {
-                Some(wrapper) => step.events.extend(self.hold.hold(wrapper, event, now)),
-                None => step.events.push(event),
+            let placed = match record {
+                Record::Exit(e) => self.placed_by(e, &event),
+                _ => Vec::new(),
+            };
+            for event in placed.into_iter().chain([event]) {
+                self.emit(event, now, &mut step);
             }
+        } else if let (true, Record::Signal(monitor_common::Signal { header, .. }))
+        | (true, Record::SignalDeliver(monitor_common::SignalDeliver { header, .. })) =
+            (self.sessions_scope, record)
+            && event.attr.as_ref().is_some_and(|a| a.proc_id.is_none())
+        {
+            if self.unplaced.len() == UNPLACED_MAX {
+                self.unplaced.pop_front();
+            }
+            self.unplaced.push_back((header.ts_ns, event));
         }
         step
+    }
+
+    /// Out now, or held with its wrapper's events until the tool call is known.
+    fn emit(&mut self, event: Event, now: Instant, step: &mut Step) {
+        let pending = event
+            .attr
+            .as_ref()
+            .filter(|a| a.session.is_some() && a.tool_call.is_none())
+            .and_then(|_| self.attributor.pending_wrapper(event.pid));
+        match pending {
+            Some(wrapper) => step.events.extend(self.hold.hold(wrapper, event, now)),
+            None => step.events.push(event),
+        }
+    }
+
+    /// The unplaced signals of the process whose exit `exit` is (sent while it lived, so
+    /// not those of an earlier process with its pid), now attributed as its exit is, in
+    /// their order; those the scope keeps.
+    fn placed_by(&mut self, e: &monitor_common::Exit, exit: &Event) -> Vec<Event> {
+        if self.unplaced.is_empty() {
+            return Vec::new();
+        }
+        let pid = e.header.pid;
+        let lived = e.start_boottime_ns..=e.header.ts_ns;
+        let mut placed = Vec::new();
+        let mut rest = std::collections::VecDeque::with_capacity(self.unplaced.len());
+        for (ts, mut s) in self.unplaced.drain(..) {
+            if s.pid == pid && lived.contains(&ts) {
+                s.attr = exit.attr.clone();
+                placed.push(s);
+            } else {
+                rest.push_back((ts, s));
+            }
+        }
+        self.unplaced = rest;
+        placed.retain(|s| self.filter.keeps(s));
+        placed
     }
 
     /// Whether events are held for their tool call (see [`crate::pipeline::hold`]).
@@ -545,6 +598,59 @@ mod tests {
                 reused.is_empty(),
                 "the sessions scope writes nothing of a process outside: {reused:#?}"
             );
+        }
+
+        /// A backlog after a restart: the tool was forked before the agent started and
+        /// killed before its scan of /proc, so the table first learns of it from its exit
+        /// (which names its parent). The signal that killed it, read before that exit, is
+        /// written with it, attributed as it is, and not one of an earlier process with the
+        /// same pid.
+        #[test]
+        fn a_backlog_signal_to_a_process_never_seen_alive_is_written_with_its_exit() {
+            let mut core = core();
+            let version = "/home/u/.local/share/claude/versions/2.1.197";
+            let tool_exit = |start: u64, at: u64| {
+                let Record::Exit(mut e) = exit_at(TOOL, start, 9, at) else {
+                    unreachable!()
+                };
+                e.ppid = ROOT;
+                Record::Exit(e)
+            };
+            let events = feed(
+                &mut core,
+                &[
+                    exec(ROOT, 1, SEC, version, &["claude"]),
+                    // Sent to an earlier process with the tool's pid, which never exits
+                    // in this stream: not the tool's.
+                    signal(TOOL, OUTSIDER, 15, SEC / 2),
+                    signal(TOOL, OUTSIDER, 9, 3 * SEC),
+                    deliver(OUTSIDER, 10, 3 * SEC),
+                    tool_exit(2 * SEC, 3 * SEC + 1),
+                ],
+            );
+            let kinds: Vec<(EventKind, u32)> = events.iter().map(|e| (e.kind, e.pid)).collect();
+            assert_eq!(
+                kinds,
+                [
+                    (EventKind::Exec, ROOT),
+                    (EventKind::Signal, TOOL),
+                    (EventKind::Exit, TOOL)
+                ],
+                "{events:#?}"
+            );
+            let Body::Signal(s) = &events[1].body else {
+                unreachable!()
+            };
+            assert_eq!((s.signal, s.sender.pid), (9, OUTSIDER));
+            let session = |e: &Event| e.attr.as_ref().and_then(|a| a.session.as_ref()).map(|s| s.root_pid);
+            assert_eq!(session(&events[1]), Some(ROOT));
+            assert_eq!(events[1].attr, events[2].attr);
+            // The earlier process's signal and the outsider's delivery stay unwritten, and
+            // the keeping is bounded.
+            for i in 0..UNPLACED_MAX as u64 * 2 {
+                feed(&mut core, &[signal(OUTSIDER, ROOT + 10, 10, 4 * SEC + i)]);
+            }
+            assert_eq!(core.unplaced.len(), UNPLACED_MAX);
         }
 
         /// The first exec of a session root asks the kernel to keep following it; a
