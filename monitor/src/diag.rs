@@ -123,8 +123,8 @@ pub fn daemon_started(data_dir: &Path, sessions: usize, pinned: &str) {
     tracing::info!(data_dir = %data_dir.display(), sessions, pinned, "daemon started");
 }
 
-/// A uid's reports are over its budget (`reports.per_uid_per_minute`): said once; they
-/// are counted (`daemon stopped ... suppressed=`), not written.
+/// A uid's reports are over its budget (`reports.per_uid_per_minute`): said once per uid;
+/// they are counted (`daemon stopped ... suppressed=`), not written.
 pub fn reports_suppressed(uid: u32) {
     tracing::warn!(
         uid,
@@ -132,12 +132,21 @@ pub fn reports_suppressed(uid: u32) {
     );
 }
 
-/// The daemon stopped.
+/// Reports came faster than they can be written (the writer's queue, or the reports
+/// waiting for the next loss check, is full): said once; they are counted
+/// (`daemon stopped ... suppressed=`), not written.
+pub fn reports_queue_full() {
+    tracing::warn!(
+        "exit reports come faster than they can be written: those beyond the queue are counted, not written"
+    );
+}
+
 /// The sizes of the agent's bounded structures, at the daemon's stop (debug).
 pub fn structure_sizes(sizes: &impl std::fmt::Debug) {
     tracing::debug!(?sizes, "structure sizes");
 }
 
+/// The daemon stopped.
 pub fn daemon_stopped(
     reason: impl Display,
     events: u64,

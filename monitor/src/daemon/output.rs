@@ -115,12 +115,11 @@ impl DaemonOutput {
         };
         // Any user can cause reports: each uid has its budget (checked before any work).
         if !self.budget.allow(exit.uid, Instant::now()) {
-            let before = self
-                .reports
+            self.reports
                 .stats
                 .suppressed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if before == 0 {
+            if self.budget.first_refusal(exit.uid) {
                 diag::reports_suppressed(exit.uid);
             }
             return;
@@ -165,10 +164,7 @@ impl DaemonOutput {
             return;
         };
         if self.pending.len() >= PENDING_MAX {
-            self.reports
-                .stats
-                .suppressed
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.reports.stats.dropped_queue_full();
             return;
         }
         self.pending.push(report);

@@ -35,8 +35,21 @@ pub struct ReportStats {
     pub errors: AtomicU64,
     /// Not written: over their uid's budget, or the writer's queue was full.
     pub suppressed: AtomicU64,
+    /// Of `suppressed`, those dropped because a queue was full (said once).
+    pub queue_full: AtomicU64,
     /// Old reports removed to stay within the bounds.
     pub pruned: AtomicU64,
+}
+
+impl ReportStats {
+    /// A report dropped because the writer (or the reports waiting for the next loss check)
+    /// could not take more: counted, and said the first time.
+    pub fn dropped_queue_full(&self) {
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        if self.queue_full.fetch_add(1, Ordering::Relaxed) == 0 {
+            diag::reports_queue_full();
+        }
+    }
 }
 
 /// The bounds of the report directory.
@@ -110,7 +123,7 @@ impl ReportWriter {
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
             });
         if !queued {
-            self.stats.suppressed.fetch_add(1, Ordering::Relaxed);
+            self.stats.dropped_queue_full();
         }
     }
 
@@ -169,7 +182,8 @@ impl Kept {
 /// At most `per_minute` reports per minute per uid, with a burst of as many.
 pub struct UidBudget {
     per_minute: f64,
-    buckets: HashMap<u32, (f64, Instant)>,
+    /// Tokens, when last taken from, and whether going over was said for this uid.
+    buckets: HashMap<u32, (f64, Instant, bool)>,
 }
 
 impl UidBudget {
@@ -187,14 +201,14 @@ impl UidBudget {
             if let Some(oldest) = self
                 .buckets
                 .iter()
-                .min_by_key(|(_, (_, t))| *t)
+                .min_by_key(|(_, (_, t, _))| *t)
                 .map(|(u, _)| *u)
             {
                 self.buckets.remove(&oldest);
             }
         }
         let per_minute = self.per_minute;
-        let (tokens, last) = self.buckets.entry(uid).or_insert((per_minute, now));
+        let (tokens, last, _) = self.buckets.entry(uid).or_insert((per_minute, now, false));
         let refill = now.saturating_duration_since(*last).as_secs_f64() / 60.0 * per_minute;
         *tokens = (*tokens + refill).min(per_minute);
         *last = now;
@@ -204,6 +218,14 @@ impl UidBudget {
         } else {
             false
         }
+    }
+
+    /// Whether this is the first time `uid` went over its budget (the warning is said once
+    /// per uid, not at every report dropped).
+    pub fn first_refusal(&mut self, uid: u32) -> bool {
+        self.buckets
+            .get_mut(&uid)
+            .is_some_and(|(_, _, said)| !std::mem::replace(said, true))
     }
 
     #[cfg(test)]
@@ -236,6 +258,19 @@ mod tests {
             "full again, not more"
         );
         assert!(!b.allow(1000, t0 + MINUTE * 10));
+    }
+
+    /// Going over is said once per uid, whichever uid went over first.
+    #[test]
+    fn going_over_is_said_once_per_uid() {
+        let mut b = UidBudget::new(1);
+        let t0 = Instant::now();
+        assert!(b.allow(1000, t0) && !b.allow(1000, t0));
+        assert!(b.first_refusal(1000));
+        assert!(!b.allow(1000, t0) && !b.first_refusal(1000));
+        assert!(b.allow(1001, t0) && !b.allow(1001, t0));
+        assert!(b.first_refusal(1001), "another uid is said too");
+        assert!(!b.first_refusal(1001));
     }
 
     #[test]

@@ -642,7 +642,12 @@ mod tests {
                 unreachable!()
             };
             assert_eq!((s.signal, s.sender.pid), (9, OUTSIDER));
-            let session = |e: &Event| e.attr.as_ref().and_then(|a| a.session.as_ref()).map(|s| s.root_pid);
+            let session = |e: &Event| {
+                e.attr
+                    .as_ref()
+                    .and_then(|a| a.session.as_ref())
+                    .map(|s| s.root_pid)
+            };
             assert_eq!(session(&events[1]), Some(ROOT));
             assert_eq!(events[1].attr, events[2].attr);
             // The earlier process's signal and the outsider's delivery stay unwritten, and
