@@ -697,6 +697,49 @@ impl Block {
     }
 }
 
+/// The lenient visitors below take a JSON value of a shape they do not use as `$other`,
+/// never as an error (a field of an unexpected type must not cost the whole line): these
+/// fill in the `visit_*` methods that skip such a value.
+macro_rules! skip_scalars {
+    ($ty:ty, $other:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<$ty, E> {
+            Ok($other)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<$ty, E> {
+            Ok($other)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<$ty, E> {
+            Ok($other)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<$ty, E> {
+            Ok($other)
+        }
+        fn visit_unit<E>(self) -> Result<$ty, E> {
+            Ok($other)
+        }
+    };
+}
+
+/// An array, skipped element by element (nothing of it is kept).
+macro_rules! skip_seq {
+    ($ty:ty, $other:expr) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$ty, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($other)
+        }
+    };
+}
+
+/// An object, skipped entry by entry.
+macro_rules! skip_map {
+    ($ty:ty, $other:expr) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok($other)
+        }
+    };
+}
+
 /// A tool_use's `input`: only `command`, when it is a string no longer than
 /// `MAX_COMMAND_BYTES`; every other field, and an input of any other shape, is skipped
 /// unparsed (a full `serde_json::Value` of a crafted input costs many times its size).
@@ -734,34 +777,13 @@ impl<'de> Deserialize<'de> for Input {
                 Ok(input)
             }
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Input, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Input::default())
-            }
+            skip_seq!(Input, Input::default());
 
             fn visit_str<E>(self, _: &str) -> Result<Input, E> {
                 Ok(Input::default())
             }
 
-            fn visit_bool<E>(self, _: bool) -> Result<Input, E> {
-                Ok(Input::default())
-            }
-
-            fn visit_i64<E>(self, _: i64) -> Result<Input, E> {
-                Ok(Input::default())
-            }
-
-            fn visit_u64<E>(self, _: u64) -> Result<Input, E> {
-                Ok(Input::default())
-            }
-
-            fn visit_f64<E>(self, _: f64) -> Result<Input, E> {
-                Ok(Input::default())
-            }
-
-            fn visit_unit<E>(self) -> Result<Input, E> {
-                Ok(Input::default())
-            }
+            skip_scalars!(Input, Input::default());
         }
         d.deserialize_any(V)
     }
@@ -791,35 +813,11 @@ impl<'de> Deserialize<'de> for Command {
                 Ok(Command::Kept(s))
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Command, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Command::Other)
-            }
+            skip_map!(Command, Command::Other);
 
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Command, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Command::Other)
-            }
+            skip_seq!(Command, Command::Other);
 
-            fn visit_bool<E>(self, _: bool) -> Result<Command, E> {
-                Ok(Command::Other)
-            }
-
-            fn visit_i64<E>(self, _: i64) -> Result<Command, E> {
-                Ok(Command::Other)
-            }
-
-            fn visit_u64<E>(self, _: u64) -> Result<Command, E> {
-                Ok(Command::Other)
-            }
-
-            fn visit_f64<E>(self, _: f64) -> Result<Command, E> {
-                Ok(Command::Other)
-            }
-
-            fn visit_unit<E>(self) -> Result<Command, E> {
-                Ok(Command::Other)
-            }
+            skip_scalars!(Command, Command::Other);
         }
         d.deserialize_any(V)
     }
@@ -861,18 +859,13 @@ impl<'de> Deserialize<'de> for Blocks {
                 Ok(blocks)
             }
 
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Blocks, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Blocks::default())
-            }
+            skip_map!(Blocks, Blocks::default());
 
             fn visit_str<E>(self, _: &str) -> Result<Blocks, E> {
                 Ok(Blocks::default())
             }
 
-            fn visit_unit<E>(self) -> Result<Blocks, E> {
-                Ok(Blocks::default())
-            }
+            skip_scalars!(Blocks, Blocks::default());
         }
         d.deserialize_any(V)
     }
