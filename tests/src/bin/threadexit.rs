@@ -35,7 +35,16 @@ fn main() {
     let _ = rx.recv();
     worker()
         .spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
+            if leader_first {
+                // The leader's own exit first: wait until its thread is a zombie.
+                let stat = format!("/proc/self/task/{}/stat", std::process::id());
+                while !std::fs::read_to_string(&stat).map_or(true, |s| {
+                    s.rsplit_once(')')
+                        .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+                }) {
+                    std::thread::yield_now();
+                }
+            }
             // SAFETY: exit_group ends the whole process; nothing runs after it.
             unsafe { libc::syscall(libc::SYS_exit_group, code) };
         })
