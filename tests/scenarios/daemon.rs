@@ -692,34 +692,29 @@ fn daemon_keeps_running_without_a_writable_data_dir() {
 fn daemon_refuses_a_bad_configuration() {
     let dir = TempDir::new(&format!("cm-daemon-badcfg-{}", std::process::id()));
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, "[alerts]\nmemory_percent = 150\n").expect("config");
-    let out = Command::new(agent_binary())
-        .args(["daemon", "--config", config.to_str().expect("utf-8")])
-        .output()
-        .expect("claude-monitor");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    // `claude-monitor CMD --config FILE` with FILE holding `text`: fails with status 2,
+    // and says why on stderr.
+    let refused = |cmd: &str, text: &str| {
+        std::fs::write(&config, text).expect("config");
+        let out = Command::new(agent_binary())
+            .args([cmd, "--config", config.to_str().expect("utf-8")])
+            .output()
+            .expect("claude-monitor");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        stderr
+    };
+    let stderr = refused("daemon", "[alerts]\nmemory_percent = 150\n");
     assert!(stderr.contains("alerts.memory_percent"), "{stderr}");
     assert!(stderr.contains(config.to_str().expect("utf-8")), "{stderr}");
-    std::fs::write(&config, "[alerts]\nmemry_percent = 50\n").expect("config");
-    let out = Command::new(agent_binary())
-        .args(["config", "--config", config.to_str().expect("utf-8")])
-        .output()
-        .expect("claude-monitor");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = refused("config", "[alerts]\nmemry_percent = 50\n");
     assert!(stderr.contains("memry_percent"), "{stderr}");
 
     // A valid file that others could change: refused before anything is loaded.
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::write(&config, "[alerts]\nmemory_percent = 50\n").expect("config");
+    std::fs::write(&config, "").expect("config");
     std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o666)).expect("chmod");
-    let out = Command::new(agent_binary())
-        .args(["daemon", "--config", config.to_str().expect("utf-8")])
-        .output()
-        .expect("claude-monitor");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = refused("daemon", "[alerts]\nmemory_percent = 50\n");
     assert!(
         stderr.contains("refusing to read the configuration") && stderr.contains("mode 0666"),
         "{stderr}"

@@ -780,6 +780,11 @@ fn every_key_checks_its_range() {
     assert_eq!(checked, KEYS.len());
 }
 
+fn patterns_of(loaded: &Loaded) -> Vec<&str> {
+    let patterns = &loaded.config.redact.patterns;
+    patterns.iter().map(Pattern::as_str).collect()
+}
+
 /// `redact.patterns`: each one compiled when loaded; a bad one is named by its index and
 /// says why, and the list, the length and the compiled size are bounded.
 #[test]
@@ -835,15 +840,8 @@ fn redact_patterns_are_checked_one_by_one() {
     );
     let loaded = loaded.expect("valid patterns");
     assert!(!loaded.config.redact.enabled);
-    let patterns: Vec<&str> = loaded
-        .config
-        .redact
-        .patterns
-        .iter()
-        .map(Pattern::as_str)
-        .collect();
     assert_eq!(
-        patterns,
+        patterns_of(&loaded),
         ["corp-[0-9a-f]{8}", r"(?i)x-internal-key: *(?P<secret>\S+)"]
     );
     let (again, _) = load_text(&render(&loaded));
@@ -853,12 +851,5 @@ fn redact_patterns_are_checked_one_by_one() {
     let env = env_of(&[("CLAUDE_MONITOR_REDACT_PATTERNS", "a,b{1,2}\nc-[0-9]+")]);
     let dir = TempDir::new("patterns-env");
     let loaded = load_at(&dir.0.join("absent.toml"), false, &env, &[]).expect("env patterns");
-    let patterns: Vec<&str> = loaded
-        .config
-        .redact
-        .patterns
-        .iter()
-        .map(Pattern::as_str)
-        .collect();
-    assert_eq!(patterns, ["a,b{1,2}", "c-[0-9]+"]);
+    assert_eq!(patterns_of(&loaded), ["a,b{1,2}", "c-[0-9]+"]);
 }
