@@ -18,8 +18,9 @@ pub const REDACTED: &str = "[REDACTED]";
 
 /// Names that say their value is a secret (a flag, a variable, a header, a key=value).
 const SECRET_NAME: &str = r"[a-z0-9_-]*(?:password|passwd|secret|token|api[-_]?key|apikey|access[-_]?key|private[-_]?key|credential|auth[-_]?key)[a-z0-9_-]*";
-/// A value: quoted, or up to white space.
-const VALUE: &str = r#"(?:"[^"]*"|'[^']*'|[^\s'"]+)"#;
+/// A value: quoted (to the closing quote, or to the end of a text cut short), or up to
+/// white space.
+const VALUE: &str = r#"(?:"(?:[^"\\]|\\.)*(?:"|$)|'[^']*(?:'|$)|[^\s'"]+)"#;
 
 /// The rules, in order; each keeps its group 1 (what comes before the value).
 static RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
@@ -45,9 +46,15 @@ static RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
             format!(r"(?i)((?:^|\s)--?{SECRET_NAME}(?:=|\s+)){VALUE}"),
             "${1}[REDACTED]",
         ),
-        // `AWS_SECRET_ACCESS_KEY=x`, `password: x`, `X-Api-Key: x`, `"token":"x"`.
+        // `"token": "x"`, `PASSWORD="x y"`: a double-quoted value goes whole (it may hold
+        // spaces and escaped quotes), its quotes kept.
         rule(
-            format!(r#"(?i)(\b{SECRET_NAME}"?\s*(?:=|:)\s*"?){VALUE}"#),
+            format!(r#"(?i)(\b{SECRET_NAME}"?\s*(?:=|:)\s*")(?:[^"\\]|\\.)*(?:"|$)"#),
+            "${1}[REDACTED]\"",
+        ),
+        // `AWS_SECRET_ACCESS_KEY=x`, `password: x`, `X-Api-Key: x`, `TOKEN='x y'`.
+        rule(
+            format!(r#"(?i)(\b{SECRET_NAME}"?\s*(?:=|:)\s*)(?:'[^']*(?:'|$)|[^\s'"]+)"#),
             "${1}[REDACTED]",
         ),
         // Known token shapes, wherever they are: Anthropic, OpenAI, GitHub, GitLab, AWS
@@ -69,6 +76,12 @@ static RULES: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
 /// A flag that takes a secret as its next argument (`--password x`, as separate words).
 static SECRET_FLAG: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(r"(?i)^--?{SECRET_NAME}$")).unwrap_or_else(|e| panic!("{e}"))
+});
+
+/// An argument that is a whole `NAME=value` (`env "PASSWORD=a b" cmd`, `"--token=a b"`):
+/// the value is the rest of the argument, spaces included.
+static SECRET_ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(r"(?i)^(--?)?{SECRET_NAME}=")).unwrap_or_else(|e| panic!("{e}"))
 });
 
 /// `s` with every secret's value replaced (unchanged, and not copied, when it has none).
@@ -93,6 +106,11 @@ pub fn argv(argv: &mut [String]) {
             continue;
         }
         secret_next = SECRET_FLAG.is_match(arg);
+        if let Some(m) = SECRET_ASSIGNMENT.find(arg) {
+            let name = &arg[..m.end()];
+            *arg = format!("{name}{REDACTED}");
+            continue;
+        }
         if let Cow::Owned(r) = text(arg) {
             *arg = r;
         }
@@ -165,6 +183,48 @@ mod tests {
         ] {
             assert!(matches!(text(s), Cow::Borrowed(_)), "{s} -> {}", text(s));
         }
+    }
+
+    /// Found by the `redact` fuzz target: a double-quoted value after `=` or `:` lost only
+    /// its first word (`PASSWORD="my secret"` kept `secret"`, as did JSON's `"token": "a b"`),
+    /// an escaped quote or a text cut inside the quotes ended the value early, and a whole
+    /// argument `NAME=a b` kept `b`.
+    #[test]
+    fn quoted_secrets_go_whole() {
+        for (raw, want) in [
+            (
+                r#"PASSWORD="my secret pass" ./run"#,
+                r#"PASSWORD="[REDACTED]" ./run"#,
+            ),
+            (
+                r#"{"token": "a b c", "n": 1}"#,
+                r#"{"token": "[REDACTED]", "n": 1}"#,
+            ),
+            (r#"{"api_key":"x\"y z"}"#, r#"{"api_key":"[REDACTED]"}"#),
+            (
+                r#"mysql --password="hunter 2" db"#,
+                "mysql --password=[REDACTED] db",
+            ),
+            (
+                r#"mysql --password="a\" b" db"#,
+                "mysql --password=[REDACTED] db",
+            ),
+            ("token='a b' next", "token=[REDACTED] next"),
+            (r#"echo --password="cut sh"#, "echo --password=[REDACTED]"),
+            ("secret='cut short", "secret=[REDACTED]"),
+            (r#"password = "toml value""#, r#"password = "[REDACTED]""#),
+        ] {
+            assert_eq!(text(raw), want, "{raw}");
+            assert_eq!(text(want), want, "redacting twice changes {want}");
+        }
+        let mut a: Vec<String> = ["env", "PASSWORD=a b", "--token=c d", "cmd"]
+            .map(String::from)
+            .to_vec();
+        argv(&mut a);
+        assert_eq!(
+            a,
+            ["env", "PASSWORD=[REDACTED]", "--token=[REDACTED]", "cmd"]
+        );
     }
 
     #[test]
