@@ -12,6 +12,9 @@ use monitor_common::{
 
 use super::tests::corpus_root;
 
+/// Named seeds of one target.
+type Seeds = Vec<(&'static str, Vec<u8>)>;
+
 fn zeroed<T: Copy>() -> T {
     // SAFETY: monitor_common's #[repr(C)] records hold integers and integer arrays only,
     // for which all-zero bytes are valid.
@@ -43,7 +46,7 @@ fn header(kind: Kind, pid: u32, tid: u32, comm: &str, ts_ns: u64) -> Header {
     }
 }
 
-fn records() -> Vec<(&'static str, Vec<u8>)> {
+fn records() -> Seeds {
     let mut exit: monitor_common::Exit = zeroed();
     exit.header = header(Kind::Exit, 14661, 14661, "python3", 484_862_000_000_000);
     exit.ppid = 14660;
@@ -142,7 +145,7 @@ const REGISTRY: &[(&str, &str)] = &[
     ),
 ];
 
-fn transcript() -> Vec<(&'static str, Vec<u8>)> {
+fn transcript() -> Seeds {
     let prompt = r#"{"parentUuid":null,"isSidechain":false,"userType":"external","cwd":"/home/u/src/app","sessionId":"3f2a9c1e-5b7d-4e21-9a0c-2d4b6f8e1a37","version":"2.0.14","gitBranch":"main","type":"user","message":{"role":"user","content":"run the tests"},"uuid":"u1","timestamp":"2026-11-21T14:02:00.000Z"}"#;
     let tool_use = r#"{"parentUuid":"u1","isSidechain":false,"cwd":"/home/u/src/app","sessionId":"3f2a9c1e-5b7d-4e21-9a0c-2d4b6f8e1a37","version":"2.0.14","type":"assistant","message":{"model":"claude-sonnet-4-5","id":"msg_01","type":"message","role":"assistant","content":[{"type":"text","text":"Let me run that."},{"type":"tool_use","id":"toolu_01A","name":"Bash","input":{"command":"sleep 1; exit 3","description":"run it","timeout":120000}}],"stop_reason":null,"usage":{"input_tokens":4,"output_tokens":1}},"requestId":"req_1","uuid":"a1","timestamp":"2026-11-21T14:02:05.000Z"}"#;
     let tool_result = r#"{"parentUuid":"a1","type":"user","message":{"role":"user","content":[{"tool_use_id":"toolu_01A","type":"tool_result","content":"done","is_error":false}]},"toolUseResult":{"stdout":"done","stderr":"","interrupted":false},"uuid":"u2","timestamp":"2026-11-21T14:02:09.000Z"}"#;
@@ -246,7 +249,7 @@ const PRINTABLE: &[(&str, &str)] = &[
     ),
 ];
 
-fn config() -> Vec<(&'static str, Vec<u8>)> {
+fn config() -> Seeds {
     let readme = "[watch]\nreport_nonzero_exit = true\n[resources]\nsystem_interval_secs = 0.1\nmounts = [\"/\", \"/with \\\"quotes\\\" and \\\\ backslash\"]\n[[rules]]\nname = \"aider\"\nexe_glob = \"*/bin/python3*\"\nargv_pattern = \"/aider \"\n[[rules]]\nname = \"codex\"\ncomm = \"codex\"\n";
     let env = "[kernel]\nring_buffer_kb = 4096\n\0kernel.ring_buffer_kb=8192\nlogs.keep=3\nwatch.report_nonzero_exit=yes\nresources.mounts=/,/home\n";
     vec![
@@ -259,13 +262,13 @@ fn config() -> Vec<(&'static str, Vec<u8>)> {
 #[test]
 #[ignore = "writes the seed corpus into the source tree; run by hand after changing a seed"]
 fn write_seed_corpus() {
-    let text = |seeds: &[(&'static str, &str)]| -> Vec<(&'static str, Vec<u8>)> {
+    let text = |seeds: &[(&'static str, &str)]| -> Seeds {
         seeds
             .iter()
             .map(|(n, s)| (*n, s.as_bytes().to_vec()))
             .collect()
     };
-    let sets: Vec<(&str, Vec<(&str, Vec<u8>)>)> = vec![
+    let sets: Vec<(&str, Seeds)> = vec![
         ("ring_record", records()),
         (
             "btf",
