@@ -74,6 +74,8 @@ mod config;
 mod daemon;
 mod diag;
 mod event;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 mod host;
 mod kernel;
 #[cfg(test)]

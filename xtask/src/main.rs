@@ -1,10 +1,11 @@
 //! Developer tasks that cargo alone cannot do: bootstrap the eBPF toolchain, run the agent
 //! with the privileges it needs, and run the test binaries (escalating only the privileged
 //! ones), on this machine's kernel or on other kernels under qemu (`vm`), and benchmark it
-//! (`bench`). Each subcommand lives in its own module.
+//! (`bench`), and fuzz it (`fuzz`). Each subcommand lives in its own module.
 
 mod bench;
 mod cargo;
+mod fuzz;
 mod run;
 mod setup;
 mod test;
@@ -39,6 +40,11 @@ enum Command {
     /// scenario with the targets of issue 4 and writes target/bench/<time>.json.
     /// `--quick` runs a small version in about a minute.
     Bench(bench::Options),
+    /// Run libFuzzer (cargo-fuzz, installed when missing, on the nightly toolchain) on the
+    /// fuzz targets of monitor/src/fuzz for `--secs` seconds each (default 30), from the
+    /// committed seeds in fuzz/corpus; crashes are saved under target/fuzz/artifacts and
+    /// make it fail. `cargo xtask test` replays the corpus on stable.
+    Fuzz(fuzz::Options),
 }
 
 fn main() {
@@ -48,6 +54,7 @@ fn main() {
         Command::Run(opts) => run::run(&opts),
         Command::Test(opts) => test::run(&opts),
         Command::Bench(opts) => bench::run(&opts),
+        Command::Fuzz(opts) => fuzz::run(&opts),
     };
     if let Err(err) = result {
         eprintln!("xtask: error: {err:#}");

@@ -45,7 +45,7 @@ pub fn read_vars(pid: u32, names: &[&str]) -> io::Result<HashMap<String, String>
 }
 
 /// The variables `names` of a NUL-separated environment block.
-#[cfg(test)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub fn parse_vars(environ: &[u8], names: &[&str]) -> HashMap<String, String> {
     // Reading from a slice cannot fail.
     select_vars(environ, names).unwrap_or_default()

@@ -471,6 +471,27 @@ fn squash_blanks(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
+#[cfg(any(test, feature = "fuzzing"))]
+impl TranscriptTail {
+    /// Feeds `bytes` as if a poll had read them, then checks that the tail's bounds hold
+    /// (the fuzz target's entry).
+    pub fn feed_checked(&mut self, bytes: &[u8]) {
+        self.state.feed(bytes);
+        let s = &self.state;
+        let held: usize = s
+            .in_flight
+            .iter()
+            .chain(&s.done)
+            .map(ToolCall::held_bytes)
+            .sum();
+        assert_eq!(s.held, held, "held bytes miscounted");
+        assert!(s.in_flight.len() <= s.limits.max_in_flight);
+        assert!(s.done.len() <= DONE_KEPT);
+        assert!(s.partial.len() <= s.limits.max_line_bytes);
+        assert!(s.held <= s.limits.max_held_bytes || s.in_flight.len() + s.done.len() == 0);
+    }
+}
+
 impl State {
     fn restart(&mut self) {
         self.partial.clear();

@@ -25,7 +25,7 @@ impl MemoryHierarchy {
         })
     }
 
-    fn from_mountinfo(
+    pub(crate) fn from_mountinfo(
         info: &str,
         v2_has_memory: impl Fn(&Path) -> bool,
     ) -> Option<MemoryHierarchy> {

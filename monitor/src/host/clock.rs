@@ -42,7 +42,7 @@ impl Clock {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn fixed(realtime_minus_boottime_ns: i128) -> Clock {
         Clock {
             realtime_minus_boottime_ns,

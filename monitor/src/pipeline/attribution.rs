@@ -420,7 +420,8 @@ impl Attributor {
             comm.clone(),
             filename.clone(),
             (x.flags & monitor_common::EXEC_FLAG_MAXRSS != 0)
-                .then(|| x.maxrss_pages * self.page_kb),
+                .then(|| x.maxrss_pages.checked_mul(self.page_kb))
+                .flatten(),
         );
         // /proc is read (three syscalls: the cost of an exec in a storm) only for an exec
         // that could start a session, by the same test as the kernel's prefilter, or that

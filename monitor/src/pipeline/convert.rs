@@ -85,9 +85,11 @@ impl Converter {
                         signal_name: signal.and_then(|s| signal_name(i32::from(s))),
                         core_dumped,
                         peak_rss_kb: (e.flags & EXIT_FLAG_NO_MAXRSS == 0)
-                            .then_some(e.maxrss_pages * self.page_kb),
+                            .then(|| self.kb(e.maxrss_pages))
+                            .flatten(),
                         own_peak_rss_kb: (e.mm_peak_pages > 0)
-                            .then_some(e.mm_peak_pages * self.page_kb),
+                            .then(|| self.kb(e.mm_peak_pages))
+                            .flatten(),
                         utime_ms: times_read.then(|| ms(e.utime_ns)),
                         stime_ms: times_read.then(|| ms(e.stime_ns)),
                         duration_ms: ms(h.ts_ns.saturating_sub(e.start_boottime_ns)),
@@ -137,7 +139,7 @@ impl Converter {
             Record::Oom(o) => {
                 let h = &o.header;
                 let mem = o.flags & OOM_FLAG_MEMORY != 0;
-                let kb = |pages: u64| mem.then_some(pages * self.page_kb);
+                let kb = |pages: u64| mem.then(|| self.kb(pages)).flatten();
                 self.event(
                     h.ts_ns,
                     h.pid,
@@ -236,6 +238,12 @@ impl Converter {
         )
     }
 
+    /// A page count in KiB; `None` for a count no memory has (a corrupt record), rather
+    /// than an overflow.
+    pub fn kb(&self, pages: u64) -> Option<u64> {
+        pages.checked_mul(self.page_kb)
+    }
+
     fn event(&self, ts_ns: u64, pid: u32, comm: &[u8], body: Body) -> Event {
         Event::new(self.clock.rfc3339(ts_ns), pid, cstr(comm), body)
     }
@@ -273,6 +281,12 @@ mod tests {
             filename,
             args,
         }
+    }
+
+    fn zeroed<T: Copy>() -> T {
+        // SAFETY: monitor_common's #[repr(C)] records hold integers and integer arrays
+        // only, for which all-zero bytes are valid.
+        unsafe { std::mem::zeroed() }
     }
 
     fn json(x: monitor_common::Exec) -> serde_json::Value {
@@ -344,6 +358,42 @@ mod tests {
         });
         let event = Converter::new(Clock::fixed(0)).convert(&record);
         serde_json::to_value(&event).expect("serializes")
+    }
+
+    /// Found by the `ring_record` fuzz target: a page count whose KiB overflow u64 panicked
+    /// (debug) or wrapped to a small number (release); it is `null`, like an unread one.
+    #[test]
+    fn impossible_page_counts_are_null_not_an_overflow() {
+        let record = |pages: u64| {
+            let mut e: monitor_common::Exit = zeroed();
+            e.header.kind = Kind::Exit as u16;
+            e.header.version = WIRE_VERSION;
+            e.maxrss_pages = pages;
+            e.mm_peak_pages = pages;
+            Record::Exit(e)
+        };
+        let conv = Converter {
+            clock: Clock::fixed(0),
+            page_kb: 4,
+            redactor: Default::default(),
+        };
+        let v = serde_json::to_value(conv.convert(&record(u64::MAX))).expect("serializes");
+        assert_eq!(
+            (&v["peak_rss_kb"], &v["own_peak_rss_kb"]),
+            (&serde_json::Value::Null, &serde_json::Value::Null)
+        );
+        let v = serde_json::to_value(conv.convert(&record(1 << 40))).expect("serializes");
+        assert_eq!(v["peak_rss_kb"], serde_json::json!(4u64 << 40));
+        let mut o: monitor_common::Oom = zeroed();
+        o.header.kind = Kind::Oom as u16;
+        o.flags = OOM_FLAG_MEMORY;
+        o.total_vm_pages = u64::MAX;
+        o.anon_rss_pages = 3;
+        let v = serde_json::to_value(conv.convert(&Record::Oom(o))).expect("serializes");
+        assert_eq!(
+            (&v["total_vm_kb"], &v["anon_rss_kb"]),
+            (&serde_json::Value::Null, &serde_json::json!(12))
+        );
     }
 
     /// A read the kernel program could not make is `null` (and the cause `unknown`), never a

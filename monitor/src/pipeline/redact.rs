@@ -26,8 +26,9 @@ pub const SECRET_GROUP: &str = "secret";
 
 /// Names that say their value is a secret (a flag, a variable, a header, a key=value).
 const SECRET_NAME: &str = r"[a-z0-9_-]*(?:password|passwd|secret|token|api[-_]?key|apikey|access[-_]?key|private[-_]?key|credential|auth[-_]?key)[a-z0-9_-]*";
-/// A value: quoted, or up to white space.
-const VALUE: &str = r#"(?:"[^"]*"|'[^']*'|[^\s'"]+)"#;
+/// A value: quoted (to the closing quote, or to the end of a text cut short), or up to
+/// white space.
+const VALUE: &str = r#"(?:"(?:[^"\\]|\\.)*(?:"|$)|'[^']*(?:'|$)|[^\s'"]+)"#;
 
 /// The built-in rules, in order; each keeps its group 1 (what comes before the value) and
 /// replaces the rest of its match.
@@ -39,8 +40,11 @@ fn builtin() -> Vec<String> {
         r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s/:@]+:)[^\s/@]+(?:@)".into(),
         // `--password=x`, `--api-key x`, `-token=x`.
         format!(r"(?i)((?:^|\s)--?{SECRET_NAME}(?:=|\s+)){VALUE}"),
-        // `AWS_SECRET_ACCESS_KEY=x`, `password: x`, `X-Api-Key: x`, `"token":"x"`.
-        format!(r#"(?i)(\b{SECRET_NAME}"?\s*(?:=|:)\s*"?){VALUE}"#),
+        // `"token": "x"`, `PASSWORD="x y"`: a double-quoted value goes whole (it may hold
+        // spaces and escaped quotes), its quotes kept.
+        format!(r#"(?i)(\b{SECRET_NAME}"?\s*(?:=|:)\s*")(?:[^"\\]|\\.)*(?:"|$)"#),
+        // `AWS_SECRET_ACCESS_KEY=x`, `password: x`, `X-Api-Key: x`, `TOKEN='x y'`.
+        format!(r#"(?i)(\b{SECRET_NAME}"?\s*(?:=|:)\s*)(?:'[^']*(?:'|$)|[^\s'"]+)"#),
         // Known token shapes, wherever they are: Anthropic, OpenAI, GitHub, GitLab, AWS
         // access key ids, Slack, Google API keys, JWTs.
         concat!(
@@ -57,8 +61,9 @@ fn builtin() -> Vec<String> {
 /// How a rule's match is rewritten.
 #[derive(Clone, Copy, Debug)]
 enum Keep {
-    /// Built-in: group 1 stays (the name before the value); a URL's `@` is put back.
-    Prefix { at_sign: bool },
+    /// Built-in: group 1 stays (the name before the value), and the match's last
+    /// character when it is `last` (a URL's `@`, a closing quote).
+    Prefix { last: Option<char> },
     /// An operator's pattern: the `secret` group goes, or the whole match without one.
     Group(Option<usize>),
 }
@@ -76,10 +81,21 @@ static BUILTIN: LazyLock<Arc<Rules>> = LazyLock::new(|| {
         .enumerate()
         .map(|(i, re)| {
             let compiled = Regex::new(&re).unwrap_or_else(|e| panic!("redaction rule {re}: {e}"));
-            (compiled, Keep::Prefix { at_sign: i == 1 })
+            let last = match i {
+                1 => Some('@'),
+                3 => Some('"'),
+                _ => None,
+            };
+            (compiled, Keep::Prefix { last })
         })
         .collect();
     Arc::new(Rules::new(rules))
+});
+
+/// An argument that is a whole `NAME=value` (`env "PASSWORD=a b" cmd`, `"--token=a b"`):
+/// the value is the rest of the argument, spaces included.
+static SECRET_ASSIGNMENT: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(&format!(r"(?i)^(--?)?{SECRET_NAME}=")).unwrap_or_else(|e| panic!("{e}"))
 });
 
 /// A flag that takes a secret as its next argument (`--password x`, as separate words).
@@ -182,6 +198,11 @@ impl Redactor {
                 continue;
             }
             secret_next = SECRET_FLAG.is_match(arg);
+            if let Some(m) = SECRET_ASSIGNMENT.find(arg) {
+                let name = &arg[..m.end()];
+                *arg = format!("{name}{REDACTED}");
+                continue;
+            }
             if let Cow::Owned(r) = self.text(arg) {
                 *arg = r;
             }
@@ -197,14 +218,10 @@ fn rewrite<'a>(re: &Regex, keep: Keep, s: &'a str) -> Cow<'a, str> {
     for caps in re.captures_iter(s) {
         let Some(whole) = caps.get(0) else { continue };
         let (start, end) = match keep {
-            Keep::Prefix { at_sign } => {
+            Keep::Prefix { last } => {
                 let from = caps.get(1).map_or(whole.start(), |g| g.end());
-                let to = if at_sign {
-                    whole.end() - 1
-                } else {
-                    whole.end()
-                };
-                (from, to)
+                let kept = last.filter(|&c| whole.as_str().ends_with(c) && whole.end() > from);
+                (from, whole.end() - kept.map_or(0, char::len_utf8))
             }
             Keep::Group(Some(g)) => match caps.get(g) {
                 Some(m) => (m.start(), m.end()),
@@ -297,6 +314,49 @@ mod tests {
                 r.text(s)
             );
         }
+    }
+
+    /// Found by the `redact` fuzz target: a double-quoted value after `=` or `:` lost only
+    /// its first word (`PASSWORD="my secret"` kept `secret"`, as did JSON's `"token": "a b"`),
+    /// an escaped quote or a text cut inside the quotes ended the value early, and a whole
+    /// argument `NAME=a b` kept `b`.
+    #[test]
+    fn quoted_secrets_go_whole() {
+        let r = Redactor::default();
+        for (raw, want) in [
+            (
+                r#"PASSWORD="my secret pass" ./run"#,
+                r#"PASSWORD="[REDACTED]" ./run"#,
+            ),
+            (
+                r#"{"token": "a b c", "n": 1}"#,
+                r#"{"token": "[REDACTED]", "n": 1}"#,
+            ),
+            (r#"{"api_key":"x\"y z"}"#, r#"{"api_key":"[REDACTED]"}"#),
+            (
+                r#"mysql --password="hunter 2" db"#,
+                "mysql --password=[REDACTED] db",
+            ),
+            (
+                r#"mysql --password="a\" b" db"#,
+                "mysql --password=[REDACTED] db",
+            ),
+            ("token='a b' next", "token=[REDACTED] next"),
+            (r#"echo --password="cut sh"#, "echo --password=[REDACTED]"),
+            ("secret='cut short", "secret=[REDACTED]"),
+            (r#"password = "toml value""#, r#"password = "[REDACTED]""#),
+        ] {
+            assert_eq!(r.text(raw), want, "{raw}");
+            assert_eq!(r.text(want), want, "redacting twice changes {want}");
+        }
+        let mut a: Vec<String> = ["env", "PASSWORD=a b", "--token=c d", "cmd"]
+            .map(String::from)
+            .to_vec();
+        r.argv(&mut a);
+        assert_eq!(
+            a,
+            ["env", "PASSWORD=[REDACTED]", "--token=[REDACTED]", "cmd"]
+        );
     }
 
     #[test]

@@ -606,4 +606,4 @@ impl Btf {
 mod query;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -4,6 +4,13 @@
 
 use super::*;
 
+/// Types visited to describe one type at most (a real one needs a handful: a function
+/// pointer's prototype and its parameters); see [`Btf::describe`].
+const DESCRIBE_BUDGET: usize = 256;
+/// Characters of a name kept in a description (the kernel's `KSYM_NAME_LEN`), so that a
+/// description costs at most [`DESCRIBE_BUDGET`] such names whatever the string section.
+const MAX_NAME_CHARS: usize = 512;
+
 impl Btf {
     /// Offset of `path` inside struct-or-union `outer`.
     ///
@@ -85,7 +92,8 @@ impl Btf {
     /// structs/unions/enums are `"struct {...}"` etc.; function pointers look like
     /// `"int (*)(void *, long)"`; type tags are omitted.
     pub fn type_name(&self, type_id: u32) -> String {
-        self.describe(type_id, 0)
+        let mut budget = DESCRIBE_BUDGET;
+        self.describe(type_id, &mut budget)
     }
 
     /// If `type_id` (after [`Btf::resolve`]) is an array: `Some((elem_type_id, nelems))`.
@@ -181,7 +189,10 @@ impl Btf {
             return Some(
                 self.params(proto)
                     .skip(1)
-                    .map(|(_, ty)| self.describe_param(ty, 0))
+                    .map(|(_, ty)| {
+                        let mut budget = DESCRIBE_BUDGET;
+                        self.describe_param(ty, &mut budget)
+                    })
                     .collect(),
             );
         }
@@ -415,20 +426,29 @@ impl Btf {
         None
     }
 
-    pub(super) fn describe_param(&self, type_id: u32, depth: usize) -> String {
+    pub(super) fn describe_param(&self, type_id: u32, budget: &mut usize) -> String {
         if type_id == 0 {
             "...".to_string()
         } else {
-            self.describe(type_id, depth)
+            self.describe(type_id, budget)
         }
     }
 
-    pub(super) fn describe_proto(&self, proto: &TypeRec, middle: &str, depth: usize) -> String {
-        let ret = self.describe(proto.size_or_type, depth + 1);
-        let params: Vec<String> = self
-            .params(proto)
-            .map(|(_, ty)| self.describe_param(ty, depth + 1))
-            .collect();
+    pub(super) fn describe_proto(
+        &self,
+        proto: &TypeRec,
+        middle: &str,
+        budget: &mut usize,
+    ) -> String {
+        let ret = self.describe(proto.size_or_type, budget);
+        let mut params = Vec::new();
+        for (_, ty) in self.params(proto) {
+            if *budget == 0 {
+                params.push("...".to_string());
+                break;
+            }
+            params.push(self.describe_param(ty, budget));
+        }
         let params = if params.is_empty() {
             "void".to_string()
         } else {
@@ -437,10 +457,15 @@ impl Btf {
         format!("{ret} {middle}({params})")
     }
 
-    pub(super) fn describe(&self, id: u32, depth: usize) -> String {
-        if depth > MAX_DEPTH {
+    /// Describes type `id`, spending one unit of `budget` per type visited: a prototype's
+    /// return and parameter types are each described, so without a budget for the whole
+    /// description a cyclic prototype (a parameter that points back to it) would cost
+    /// (parameters + 1) to the power of the chain depth.
+    pub(super) fn describe(&self, id: u32, budget: &mut usize) -> String {
+        if *budget == 0 {
             return "<type chain too deep>".to_string();
         }
+        *budget -= 1;
         if id == 0 {
             return "void".to_string();
         }
@@ -448,6 +473,10 @@ impl Btf {
             return format!("<bad type id {id}>");
         };
         let name = self.name(t.name_off);
+        let name = match name.char_indices().nth(MAX_NAME_CHARS) {
+            Some((end, _)) => &name[..end],
+            None => name,
+        };
         let tagged = |prefix: &str| {
             if name.is_empty() {
                 format!("{prefix} {{...}}")
@@ -479,9 +508,9 @@ impl Btf {
                 if let Some((proto_id, Kind::FuncProto)) = self.kind_behind_qualifiers(target)
                     && let Ok(proto) = self.ty(proto_id)
                 {
-                    return self.describe_proto(proto, "(*)", depth + 1);
+                    return self.describe_proto(proto, "(*)", budget);
                 }
-                let inner = self.describe(target, depth + 1);
+                let inner = self.describe(target, budget);
                 if inner.ends_with('*') {
                     format!("{inner}*")
                 } else {
@@ -496,7 +525,7 @@ impl Btf {
                     dims.push_str(&format!("[{nelems}]"));
                     match self.ty(elem) {
                         Ok(next) if next.kind == Kind::Array => cur = *next,
-                        _ => return format!("{}{dims}", self.describe(elem, depth + 1)),
+                        _ => return format!("{}{dims}", self.describe(elem, budget)),
                     }
                 }
                 format!("<type chain too deep>{dims}")
@@ -507,7 +536,7 @@ impl Btf {
                     Kind::Volatile => "volatile",
                     _ => "restrict",
                 };
-                let inner = self.describe(t.size_or_type, depth + 1);
+                let inner = self.describe(t.size_or_type, budget);
                 if matches!(
                     self.kind_behind_qualifiers(t.size_or_type),
                     Some((_, Kind::Ptr))
@@ -517,8 +546,8 @@ impl Btf {
                     format!("{qualifier} {inner}")
                 }
             }
-            Kind::TypeTag => self.describe(t.size_or_type, depth + 1),
-            Kind::FuncProto => self.describe_proto(t, "", depth),
+            Kind::TypeTag => self.describe(t.size_or_type, budget),
+            Kind::FuncProto => self.describe_proto(t, "", budget),
         }
     }
 }

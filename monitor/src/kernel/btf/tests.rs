@@ -363,6 +363,29 @@ fn sample() -> Sample {
     }
 }
 
+/// The sample blob, a seed of the `btf` fuzz target.
+pub(crate) fn sample_blob() -> Vec<u8> {
+    sample().blob
+}
+
+/// A blob with the cycles and dangling references of `dangling_and_cyclic_references`
+/// and a self-referencing prototype, a seed of the `btf` fuzz target.
+pub(crate) fn cyclic_blob() -> Vec<u8> {
+    let mut b = BtfBuilder::new();
+    let int = b.int("int", 4, 32, INT_SIGNED);
+    let a = b.next_id();
+    b.typedef("loop_a", a + 1);
+    b.typedef("loop_b", a);
+    let selfish = b.next_id();
+    b.struct_("selfish", 4, &[("", selfish, 0), ("m", int, 0)]);
+    b.struct_("holder", 8, &[("x", 999, 0), ("l", a, 0)]);
+    let proto = b.next_id();
+    b.func_proto(proto + 1, &[("a", proto + 1), ("b", proto + 1)]);
+    let ptr = b.ptr(proto);
+    b.typedef("btf_trace_loop", ptr);
+    b.build()
+}
+
 fn info(btf: &Btf, outer: &str, path: &[&str]) -> MemberInfo {
     btf.member(outer, path)
         .unwrap_or_else(|e| panic!("member {outer} {path:?}: {e}"))

@@ -327,6 +327,46 @@ fn dangling_and_cyclic_references() {
     assert_eq!(btf.tracepoint_args("dangling2"), None);
 }
 
+/// Found by the `btf` fuzz target: a function prototype whose return and parameter types
+/// point back to it was described to a depth of 64 along every branch, (parameters + 1)^32
+/// types: `type_name` (and `tracepoint_args`, on the kernel's own BTF at start-up) never
+/// returned. A description now visits a bounded number of types, and names are capped.
+#[test]
+fn cyclic_prototypes_are_described_in_bounded_time() {
+    let mut b = BtfBuilder::new();
+    let proto = b.next_id();
+    let ptr = proto + 1;
+    b.func_proto(ptr, &[("a", ptr), ("b", ptr), ("c", ptr)]);
+    b.ptr(proto);
+    b.typedef("btf_trace_loop", ptr);
+    // A qualifier chain through a prototype and back.
+    let c = b.next_id();
+    b.const_(c + 1);
+    b.func_proto(c, &[("x", c)]);
+    let long_name = "n".repeat(100_000);
+    let named = b.struct_(&long_name, 4, &[]);
+    let many: Vec<(&str, u32)> = (0..1000).map(|_| ("p", named)).collect();
+    let wide = b.func_proto(named, &many);
+    let btf = Btf::parse(&b.build()).expect("parses");
+    let started = std::time::Instant::now();
+    for id in [proto, ptr, c, c + 1, wide] {
+        let name = btf.type_name(id);
+        assert!(name.len() < 256 * 1024, "{} bytes", name.len());
+    }
+    let args = btf
+        .tracepoint_args("loop")
+        .expect("the typedef has the shape");
+    assert_eq!(args.len(), 2);
+    assert!(btf.type_name(proto).contains("too deep"));
+    assert!(btf.type_name(named).len() <= 520);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    poke(&btf);
+}
+
 #[test]
 fn kernel_vmlinux() {
     let path = Path::new("/sys/kernel/btf/vmlinux");
