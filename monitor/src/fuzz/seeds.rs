@@ -252,10 +252,12 @@ const PRINTABLE: &[(&str, &str)] = &[
 fn config() -> Seeds {
     let readme = "[watch]\nreport_nonzero_exit = true\n[resources]\nsystem_interval_secs = 0.1\nmounts = [\"/\", \"/with \\\"quotes\\\" and \\\\ backslash\"]\n[[rules]]\nname = \"aider\"\nexe_glob = \"*/bin/python3*\"\nargv_pattern = \"/aider \"\n[[rules]]\nname = \"codex\"\ncomm = \"codex\"\n";
     let env = "[kernel]\nring_buffer_kb = 4096\n\0kernel.ring_buffer_kb=8192\nlogs.keep=3\nwatch.report_nonzero_exit=yes\nresources.mounts=/,/home\n";
+    let redact = "[redact]\nenabled = false\npatterns = [\"corp-[0-9a-f]{8}\", \"(?i)x-key: *(?P<secret>[^\\\\s']+)\"]\n\0redact.enabled=true\n";
     vec![
         ("seed-sample", crate::config::SAMPLE.as_bytes().to_vec()),
         ("seed-rules", readme.as_bytes().to_vec()),
         ("seed-env", env.as_bytes().to_vec()),
+        ("seed-redact", redact.as_bytes().to_vec()),
     ]
 }
 
