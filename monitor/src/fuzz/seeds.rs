@@ -1,6 +1,6 @@
 //! The seed corpus, as code: real-shaped inputs of each target, written to
-//! `fuzz/corpus/<target>/seed-*` by `cargo test -p claude-monitor --lib write_seed_corpus
-//! -- --ignored`. The files are committed; libFuzzer's own finds go elsewhere (see
+//! `fuzz/corpus/<target>/seed-*` by `CLAUDE_MONITOR_WRITE_SEEDS=1 cargo test -p
+//! claude-monitor --lib seed_corpus` (without the variable, the test checks them). The files are committed; libFuzzer's own finds go elsewhere (see
 //! `cargo xtask fuzz`), and a crash it finds is added beside these with its fix.
 
 use std::fs;
@@ -261,9 +261,13 @@ fn config() -> Seeds {
     ]
 }
 
+/// The committed seed corpus (`fuzz/corpus/`) is what this file says: a seed changed here, or
+/// a file the seeds come from (the sample configuration), fails this test until the corpus
+/// is written again with `CLAUDE_MONITOR_WRITE_SEEDS=1 cargo test -p claude-monitor --lib
+/// seed_corpus`.
 #[test]
-#[ignore = "writes the seed corpus into the source tree; run by hand after changing a seed"]
-fn write_seed_corpus() {
+fn the_committed_seed_corpus_is_up_to_date() {
+    let write = std::env::var_os("CLAUDE_MONITOR_WRITE_SEEDS").is_some();
     let text = |seeds: &[(&'static str, &str)]| -> Seeds {
         seeds
             .iter()
@@ -287,11 +291,27 @@ fn write_seed_corpus() {
         ("redact", text(REDACT)),
         ("printable", text(PRINTABLE)),
     ];
+    let mut stale = Vec::new();
     for (target, seeds) in sets {
         let dir = corpus_root().join(target);
-        fs::create_dir_all(&dir).expect("create the corpus directory");
+        if write {
+            fs::create_dir_all(&dir).expect("create the corpus directory");
+        }
         for (name, bytes) in seeds {
-            fs::write(dir.join(name), bytes).expect("write a seed");
+            let path = dir.join(name);
+            if fs::read(&path).ok().as_deref() == Some(bytes.as_slice()) {
+                continue;
+            }
+            if write {
+                fs::write(&path, bytes).expect("write a seed");
+            } else {
+                stale.push(path.display().to_string());
+            }
         }
     }
+    assert!(
+        stale.is_empty(),
+        "seeds differ from the committed corpus: {stale:?}; write them with \
+         CLAUDE_MONITOR_WRITE_SEEDS=1 cargo test -p claude-monitor --lib seed_corpus"
+    );
 }
