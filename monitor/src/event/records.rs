@@ -1,7 +1,7 @@
 //! The records of kernel events: exits, signals and their deliveries, OOM kills, forks,
 //! execs, and `lost`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Cause;
 
@@ -35,10 +35,34 @@ pub struct Exit {
     pub thread_comm: Option<String>,
     pub ppid: u32,
     pub uid: u32,
+    /// `exit_code`, `signal`, `signal_name`, `core_dumped`.
+    #[serde(flatten)]
+    pub status: ExitStatus,
+    /// `peak_rss_kb`, `own_peak_rss_kb`, `utime_ms`, `stime_ms`.
+    #[serde(flatten)]
+    pub usage: Usage,
+    pub duration_ms: f64,
+    pub memcg_id: Option<u64>,
+    /// Path of the memory cgroup inside its hierarchy, resolved by the agent.
+    pub memcg_path: Option<String>,
+    /// Why it ended: `cause`, `killed_by`, `oom`.
+    #[serde(flatten)]
+    pub cause: Cause,
+}
+
+/// How a process ended, from its wait status (shared by the exit event and the report).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// Both null when the kernel could not read the status.
     pub exit_code: Option<u8>,
     pub signal: Option<u8>,
     pub signal_name: Option<String>,
     pub core_dumped: bool,
+}
+
+/// What a process used (shared by the exit event and the report).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
     /// `null` when the kernel could not read it.
     pub peak_rss_kb: Option<u64>,
     /// Peak RSS of the process's own (last) image, without what exec carried over from the
@@ -47,13 +71,6 @@ pub struct Exit {
     /// `null` (both) when the kernel could not read a CPU time counter.
     pub utime_ms: Option<f64>,
     pub stime_ms: Option<f64>,
-    pub duration_ms: f64,
-    pub memcg_id: Option<u64>,
-    /// Path of the memory cgroup inside its hierarchy, resolved by the agent.
-    pub memcg_path: Option<String>,
-    /// Why it ended: `cause`, `killed_by`, `oom`.
-    #[serde(flatten)]
-    pub cause: Cause,
 }
 
 #[derive(Debug, Clone, Serialize)]

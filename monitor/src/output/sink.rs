@@ -88,11 +88,16 @@ pub fn text_line(e: &Event) -> String {
         Body::AgentStop(s) => format!("{} events, {} lost ({})", s.events, s.lost, s.reason),
         Body::Exit(x) => {
             let signal = x
+                .status
                 .signal_name
                 .clone()
-                .unwrap_or_else(|| format!("signal {}", x.signal.unwrap_or(0)));
-            let core = if x.core_dumped { " (core dumped)" } else { "" };
-            let how = match (x.exit_code, x.cause.cause.as_str()) {
+                .unwrap_or_else(|| format!("signal {}", x.status.signal.unwrap_or(0)));
+            let core = if x.status.core_dumped {
+                " (core dumped)"
+            } else {
+                ""
+            };
+            let how = match (x.status.exit_code, x.cause.cause.as_str()) {
                 (Some(code), "terminated") => match &x.cause.killed_by {
                     Some(k) => format!(
                         "exited {code} from its handler of {} from {} {}",
@@ -113,14 +118,16 @@ pub fn text_line(e: &Event) -> String {
                     None => format!("killed by {signal}{core}"),
                 },
             };
-            let cpu = match (x.utime_ms, x.stime_ms) {
+            let cpu = match (x.usage.utime_ms, x.usage.stime_ms) {
                 (Some(u), Some(s)) => format!("{u:.1}ms user {s:.1}ms sys"),
                 _ => "unknown".to_owned(),
             };
             format!(
                 "{how}, ran {:.1}ms, peak rss {}, cpu {cpu}, ppid {}",
                 x.duration_ms,
-                x.peak_rss_kb.map_or_else(|| "unknown".to_owned(), kib),
+                x.usage
+                    .peak_rss_kb
+                    .map_or_else(|| "unknown".to_owned(), kib),
                 x.ppid
             )
         }

@@ -6,8 +6,8 @@ use monitor_common::{
 
 use crate::{
     event::{
-        Body, Cause, CauseKind, Disposition, Event, Exec, Exit, Fork, Oom, Outcome, Sender, Signal,
-        SignalDeliver, SignalResult, Target, Trigger, Victim,
+        Body, Cause, CauseKind, Disposition, Event, Exec, Exit, ExitStatus, Fork, Oom, Outcome,
+        Sender, Signal, SignalDeliver, SignalResult, Target, Trigger, Usage, Victim,
     },
     host::{self, clock::Clock},
     pipeline::redact,
@@ -80,18 +80,22 @@ impl Converter {
                         thread_comm: thread_comm(h, &e.thread_comm),
                         ppid: e.ppid,
                         uid: e.uid,
-                        exit_code,
-                        signal,
-                        signal_name: signal.and_then(|s| signal_name(i32::from(s))),
-                        core_dumped,
-                        peak_rss_kb: (e.flags & EXIT_FLAG_NO_MAXRSS == 0)
-                            .then(|| self.kb(e.maxrss_pages))
-                            .flatten(),
-                        own_peak_rss_kb: (e.mm_peak_pages > 0)
-                            .then(|| self.kb(e.mm_peak_pages))
-                            .flatten(),
-                        utime_ms: times_read.then(|| ms(e.utime_ns)),
-                        stime_ms: times_read.then(|| ms(e.stime_ns)),
+                        status: ExitStatus {
+                            exit_code,
+                            signal,
+                            signal_name: signal.and_then(|s| signal_name(i32::from(s))),
+                            core_dumped,
+                        },
+                        usage: Usage {
+                            peak_rss_kb: (e.flags & EXIT_FLAG_NO_MAXRSS == 0)
+                                .then(|| self.kb(e.maxrss_pages))
+                                .flatten(),
+                            own_peak_rss_kb: (e.mm_peak_pages > 0)
+                                .then(|| self.kb(e.mm_peak_pages))
+                                .flatten(),
+                            utime_ms: times_read.then(|| ms(e.utime_ns)),
+                            stime_ms: times_read.then(|| ms(e.stime_ns)),
+                        },
                         duration_ms: ms(h.ts_ns.saturating_sub(e.start_boottime_ns)),
                         memcg_id: (e.memcg_id != 0).then_some(e.memcg_id),
                         memcg_path: None,

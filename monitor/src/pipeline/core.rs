@@ -229,10 +229,10 @@ impl Core {
             (Record::Exit(e), Body::Exit(body)) => {
                 a.on_exit_unknown(e);
                 body.cause = a.cause(e);
-                if body.own_peak_rss_kb.is_none()
-                    && let Some(peak) = body.peak_rss_kb
+                if body.usage.own_peak_rss_kb.is_none()
+                    && let Some(peak) = body.usage.peak_rss_kb
                 {
-                    body.own_peak_rss_kb = a.own_peak_fallback(e, peak);
+                    body.usage.own_peak_rss_kb = a.own_peak_fallback(e, peak);
                 }
             }
             _ => {}
@@ -578,7 +578,13 @@ mod tests {
             };
             let k = x.cause.killed_by.as_ref().expect("sender");
             assert_eq!(
-                (x.cause.cause, x.exit_code, k.pid, k.signal, k.handled),
+                (
+                    x.cause.cause,
+                    x.status.exit_code,
+                    k.pid,
+                    k.signal,
+                    k.handled
+                ),
                 (CauseKind::Terminated, Some(143), OUTSIDER, 15, true)
             );
             assert_eq!(

@@ -65,7 +65,7 @@ pub(super) fn build_at(
         .and_then(|e| e.cause.killed_by.as_ref())
         .map(|k| sender_info(k, &sender_lineage(proc_root, k)));
     let oom = exit.and_then(|e| e.cause.oom.as_ref()).cloned();
-    let explanation = match (process.signal, process.exit_code) {
+    let explanation = match (process.status.signal, process.status.exit_code) {
         (Some(sig), _) => Some(explain::signal(i32::from(sig)).into()),
         (None, Some(code)) => Some(explain::exit_code(code).into()),
         (None, None) => None,
@@ -80,7 +80,12 @@ pub(super) fn build_at(
         })
         .collect();
     let mut report = Report {
-        id: make_id(ended_at.unwrap_or(now), event.pid, cause, process.exit_code),
+        id: make_id(
+            ended_at.unwrap_or(now),
+            event.pid,
+            cause,
+            process.status.exit_code,
+        ),
         created: now.to_rfc3339_opts(SecondsFormat::Millis, true),
         reason,
         summary: String::new(),
@@ -130,14 +135,8 @@ pub(super) fn process_info(
         started,
         ended: event.ts.clone(),
         duration_ms,
-        exit_code: exit.and_then(|e| e.exit_code),
-        signal: exit.and_then(|e| e.signal),
-        signal_name: exit.and_then(|e| e.signal_name.clone()),
-        core_dumped: exit.is_some_and(|e| e.core_dumped),
-        peak_rss_kb: exit.and_then(|e| e.peak_rss_kb),
-        own_peak_rss_kb: exit.and_then(|e| e.own_peak_rss_kb),
-        utime_ms: exit.and_then(|e| e.utime_ms),
-        stime_ms: exit.and_then(|e| e.stime_ms),
+        status: exit.map(|e| e.status.clone()).unwrap_or_default(),
+        usage: exit.map(|e| e.usage.clone()).unwrap_or_default(),
     }
 }
 

@@ -81,7 +81,7 @@ pub fn worth_reporting(event: &Event, report_nonzero_exit: bool) -> Option<Reaso
     }
     let attr = event.attr.as_ref()?;
     let session = attr.session.as_ref()?;
-    if cause == CauseKind::Crashed || exit.core_dumped {
+    if cause == CauseKind::Crashed || exit.status.core_dumped {
         return Some(Reason::Crashed);
     }
     if cause == CauseKind::KilledByKernel {
@@ -102,13 +102,13 @@ pub fn worth_reporting(event: &Event, report_nonzero_exit: bool) -> Option<Reaso
         session.root_pid,
         &session.id,
     ) && (cause != CauseKind::Exited
-        || exit.exit_code != Some(0)
+        || exit.status.exit_code != Some(0)
         || session.agent != crate::claude::CLAUDE_CODE
         || session.claude_session_id.is_some())
     {
         return Some(Reason::SessionEnded);
     }
-    if report_nonzero_exit && exit.exit_code.is_some_and(|c| c != 0) {
+    if report_nonzero_exit && exit.status.exit_code.is_some_and(|c| c != 0) {
         return Some(Reason::NonzeroExit);
     }
     None

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::Reason;
 use crate::{
     event::CauseKind,
-    event::{Ancestor, KilledBy, OomCause, SessionJson, ToolCallRef},
+    event::{Ancestor, ExitStatus, KilledBy, OomCause, SessionJson, ToolCallRef, Usage},
     host::memcg::MemcgLevel,
     signals::explain::Explanation,
 };
@@ -93,16 +93,11 @@ pub struct ProcessInfo {
     /// Exit, RFC 3339 (the event's `ts`).
     pub ended: String,
     pub duration_ms: f64,
-    pub exit_code: Option<u8>,
-    pub signal: Option<u8>,
-    pub signal_name: Option<String>,
-    pub core_dumped: bool,
-    /// `null` when the kernel could not read it.
-    pub peak_rss_kb: Option<u64>,
-    pub own_peak_rss_kb: Option<u64>,
-    /// `null` when the kernel could not read the CPU time counters.
-    pub utime_ms: Option<f64>,
-    pub stime_ms: Option<f64>,
+    /// The exit event's, field for field.
+    #[serde(flatten)]
+    pub status: ExitStatus,
+    #[serde(flatten)]
+    pub usage: Usage,
 }
 
 /// Who sent the fatal signal (the event's `killed_by`, whose fields it reads through), with

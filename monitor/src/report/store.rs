@@ -67,7 +67,7 @@ impl From<&Report> for ReportSummary {
             cause: r.cause,
             pid: r.process.pid,
             comm: r.process.comm.clone(),
-            exit_code: r.process.exit_code,
+            exit_code: r.process.status.exit_code,
             session_id: r.session.as_ref().map(|s| s.id.clone()),
             claude_session_id: r.session.as_ref().and_then(|s| s.claude_session_id.clone()),
             summary: r.summary.clone(),

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use super::*;
 use crate::{
     event::{
-        Ancestor, Attr, Cause, CauseKind, Exit, KilledBy, Lost, LostReason, OomCause, SessionJson,
-        ToolCallRef,
+        Ancestor, Attr, Cause, CauseKind, Exit, ExitStatus, KilledBy, Lost, LostReason, OomCause,
+        SessionJson, ToolCallRef, Usage,
     },
     host::memcg::MemcgLevel,
     signals::names::signal_name,
@@ -41,14 +41,16 @@ fn exit_event(pid: u32, comm: &str) -> Event {
             thread_comm: None,
             ppid: 900,
             uid: 1000,
-            exit_code: Some(0),
-            signal: None,
-            signal_name: None,
-            core_dumped: false,
-            peak_rss_kb: Some(9000),
-            own_peak_rss_kb: Some(8000),
-            utime_ms: Some(120.0),
-            stime_ms: Some(8.0),
+            status: ExitStatus {
+                exit_code: Some(0),
+                ..Default::default()
+            },
+            usage: Usage {
+                peak_rss_kb: Some(9000),
+                own_peak_rss_kb: Some(8000),
+                utime_ms: Some(120.0),
+                stime_ms: Some(8.0),
+            },
             duration_ms: 2500.0,
             memcg_id: Some(4259),
             memcg_path: Some("/app/job".to_owned()),
@@ -99,9 +101,9 @@ fn no_session(e: &mut Event) {
 
 fn signaled(e: &mut Event, sig: u8, cause: CauseKind) {
     let x = exit_mut(e);
-    x.exit_code = None;
-    x.signal = Some(sig);
-    x.signal_name = signal_name(i32::from(sig));
+    x.status.exit_code = None;
+    x.status.signal = Some(sig);
+    x.status.signal_name = signal_name(i32::from(sig));
     x.cause = Cause::only(cause);
 }
 
@@ -216,7 +218,7 @@ fn ordinary_exits_are_not_reported() {
 #[test]
 fn nonzero_exit_only_with_the_flag_and_only_in_a_session() {
     let mut e = exit_event(22606, "python3");
-    exit_mut(&mut e).exit_code = Some(3);
+    exit_mut(&mut e).status.exit_code = Some(3);
     assert_eq!(worth_reporting(&e, false), None);
     assert_eq!(worth_reporting(&e, true), Some(Reason::NonzeroExit));
     no_session(&mut e);
@@ -275,7 +277,7 @@ fn kernel_kills_crashes_and_core_dumps_are_reported() {
     // A core dump from a signal sent inside the session is still a crash report.
     signaled(&mut e, 3, CauseKind::Killed);
     exit_mut(&mut e).cause.killed_by = Some(killed_by(Some(SESSION_ID), true, 3));
-    exit_mut(&mut e).core_dumped = true;
+    exit_mut(&mut e).status.core_dumped = true;
     assert_eq!(worth_reporting(&e, false), Some(Reason::Crashed));
     signaled(&mut e, 11, CauseKind::Crashed);
     no_session(&mut e);
@@ -437,7 +439,7 @@ fn terminated_summary_says_who_sent_it_and_what_the_handler_did() {
     let mut e = exit_event(ROOT_PID, "claude");
     e.attr.as_mut().unwrap().proc_id = Some(SESSION_ID.to_owned());
     let x = exit_mut(&mut e);
-    x.exit_code = Some(143);
+    x.status.exit_code = Some(143);
     x.cause = Cause {
         cause: CauseKind::Terminated,
         killed_by: Some(KilledBy {
@@ -493,9 +495,9 @@ fn a_clean_exit_of_a_root_without_a_conversation_is_not_reported() {
     assert_eq!(worth_reporting(&e, false), Some(Reason::SessionEnded));
     session(&mut e).claude_session_id = None;
     assert_eq!(worth_reporting(&e, false), None);
-    exit_mut(&mut e).exit_code = Some(1);
+    exit_mut(&mut e).status.exit_code = Some(1);
     assert_eq!(worth_reporting(&e, false), Some(Reason::SessionEnded));
-    exit_mut(&mut e).exit_code = Some(0);
+    exit_mut(&mut e).status.exit_code = Some(0);
     signaled(&mut e, 9, CauseKind::Killed);
     assert_eq!(worth_reporting(&e, false), Some(Reason::SessionEnded));
     // Another agent's root has no registry: its clean exit is still its end.
@@ -510,7 +512,7 @@ fn a_clean_exit_of_a_root_without_a_conversation_is_not_reported() {
 fn crash_summary_uses_the_signal_wording_and_core_dump() {
     let mut e = exit_event(703, "python3");
     signaled(&mut e, 11, CauseKind::Crashed);
-    exit_mut(&mut e).core_dumped = true;
+    exit_mut(&mut e).status.core_dumped = true;
     let r = build_test(&e, Reason::Crashed, Context::default());
     assert!(
         r.summary.ends_with(

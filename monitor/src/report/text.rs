@@ -103,7 +103,7 @@ pub(super) fn summary(r: &Report) -> String {
     }
     s.push(' ');
     s.push_str(&cause_clause(r));
-    if p.core_dumped && r.cause != CauseKind::Crashed {
+    if p.status.core_dumped && r.cause != CauseKind::Crashed {
         s.push_str(" and dumped core");
     }
     if let Some(sess) = &r.session {
@@ -137,7 +137,7 @@ pub(super) fn sender_phrase(k: &SenderInfo, in_session: bool) -> String {
 
 pub(super) fn cause_clause(r: &Report) -> String {
     let p = &r.process;
-    let sig = p.signal.map(i32::from);
+    let sig = p.status.signal.map(i32::from);
     match r.cause.as_str() {
         "oom_killed" => {
             let mut c = "was killed by the kernel's OOM killer".to_owned();
@@ -175,6 +175,7 @@ pub(super) fn cause_clause(r: &Report) -> String {
         "terminated" => match &r.killed_by {
             Some(k) => {
                 let status = p
+                    .status
                     .exit_code
                     .map_or_else(|| "exited".to_owned(), |c| format!("exited {c}"));
                 format!(
@@ -215,12 +216,12 @@ pub(super) fn cause_clause(r: &Report) -> String {
                 Some(s) => format!("crashed with {}", signal_phrase(s)),
                 None => "crashed".to_owned(),
             };
-            if p.core_dumped {
+            if p.status.core_dumped {
                 c.push_str(" and dumped core");
             }
             c
         }
-        "exited" => match p.exit_code {
+        "exited" => match p.status.exit_code {
             Some(code) => format!(
                 "exited with status {code} ({}) after {}",
                 exit_tail(code),
@@ -389,7 +390,7 @@ pub fn render_text(r: &Report) -> String {
     kv(
         &mut out,
         "peak RSS",
-        &match (p.peak_rss_kb, p.own_peak_rss_kb) {
+        &match (p.usage.peak_rss_kb, p.usage.own_peak_rss_kb) {
             (Some(peak), Some(own)) => {
                 format!("{} ({} in its own last image)", fmt_kb(peak), fmt_kb(own))
             }
@@ -400,7 +401,7 @@ pub fn render_text(r: &Report) -> String {
     kv(
         &mut out,
         "CPU time",
-        &match (p.utime_ms, p.stime_ms) {
+        &match (p.usage.utime_ms, p.usage.stime_ms) {
             (Some(u), Some(s)) => format!("{} user, {} system", fmt_ms(u), fmt_ms(s)),
             _ => "unknown (the kernel could not read it)".to_owned(),
         },
@@ -444,13 +445,14 @@ pub fn render_text(r: &Report) -> String {
     section(&mut out, "Cause");
     kv(&mut out, "cause", r.cause.as_str());
     kv(&mut out, "report reason", r.reason.as_str());
-    let status = match (p.signal, p.exit_code) {
+    let status = match (p.status.signal, p.status.exit_code) {
         (Some(sig), _) => format!(
             "killed by {} (signal {sig}){}",
-            p.signal_name
+            p.status
+                .signal_name
                 .clone()
                 .unwrap_or_else(|| signal_label(i32::from(sig))),
-            if p.core_dumped {
+            if p.status.core_dumped {
                 ", core dumped"
             } else {
                 ", no core dump"

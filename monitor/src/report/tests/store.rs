@@ -74,7 +74,7 @@ fn three_reports(store: &ReportStore) {
     let mut crash = at(exit_event(703, "python3"), "2026-11-21T23:00:00.000000000Z");
     signaled(&mut crash, 11, CauseKind::Crashed);
     let mut other = at(exit_event(42, "make"), "2026-11-21T21:00:00.000000000Z");
-    exit_mut(&mut other).exit_code = Some(3);
+    exit_mut(&mut other).status.exit_code = Some(3);
     other.attr.as_mut().unwrap().session = Some(SessionJson {
         id: "2000:7".to_owned(),
         claude_session_id: Some("aaaa1111-2222".to_owned()),
