@@ -251,6 +251,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         ("sampled_sessions", sampler.len()),
         ("session_histories", out.history.len()),
         ("memcg_scans", engine.core.memcg_scans()),
+        ("unplaced_signals", engine.core.unplaced()),
     ));
     diag::daemon_stopped(
         reason,

@@ -172,6 +172,12 @@ impl Core {
         self.hold.next_due()
     }
 
+    /// Signals kept for a target not known yet (see `Core::unplaced`), at most
+    /// [`UNPLACED_MAX`].
+    pub fn unplaced(&self) -> usize {
+        self.unplaced.len()
+    }
+
     /// Full scans of the memory cgroup hierarchy so far (see `cgroups::Resolver`).
     pub fn memcg_scans(&self) -> u64 {
         self.memcgs.scans()
