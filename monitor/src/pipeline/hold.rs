@@ -93,7 +93,10 @@ impl Hold {
             // Matched meanwhile on another event of its tree: free to check every time.
             if let Some(call) = attributor.known_call(id) {
                 w.outcome = Some(Some(call));
-            } else if force || now.duration_since(w.last_try) >= RETRY_EVERY {
+            } else if force || now >= w.deadline || now.duration_since(w.last_try) >= RETRY_EVERY {
+                // At the deadline, one last look whenever the previous one was: an agent
+                // that was starved of CPU comes back late, and what the CLI wrote meanwhile
+                // is there to be read.
                 w.last_try = now;
                 if let Some(call) = attributor.resolve_wrapper(id) {
                     w.outcome = Some(Some(call));

@@ -668,6 +668,20 @@ fn held_tool_events_get_the_call_written_late() {
     assert_eq!(counts(&out), [7]);
     assert_eq!(out[0].attr.as_ref().and_then(|a| a.tool_call.clone()), None);
     assert_eq!(a.pending_wrapper(TOOL), None, "given up");
+
+    // An agent starved of CPU comes back at the deadline right after a look: the call
+    // written meanwhile is still read before the wrapper is given up.
+    let home3 = crate::testutil::TempDir::new("attr-hold-late");
+    let (mut a, transcript, lines) = late_tool_session(&home3);
+    let e = event_of(&mut a, TOOL, 9);
+    assert!(hold.hold(wrapper, e, t0).is_none());
+    let just_before = t0 + HOLD_FOR - RETRY_EVERY / 2;
+    assert!(hold.release(&mut a, just_before, false).is_empty());
+    std::fs::write(&transcript, lines).expect("transcript");
+    let out = hold.release(&mut a, t0 + HOLD_FOR, false);
+    assert_eq!(counts(&out), [9]);
+    let call = out[0].attr.as_ref().and_then(|a| a.tool_call.as_ref());
+    assert_eq!(call.map(|c| c.id.as_str()), Some("toolu_01X"));
 }
 
 /// The hold is bounded: beyond HELD_MAX events the oldest goes out unchanged.
