@@ -168,6 +168,7 @@ fn run_host(
         .join("claude-monitor");
 
     let binaries = build_tests(toolchain, opts.release)?;
+    let promtool = promtool()?;
     let marker = run_marker();
     let mut totals = Totals::default();
     let mut failed_binaries = Vec::new();
@@ -183,6 +184,9 @@ fn run_host(
         }
         if let Some(filter) = &opts.filter {
             cmd.arg(filter);
+        }
+        if let Some(promtool) = &promtool {
+            cmd.env(PROMTOOL_VAR, promtool);
         }
         cmd.env("CLAUDE_MONITOR_BIN", &agent)
             .env(RUN_VAR, &marker)
@@ -205,6 +209,27 @@ fn run_host(
         ));
     }
     Ok(totals)
+}
+
+/// The path of promtool, for the unit test that lints the agent's metrics
+/// (`metrics::tests::promtool_check_metrics_is_clean`).
+const PROMTOOL_VAR: &str = "CLAUDE_MONITOR_PROMTOOL";
+
+/// promtool unpacked under `target/promtool/` (downloaded once). When it cannot be had
+/// (no network, no apt), the metrics test skips with a message, except under `CI=true`,
+/// where this fails.
+fn promtool() -> Result<Option<PathBuf>> {
+    let dir = cargo::workspace_root().join("target/promtool");
+    match vm::debian::ensure_promtool(&mut vm::debian::Apt::default(), &dir) {
+        Ok(path) => Ok(Some(path)),
+        Err(err) if std::env::var("CI").as_deref() == Ok("true") => {
+            Err(err.context("CI=true needs promtool for the metrics test"))
+        }
+        Err(err) => {
+            eprintln!("xtask: no promtool, the metrics lint test will skip: {err:#}");
+            Ok(None)
+        }
+    }
 }
 
 /// Set on every test binary, and so inherited by everything its tests start:

@@ -514,7 +514,8 @@ fn promtool() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CLAUDE_MONITOR_PROMTOOL") {
         return Some(PathBuf::from(p));
     }
-    let unpacked = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/promtool/promtool");
+    let unpacked =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/promtool/usr/bin/promtool");
     if unpacked.exists() {
         return Some(unpacked);
     }
@@ -561,6 +562,16 @@ fn promtool_check_metrics_is_clean() {
         eprintln!("skipped: no promtool (set CLAUDE_MONITOR_PROMTOOL, or run `cargo xtask test`)");
         return;
     };
+    // The check is not vacuous: promtool does flag a counter without `_total`.
+    let (code, said) = check_metrics(
+        &promtool,
+        "# HELP claude_monitor_x X.\n# TYPE claude_monitor_x counter\nclaude_monitor_x 1\n",
+    );
+    assert!(
+        code != Some(0) && said.contains("_total"),
+        "{code:?} {said}"
+    );
+
     let m = observed();
     let (code, said) = check_metrics(&promtool, &m.encode(Format::Text004));
     assert_eq!((code, said.as_str()), (Some(0), ""), "text 0.0.4");

@@ -1,7 +1,8 @@
 //! Everything the guest needs from Debian's archive, fetched with `apt-get download` and
 //! unpacked with `dpkg-deb` into `target/vm/`, never installed: qemu (Debian's
 //! `qemu-system-x86` 7.2 conflicts with the newer `qemu-utils` of our machine image, so
-//! installing it would remove that), busybox-static, and the cloud kernels.
+//! installing it would remove that), busybox-static, and the cloud kernels; and for the
+//! host's unit tests promtool, from Debian's `prometheus` (the metrics' lint).
 //!
 //! Each item is unpacked into a temporary directory that is renamed into place when
 //! complete, so an interrupted run leaves nothing half-made and a later run re-downloads
@@ -396,6 +397,31 @@ pub fn ensure_bash(apt: &mut Apt, cache: &Path) -> Result<PathBuf> {
     extract_matching(&debs[0], &work, "./bin/bash-static")?;
     fs::remove_dir_all(work.join("debs")).context("cannot remove the downloaded .deb")?;
     replace_dir(&work, &dir)?;
+    Ok(binary)
+}
+
+/// Where [`ensure_promtool`] puts promtool under its directory.
+pub const PROMTOOL: &str = "usr/bin/promtool";
+
+/// promtool from Debian's `prometheus` 2.42 (unpacked into `dir`, once: 48 MB of its
+/// 19 MB package; the server itself is not unpacked), for the unit test that runs
+/// `promtool check metrics` on the agent's `/metrics` text. A Go binary that needs only
+/// libc; nothing is installed.
+pub fn ensure_promtool(apt: &mut Apt, dir: &Path) -> Result<PathBuf> {
+    let binary = dir.join(PROMTOOL);
+    if binary.exists() {
+        return Ok(binary);
+    }
+    eprintln!(
+        "xtask: fetching promtool (Debian's prometheus) into {} (once)",
+        dir.display()
+    );
+    let work = dir.with_extension("partial");
+    recreate_dir(&work)?;
+    let debs = apt.download(&names(&["prometheus"]), &work.join("debs"))?;
+    extract_matching(&debs[0], &work, &format!("./{PROMTOOL}"))?;
+    fs::remove_dir_all(work.join("debs")).context("cannot remove the downloaded .deb")?;
+    replace_dir(&work, dir)?;
     Ok(binary)
 }
 
