@@ -133,12 +133,12 @@ fn snapshot() -> Snapshot {
         events_log_write_errors: 3,
         programs: vec![
             ProgramStats {
-                name: "on_exit".into(),
+                name: "sched_process_exit".into(),
                 run_count: 1000,
                 run_time_ns: 2_500_000_000,
             },
             ProgramStats {
-                name: "on_signal_generate".into(),
+                name: "signal_generate".into(),
                 run_count: 7,
                 run_time_ns: 1_000,
             },
@@ -211,19 +211,19 @@ const EXPECTED: &[(&str, &str)] = &[
     ("claude_monitor_reports_suppressed_total", "8"),
     ("claude_monitor_log_write_errors_total", "4"),
     (
-        r#"claude_monitor_kernel_program_runs_total{program="on_exit"}"#,
+        r#"claude_monitor_kernel_program_runs_total{program="sched_process_exit"}"#,
         "1000",
     ),
     (
-        r#"claude_monitor_kernel_program_runs_total{program="on_signal_generate"}"#,
+        r#"claude_monitor_kernel_program_runs_total{program="signal_generate"}"#,
         "7",
     ),
     (
-        r#"claude_monitor_kernel_program_run_seconds_total{program="on_exit"}"#,
+        r#"claude_monitor_kernel_program_run_seconds_total{program="sched_process_exit"}"#,
         "2.5",
     ),
     (
-        r#"claude_monitor_kernel_program_run_seconds_total{program="on_signal_generate"}"#,
+        r#"claude_monitor_kernel_program_run_seconds_total{program="signal_generate"}"#,
         "1e-6",
     ),
     ("claude_monitor_agent_resident_memory_bytes", "26214400"),
@@ -257,7 +257,7 @@ fn snapshot_totals_never_go_down() {
     let m = observed();
     m.set_snapshot(&Snapshot {
         programs: vec![ProgramStats {
-            name: "on_exit".into(),
+            name: "sched_process_exit".into(),
             run_count: 1,
             run_time_ns: 1,
         }],
@@ -266,11 +266,11 @@ fn snapshot_totals_never_go_down() {
     let got = samples(&m.encode(Format::Text004));
     assert_eq!(got["claude_monitor_reports_written_total"], "11");
     assert_eq!(
-        got[r#"claude_monitor_kernel_program_runs_total{program="on_exit"}"#],
+        got[r#"claude_monitor_kernel_program_runs_total{program="sched_process_exit"}"#],
         "1000"
     );
     assert_eq!(
-        got[r#"claude_monitor_kernel_program_run_seconds_total{program="on_exit"}"#],
+        got[r#"claude_monitor_kernel_program_run_seconds_total{program="sched_process_exit"}"#],
         "2.5"
     );
     assert_eq!(got["claude_monitor_sessions_active"], "0");
@@ -367,7 +367,7 @@ fn label_values_are_bounded() {
     }
     let mut snap = snapshot();
     for name in [
-        "on_exit",
+        "sched_process_exit",
         "/sys/fs/bpf/x",
         "4242",
         "on exit",
