@@ -99,13 +99,13 @@ const CAUSES: [CauseKind; 7] = [
 
 /// The `signal` label: the standard signals (1 to 31) by name, every other number
 /// (real-time signals, numbers that are no signal) as `other`.
-pub fn signal_label(signal: i32) -> Cow<'static, str> {
-    match signal {
-        1..=31 => crate::signals::names::signal_name(signal)
-            .map(Cow::Owned)
-            .unwrap_or(Cow::Borrowed(OTHER)),
-        _ => Cow::Borrowed(OTHER),
-    }
+pub fn signal_label(signal: i32) -> &'static str {
+    usize::try_from(signal)
+        .ok()
+        .filter(|&n| n >= 1)
+        .and_then(|n| crate::signals::names::SIGNALS.get(n))
+        .copied()
+        .unwrap_or(OTHER)
 }
 
 const OTHER: &str = "other";

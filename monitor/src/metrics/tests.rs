@@ -434,12 +434,21 @@ fn every_kind_and_cause_is_listed() {
     assert_eq!(LostStage::EVERY.as_slice(), LostStage::ALL);
 }
 
+/// The daemon shares one `Metrics` between its event loop and the HTTP server.
+#[test]
+fn metrics_can_be_shared() {
+    fn shared<T: Send + Sync + 'static>() {}
+    shared::<Metrics>();
+    shared::<Snapshot>();
+}
+
 #[test]
 fn signal_labels() {
     assert_eq!(signal_label(9), "SIGKILL");
     assert_eq!(signal_label(15), "SIGTERM");
     assert_eq!(signal_label(31), "SIGSYS");
-    for other in [0, -3, 32, 34, 64, 99] {
+    assert_eq!(signal_label(1), "SIGHUP");
+    for other in [0, -3, 32, 34, 64, 99, i32::MIN, i32::MAX] {
         assert_eq!(signal_label(other), "other", "{other}");
     }
 }
