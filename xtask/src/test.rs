@@ -168,7 +168,7 @@ fn run_host(
         .join("claude-monitor");
 
     let binaries = build_tests(toolchain, opts.release)?;
-    let promtool = promtool()?;
+    let prometheus = prometheus()?;
     let marker = run_marker();
     let mut totals = Totals::default();
     let mut failed_binaries = Vec::new();
@@ -185,8 +185,8 @@ fn run_host(
         if let Some(filter) = &opts.filter {
             cmd.arg(filter);
         }
-        if let Some(promtool) = &promtool {
-            cmd.env(PROMTOOL_VAR, promtool);
+        if let Some((promtool, server)) = &prometheus {
+            cmd.env(PROMTOOL_VAR, promtool).env(PROMETHEUS_VAR, server);
         }
         cmd.env("CLAUDE_MONITOR_BIN", &agent)
             .env(RUN_VAR, &marker)
@@ -211,17 +211,19 @@ fn run_host(
     Ok(totals)
 }
 
-/// The path of promtool, for the unit test that lints the agent's metrics
-/// (`metrics::tests::promtool_check_metrics_is_clean`).
+/// The paths of promtool, for the unit test that lints the agent's metrics
+/// (`metrics::tests::promtool_check_metrics_is_clean`), and of the Prometheus server, for
+/// scenarios that scrape the daemon.
 const PROMTOOL_VAR: &str = "CLAUDE_MONITOR_PROMTOOL";
+const PROMETHEUS_VAR: &str = "CLAUDE_MONITOR_PROMETHEUS";
 
-/// promtool unpacked under `target/promtool/` (downloaded once). When it cannot be had
-/// (no network, no apt), the metrics test skips with a message, except under `CI=true`,
-/// where this fails.
-fn promtool() -> Result<Option<PathBuf>> {
-    let dir = cargo::workspace_root().join("target/promtool");
-    match vm::debian::ensure_promtool(&mut vm::debian::Apt::default(), &dir) {
-        Ok(path) => Ok(Some(path)),
+/// promtool and prometheus unpacked under `target/prometheus/` (downloaded once). When
+/// they cannot be had (no network, no apt), the metrics test skips with a message, except
+/// under `CI=true`, where this fails.
+fn prometheus() -> Result<Option<(PathBuf, PathBuf)>> {
+    let dir = cargo::workspace_root().join("target/prometheus");
+    match vm::debian::ensure_prometheus(&mut vm::debian::Apt::default(), &dir) {
+        Ok(paths) => Ok(Some(paths)),
         Err(err) if std::env::var("CI").as_deref() == Ok("true") => {
             Err(err.context("CI=true needs promtool for the metrics test"))
         }

@@ -518,13 +518,13 @@ fn a_fresh_agent_shows_zeros() {
 }
 
 /// promtool from `cargo xtask test` (Debian's `prometheus` package unpacked under
-/// `target/promtool/`, its path in `CLAUDE_MONITOR_PROMTOOL`), else one on `PATH`.
+/// `target/prometheus/`, its path in `CLAUDE_MONITOR_PROMTOOL`), else one on `PATH`.
 fn promtool() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CLAUDE_MONITOR_PROMTOOL") {
         return Some(PathBuf::from(p));
     }
     let unpacked =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/promtool/usr/bin/promtool");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/prometheus/usr/bin/promtool");
     if unpacked.exists() {
         return Some(unpacked);
     }
@@ -566,7 +566,7 @@ fn promtool_check_metrics_is_clean() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "CI=true but no promtool: `cargo xtask test` unpacks Debian's into \
-             target/promtool/ and sets CLAUDE_MONITOR_PROMTOOL"
+             target/prometheus/ and sets CLAUDE_MONITOR_PROMTOOL"
         );
         eprintln!("skipped: no promtool (set CLAUDE_MONITOR_PROMTOOL, or run `cargo xtask test`)");
         return;

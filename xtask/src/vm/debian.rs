@@ -2,7 +2,7 @@
 //! unpacked with `dpkg-deb` into `target/vm/`, never installed: qemu (Debian's
 //! `qemu-system-x86` 7.2 conflicts with the newer `qemu-utils` of our machine image, so
 //! installing it would remove that), busybox-static, and the cloud kernels; and for the
-//! host's unit tests promtool, from Debian's `prometheus` (the metrics' lint).
+//! host's tests promtool and the Prometheus server, from Debian's `prometheus`.
 //!
 //! Each item is unpacked into a temporary directory that is renamed into place when
 //! complete, so an interrupted run leaves nothing half-made and a later run re-downloads
@@ -400,29 +400,31 @@ pub fn ensure_bash(apt: &mut Apt, cache: &Path) -> Result<PathBuf> {
     Ok(binary)
 }
 
-/// Where [`ensure_promtool`] puts promtool under its directory.
+/// Where [`ensure_prometheus`] puts the two binaries under its directory.
 pub const PROMTOOL: &str = "usr/bin/promtool";
+pub const PROMETHEUS: &str = "usr/bin/prometheus";
 
-/// promtool from Debian's `prometheus` 2.42 (unpacked into `dir`, once: 48 MB of its
-/// 19 MB package; the server itself is not unpacked), for the unit test that runs
-/// `promtool check metrics` on the agent's `/metrics` text. A Go binary that needs only
-/// libc; nothing is installed.
-pub fn ensure_promtool(apt: &mut Apt, dir: &Path) -> Result<PathBuf> {
-    let binary = dir.join(PROMTOOL);
-    if binary.exists() {
-        return Ok(binary);
+/// promtool and the Prometheus server from Debian's `prometheus` 2.42 (its 19 MB package,
+/// unpacked into `dir` once: the two binaries, 98 MB, nothing else; nothing is installed
+/// and no service is started): promtool for the unit test that runs `promtool check
+/// metrics` on the agent's `/metrics` text, the server for a scenario that scrapes the
+/// daemon. Go binaries that need only libc. Returns (promtool, prometheus).
+pub fn ensure_prometheus(apt: &mut Apt, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (promtool, server) = (dir.join(PROMTOOL), dir.join(PROMETHEUS));
+    if promtool.exists() && server.exists() {
+        return Ok((promtool, server));
     }
     eprintln!(
-        "xtask: fetching promtool (Debian's prometheus) into {} (once)",
+        "xtask: fetching promtool and prometheus (Debian's prometheus) into {} (once)",
         dir.display()
     );
     let work = dir.with_extension("partial");
     recreate_dir(&work)?;
     let debs = apt.download(&names(&["prometheus"]), &work.join("debs"))?;
-    extract_matching(&debs[0], &work, &format!("./{PROMTOOL}"))?;
+    extract_matching(&debs[0], &work, "./usr/bin/prom*")?;
     fs::remove_dir_all(work.join("debs")).context("cannot remove the downloaded .deb")?;
     replace_dir(&work, dir)?;
-    Ok(binary)
+    Ok((promtool, server))
 }
 
 /// A guest kernel unpacked from a Debian package.
