@@ -25,11 +25,13 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("output", &["event", "signals"]),
     ("report", &["event", "host", "signals", "claude", "output"]),
     ("config", &["event", "claude", "report"]),
+    // Plain data in (events, a snapshot of numbers), text out.
+    ("metrics", &["event", "signals"]),
     (
         "daemon",
         &[
             "event", "host", "kernel", "claude", "signals", "pipeline", "output", "report",
-            "config",
+            "config", "metrics",
         ],
     ),
     (

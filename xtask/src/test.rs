@@ -168,6 +168,7 @@ fn run_host(
         .join("claude-monitor");
 
     let binaries = build_tests(toolchain, opts.release)?;
+    let prometheus = prometheus()?;
     let marker = run_marker();
     let mut totals = Totals::default();
     let mut failed_binaries = Vec::new();
@@ -183,6 +184,9 @@ fn run_host(
         }
         if let Some(filter) = &opts.filter {
             cmd.arg(filter);
+        }
+        if let Some((promtool, server)) = &prometheus {
+            cmd.env(PROMTOOL_VAR, promtool).env(PROMETHEUS_VAR, server);
         }
         cmd.env("CLAUDE_MONITOR_BIN", &agent)
             .env(RUN_VAR, &marker)
@@ -205,6 +209,29 @@ fn run_host(
         ));
     }
     Ok(totals)
+}
+
+/// The paths of promtool, for the unit test that lints the agent's metrics
+/// (`metrics::tests::promtool_check_metrics_is_clean`), and of the Prometheus server, for
+/// scenarios that scrape the daemon.
+const PROMTOOL_VAR: &str = "CLAUDE_MONITOR_PROMTOOL";
+const PROMETHEUS_VAR: &str = "CLAUDE_MONITOR_PROMETHEUS";
+
+/// promtool and prometheus unpacked under `target/prometheus/` (downloaded once). When
+/// they cannot be had (no network, no apt), the metrics test skips with a message, except
+/// under `CI=true`, where this fails.
+fn prometheus() -> Result<Option<(PathBuf, PathBuf)>> {
+    let dir = cargo::workspace_root().join("target/prometheus");
+    match vm::debian::ensure_prometheus(&mut vm::debian::Apt::default(), &dir) {
+        Ok(paths) => Ok(Some(paths)),
+        Err(err) if std::env::var("CI").as_deref() == Ok("true") => {
+            Err(err.context("CI=true needs promtool for the metrics test"))
+        }
+        Err(err) => {
+            eprintln!("xtask: no promtool, the metrics lint test will skip: {err:#}");
+            Ok(None)
+        }
+    }
 }
 
 /// Set on every test binary, and so inherited by everything its tests start:

@@ -23,7 +23,8 @@
 //!   `isa-debug-exit` (see [`elf`]) makes qemu exit as soon as the status is printed.
 
 mod cpio;
-mod debian;
+// Also fetches promtool for the host's unit tests (`test.rs`).
+pub mod debian;
 mod elf;
 
 use std::{

@@ -42,6 +42,9 @@ use crate::{
 };
 
 mod logs;
+// Filled at each scrape of `/metrics`, which the API branch serves.
+#[expect(dead_code, reason = "the daemon's /metrics comes with the API")]
+mod metrics;
 mod output;
 
 use self::{logs::Log, output::DaemonOutput};

@@ -5,6 +5,8 @@ pub mod clock;
 pub mod memcg;
 pub mod nofollow;
 pub mod proc;
+/// The agent's own RSS and CPU (for `/metrics`).
+pub mod usage;
 
 /// The page size in KiB.
 pub fn page_kb() -> u64 {

@@ -14,8 +14,8 @@ use tokio::io::{Interest, unix::AsyncFd};
 use crate::{
     claude::detect::Detector,
     event::{
-        AgentStart, AgentStop, Body, Event, Filtered, Lost, LostReason, PinState, Scope, ScopeName,
-        StopReason,
+        AgentStart, AgentStop, Body, Event, Filtered, Lost, LostReason, PinState, ProgramStats,
+        Scope, ScopeName, StopReason,
     },
     host::cgroups,
     host::clock::{self, Clock},
@@ -339,6 +339,13 @@ impl Engine {
         )
     }
 
+    /// Each kernel program's run count and run time (`bpf_prog_info`'s `run_cnt` and
+    /// `run_time_ns`), when the kernel's BPF statistics are on
+    /// (`sysctl kernel.bpf_stats_enabled=1`): for `agent_stop` and `/metrics`.
+    pub fn program_stats(&self) -> Option<Vec<ProgramStats>> {
+        loader::bpf_stats_enabled().then(|| self.loaded.program_stats())
+    }
+
     /// The `agent_stop` event.
     pub fn stop_event(&self, reason: StopReason) -> Event {
         let now = self.counters.read();
@@ -347,7 +354,7 @@ impl Engine {
             events: self.written,
             lost: self.lost_total,
             reason,
-            programs: loader::bpf_stats_enabled().then(|| self.loaded.program_stats()),
+            programs: self.program_stats(),
             filtered: Filtered {
                 self_signal: since(now.self_signal, self.at_start.self_signal),
                 self_signal_deliver: since(now.self_deliver, self.at_start.self_deliver),

@@ -24,7 +24,8 @@ impl WaitStatus {
     }
 }
 
-const SIGNALS: [&str; 32] = [
+/// The standard signals' names by number (index 0 is no signal).
+pub const SIGNALS: [&str; 32] = [
     "",
     "SIGHUP",
     "SIGINT",

@@ -1,7 +1,8 @@
 //! Everything the guest needs from Debian's archive, fetched with `apt-get download` and
 //! unpacked with `dpkg-deb` into `target/vm/`, never installed: qemu (Debian's
 //! `qemu-system-x86` 7.2 conflicts with the newer `qemu-utils` of our machine image, so
-//! installing it would remove that), busybox-static, and the cloud kernels.
+//! installing it would remove that), busybox-static, and the cloud kernels; and for the
+//! host's tests promtool and the Prometheus server, from Debian's `prometheus`.
 //!
 //! Each item is unpacked into a temporary directory that is renamed into place when
 //! complete, so an interrupted run leaves nothing half-made and a later run re-downloads
@@ -397,6 +398,33 @@ pub fn ensure_bash(apt: &mut Apt, cache: &Path) -> Result<PathBuf> {
     fs::remove_dir_all(work.join("debs")).context("cannot remove the downloaded .deb")?;
     replace_dir(&work, &dir)?;
     Ok(binary)
+}
+
+/// Where [`ensure_prometheus`] puts the two binaries under its directory.
+pub const PROMTOOL: &str = "usr/bin/promtool";
+pub const PROMETHEUS: &str = "usr/bin/prometheus";
+
+/// promtool and the Prometheus server from Debian's `prometheus` 2.42 (its 19 MB package,
+/// unpacked into `dir` once: the two binaries, 98 MB, nothing else; nothing is installed
+/// and no service is started): promtool for the unit test that runs `promtool check
+/// metrics` on the agent's `/metrics` text, the server for a scenario that scrapes the
+/// daemon. Go binaries that need only libc. Returns (promtool, prometheus).
+pub fn ensure_prometheus(apt: &mut Apt, dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    let (promtool, server) = (dir.join(PROMTOOL), dir.join(PROMETHEUS));
+    if promtool.exists() && server.exists() {
+        return Ok((promtool, server));
+    }
+    eprintln!(
+        "xtask: fetching promtool and prometheus (Debian's prometheus) into {} (once)",
+        dir.display()
+    );
+    let work = dir.with_extension("partial");
+    recreate_dir(&work)?;
+    let debs = apt.download(&names(&["prometheus"]), &work.join("debs"))?;
+    extract_matching(&debs[0], &work, "./usr/bin/prom*")?;
+    fs::remove_dir_all(work.join("debs")).context("cannot remove the downloaded .deb")?;
+    replace_dir(&work, dir)?;
+    Ok((promtool, server))
 }
 
 /// A guest kernel unpacked from a Debian package.
