@@ -141,6 +141,12 @@ pub fn reports_queue_full() {
     );
 }
 
+/// journald did not take a report's entry (not running, or its queue full): said for the
+/// first; all are counted (`journal_dropped=` at stop).
+pub fn journal_not_taken(error: impl Display) {
+    tracing::warn!(%error, "journald did not take an exit report's entry ([export.journald]); the report itself is written");
+}
+
 /// The sizes of the agent's bounded structures, at the daemon's stop (debug).
 pub fn structure_sizes(sizes: &impl std::fmt::Debug) {
     tracing::debug!(?sizes, "structure sizes");

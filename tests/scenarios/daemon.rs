@@ -1014,3 +1014,110 @@ fn a_report_flood_stays_bounded() {
         "{suppressed} suppressed of {runs}: {stderr}"
     );
 }
+
+/// journald listening on its native socket: the one already running, or one this test
+/// starts (the machine may run no systemd), stopped when the guard drops.
+struct Journald {
+    _started: Option<Spawned>,
+}
+
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+fn journald_listening() -> bool {
+    std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.send_to(b"", JOURNAL_SOCKET))
+        .is_ok()
+}
+
+impl Journald {
+    fn ensure() -> Journald {
+        if journald_listening() {
+            return Journald { _started: None };
+        }
+        let binary = Path::new("/lib/systemd/systemd-journald");
+        assert!(
+            binary.exists(),
+            "{} is missing: install Debian's systemd package",
+            binary.display()
+        );
+        std::fs::create_dir_all("/run/systemd/journal").expect("mkdir /run/systemd/journal");
+        let started = Spawned::spawn(
+            Command::new(binary)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+        wait_until(
+            Duration::from_secs(30),
+            "journald to listen",
+            journald_listening,
+        );
+        Journald {
+            _started: Some(started),
+        }
+    }
+}
+
+/// `journalctl -o json` entries matching `matches` (`FIELD=value`), oldest first.
+fn journal_entries(matches: &[String]) -> Vec<Value> {
+    let out = Command::new("journalctl")
+        .args(["-o", "json", "--no-pager"])
+        .args(matches)
+        .output()
+        .expect("journalctl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `[export.journald]`: a death worth a report is also one structured journal entry, found
+/// by its kind's MESSAGE_ID (docs/events.md, "journald") and its fields.
+#[test]
+fn daemon_writes_each_report_to_the_journal() {
+    if !privileged("daemon_writes_each_report_to_the_journal") {
+        return;
+    }
+    let _journald = Journald::ensure();
+    let s = Setup::new(
+        "journal",
+        "[kernel]\npin = false\n[export.journald]\nenabled = true\n",
+    );
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    let agent = s.agent(
+        r#"sleep 300 & echo $! > "$DIR/sleep.pid"
+        while [ ! -e "$DIR/stop" ]; do sleep 0.05; done"#,
+    );
+    let sleep_pid = s.read_pid("sleep.pid");
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(sleep_pid as i32, libc::SIGKILL) };
+    let mut seen = Vec::new();
+    daemon.wait_for(&mut seen, Duration::from_secs(30), is_exit_of(sleep_pid));
+    // killed_from_outside's MESSAGE_ID.
+    let matches = [
+        "MESSAGE_ID=fc5a87282f7d457db8458f8550cec95c".to_owned(),
+        format!("CLAUDE_MONITOR_PID={sleep_pid}"),
+    ];
+    let mut entries = Vec::new();
+    wait_until(
+        Duration::from_secs(30),
+        "the report's journal entry",
+        || {
+            entries = journal_entries(&matches);
+            !entries.is_empty()
+        },
+    );
+    finish(agent, &s.dir);
+    daemon.stop(seen);
+    assert_eq!(entries.len(), 1, "{entries:#?}");
+    let e = &entries[0];
+    let report = s.report_for(sleep_pid);
+    assert_eq!(e["MESSAGE"], report["summary"], "{e}");
+    assert_eq!(e["PRIORITY"], "4", "{e}");
+    assert_eq!(e["SYSLOG_IDENTIFIER"], "claude-monitor", "{e}");
+    assert_eq!(e["CLAUDE_MONITOR_REPORT_ID"], report["id"], "{e}");
+    assert_eq!(e["CLAUDE_MONITOR_CAUSE"], "killed", "{e}");
+    assert_eq!(e["CLAUDE_MONITOR_REASON"], "killed_from_outside", "{e}");
+    assert_eq!(e["CLAUDE_MONITOR_SIGNAL"], "SIGKILL", "{e}");
+    assert_eq!(e["CLAUDE_MONITOR_COMM"], "sleep", "{e}");
+    assert_eq!(e["CLAUDE_MONITOR_AGENT"], "test-agent", "{e}");
+}

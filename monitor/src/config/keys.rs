@@ -80,7 +80,7 @@ pub struct KeyInfo {
 pub(super) const TOML_INT_MAX: u64 = i64::MAX as u64;
 
 /// The sections, in the order [`render`] and [`SAMPLE`] use.
-pub(super) const SECTIONS: [&str; 7] = [
+pub(super) const SECTIONS: [&str; 8] = [
     "watch",
     "kernel",
     "logs",
@@ -88,12 +88,13 @@ pub(super) const SECTIONS: [&str; 7] = [
     "resources",
     "alerts",
     "redact",
+    "export.journald",
 ];
 
 /// The fields of a `[[rules]]` table ([`Rule`]).
 pub(super) const RULE_KEYS: [&str; 4] = ["name", "exe_glob", "comm", "argv_pattern"];
 
-pub(super) static KEYS: [KeyInfo; 23] = [
+pub(super) static KEYS: [KeyInfo; 25] = [
     KeyInfo {
         key: "data_dir",
         doc: "Directory for reports, event logs and state.",
@@ -276,6 +277,17 @@ pub(super) static KEYS: [KeyInfo; 23] = [
         doc: "Regular expressions of your own secrets, on top of the built-in rules.",
         kind: Kind::Patterns(field!(redact.patterns)),
     },
+    KeyInfo {
+        key: "export.journald.enabled",
+        doc: "Write one structured journal entry per exit report (MESSAGE is its sentence, \
+              MESSAGE_ID its kind).",
+        kind: Kind::Bool(field!(export.journald.enabled)),
+    },
+    KeyInfo {
+        key: "export.journald.socket",
+        doc: "journald's native socket.",
+        kind: Kind::Path(field!(export.journald.socket)),
+    },
 ];
 
 #[cfg(test)]
@@ -297,14 +309,14 @@ impl KeyInfo {
         self.key
     }
 
-    /// The section, None for a top-level key.
+    /// The section (`alerts`, `export.journald`), None for a top-level key.
     pub fn section(&self) -> Option<&'static str> {
-        self.key.split_once('.').map(|(section, _)| section)
+        self.key.rsplit_once('.').map(|(section, _)| section)
     }
 
     /// The name within its section.
     pub fn name(&self) -> &'static str {
-        self.key.split_once('.').map_or(self.key, |(_, name)| name)
+        self.key.rsplit_once('.').map_or(self.key, |(_, name)| name)
     }
 
     #[cfg(test)]

@@ -223,32 +223,8 @@ pub(super) fn apply_file(loaded: &mut Loaded, text: &str, path: &Path) -> Result
         } else if let Some(info) = lookup(name).filter(|info| info.section().is_none()) {
             info.apply(&mut loaded.config, Raw::Toml(value), &origin)?;
             loaded.sources.insert(info.key.into(), origin.clone());
-        } else if SECTIONS.contains(&name.as_str()) {
-            let Some(section) = value.as_table() else {
-                return Err(ConfigError::WrongType {
-                    origin,
-                    key: name.clone(),
-                    expected: "a table",
-                    found: value.type_str(),
-                });
-            };
-            for (key, value) in section {
-                let dotted = format!("{name}.{key}");
-                let Some(info) = lookup(&dotted) else {
-                    let known: Vec<&str> = KEYS
-                        .iter()
-                        .filter(|info| info.section() == Some(name))
-                        .map(KeyInfo::name)
-                        .collect();
-                    return Err(ConfigError::UnknownKey {
-                        origin,
-                        key: dotted,
-                        known: format!("known keys in [{name}]: {}", known.join(", ")),
-                    });
-                };
-                info.apply(&mut loaded.config, Raw::Toml(value), &origin)?;
-                loaded.sources.insert(dotted, origin.clone());
-            }
+        } else if is_section_or_parent(name) {
+            apply_section(loaded, name, value, &origin)?;
         } else {
             let mut known: Vec<String> = KEYS
                 .iter()
@@ -261,6 +237,60 @@ pub(super) fn apply_file(loaded: &mut Loaded, text: &str, path: &Path) -> Result
                 origin,
                 key: name.clone(),
                 known: format!("known top-level keys: {}", known.join(", ")),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `name` is a section (`alerts`) or holds sections (`export` of `export.journald`).
+fn is_section_or_parent(name: &str) -> bool {
+    SECTIONS.iter().any(|s| {
+        *s == name
+            || s.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('.'))
+    })
+}
+
+/// The keys of section (or parent of sections) `name`, whose table is `value`.
+fn apply_section(
+    loaded: &mut Loaded,
+    name: &str,
+    value: &toml::Value,
+    origin: &Source,
+) -> Result<(), ConfigError> {
+    let Some(section) = value.as_table() else {
+        return Err(ConfigError::WrongType {
+            origin: origin.clone(),
+            key: name.to_owned(),
+            expected: "a table",
+            found: value.type_str(),
+        });
+    };
+    for (key, value) in section {
+        let dotted = format!("{name}.{key}");
+        if let Some(info) = lookup(&dotted).filter(|info| info.section() == Some(name)) {
+            info.apply(&mut loaded.config, Raw::Toml(value), origin)?;
+            loaded.sources.insert(dotted, origin.clone());
+        } else if is_section_or_parent(&dotted) {
+            apply_section(loaded, &dotted, value, origin)?;
+        } else {
+            let mut known: Vec<String> = KEYS
+                .iter()
+                .filter(|info| info.section() == Some(name))
+                .map(|info| info.name().to_owned())
+                .collect();
+            known.extend(
+                SECTIONS
+                    .iter()
+                    .filter_map(|s| s.strip_prefix(name)?.strip_prefix('.'))
+                    .filter(|sub| !sub.contains('.'))
+                    .map(|sub| format!("[{name}.{sub}]")),
+            );
+            return Err(ConfigError::UnknownKey {
+                origin: origin.clone(),
+                key: dotted,
+                known: format!("known keys in [{name}]: {}", known.join(", ")),
             });
         }
     }

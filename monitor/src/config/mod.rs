@@ -48,6 +48,8 @@ pub struct Config {
     pub resources: Resources,
     pub alerts: Alerts,
     pub redact: Redact,
+    /// `[export.*]`: where else the facts go.
+    pub export: Export,
     /// `[[rules]]`: extra agent/program detection rules, after the built-in ones. Already
     /// validated by [`Detector::new`] when they come from [`load`].
     pub rules: Vec<Rule>,
@@ -172,6 +174,31 @@ pub struct Alerts {
     pub cooldown: Duration,
 }
 
+/// `[export.*]`: other places the daemon sends its facts to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Export {
+    pub journald: Journald,
+}
+
+/// `[export.journald]`: one journal entry per exit report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Journald {
+    /// `enabled`: off by default (the daemon's own messages reach the journal through its
+    /// stderr under systemd anyway; this adds the reports as structured entries).
+    pub enabled: bool,
+    /// `socket`: journald's native socket.
+    pub socket: PathBuf,
+}
+
+impl Default for Journald {
+    fn default() -> Journald {
+        Journald {
+            enabled: false,
+            socket: PathBuf::from("/run/systemd/journal/socket"),
+        }
+    }
+}
+
 /// `[redact]`: secrets out of everything the daemon writes (see `pipeline::redact`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Redact {
@@ -263,6 +290,7 @@ impl Default for Config {
             resources: Resources::default(),
             alerts: Alerts::default(),
             redact: Redact::default(),
+            export: Export::default(),
             rules: Vec::new(),
         }
     }

@@ -853,3 +853,46 @@ fn redact_patterns_are_checked_one_by_one() {
     let loaded = load_at(&dir.0.join("absent.toml"), false, &env, &[]).expect("env patterns");
     assert_eq!(patterns_of(&loaded), ["a,b{1,2}", "c-[0-9]+"]);
 }
+
+/// Sections inside sections: `[export.journald]` (or `[export]` holding a `journald` table),
+/// an unknown key there named with what is known, and the environment's name for it.
+#[test]
+fn nested_sections_load_and_name_their_keys() {
+    for text in [
+        "[export.journald]\nenabled = true\nsocket = \"/run/j.sock\"\n",
+        "[export]\njournald = { enabled = true, socket = \"/run/j.sock\" }\n",
+    ] {
+        let (loaded, _) = load_text(text);
+        let c = loaded.expect("loads").config;
+        assert!(c.export.journald.enabled, "{text}");
+        assert_eq!(c.export.journald.socket, PathBuf::from("/run/j.sock"));
+    }
+    let text = load_text("[export]\notlp = 1\n")
+        .0
+        .expect_err("unknown")
+        .to_string();
+    assert!(
+        text.contains("unknown key `export.otlp`") && text.contains("[export.journald]"),
+        "{text}"
+    );
+    let text = load_text("[export.journald]\nenable = true\n")
+        .0
+        .expect_err("unknown")
+        .to_string();
+    assert!(
+        text.contains("export.journald.enable")
+            && text.contains("known keys in [export.journald]: enabled, socket"),
+        "{text}"
+    );
+    let info = lookup("export.journald.enabled").expect("key");
+    assert_eq!(info.env_var(), "CLAUDE_MONITOR_EXPORT_JOURNALD_ENABLED");
+    assert_eq!(
+        (info.section(), info.name()),
+        (Some("export.journald"), "enabled")
+    );
+    let (loaded, _) = load_text("[export.journald]\nenabled = true\n");
+    let loaded = loaded.expect("loads");
+    assert!(render(&loaded).contains("\n[export.journald]\nenabled = true"));
+    let (again, _) = load_text(&render(&loaded));
+    assert_eq!(again.expect("rendered loads").config, loaded.config);
+}

@@ -79,6 +79,17 @@ pub fn trusted_config(loaded: &config::Loaded) -> Result<(), service::trust::Tru
     service::trust::check_config(file, &service::trust::RealFs, euid).map(drop)
 }
 
+/// The journal sender `[export.journald]` asks for (a socket that cannot be made is said
+/// and leaves it off).
+fn journal(j: &config::Journald) -> Option<crate::output::journal::Journal> {
+    if !j.enabled {
+        return None;
+    }
+    crate::output::journal::Journal::new(&j.socket)
+        .inspect_err(|e| diag::journal_not_taken(e))
+        .ok()
+}
+
 /// What `[redact]` says counts as a secret.
 fn redactor(r: &config::Redact) -> crate::pipeline::redact::Redactor {
     let extra: Vec<regex::Regex> = r.patterns.iter().map(|p| p.regex().clone()).collect();
@@ -123,6 +134,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         pending: Vec::new(),
         alerts_raised: 0,
         stdout: opts.stdout,
+        journal: journal(&cfg.export.journald),
     };
     let mut system_log = log("resources-system.jsonl");
     let mut sessions_log = log("resources-sessions.jsonl");
@@ -221,6 +233,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                             engine.core.set_redactor(r.clone());
                             sampler.set_redactor(r);
                         }
+                        if new.export.journald != cfg.export.journald {
+                            out.journal = journal(&new.export.journald);
+                        }
                         out.report_nonzero_exit = new.watch.report_nonzero_exit;
                         out.budget = reports::UidBudget::new(new.reports.per_uid_per_minute);
                         out.alerter = Alerter::new(thresholds(&new));
@@ -255,6 +270,10 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         ("session_histories", out.history.len()),
         ("memcg_scans", engine.core.memcg_scans()),
         ("unplaced_signals", engine.core.unplaced()),
+        (
+            "journal_dropped",
+            out.journal.as_ref().map_or(0, |j| j.dropped),
+        ),
     ));
     diag::daemon_stopped(
         reason,

@@ -74,6 +74,8 @@ pub(super) struct DaemonOutput {
     pub(super) alerts_raised: u64,
     /// Also print each event as a JSON line on stdout (`--stdout`).
     pub(super) stdout: bool,
+    /// Each report as a journal entry too (`[export.journald]`).
+    pub(super) journal: Option<crate::output::journal::Journal>,
 }
 
 impl DaemonOutput {
@@ -177,6 +179,16 @@ impl DaemonOutput {
         for mut report in std::mem::take(&mut self.pending) {
             report.lost_nearby = report.lost_nearby.max(lost_now);
             report.complete = report.complete && report.lost_nearby == 0;
+            if let Some(journal) = &mut self.journal {
+                let fields = report::journal_fields(&report);
+                let fields: Vec<(&str, &str)> =
+                    fields.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                if let Err(e) = journal.send(&fields)
+                    && journal.dropped == 1
+                {
+                    diag::journal_not_taken(e);
+                }
+            }
             self.reports.submit(report);
         }
     }
@@ -271,6 +283,7 @@ mod tests {
             pending: Vec::new(),
             alerts_raised: 0,
             stdout: false,
+            journal: None,
         }
     }
 
@@ -351,5 +364,43 @@ mod tests {
         out.write(&oom_exit(44), &a).unwrap();
         out.losses_told().unwrap();
         assert_eq!(written(&mut out, t.path()), [(44, true, 0)]);
+    }
+
+    /// With `[export.journald]`, each report goes to the journal socket as one entry, after
+    /// the loss check (so its completeness is the report's), and a journald that is gone
+    /// costs a counted drop, never a lost report.
+    #[test]
+    fn reports_go_to_the_journal_as_entries() {
+        let t = TempDir::new("journal-reports");
+        let a = attributor();
+        let socket = t.path().join("journal.sock");
+        let listener = std::os::unix::net::UnixDatagram::bind(&socket).expect("bind");
+        let mut out = output(t.path());
+        out.journal = Some(crate::output::journal::Journal::new(&socket).expect("journal"));
+        out.write(&oom_exit(45), &a).unwrap();
+        listener.set_nonblocking(true).expect("nonblocking");
+        assert!(
+            listener.recv(&mut [0; 16]).is_err(),
+            "nothing before the loss check"
+        );
+        out.losses_told().unwrap();
+        let mut buf = vec![0; 64 * 1024];
+        let n = listener.recv(&mut buf).expect("an entry");
+        let entry = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let id = crate::report::message_id(crate::report::Reason::OomKill);
+        for want in [
+            format!("MESSAGE_ID={id}\n"),
+            "PRIORITY=3\n".to_owned(),
+            "CLAUDE_MONITOR_PID=45\n".to_owned(),
+            "CLAUDE_MONITOR_CAUSE=oom_killed\n".to_owned(),
+            "CLAUDE_MONITOR_COMPLETE=true\n".to_owned(),
+        ] {
+            assert!(entry.contains(&want), "{want} not in {entry}");
+        }
+        drop(listener);
+        out.write(&oom_exit(46), &a).unwrap();
+        out.losses_told().unwrap();
+        assert_eq!(out.journal.as_ref().map(|j| j.dropped), Some(1));
+        assert_eq!(written(&mut out, t.path()), [(45, true, 0), (46, true, 0)]);
     }
 }

@@ -19,11 +19,12 @@
 use crate::event::{Body, CauseKind, Event};
 
 mod build;
+mod journal;
 mod model;
 mod store;
 mod text;
 
-pub use self::{build::*, model::*, store::*, text::*};
+pub use self::{build::*, journal::*, model::*, store::*, text::*};
 
 /// Why a report was written (its `reason`), as [`worth_reporting`] decides.
 #[derive(

@@ -767,3 +767,48 @@ fn at(mut e: Event, ts: &str) -> Event {
 }
 
 mod store;
+
+/// A report as a journal entry: the sentence, the kind's fixed id, its priority, and the
+/// facts as fields; a comm with an escape sequence is made printable in MESSAGE only.
+#[test]
+fn a_report_becomes_one_journal_entry() {
+    let mut e = exit_event(4242, "make\u{1b}[2J");
+    signaled(&mut e, 9, CauseKind::Killed);
+    exit_mut(&mut e).cause.killed_by = Some(killed_by(None, false, 9));
+    let r = build_test(&e, Reason::KilledFromOutside, Context::default());
+    let fields = journal_fields(&r);
+    let get = |name: &str| {
+        fields
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        get("MESSAGE"),
+        Some(r.summary.replace('\u{1b}', "\\u{1b}").as_str())
+    );
+    assert!(!get("MESSAGE").unwrap_or_default().contains('\u{1b}'));
+    assert_eq!(
+        get("MESSAGE_ID"),
+        Some(message_id(Reason::KilledFromOutside))
+    );
+    assert_eq!(get("PRIORITY"), Some("4"));
+    assert_eq!(get("CLAUDE_MONITOR_PID"), Some("4242"));
+    assert_eq!(get("CLAUDE_MONITOR_COMM"), Some("make\u{1b}[2J"));
+    assert_eq!(get("CLAUDE_MONITOR_SIGNAL"), Some("SIGKILL"));
+    assert_eq!(get("CLAUDE_MONITOR_CAUSE"), Some("killed"));
+    assert_eq!(get("CLAUDE_MONITOR_REASON"), Some("killed_from_outside"));
+    assert!(get("CLAUDE_MONITOR_SESSION_ID").is_some());
+    assert!(get("CLAUDE_MONITOR_KILLER_PID").is_some());
+    for (name, _) in &fields {
+        assert!(crate::output::journal::valid_name(name), "{name}");
+    }
+    // Every kind has its own id, 128 bits in hex.
+    let ids: std::collections::BTreeSet<&str> =
+        Reason::ALL.iter().map(|r| message_id(*r)).collect();
+    assert_eq!(ids.len(), Reason::ALL.len());
+    assert!(
+        ids.iter()
+            .all(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    );
+}
