@@ -25,11 +25,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("output", &["event", "signals"]),
     ("report", &["event", "host", "signals", "claude", "output"]),
     ("config", &["event", "claude", "report"]),
+    // The live API reads the schema and host facts, escapes text for a terminal, and
+    // knows nothing of the pipeline: the daemon publishes into it.
+    ("api", &["event", "host", "output"]),
     (
         "daemon",
         &[
             "event", "host", "kernel", "claude", "signals", "pipeline", "output", "report",
-            "config",
+            "config", "api",
         ],
     ),
     (
@@ -42,7 +45,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "app",
         &[
             "event", "host", "kernel", "claude", "signals", "pipeline", "output", "report",
-            "config", "daemon", "trace", "cli",
+            "config", "daemon", "trace", "cli", "api",
         ],
     ),
     // The fuzz targets call every parser of untrusted bytes; nothing imports them.

@@ -30,6 +30,9 @@
 //! - `output/`: event lines (JSON and text) and rotating files.
 //! - `report/`: exit reports: the decision (`mod`), the model, building, text, the store.
 //! - `config/`: the daemon's configuration file and flags.
+//! - `api/`: the live API: event `seq`, the subscriber bus, the HTTP server on a Unix
+//!   socket, the history read back from the event log, the `events` client (imports the
+//!   schema, host facts, output's terminal escaping).
 //! - `daemon/`: the long-running agent: its outputs, resource sampling, alerts, the
 //!   systemd unit.
 //! - `trace` and `cli`: the `trace` command and the command line.
@@ -67,6 +70,7 @@ macro_rules! names {
     };
 }
 
+mod api;
 pub mod app;
 mod claude;
 mod cli;

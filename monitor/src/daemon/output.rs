@@ -13,6 +13,7 @@ use super::{
     resources::History,
 };
 use crate::{
+    api::{bus::Bus, filter::Meta, seq},
     diag,
     event::{Body, Event},
     host::cgroups::MemoryHierarchy,
@@ -37,6 +38,7 @@ const PENDING_MAX: usize = 256;
 #[derive(Serialize)]
 pub(super) struct AlertEvent<'a> {
     pub(super) v: u32,
+    pub(super) seq: u64,
     pub(super) kind: &'static str,
     pub(super) ts: &'a str,
     pub(super) pid: u32,
@@ -45,9 +47,9 @@ pub(super) struct AlertEvent<'a> {
 }
 
 /// One JSON line on stdout (`--stdout`).
-pub(super) fn print_line(value: &impl Serialize) -> std::io::Result<()> {
+pub(super) fn print_line(line: &[u8]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, value)?;
+    out.write_all(line)?;
     out.write_all(b"\n")
 }
 
@@ -74,6 +76,10 @@ pub(super) struct DaemonOutput {
     pub(super) alerts_raised: u64,
     /// Also print each event as a JSON line on stdout (`--stdout`).
     pub(super) stdout: bool,
+    /// The last `seq` written (continued from the event log at start).
+    pub(super) seq: u64,
+    /// The API's subscribers (`None`: the API is off).
+    pub(super) bus: Option<Bus>,
 }
 
 impl DaemonOutput {
@@ -88,18 +94,30 @@ impl DaemonOutput {
         self.alerts_raised += 1;
         let ts = alert.ts.clone();
         self.alerts_log.write_json(alert);
+        self.seq += 1;
         let event = AlertEvent {
             v: 1,
+            seq: self.seq,
             kind: "alert",
             ts: &ts,
             pid: std::process::id(),
             comm: "claude-monitor",
             alert,
         };
-        self.events.write_json(&event);
+        let line = serde_json::to_vec(&event).unwrap_or_default();
+        self.events.write(&line);
+        // Alerts come between the event loop's flushes: the history sees them at once.
+        self.events.flush();
         if self.stdout {
             // A closed stdout ends the daemon at its next event write, not here.
-            let _ = print_line(&event).and_then(|()| std::io::stdout().flush());
+            let _ = print_line(&line).and_then(|()| std::io::stdout().flush());
+        }
+        if let Some(bus) = &self.bus {
+            let meta = Meta {
+                kind: "alert".into(),
+                ..Meta::default()
+            };
+            bus.publish(self.seq, meta, line);
         }
         diag::alert(alert.kind, &alert.message);
     }
@@ -184,9 +202,14 @@ impl DaemonOutput {
 
 impl Output for DaemonOutput {
     fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), OutputError> {
-        self.events.write_json(event);
+        self.seq += 1;
+        let line = seq::stamp(self.seq, event);
+        self.events.write(&line);
         if self.stdout {
-            print_line(event)?;
+            print_line(&line)?;
+        }
+        if let Some(bus) = &self.bus {
+            bus.publish_event(self.seq, event, line);
         }
         match &event.body {
             Body::Lost(l) => {
@@ -271,6 +294,8 @@ mod tests {
             pending: Vec::new(),
             alerts_raised: 0,
             stdout: false,
+            seq: 0,
+            bus: None,
         }
     }
 
