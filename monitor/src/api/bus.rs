@@ -181,11 +181,6 @@ impl Bus {
             inner.subs.retain(|s| !s.tx.is_closed());
         }
     }
-
-    /// An event the daemon wrote, stamped with `seq`.
-    pub fn publish_event(&self, seq: u64, event: &Event, line: Vec<u8>) {
-        self.publish(seq, Meta::of_event(event), line);
-    }
 }
 
 #[cfg(test)]

@@ -133,6 +133,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         stdout: opts.stdout,
         seq: last_seq,
         bus: bus.clone(),
+        unpublished: Vec::new(),
     };
     // Served once the programs are attached; the socket is removed when the daemon stops.
     let _api = match (&cfg.api.socket, bus) {
@@ -186,9 +187,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     };
     tokio::pin!(deadline);
     let reason = loop {
-        // Whatever was written is in the file before the API's tasks run (they run only
-        // while the loop waits): a history read after subscribing misses nothing.
-        out.events.flush();
+        // Whatever was written is in the file, and published, before the API's tasks run
+        // (they run only while the loop waits).
+        out.flush_events();
         let hold_due = engine.hold_due();
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -222,7 +223,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                     out.alert(&alert);
                 }
                 out.alerts_log.flush();
-                out.events.flush();
+                out.flush_events();
             }
             _ = session_tick.tick() => {
                 sample_sessions(&engine, &mut sampler, &mut out, &mut sessions_log);

@@ -80,6 +80,11 @@ pub(super) struct DaemonOutput {
     pub(super) seq: u64,
     /// The API's subscribers (`None`: the API is off).
     pub(super) bus: Option<Bus>,
+    /// Events written but not yet flushed to the log: published to the bus once they are
+    /// (a subscriber never sees an event that a crash could take out of the log, whose
+    /// `seq` the next start would then give again; and a history read after subscribing
+    /// finds every event published before).
+    pub(super) unpublished: Vec<(u64, Meta, Vec<u8>)>,
 }
 
 impl DaemonOutput {
@@ -106,19 +111,19 @@ impl DaemonOutput {
         };
         let line = serde_json::to_vec(&event).unwrap_or_default();
         self.events.write(&line);
-        // Alerts come between the event loop's flushes: the history sees them at once.
-        self.events.flush();
         if self.stdout {
             // A closed stdout ends the daemon at its next event write, not here.
             let _ = print_line(&line).and_then(|()| std::io::stdout().flush());
         }
-        if let Some(bus) = &self.bus {
+        if self.bus.is_some() {
             let meta = Meta {
                 kind: "alert".into(),
                 ..Meta::default()
             };
-            bus.publish(self.seq, meta, line);
+            self.unpublished.push((self.seq, meta, line));
         }
+        // Alerts come between the event loop's flushes: out at once.
+        self.flush_events();
         diag::alert(alert.kind, &alert.message);
     }
 
@@ -188,6 +193,16 @@ impl DaemonOutput {
         self.pending.push(report);
     }
 
+    /// Flushes the event log, then publishes what it now holds to the API's subscribers.
+    pub(super) fn flush_events(&mut self) {
+        self.events.flush();
+        if let Some(bus) = &self.bus {
+            for (seq, meta, line) in self.unpublished.drain(..) {
+                bus.publish(seq, meta, line);
+            }
+        }
+    }
+
     /// The losses up to now are told: the waiting reports are written, incomplete when
     /// records were lost near their exit or near now.
     fn submit_pending(&mut self) {
@@ -208,8 +223,9 @@ impl Output for DaemonOutput {
         if self.stdout {
             print_line(&line)?;
         }
-        if let Some(bus) = &self.bus {
-            bus.publish_event(self.seq, event, line);
+        if self.bus.is_some() {
+            self.unpublished
+                .push((self.seq, Meta::of_event(event), line));
         }
         match &event.body {
             Body::Lost(l) => {
@@ -241,7 +257,7 @@ impl Output for DaemonOutput {
     }
 
     fn flush(&mut self) -> Result<(), OutputError> {
-        self.events.flush();
+        self.flush_events();
         if self.stdout {
             std::io::stdout().flush()?;
         }
@@ -296,6 +312,7 @@ mod tests {
             stdout: false,
             seq: 0,
             bus: None,
+            unpublished: Vec::new(),
         }
     }
 
