@@ -35,6 +35,11 @@ struct Setup {
 
 impl Setup {
     fn new(tag: &str, extra: &str) -> Setup {
+        Setup::with_api(tag, extra, "")
+    }
+
+    /// With more `[api]` keys (`api`) than the socket.
+    fn with_api(tag: &str, extra: &str, api: &str) -> Setup {
         let tmp = TempDir::new(&format!("cm-api-{}-{tag}", std::process::id()));
         let dir = tmp.path().to_owned();
         // A user who is not root reaches the socket in it.
@@ -48,7 +53,7 @@ impl Setup {
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\n[logs]\nmax_bytes = 500000000\n[api]\nsocket = \"{}\"\n{extra}\n\
+                "data_dir = \"{}\"\n[logs]\nmax_bytes = 500000000\n[api]\nsocket = \"{}\"\n{api}\n{extra}\n\
                  [[rules]]\nname = \"test-agent\"\ncomm = \"cm-agent\"\n",
                 data.display(),
                 socket.display()
@@ -276,14 +281,14 @@ fn is_root_exit(pid: u32) -> impl Fn(&Value) -> bool {
     move |e| e["kind"] == "exit" && e["pid"].as_u64() == Some(u(pid))
 }
 
-/// `claude-monitor events ARGS --socket S --format json` (as `uid` when given): its lines.
-fn events_cli(socket: &Path, args: &[&str], uid: Option<u32>) -> Vec<Value> {
-    let mut cmd = match uid {
-        Some(uid) => {
+/// `claude-monitor events ARGS --socket S --format json`, as (uid, gid) when given.
+fn events_command(socket: &Path, args: &[&str], user: Option<(u32, u32)>) -> Command {
+    let mut cmd = match user {
+        Some((uid, gid)) => {
             let mut c = Command::new("setpriv");
             c.args([
                 format!("--reuid={uid}"),
-                format!("--regid={uid}"),
+                format!("--regid={gid}"),
                 "--clear-groups".into(),
             ])
             .arg(agent_binary());
@@ -291,12 +296,21 @@ fn events_cli(socket: &Path, args: &[&str], uid: Option<u32>) -> Vec<Value> {
         }
         None => Command::new(agent_binary()),
     };
-    let out = cmd
-        .arg("events")
+    cmd.arg("events")
         .args(args)
         .arg("--socket")
         .arg(socket)
-        .args(["--format", "json"])
+        .args(["--format", "json"]);
+    cmd
+}
+
+/// [`events_command`]'s lines, each validated (as `uid` when given).
+fn events_cli(socket: &Path, args: &[&str], uid: Option<u32>) -> Vec<Value> {
+    events_as(socket, args, uid.map(|u| (u, u)))
+}
+
+fn events_as(socket: &Path, args: &[&str], user: Option<(u32, u32)>) -> Vec<Value> {
+    let out = events_command(socket, args, user)
         .output()
         .expect("claude-monitor events");
     assert!(
@@ -355,7 +369,27 @@ fn api_serves_health_history_and_filtered_streams() {
         None,
         None,
     );
-    s.wait_subscribers(2);
+    // The project's client, following the same exits.
+    let mut follow = events_command(
+        &s.socket,
+        &["--follow", "--kind", "exit", "--session", &session],
+        None,
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("claude-monitor events --follow");
+    let (tx, followed) = channel();
+    let follow_out = follow.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(follow_out).lines() {
+            let Ok(line) = line else { break };
+            let v: Value = serde_json::from_str(&line).expect("JSON line");
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    s.wait_subscribers(3);
     let after = last_of(&seen, &session);
     release_fifo(&s.dir.join("go"));
     daemon.wait_for(&mut seen, Duration::from_secs(30), is_root_exit(agent_pid));
@@ -402,6 +436,19 @@ fn api_serves_health_history_and_filtered_streams() {
             .any(|m| m.data["signal_name"] == "SIGTERM" && m.data["cause"] == "killed"),
         "the SIGTERM'd sh"
     );
+
+    let mut follow_got = Vec::new();
+    let validator = schema();
+    while follow_got.len() < want_exits.len() {
+        let v = followed
+            .recv_timeout(Duration::from_secs(30))
+            .expect("events --follow: an exit");
+        assert_valid(&validator, &v);
+        follow_got.push(v);
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(seqs_of(&follow_got), want_exits, "events --follow");
 
     // The history: the same exits, from the event log, by the project's client.
     let history = events_cli(&s.socket, &["--kind", "exit", "--session", &session], None);
@@ -665,6 +712,64 @@ fn api_slow_subscriber_gets_its_lost_count() {
     drop(slow);
     drop(agent);
     daemon.stop(seen);
+}
+
+/// A group made for the test, removed on drop (also when the test fails).
+struct TestGroup(String);
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("groupdel").arg(&self.0).status();
+    }
+}
+
+/// `api.socket_mode = "0660"` with `api.group`: the socket belongs to the group; a member
+/// (by its primary group here) connects and sees every event, root-only ones included; a
+/// user outside it cannot connect, and the client says why.
+#[test]
+fn api_group_only_socket() {
+    if !privileged("api_group_only_socket") {
+        return;
+    }
+    let name = format!("cmapi{}", std::process::id());
+    let _ = Command::new("groupdel").arg(&name).status();
+    let status = Command::new("groupadd")
+        .arg(&name)
+        .status()
+        .expect("groupadd");
+    assert!(status.success(), "groupadd {name}");
+    let group = TestGroup(name.clone());
+    let gid: u32 = std::fs::read_to_string("/etc/group")
+        .expect("/etc/group")
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(group.0.as_str())).then(|| f.nth(1)?.parse().ok())?
+        })
+        .expect("the group's gid");
+    let s = Setup::with_api(
+        "group",
+        "[kernel]\npin = false\n",
+        &format!("socket_mode = \"0660\"\ngroup = \"{name}\"\n"),
+    );
+    let daemon = Agent::daemon(&s.config, &[]);
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(&s.socket).expect("socket");
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), gid);
+    // A member sees the daemon's own records, which are for root and the group only.
+    let starts = events_as(&s.socket, &["--kind", "agent_start"], Some((NOBODY, gid)));
+    assert_eq!(
+        starts.last().map(|e| e["seq"].clone()),
+        Some(daemon.start["seq"].clone())
+    );
+    let out = events_command(&s.socket, &[], Some((NOBODY, NOBODY)))
+        .output()
+        .expect("claude-monitor events");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("permission denied"), "{err}");
+    daemon.stop(Vec::new());
 }
 
 /// The test's pin directory, unpinned on drop (also when the test fails).
