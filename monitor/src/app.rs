@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 use crate::{
+    api,
     cli::{self, Cli, Command, ConfigArgs},
     config,
     daemon::{self, service},
@@ -158,6 +159,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     }
                 })
             }
+        }
+        Command::Events(args) => {
+            let text = args.format.map_or_else(cli::stdout_is_terminal, |f| {
+                f == crate::output::sink::Format::Text
+            });
+            run_async(api::client::run(api::client::Options {
+                socket: args.socket,
+                follow: args.follow,
+                kinds: args.kinds,
+                session: args.session,
+                cause: args.cause.map(|c| c.as_str().to_owned()),
+                since: args.since,
+                limit: args.limit,
+                text,
+            }))
+            .map_err(Failure::Run)
         }
         Command::Install(args) => {
             let l = args.load().map_err(Failure::Config)?;

@@ -50,6 +50,12 @@ pub enum Command {
     /// Print one exit report (by id or unique id prefix, or --last).
     Report(ReportArgs),
 
+    /// Print the daemon's events through its API socket: the latest from its event log, or
+    /// with --follow the live stream (from --since on, with no gap). JSON lines, or one
+    /// readable line per event on a terminal. No root needed: a user who is not root (nor in
+    /// `api.group`) sees the events of their own processes.
+    Events(EventsArgs),
+
     /// Install and start the systemd service (prints the unit when systemd is not running).
     Install(ConfigArgs),
 
@@ -120,6 +126,40 @@ pub struct DaemonArgs {
     /// Stop after this many seconds (for tests and trials).
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Keep printing events as they happen (Server-Sent Events from /v1/events/stream).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Only events of this kind (exit, signal, oom, fork, exec, signal_deliver, lost,
+    /// agent_start, agent_stop, alert); repeatable.
+    #[arg(long = "kind", value_name = "KIND")]
+    pub kinds: Vec<String>,
+    /// Only events of this session (`session.id` or Claude Code's session id).
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// Only exits with this cause.
+    #[arg(long, value_enum)]
+    pub cause: Option<crate::event::CauseKind>,
+    /// Events after this seq, or of the last DURATION (`30s`, `10m`, `2h`, `1d`).
+    #[arg(long, value_name = "SEQ|DURATION")]
+    pub since: Option<String>,
+    /// Without --follow: the newest N events (default 1000, at most 10000).
+    #[arg(long, short = 'n')]
+    pub limit: Option<usize>,
+    /// The daemon's socket (`api.socket`).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "CLAUDE_MONITOR_API_SOCKET",
+        default_value = "/run/claude-monitor/api.sock"
+    )]
+    pub socket: std::path::PathBuf,
+    /// Output format [default: json when stdout is not a terminal, text on a terminal].
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
 }
 
 #[derive(Debug, Args)]

@@ -173,3 +173,18 @@ pub fn daemon_stopped(
         tracing::info!(%reason, events, reports, suppressed, "daemon stopped");
     }
 }
+
+/// The API socket is served.
+pub fn api_listening(socket: &Path, mode: u32, seq: u64) {
+    tracing::info!(socket = %socket.display(), mode = format!("{mode:04o}"), seq, "api listening");
+}
+
+/// The API socket could not be set up: the daemon runs on without it.
+pub fn api_unavailable(socket: &Path, error: impl Display) {
+    tracing::error!(socket = %socket.display(), %error, "api socket not available; the daemon runs on without it");
+}
+
+/// Accepting a connection on the API socket failed (out of file descriptors): tried again.
+pub fn api_accept_failed(error: impl Display) {
+    tracing::warn!(%error, "api connection not accepted; accepting again shortly");
+}

@@ -27,11 +27,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("config", &["event", "claude", "report"]),
     // Plain data in (events, a snapshot of numbers), text out.
     ("metrics", &["event", "signals"]),
+    // The live API reads the schema and host facts, escapes text for a terminal, and
+    // knows nothing of the pipeline: the daemon publishes into it.
+    ("api", &["event", "host", "output"]),
     (
         "daemon",
         &[
             "event", "host", "kernel", "claude", "signals", "pipeline", "output", "report",
-            "config", "metrics",
+            "config", "metrics", "api",
         ],
     ),
     (
@@ -44,7 +47,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "app",
         &[
             "event", "host", "kernel", "claude", "signals", "pipeline", "output", "report",
-            "config", "daemon", "trace", "cli",
+            "config", "daemon", "trace", "cli", "api",
         ],
     ),
     // The fuzz targets call every parser of untrusted bytes; nothing imports them.

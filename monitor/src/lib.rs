@@ -32,6 +32,9 @@
 //! - `config/`: the daemon's configuration file and flags.
 //! - `metrics/`: the agent's Prometheus metrics: events counted, a snapshot of sizes and
 //!   costs set at scrape time, OpenMetrics and text 0.0.4 encoding.
+//! - `api/`: the live API: event `seq`, the subscriber bus, the HTTP server on a Unix
+//!   socket, the history read back from the event log, the `events` client (imports the
+//!   schema, host facts, output's terminal escaping).
 //! - `daemon/`: the long-running agent: its outputs, resource sampling, alerts, the
 //!   systemd unit.
 //! - `trace` and `cli`: the `trace` command and the command line.
@@ -69,6 +72,7 @@ macro_rules! names {
     };
 }
 
+mod api;
 pub mod app;
 mod claude;
 mod cli;

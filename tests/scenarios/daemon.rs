@@ -41,12 +41,15 @@ impl Setup {
 [resources]
 system_interval_secs = 0.5
 session_interval_secs = 0.2
+[api]
+socket = "{}"
 {extra}
 [[rules]]
 name = "test-agent"
 comm = "cm-agent"
 "#,
-                data.display()
+                data.display(),
+                dir.join("api.sock").display()
             ),
         )
         .expect("config");

@@ -60,6 +60,12 @@ pub(super) enum Kind {
     /// Regular expressions ([`Pattern`]), at most [`Pattern::MAX_COUNT`]; one per line in
     /// the environment and flags (a pattern may well hold a comma).
     Patterns(Field<Vec<Pattern>>),
+    /// An absolute path, or empty for none (a feature turned off).
+    OptPath(Field<Option<PathBuf>>),
+    /// `"0666"` or `"0660"`.
+    Mode(Field<SocketMode>),
+    /// A group name (`[a-z_][a-z0-9_-]*`, at most 32 characters), or empty for none.
+    Group(Field<String>),
 }
 
 /// One configuration key: see [`keys`].
@@ -80,7 +86,7 @@ pub struct KeyInfo {
 pub(super) const TOML_INT_MAX: u64 = i64::MAX as u64;
 
 /// The sections, in the order [`render`] and [`SAMPLE`] use.
-pub(super) const SECTIONS: [&str; 8] = [
+pub(super) const SECTIONS: [&str; 9] = [
     "watch",
     "kernel",
     "logs",
@@ -89,12 +95,13 @@ pub(super) const SECTIONS: [&str; 8] = [
     "alerts",
     "redact",
     "export.journald",
+    "api",
 ];
 
 /// The fields of a `[[rules]]` table ([`Rule`]).
 pub(super) const RULE_KEYS: [&str; 4] = ["name", "exe_glob", "comm", "argv_pattern"];
 
-pub(super) static KEYS: [KeyInfo; 25] = [
+pub(super) static KEYS: [KeyInfo; 29] = [
     KeyInfo {
         key: "data_dir",
         doc: "Directory for reports, event logs and state.",
@@ -288,6 +295,35 @@ pub(super) static KEYS: [KeyInfo; 25] = [
         doc: "journald's native socket.",
         kind: Kind::Path(field!(export.journald.socket)),
     },
+    KeyInfo {
+        key: "api.socket",
+        doc: "The Unix socket of the live API (HTTP: /healthz, /v1/events, \
+              /v1/events/stream); empty turns the API off.",
+        kind: Kind::OptPath(field!(api.socket)),
+    },
+    KeyInfo {
+        key: "api.socket_mode",
+        doc: "\"0666\": every local user connects and sees the events of their own \
+              processes; \"0660\": only root and api.group.",
+        kind: Kind::Mode(field!(api.socket_mode)),
+    },
+    KeyInfo {
+        key: "api.group",
+        doc: "A group whose members see every event, as root does (and the socket's group); \
+              empty: none.",
+        kind: Kind::Group(field!(api.group)),
+    },
+    KeyInfo {
+        key: "api.subscriber_queue",
+        doc: "Events queued for one API subscriber; one that reads slower loses the rest \
+              and is told how many.",
+        kind: Kind::Int {
+            field: IntField::U32(field!(api.subscriber_queue)),
+            min: 16,
+            max: 1_000_000,
+            pow2: false,
+        },
+    },
 ];
 
 #[cfg(test)]
@@ -360,6 +396,9 @@ impl KeyInfo {
                 "array of strings (regular expressions), at most {}",
                 Pattern::MAX_COUNT
             ),
+            Kind::OptPath(_) => "string (absolute path, or empty)".into(),
+            Kind::Mode(_) => "string, \"0666\" or \"0660\"".into(),
+            Kind::Group(_) => "string (group name, or empty)".into(),
         }
     }
 
@@ -400,6 +439,14 @@ impl KeyInfo {
                     .map(|p| V::String(p.as_str().into()))
                     .collect(),
             ),
+            Kind::OptPath(f) => V::String(
+                (f.get)(config)
+                    .as_deref()
+                    .map(path_text)
+                    .unwrap_or_default(),
+            ),
+            Kind::Mode(f) => V::String((f.get)(config).as_str().into()),
+            Kind::Group(f) => V::String((f.get)(config).clone()),
         }
     }
 
@@ -500,6 +547,31 @@ impl KeyInfo {
                     patterns.push(pattern);
                 }
                 *(f.set)(config) = patterns;
+            }
+            Kind::OptPath(f) => {
+                let s = cx.string(raw)?;
+                if !s.is_empty() && !Path::new(&s).is_absolute() {
+                    return Err(cx.bad_value(s, "an absolute path, or empty"));
+                }
+                *(f.set)(config) = (!s.is_empty()).then(|| PathBuf::from(s));
+            }
+            Kind::Mode(f) => {
+                let s = cx.string(raw)?;
+                *(f.set)(config) = SocketMode::parse(&s)
+                    .ok_or_else(|| cx.bad_value(format!("{s:?}"), "\"0666\" or \"0660\""))?;
+            }
+            Kind::Group(f) => {
+                let s = cx.string(raw)?;
+                let valid = s.len() <= 32
+                    && s.bytes().enumerate().all(|(i, b)| {
+                        b.is_ascii_lowercase()
+                            || b == b'_'
+                            || (i > 0 && (b.is_ascii_digit() || b == b'-'))
+                    });
+                if !valid {
+                    return Err(cx.bad_value(format!("{s:?}"), "a group name, or empty"));
+                }
+                *(f.set)(config) = s;
             }
         }
         Ok(())

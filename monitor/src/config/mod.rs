@@ -50,6 +50,7 @@ pub struct Config {
     pub redact: Redact,
     /// `[export.*]`: where else the facts go.
     pub export: Export,
+    pub api: Api,
     /// `[[rules]]`: extra agent/program detection rules, after the built-in ones. Already
     /// validated by [`Detector::new`] when they come from [`load`].
     pub rules: Vec<Rule>,
@@ -199,6 +200,64 @@ impl Default for Journald {
     }
 }
 
+/// `[api]`: the live API on a Unix socket (`api` module).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Api {
+    /// `socket`: the socket's absolute path; `None` (an empty string) turns the API off.
+    pub socket: Option<PathBuf>,
+    /// `socket_mode`: who may connect.
+    pub socket_mode: SocketMode,
+    /// `group`: a group whose members (and root) see every event; empty: none.
+    pub group: String,
+    /// `subscriber_queue`: events queued per subscriber before it loses some.
+    pub subscriber_queue: u32,
+}
+
+impl Default for Api {
+    fn default() -> Api {
+        Api {
+            socket: Some(PathBuf::from("/run/claude-monitor/api.sock")),
+            socket_mode: SocketMode::AllUsers,
+            group: String::new(),
+            subscriber_queue: 4096,
+        }
+    }
+}
+
+/// `api.socket_mode`: the socket's permissions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SocketMode {
+    /// `"0666"`: every local user connects and sees their own processes' events.
+    #[default]
+    AllUsers,
+    /// `"0660"`: only root and `api.group` (the socket's group) connect.
+    GroupOnly,
+}
+
+impl SocketMode {
+    pub const ALL: [SocketMode; 2] = [SocketMode::AllUsers, SocketMode::GroupOnly];
+
+    /// The configuration spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SocketMode::AllUsers => "0666",
+            SocketMode::GroupOnly => "0660",
+        }
+    }
+
+    /// The file mode.
+    pub fn mode(self) -> u32 {
+        match self {
+            SocketMode::AllUsers => 0o666,
+            SocketMode::GroupOnly => 0o660,
+        }
+    }
+
+    fn parse(s: &str) -> Option<SocketMode> {
+        SocketMode::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
 /// `[redact]`: secrets out of everything the daemon writes (see `pipeline::redact`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Redact {
@@ -291,6 +350,7 @@ impl Default for Config {
             alerts: Alerts::default(),
             redact: Redact::default(),
             export: Export::default(),
+            api: Api::default(),
             rules: Vec::new(),
         }
     }

@@ -757,6 +757,18 @@ fn every_key_checks_its_range() {
                 vec!["".into(), "relative/dir".into()],
             ),
             Kind::AbsPaths(_) => (vec!["/,/srv".into()], vec!["relative".into()]),
+            Kind::OptPath(_) => (
+                vec!["/run/x/api.sock".into(), "".into()],
+                vec!["relative.sock".into()],
+            ),
+            Kind::Mode(_) => (
+                vec!["0666".into(), "0660".into()],
+                vec!["0777".into(), "666".into(), "".into()],
+            ),
+            Kind::Group(_) => (
+                vec!["".into(), "claude-monitor".into(), "adm".into()],
+                vec!["Root".into(), "a:b".into(), "-x".into(), "x".repeat(33)],
+            ),
             Kind::Patterns(_) => (
                 vec!["corp-[0-9]+\nx-key: (?P<secret>\\S+)".into(), "".into()],
                 vec!["(".into(), "a*".into(), "x{1000}{1000}".into()],

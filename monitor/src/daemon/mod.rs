@@ -29,6 +29,7 @@ use self::{
     resources::{History, SessionRef, SessionSampler},
 };
 use crate::{
+    api,
     claude::detect::Detector,
     config::{self, Config, IgnoredSignals},
     diag,
@@ -107,6 +108,16 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         }
     }
 
+    let started = Instant::now();
+    let events_path = logs_dir.join("events.jsonl");
+    // Every event's `seq` continues from the last one in the log.
+    let last_seq = api::seq::last_seq(&events_path);
+    let bus = cfg
+        .api
+        .socket
+        .is_some()
+        .then(|| api::bus::Bus::new(cfg.api.subscriber_queue as usize, last_seq));
+
     let (mut engine, mut ring, start) = Engine::start(&EngineOptions {
         scope: ScopeMode::Sessions,
         ring_buffer_bytes: cfg.kernel.ring_buffer_bytes(),
@@ -135,6 +146,23 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         alerts_raised: 0,
         stdout: opts.stdout,
         journal: journal(&cfg.export.journald),
+        seq: last_seq,
+        bus: bus.clone(),
+        unpublished: Vec::new(),
+    };
+    // Served once the programs are attached; the socket is removed when the daemon stops.
+    let _api = match (&cfg.api.socket, bus) {
+        (Some(socket), Some(bus)) => start_api(
+            socket,
+            &cfg.api,
+            bus,
+            api::history::LogFiles {
+                path: events_path.clone(),
+                keep: cfg.logs.keep,
+            },
+            started,
+        ),
+        _ => None,
     };
     let mut system_log = log("resources-system.jsonl");
     let mut sessions_log = log("resources-sessions.jsonl");
@@ -174,6 +202,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     };
     tokio::pin!(deadline);
     let reason = loop {
+        // Whatever was written is in the file, and published, before the API's tasks run
+        // (they run only while the loop waits).
+        out.flush_events();
         let hold_due = engine.hold_due();
         tokio::select! {
             guard = ring.readable_mut() => {
@@ -207,7 +238,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                     out.alert(&alert);
                 }
                 out.alerts_log.flush();
-                out.events.flush();
+                out.flush_events();
             }
             _ = session_tick.tick() => {
                 sample_sessions(&engine, &mut sampler, &mut out, &mut sessions_log);
@@ -226,7 +257,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                                 || new.watch.runtime_signals != cfg.watch.runtime_signals
                                 || new.data_dir != cfg.data_dir
                                 || new.reports.max_count != cfg.reports.max_count
-                                || new.reports.max_bytes != cfg.reports.max_bytes,
+                                || new.reports.max_bytes != cfg.reports.max_bytes
+                                || new.api != cfg.api,
                         );
                         if new.redact != cfg.redact {
                             let r = redactor(&new.redact);
@@ -242,7 +274,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                         system_tick = tokio::time::interval(new.resources.system_interval);
                         session_tick = tokio::time::interval(new.resources.session_interval);
                         let keep_data_dir = cfg.data_dir.clone();
-                        cfg = Config { data_dir: keep_data_dir, kernel: cfg.kernel.clone(), rules: cfg.rules.clone(), ..new };
+                        cfg = Config { data_dir: keep_data_dir, kernel: cfg.kernel.clone(), rules: cfg.rules.clone(), api: cfg.api.clone(), ..new };
                     }
                     Err(e) => diag::config_not_reloaded(e),
                 }
@@ -283,6 +315,50 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         cfg.kernel.pin,
     );
     Ok(())
+}
+
+/// Binds and serves the API socket; a failure is said and the daemon runs on without it.
+fn start_api(
+    socket: &Path,
+    settings: &config::Api,
+    bus: api::bus::Bus,
+    logs: api::history::LogFiles,
+    started: Instant,
+) -> Option<api::server::Listening> {
+    let group = if settings.group.is_empty() {
+        None
+    } else {
+        match api::users::group(Path::new("/etc"), &settings.group) {
+            Some(g) => Some(g),
+            None => {
+                diag::api_unavailable(
+                    socket,
+                    format!("api.group {:?} is not in /etc/group", settings.group),
+                );
+                return None;
+            }
+        }
+    };
+    let mode = settings.socket_mode.mode();
+    match api::server::bind(socket, mode, group.as_ref().map(|g| g.gid)) {
+        Ok(listener) => {
+            diag::api_listening(socket, mode, bus.seq());
+            Some(api::server::start(
+                listener,
+                socket.to_owned(),
+                api::server::State {
+                    bus,
+                    logs,
+                    group,
+                    started,
+                },
+            ))
+        }
+        Err(e) => {
+            diag::api_unavailable(socket, e);
+            None
+        }
+    }
 }
 
 /// The sessions with live members, with their members' pids.

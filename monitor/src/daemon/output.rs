@@ -13,6 +13,7 @@ use super::{
     resources::History,
 };
 use crate::{
+    api::{bus::Bus, filter::Meta, seq},
     diag,
     event::{Body, Event},
     host::cgroups::MemoryHierarchy,
@@ -37,6 +38,7 @@ const PENDING_MAX: usize = 256;
 #[derive(Serialize)]
 pub(super) struct AlertEvent<'a> {
     pub(super) v: u32,
+    pub(super) seq: u64,
     pub(super) kind: &'static str,
     pub(super) ts: &'a str,
     pub(super) pid: u32,
@@ -45,9 +47,9 @@ pub(super) struct AlertEvent<'a> {
 }
 
 /// One JSON line on stdout (`--stdout`).
-pub(super) fn print_line(value: &impl Serialize) -> std::io::Result<()> {
+pub(super) fn print_line(line: &[u8]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    serde_json::to_writer(&mut out, value)?;
+    out.write_all(line)?;
     out.write_all(b"\n")
 }
 
@@ -76,6 +78,15 @@ pub(super) struct DaemonOutput {
     pub(super) stdout: bool,
     /// Each report as a journal entry too (`[export.journald]`).
     pub(super) journal: Option<crate::output::journal::Journal>,
+    /// The last `seq` written (continued from the event log at start).
+    pub(super) seq: u64,
+    /// The API's subscribers (`None`: the API is off).
+    pub(super) bus: Option<Bus>,
+    /// Events written but not yet flushed to the log: published to the bus once they are
+    /// (a subscriber never sees an event that a crash could take out of the log, whose
+    /// `seq` the next start would then give again; and a history read after subscribing
+    /// finds every event published before).
+    pub(super) unpublished: Vec<(u64, Meta, Vec<u8>)>,
 }
 
 impl DaemonOutput {
@@ -90,19 +101,31 @@ impl DaemonOutput {
         self.alerts_raised += 1;
         let ts = alert.ts.clone();
         self.alerts_log.write_json(alert);
+        self.seq += 1;
         let event = AlertEvent {
             v: 1,
+            seq: self.seq,
             kind: "alert",
             ts: &ts,
             pid: std::process::id(),
             comm: "claude-monitor",
             alert,
         };
-        self.events.write_json(&event);
+        let line = serde_json::to_vec(&event).unwrap_or_default();
+        self.events.write(&line);
         if self.stdout {
             // A closed stdout ends the daemon at its next event write, not here.
-            let _ = print_line(&event).and_then(|()| std::io::stdout().flush());
+            let _ = print_line(&line).and_then(|()| std::io::stdout().flush());
         }
+        if self.bus.is_some() {
+            let meta = Meta {
+                kind: "alert".into(),
+                ..Meta::default()
+            };
+            self.unpublished.push((self.seq, meta, line));
+        }
+        // Alerts come between the event loop's flushes: out at once.
+        self.flush_events();
         diag::alert(alert.kind, &alert.message);
     }
 
@@ -172,6 +195,16 @@ impl DaemonOutput {
         self.pending.push(report);
     }
 
+    /// Flushes the event log, then publishes what it now holds to the API's subscribers.
+    pub(super) fn flush_events(&mut self) {
+        self.events.flush();
+        if let Some(bus) = &self.bus {
+            for (seq, meta, line) in self.unpublished.drain(..) {
+                bus.publish(seq, meta, line);
+            }
+        }
+    }
+
     /// The losses up to now are told: the waiting reports are written, incomplete when
     /// records were lost near their exit or near now.
     fn submit_pending(&mut self) {
@@ -196,9 +229,15 @@ impl DaemonOutput {
 
 impl Output for DaemonOutput {
     fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), OutputError> {
-        self.events.write_json(event);
+        self.seq += 1;
+        let line = seq::stamp(self.seq, event);
+        self.events.write(&line);
         if self.stdout {
-            print_line(event)?;
+            print_line(&line)?;
+        }
+        if self.bus.is_some() {
+            self.unpublished
+                .push((self.seq, Meta::of_event(event), line));
         }
         match &event.body {
             Body::Lost(l) => {
@@ -230,7 +269,7 @@ impl Output for DaemonOutput {
     }
 
     fn flush(&mut self) -> Result<(), OutputError> {
-        self.events.flush();
+        self.flush_events();
         if self.stdout {
             std::io::stdout().flush()?;
         }
@@ -284,6 +323,9 @@ mod tests {
             alerts_raised: 0,
             stdout: false,
             journal: None,
+            seq: 0,
+            bus: None,
+            unpublished: Vec::new(),
         }
     }
 

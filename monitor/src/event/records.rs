@@ -268,18 +268,22 @@ pub enum LostReason {
     WatchMapFull,
     /// Records this agent could not read.
     DecodeError,
+    /// Events an API subscriber's queue had no room for (it read too slowly): told to that
+    /// subscriber only, never written to the event log.
+    SubscriberQueue,
 }
 
 names!(LostReason {
     RingBufferFull => "ring_buffer_full",
     WatchMapFull => "watch_map_full",
     DecodeError => "decode_error",
+    SubscriberQueue => "subscriber_queue",
 });
 
 impl LostReason {
     /// Whether these are event records (counted in `agent_stop.lost`).
     pub fn is_records(self) -> bool {
-        self != LostReason::WatchMapFull
+        matches!(self, LostReason::RingBufferFull | LostReason::DecodeError)
     }
 }
 

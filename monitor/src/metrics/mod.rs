@@ -493,6 +493,9 @@ impl Metrics {
                 LostReason::WatchMapFull => {
                     self.processes_unwatched.inc_by(lost.count);
                 }
+                // Told to one API subscriber only, never written by the daemon: the
+                // snapshot's subscriber count carries these.
+                LostReason::SubscriberQueue => {}
             },
             Body::AgentStart(_)
             | Body::AgentStop(_)

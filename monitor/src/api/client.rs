@@ -1,0 +1,265 @@
+//! `claude-monitor events`: the client of the API socket. JSON lines on stdout, or one
+//! readable line per event on a terminal.
+
+use std::{
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, anyhow};
+use bytes::Bytes;
+use hyper::{Request, body::Incoming};
+use hyper_util::rt::TokioIo;
+
+use super::filter::percent_encode;
+use crate::output::printable::printable;
+
+/// A validated `events` invocation.
+pub struct Options {
+    pub socket: PathBuf,
+    pub follow: bool,
+    pub kinds: Vec<String>,
+    pub session: Option<String>,
+    pub cause: Option<String>,
+    /// A seq or a duration (`10m`), checked by the daemon.
+    pub since: Option<String>,
+    pub limit: Option<usize>,
+    /// One readable line per event instead of JSON.
+    pub text: bool,
+}
+
+impl Options {
+    /// The request's path and query.
+    pub fn path(&self) -> String {
+        let mut q = Vec::new();
+        if let Some(s) = &self.since {
+            q.push(format!("since={}", percent_encode(s)));
+        }
+        for k in &self.kinds {
+            q.push(format!("kind={}", percent_encode(k)));
+        }
+        if let Some(s) = &self.session {
+            q.push(format!("session={}", percent_encode(s)));
+        }
+        if let Some(c) = &self.cause {
+            q.push(format!("cause={}", percent_encode(c)));
+        }
+        if let (Some(l), false) = (self.limit, self.follow) {
+            q.push(format!("limit={l}"));
+        }
+        let route = if self.follow {
+            "/v1/events/stream"
+        } else {
+            "/v1/events"
+        };
+        if q.is_empty() {
+            route.to_owned()
+        } else {
+            format!("{route}?{}", q.join("&"))
+        }
+    }
+}
+
+fn connect_error(socket: &Path, e: io::Error) -> anyhow::Error {
+    match e.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => anyhow!(
+            "no daemon listening on {}: start it with `sudo claude-monitor daemon` \
+             (or `claude-monitor install`), or give its socket with --socket",
+            socket.display()
+        ),
+        io::ErrorKind::PermissionDenied => anyhow!(
+            "cannot connect to {}: permission denied (the socket is restricted to root and \
+             the group of `api.group`)",
+            socket.display()
+        ),
+        _ => anyhow::Error::from(e).context(format!("cannot connect to {}", socket.display())),
+    }
+}
+
+/// The next piece of the body, `None` at its end.
+async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>> {
+    use hyper::body::Body as _;
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut *body).poll_frame(cx)).await;
+        match frame {
+            None => return Ok(None),
+            Some(f) => {
+                if let Ok(data) = f.context("reading the daemon's answer")?.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the command until the answer ends (or, with `--follow`, until the daemon goes).
+pub async fn run(opts: Options) -> Result<()> {
+    let stream = tokio::net::UnixStream::connect(&opts.socket)
+        .await
+        .map_err(|e| connect_error(&opts.socket, e))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP handshake with the daemon")?;
+    tokio::spawn(conn);
+    let req = Request::get(opts.path())
+        .header(hyper::header::HOST, "localhost")
+        .body(http_empty())
+        .context("request")?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .context("request to the daemon")?;
+    let status = resp.status();
+    let mut body = resp.into_body();
+    if !status.is_success() {
+        let mut text = Vec::new();
+        while let Some(chunk) = next_chunk(&mut body).await? {
+            text.extend_from_slice(&chunk);
+        }
+        let message = serde_json::from_slice::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&text).into_owned());
+        return Err(anyhow!("the daemon answered {status}: {message}"));
+    }
+    let mut out = io::stdout().lock();
+    let mut pending = Vec::new();
+    // SSE: the `data:` of the current message.
+    let mut data: Option<Vec<u8>> = None;
+    while let Some(chunk) = next_chunk(&mut body).await? {
+        pending.extend_from_slice(&chunk);
+        let mut start = 0;
+        while let Some(n) = pending[start..].iter().position(|b| *b == b'\n') {
+            let line = &pending[start..start + n];
+            start += n + 1;
+            let event = if opts.follow {
+                if let Some(d) = line.strip_prefix(b"data: ") {
+                    data = Some(d.to_vec());
+                    None
+                } else if line.is_empty() {
+                    data.take()
+                } else {
+                    None
+                }
+            } else {
+                (!line.is_empty()).then(|| line.to_vec())
+            };
+            if let Some(event) = event {
+                let written = if opts.text {
+                    serde_json::from_slice(&event)
+                        .map(|v| text_line(&v))
+                        .map_or(Ok(()), |l| writeln!(out, "{}", printable(&l)))
+                } else {
+                    out.write_all(&event).and_then(|()| out.write_all(b"\n"))
+                };
+                match written.and_then(|()| out.flush()) {
+                    Ok(()) => {}
+                    // `| head`: a quiet end.
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        pending.drain(..start);
+    }
+    Ok(())
+}
+
+/// An empty request body.
+fn http_empty() -> Empty {
+    Empty
+}
+
+/// A request body with nothing in it.
+struct Empty;
+
+impl hyper::body::Body for Empty {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        true
+    }
+}
+
+/// `HH:MM:SS.mmm kind   pid comm detail [seq]`: the shape of `trace`'s text lines, from
+/// the JSON (the client has no typed events).
+pub fn text_line(v: &serde_json::Value) -> String {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    let ts = s(&v["ts"]);
+    let time = ts.get(11..23).unwrap_or(&ts).to_owned();
+    let kind = s(&v["kind"]);
+    let detail = match kind.as_str() {
+        "exit" => {
+            let how = match (v["exit_code"].as_i64(), v["signal_name"].as_str()) {
+                (Some(code), _) => format!("exit code {code}"),
+                (None, Some(sig)) => sig.to_owned(),
+                _ => "unknown status".into(),
+            };
+            let by = v["killed_by"]["pid"]
+                .as_u64()
+                .map(|p| format!(" by {p} {}", s(&v["killed_by"]["comm"])))
+                .unwrap_or_default();
+            format!("{} ({how}){by}", s(&v["cause"]))
+        }
+        "signal" => format!(
+            "{} from {} {}",
+            s(&v["signal_name"]),
+            v["sender"]["pid"],
+            s(&v["sender"]["comm"])
+        ),
+        "exec" => s(&v["filename"]),
+        "oom" => format!(
+            "OOM victim {} {}",
+            v["victim"]["pid"],
+            s(&v["victim"]["comm"])
+        ),
+        "lost" => format!("{} lost ({})", v["count"], s(&v["reason"])),
+        "alert" => s(&v["alert"]["message"]),
+        _ => String::new(),
+    };
+    let session = v["session"]["id"]
+        .as_str()
+        .map(|id| format!(" [session {id}]"))
+        .unwrap_or_default();
+    let pid = v["pid"].to_string();
+    let comm = s(&v["comm"]);
+    format!("{time} {kind:<6} {pid:>7} {comm:<16} {detail}{session}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_lines() {
+        let mut o = Options {
+            socket: "/run/claude-monitor/api.sock".into(),
+            follow: false,
+            kinds: vec!["exit".into(), "oom".into()],
+            session: Some("1:2".into()),
+            cause: None,
+            since: Some("10m".into()),
+            limit: Some(5),
+            text: false,
+        };
+        assert_eq!(
+            o.path(),
+            "/v1/events?since=10m&kind=exit&kind=oom&session=1:2&limit=5"
+        );
+        o.follow = true;
+        assert!(o.path().starts_with("/v1/events/stream?"));
+        let v = serde_json::json!({"kind":"exit","ts":"2026-12-03T07:00:00.123456Z","pid":5,"comm":"sh","exit_code":3,"cause":"exited","killed_by":null});
+        assert_eq!(
+            text_line(&v),
+            "07:00:00.123 exit         5 sh               exited (exit code 3)"
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! The daemon's live API: every event it writes gets a `seq` ([`seq`]), goes to the event
+//! log and to the subscribers of an in-process bus ([`bus`]), each with a bounded queue;
+//! an HTTP/1.1 server on a Unix socket ([`server`]) serves `/healthz`, the history from the
+//! event log files ([`history`]) and a Server-Sent Events stream that resumes with no gap
+//! and no duplicate; [`client`] is `claude-monitor events`.
+//!
+//! Who sees what ([`filter::Viewer`]): the peer's credentials (SO_PEERCRED) at connect.
+//! Root and the members of `api.group` see every event; any other user only the events of
+//! their own processes (the rule is in [`filter::Meta::uid`]).
+//!
+//! Nothing here can slow the event loop: the loop only `try_send`s into each queue; a full
+//! queue counts the event as lost for that subscriber, which gets one `lost` record
+//! (`reason: subscriber_queue`) when its queue has room again.
+
+pub mod bus;
+pub mod client;
+pub mod filter;
+pub mod history;
+pub mod seq;
+pub mod server;
+pub mod users;

@@ -1,0 +1,800 @@
+//! The daemon's live API on its Unix socket, on the real kernel, through real clients:
+//! `curl -N --unix-socket` for Server-Sent Events and `claude-monitor events` for the
+//! history. Every event received through the socket is validated against the schema.
+//!
+//! The watched tree is a configured rule (`comm = "cm-agent"`, a copy of bash), blocked on
+//! a FIFO until the clients are subscribed (a wait that starts no process), so each test
+//! knows exactly which events of its session the daemon wrote (its stdout) and compares
+//! what each client got with them, by `seq`. The daemon sees every session on the host:
+//! the clients filter on this test's session (or, as a non-root user, see only their own).
+
+use std::{
+    collections::BTreeSet,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc::{Receiver, channel},
+    time::{Duration, Instant},
+};
+
+use claude_monitor_tests::{
+    Agent, Spawned, TempDir, agent_binary, assert_valid, privileged, schema, wait_until,
+};
+use serde_json::Value;
+
+const NOBODY: u32 = 65534;
+
+struct Setup {
+    dir: PathBuf,
+    config: PathBuf,
+    data: PathBuf,
+    socket: PathBuf,
+    agent_bin: PathBuf,
+    _tmp: TempDir,
+}
+
+impl Setup {
+    fn new(tag: &str, extra: &str) -> Setup {
+        Setup::with_api(tag, extra, "")
+    }
+
+    /// With more `[api]` keys (`api`) than the socket.
+    fn with_api(tag: &str, extra: &str, api: &str) -> Setup {
+        let tmp = TempDir::new(&format!("cm-api-{}-{tag}", std::process::id()));
+        let dir = tmp.path().to_owned();
+        // A user who is not root reaches the socket in it.
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let data = dir.join("data");
+        let socket = dir.join("run/api.sock");
+        let agent_bin = dir.join("cm-agent");
+        claude_monitor_tests::copy_executable(Path::new("/bin/bash"), &agent_bin);
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"{}\"\n[logs]\nmax_bytes = 500000000\n[api]\nsocket = \"{}\"\n{api}\n{extra}\n\
+                 [[rules]]\nname = \"test-agent\"\ncomm = \"cm-agent\"\n",
+                data.display(),
+                socket.display()
+            ),
+        )
+        .expect("config");
+        for fifo in ["go", "go2", "go3"] {
+            mkfifo(&dir.join(fifo));
+        }
+        Setup {
+            dir,
+            config,
+            data,
+            socket,
+            agent_bin,
+            _tmp: tmp,
+        }
+    }
+
+    fn agent(&self, script: &str) -> Spawned {
+        Spawned::spawn(
+            Command::new(&self.agent_bin)
+                .args(["-c", script])
+                .env("DIR", &self.dir)
+                .stdin(Stdio::null()),
+        )
+    }
+
+    /// `GET path` with curl, the body as JSON.
+    fn get(&self, path: &str) -> Value {
+        let out = Command::new("curl")
+            .args(["-sS", "--fail-with-body", "--unix-socket"])
+            .arg(&self.socket)
+            .arg(format!("http://localhost{path}"))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "GET {path}: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("JSON")
+    }
+
+    fn wait_subscribers(&self, n: u64) {
+        wait_until(Duration::from_secs(20), "subscribed clients", || {
+            self.get("/healthz")["subscribers"].as_u64() >= Some(n)
+        });
+    }
+
+    /// Every line of the event log (the current file: the tests never rotate it).
+    fn log(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.data.join("logs/events.jsonl"))
+            .expect("event log")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("log line"))
+            .collect()
+    }
+}
+
+/// Writes a line into the FIFO once its reader (the fake agent) has it open.
+fn release_fifo(path: &Path) {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let mut fifo = None;
+    wait_until(Duration::from_secs(20), &path.display().to_string(), || {
+        fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .ok();
+        fifo.is_some()
+    });
+    fifo.expect("fifo")
+        .write_all(b"\n")
+        .expect("write the fifo");
+}
+
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid C string.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+    assert_eq!(rc, 0, "mkfifo {}", path.display());
+}
+
+/// One Server-Sent Events message.
+#[derive(Clone, Debug)]
+struct Msg {
+    id: Option<u64>,
+    event: String,
+    data: Value,
+}
+
+/// `curl -N` on `/v1/events/stream`: its messages, parsed as they come, each validated.
+struct Sse {
+    child: Child,
+    rx: Receiver<Msg>,
+    got: Vec<Msg>,
+}
+
+impl Sse {
+    fn start(socket: &Path, query: &str, last_id: Option<u64>, uid: Option<u32>) -> Sse {
+        let mut cmd = match uid {
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    format!("--reuid={uid}"),
+                    format!("--regid={uid}"),
+                    "--clear-groups".into(),
+                    "curl".into(),
+                ]);
+                c
+            }
+            None => Command::new("curl"),
+        };
+        cmd.args(["-sSN", "--unix-socket"])
+            .arg(socket)
+            .arg(format!("http://localhost/v1/events/stream?{query}"));
+        if let Some(id) = last_id {
+            cmd.args(["-H", &format!("Last-Event-ID: {id}")]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("curl");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = channel();
+        std::thread::spawn(move || {
+            let validator = schema();
+            let (mut id, mut event, mut data) = (None, String::new(), None);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = Some(v.parse::<u64>().expect("id"));
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = Some(serde_json::from_str::<Value>(v).expect("data JSON"));
+                } else if line.is_empty() {
+                    if let Some(data) = data.take() {
+                        assert_valid(&validator, &data);
+                        assert_eq!(data["kind"], event.as_str(), "event: is the kind");
+                        assert_eq!(data["seq"].as_u64(), id, "id: is the seq");
+                        if tx
+                            .send(Msg {
+                                id: id.take(),
+                                event: std::mem::take(&mut event),
+                                data,
+                            })
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    id = None;
+                }
+            }
+        });
+        Sse {
+            child,
+            rx,
+            got: Vec::new(),
+        }
+    }
+
+    /// Waits until the messages received satisfy `done`.
+    fn wait_until(&mut self, timeout: Duration, what: &str, done: impl Fn(&[Msg]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !done(&self.got) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(m) => self.got.push(m),
+                Err(_) => panic!(
+                    "timed out after {timeout:?} waiting for {what}; got {} messages, last {:?}",
+                    self.got.len(),
+                    self.got.last()
+                ),
+            }
+        }
+    }
+
+    fn seqs(&self) -> Vec<u64> {
+        self.got.iter().filter_map(|m| m.id).collect()
+    }
+}
+
+impl Drop for Sse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn u(v: u32) -> u64 {
+    u64::from(v)
+}
+
+fn session_of(e: &Value) -> Option<&str> {
+    e["session"]["id"].as_str()
+}
+
+/// The session of the fake agent `pid`, from the daemon's events (its root's exec).
+fn wait_session(daemon: &mut Agent, seen: &mut Vec<Value>, pid: u32) -> String {
+    let e = daemon.wait_for(seen, Duration::from_secs(30), |e| {
+        e["session"]["root_pid"].as_u64() == Some(u(pid))
+    });
+    session_of(&e).expect("session id").to_owned()
+}
+
+/// The seqs of the session's events in `seen` after `after` that pass `pred`.
+fn expected(seen: &[Value], session: &str, after: u64, pred: impl Fn(&Value) -> bool) -> Vec<u64> {
+    seen.iter()
+        .filter(|e| session_of(e) == Some(session) && pred(e))
+        .filter_map(|e| e["seq"].as_u64())
+        .filter(|s| *s > after)
+        .collect()
+}
+
+/// The last seq of the session's events seen so far.
+fn last_of(seen: &[Value], session: &str) -> u64 {
+    seen.iter()
+        .filter(|e| session_of(e) == Some(session))
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .unwrap_or(0)
+}
+
+fn is_root_exit(pid: u32) -> impl Fn(&Value) -> bool {
+    move |e| e["kind"] == "exit" && e["pid"].as_u64() == Some(u(pid))
+}
+
+/// `claude-monitor events ARGS --socket S --format json`, as (uid, gid) when given.
+fn events_command(socket: &Path, args: &[&str], user: Option<(u32, u32)>) -> Command {
+    let mut cmd = match user {
+        Some((uid, gid)) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                format!("--reuid={uid}"),
+                format!("--regid={gid}"),
+                "--clear-groups".into(),
+            ])
+            .arg(agent_binary());
+            c
+        }
+        None => Command::new(agent_binary()),
+    };
+    cmd.arg("events")
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .args(["--format", "json"]);
+    cmd
+}
+
+/// [`events_command`]'s lines, each validated (as `uid` when given).
+fn events_cli(socket: &Path, args: &[&str], uid: Option<u32>) -> Vec<Value> {
+    events_as(socket, args, uid.map(|u| (u, u)))
+}
+
+fn events_as(socket: &Path, args: &[&str], user: Option<(u32, u32)>) -> Vec<Value> {
+    let out = events_command(socket, args, user)
+        .output()
+        .expect("claude-monitor events");
+    assert!(
+        out.status.success(),
+        "claude-monitor events {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let validator = schema();
+    String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("JSON line");
+            assert_valid(&validator, &v);
+            v
+        })
+        .collect()
+}
+
+fn seqs_of(events: &[Value]) -> Vec<u64> {
+    events.iter().filter_map(|e| e["seq"].as_u64()).collect()
+}
+
+/// `/healthz` answers; two SSE clients with different filters get exactly the events of
+/// their filter, in order; the history (`claude-monitor events`) has the same; a daemon
+/// that is not there is said so.
+#[test]
+fn api_serves_health_history_and_filtered_streams() {
+    if !privileged("api_serves_health_history_and_filtered_streams") {
+        return;
+    }
+    let s = Setup::new("filters", "[kernel]\npin = false\n");
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    let start_seq = daemon.start["seq"].as_u64().expect("agent_start has a seq");
+    let health = s.get("/healthz");
+    assert_eq!(health["status"], "ok", "{health}");
+    assert!(health["seq"].as_u64() >= Some(start_seq), "{health}");
+    assert!(health["version"].is_string(), "{health}");
+    let agent = s.agent(
+        r#"read _ < "$DIR/go"
+        sh -c 'exit 3'; sh -c 'kill -TERM $$'; for i in 1 2 3; do /bin/true; done
+        sh -c 'exit 9'"#,
+    );
+    let agent_pid = agent.id();
+    let mut seen = Vec::new();
+    let session = wait_session(&mut daemon, &mut seen, agent_pid);
+    let mut exits = Sse::start(
+        &s.socket,
+        &format!("kind=exit&session={session}"),
+        None,
+        None,
+    );
+    let mut execs = Sse::start(
+        &s.socket,
+        &format!("kind=exec,fork&session={session}"),
+        None,
+        None,
+    );
+    // The project's client, following the same exits.
+    let mut follow = events_command(
+        &s.socket,
+        &["--follow", "--kind", "exit", "--session", &session],
+        None,
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("claude-monitor events --follow");
+    let (tx, followed) = channel();
+    let follow_out = follow.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(follow_out).lines() {
+            let Ok(line) = line else { break };
+            let v: Value = serde_json::from_str(&line).expect("JSON line");
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    s.wait_subscribers(3);
+    let after = last_of(&seen, &session);
+    release_fifo(&s.dir.join("go"));
+    daemon.wait_for(&mut seen, Duration::from_secs(30), is_root_exit(agent_pid));
+
+    let want_exits = expected(&seen, &session, after, |e| e["kind"] == "exit");
+    let want_execs = expected(&seen, &session, after, |e| {
+        e["kind"] == "exec" || e["kind"] == "fork"
+    });
+    // sh (exit 3), sh (SIGTERM), true x3, the root (bash execs its last command, the
+    // `exit 9` sh, in place).
+    assert_eq!(want_exits.len(), 6, "{want_exits:?}");
+    exits.wait_until(Duration::from_secs(30), "the session's exits", |m| {
+        let got: BTreeSet<u64> = m.iter().filter_map(|m| m.id).collect();
+        want_exits.iter().all(|s| got.contains(s))
+    });
+    execs.wait_until(
+        Duration::from_secs(30),
+        "the session's forks and execs",
+        |m| {
+            let got: BTreeSet<u64> = m.iter().filter_map(|m| m.id).collect();
+            want_execs.iter().all(|s| got.contains(s))
+        },
+    );
+    assert_eq!(
+        exits.seqs(),
+        want_exits,
+        "exactly the session's exits, in order"
+    );
+    assert_eq!(
+        execs.seqs(),
+        want_execs,
+        "exactly the session's forks and execs"
+    );
+    assert!(exits.got.iter().all(|m| m.event == "exit"));
+    let codes: Vec<&Value> = exits.got.iter().map(|m| &m.data["exit_code"]).collect();
+    assert!(
+        codes.contains(&&Value::from(3)) && codes.contains(&&Value::from(9)),
+        "{codes:?}"
+    );
+    assert!(
+        exits
+            .got
+            .iter()
+            .any(|m| m.data["signal_name"] == "SIGTERM" && m.data["cause"] == "killed"),
+        "the SIGTERM'd sh"
+    );
+
+    let mut follow_got = Vec::new();
+    let validator = schema();
+    while follow_got.len() < want_exits.len() {
+        let v = followed
+            .recv_timeout(Duration::from_secs(30))
+            .expect("events --follow: an exit");
+        assert_valid(&validator, &v);
+        follow_got.push(v);
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(seqs_of(&follow_got), want_exits, "events --follow");
+
+    // The history: the same exits, from the event log, by the project's client.
+    let history = events_cli(&s.socket, &["--kind", "exit", "--session", &session], None);
+    assert_eq!(seqs_of(&history), want_exits);
+    let newest = events_cli(&s.socket, &["--session", &session, "-n", "2"], None);
+    assert_eq!(newest.len(), 2);
+    let all = expected(&seen, &session, 0, |_| true);
+    assert_eq!(seqs_of(&newest), all[all.len() - 2..], "the newest two");
+    // A bad parameter is an error that names it.
+    let out = Command::new("curl")
+        .args(["-s", "--unix-socket"])
+        .arg(&s.socket)
+        .arg("http://localhost/v1/events?sinse=1")
+        .output()
+        .expect("curl");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("sinse"),
+        "{out:?}"
+    );
+
+    drop(exits);
+    drop(execs);
+    drop(agent);
+    daemon.stop(seen);
+    assert!(!s.socket.exists(), "the socket is removed at stop");
+    let out = Command::new(agent_binary())
+        .args(["events", "--socket"])
+        .arg(&s.socket)
+        .output()
+        .expect("claude-monitor events");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no daemon listening on"), "{err}");
+}
+
+/// A stream resumed with `Last-Event-ID` after the daemon was SIGKILLed and started again
+/// gets every event after that id exactly once: the history up to the seam, then live.
+#[test]
+fn api_stream_resumes_across_a_daemon_restart() {
+    if !privileged("api_stream_resumes_across_a_daemon_restart") {
+        return;
+    }
+    let pin_dir = format!("/sys/fs/bpf/cm-test-api-{}", std::process::id());
+    let s = Setup::new(
+        "resume",
+        &format!("[kernel]\npin = true\npin_dir = \"{pin_dir}\"\n"),
+    );
+    let _pins = PinDir {
+        dir: PathBuf::from(&pin_dir),
+        config: s.config.clone(),
+    };
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    let agent = s.agent(
+        r#"read _ < "$DIR/go"; for i in $(seq 10); do /bin/true; done
+        read _ < "$DIR/go2"; for i in $(seq 10); do /bin/true; done; sh -c 'exit 7'; : > "$DIR/down"
+        read _ < "$DIR/go3"; for i in $(seq 10); do /bin/true; done; sh -c 'exit 8'"#,
+    );
+    let agent_pid = agent.id();
+    let mut seen = Vec::new();
+    let session = wait_session(&mut daemon, &mut seen, agent_pid);
+    let query = format!("session={session}");
+    let mut first = Sse::start(&s.socket, &query, None, None);
+    s.wait_subscribers(1);
+    release_fifo(&s.dir.join("go"));
+    let is_true_exit = |m: &Msg| m.data["kind"] == "exit" && m.data["comm"] == "true";
+    first.wait_until(Duration::from_secs(30), "ten exits", |m| {
+        m.iter().filter(|m| is_true_exit(m)).count() == 10
+    });
+    let last_id = first.got.last().and_then(|m| m.id).expect("an id");
+    drop(first);
+    daemon.kill(seen);
+
+    // While no daemon runs.
+    release_fifo(&s.dir.join("go2"));
+    wait_until(Duration::from_secs(30), "the exits while down", || {
+        s.dir.join("down").exists()
+    });
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    assert_eq!(daemon.start["pin"]["state"], "reused", "{}", daemon.start);
+    let start_seq = daemon.start["seq"].as_u64().expect("seq");
+    assert!(
+        start_seq > last_id,
+        "seq continues across the restart: {start_seq} <= {last_id}"
+    );
+    let mut resumed = Sse::start(&s.socket, &query, Some(last_id), None);
+    s.wait_subscribers(1);
+    release_fifo(&s.dir.join("go3"));
+    resumed.wait_until(Duration::from_secs(30), "the root's exit", |m| {
+        m.iter().any(|m| is_root_exit(agent_pid)(&m.data))
+    });
+    let mut seen = Vec::new();
+    daemon.wait_for(&mut seen, Duration::from_secs(30), is_root_exit(agent_pid));
+
+    // Every event of the session in the log after `last_id`, once each, in order.
+    let want: Vec<u64> = s
+        .log()
+        .iter()
+        .filter(|e| session_of(e) == Some(session.as_str()))
+        .filter_map(|e| e["seq"].as_u64())
+        .filter(|q| *q > last_id)
+        .collect();
+    assert_eq!(resumed.seqs(), want, "no gap, no duplicate at the seam");
+    let true_exits = resumed.got.iter().filter(|m| is_true_exit(m)).count();
+    assert_eq!(true_exits, 20, "the ten while down and the ten after");
+    assert!(
+        resumed.got.iter().any(|m| m.data["exit_code"] == 7),
+        "the exit while down"
+    );
+    // The log's seqs over both runs: 1, 2, 3, ... with no gap and no repeat.
+    let log_seqs: Vec<u64> = seqs_of(&s.log());
+    assert_eq!(log_seqs, (1..=log_seqs.len() as u64).collect::<Vec<_>>());
+    drop(resumed);
+    drop(agent);
+    daemon.stop(seen);
+}
+
+/// A user who is not root connects to the 0666 socket and sees only the events of their
+/// own processes: in the stream and in the history.
+#[test]
+fn api_shows_a_user_only_their_own_processes() {
+    if !privileged("api_shows_a_user_only_their_own_processes") {
+        return;
+    }
+    let s = Setup::new("nobody", "[kernel]\npin = false\n");
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    let agent = s.agent(
+        r#"read _ < "$DIR/go"
+        setpriv --reuid=65534 --regid=65534 --clear-groups sh -c 'exit 4'
+        sh -c 'exit 5'"#,
+    );
+    let agent_pid = agent.id();
+    let mut seen = Vec::new();
+    let session = wait_session(&mut daemon, &mut seen, agent_pid);
+    let mut nobody = Sse::start(&s.socket, "", None, Some(NOBODY));
+    let mut root = Sse::start(&s.socket, &format!("session={session}"), None, None);
+    s.wait_subscribers(2);
+    release_fifo(&s.dir.join("go"));
+    daemon.wait_for(&mut seen, Duration::from_secs(30), is_root_exit(agent_pid));
+    root.wait_until(Duration::from_secs(30), "the root's exit", |m| {
+        m.iter().any(|m| is_root_exit(agent_pid)(&m.data))
+    });
+    assert!(
+        root.got.iter().any(|m| m.data["exit_code"] == 5),
+        "root sees all"
+    );
+    nobody.wait_until(Duration::from_secs(30), "their own exit", |m| {
+        m.iter().any(|m| m.data["exit_code"] == 4)
+    });
+    let own = |events: Vec<&Value>| {
+        for e in &events {
+            assert_eq!(e["uid"].as_u64(), Some(u(NOBODY)), "not theirs: {e}");
+        }
+        events
+            .into_iter()
+            .filter(|e| session_of(e) == Some(session.as_str()))
+            .map(|e| {
+                (
+                    e["kind"].as_str().unwrap_or("").to_owned(),
+                    e["comm"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let from_stream = own(nobody.got.iter().map(|m| &m.data).collect());
+    let sh = || Value::from("sh");
+    assert_eq!(
+        from_stream,
+        [("exec".to_owned(), sh()), ("exit".to_owned(), sh())],
+        "only the exec and exit of their own sh"
+    );
+    let history = events_cli(&s.socket, &[], Some(NOBODY));
+    assert_eq!(own(history.iter().collect()), from_stream);
+    drop(nobody);
+    drop(root);
+    drop(agent);
+    daemon.stop(seen);
+}
+
+/// A subscriber that reads nothing (a stopped curl) during a storm of short processes gets
+/// one `lost` record with its count once it reads again, and stays connected; another
+/// subscriber and the event log lose nothing.
+#[test]
+fn api_slow_subscriber_gets_its_lost_count() {
+    if !privileged("api_slow_subscriber_gets_its_lost_count") {
+        return;
+    }
+    let storm = claude_monitor_tests::storm_size(4000);
+    let s = Setup::new("slow", "[kernel]\npin = false\nring_buffer_kb = 32768\n");
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    let agent = s.agent(&format!(
+        r#"read _ < "$DIR/go"; for i in $(seq {storm}); do /bin/true; done; sh -c 'exit 9'"#
+    ));
+    let agent_pid = agent.id();
+    let mut seen = Vec::new();
+    let session = wait_session(&mut daemon, &mut seen, agent_pid);
+    let query = format!("session={session}");
+    let mut fast = Sse::start(&s.socket, &query, None, None);
+    let mut slow = Sse::start(&s.socket, &query, None, None);
+    s.wait_subscribers(2);
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(slow.child.id() as i32, libc::SIGSTOP) };
+    let after = last_of(&seen, &session);
+    release_fifo(&s.dir.join("go"));
+    daemon.wait_for(&mut seen, Duration::from_secs(120), is_root_exit(agent_pid));
+    let want = expected(&seen, &session, after, |_| true);
+    assert!(want.len() > 3 * storm, "{} events", want.len());
+    fast.wait_until(Duration::from_secs(60), "every event", |m| {
+        let got: BTreeSet<u64> = m.iter().filter_map(|m| m.id).collect();
+        want.iter().all(|s| got.contains(s))
+    });
+    assert_eq!(fast.seqs(), want, "the other subscriber loses nothing");
+    assert!(fast.got.iter().all(|m| m.event != "lost"));
+
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(slow.child.id() as i32, libc::SIGCONT) };
+    let lost_sum = |m: &[Msg]| {
+        m.iter()
+            .filter(|m| m.event == "lost")
+            .map(|m| m.data["count"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
+    slow.wait_until(
+        Duration::from_secs(60),
+        "its events and its lost count",
+        |m| m.iter().filter(|m| m.id.is_some()).count() as u64 + lost_sum(m) >= want.len() as u64,
+    );
+    let lost: Vec<&Msg> = slow.got.iter().filter(|m| m.event == "lost").collect();
+    assert!(!lost.is_empty(), "no lost record");
+    for m in &lost {
+        assert_eq!(m.data["reason"], "subscriber_queue", "{:?}", m.data);
+        assert_eq!(m.id, None, "a subscriber's own lost record has no seq");
+    }
+    let got = slow.seqs();
+    let got_set: BTreeSet<u64> = got.iter().copied().collect();
+    assert_eq!(got_set.len(), got.len(), "no duplicate");
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order");
+    assert!(got.iter().all(|q| want.contains(q)), "only its events");
+    assert_eq!(
+        got.len() as u64 + lost_sum(&slow.got),
+        want.len() as u64,
+        "what it got and what it was told it lost are every event"
+    );
+    // Still connected: the next event reaches it.
+    let health = s.get("/healthz");
+    assert!(
+        health["subscriber_lost"].as_u64() >= Some(lost_sum(&slow.got)),
+        "{health}"
+    );
+    assert!(health["subscribers"].as_u64() >= Some(2), "{health}");
+
+    // The log has every seq once, and the kernel lost nothing.
+    let log = s.log();
+    let log_seqs = seqs_of(&log);
+    assert_eq!(log_seqs, (1..=log_seqs.len() as u64).collect::<Vec<_>>());
+    assert!(want.iter().all(|q| log_seqs.contains(q)));
+    assert!(
+        log.iter().all(|e| e["kind"] != "lost"),
+        "records lost in the kernel"
+    );
+    drop(fast);
+    drop(slow);
+    drop(agent);
+    daemon.stop(seen);
+}
+
+/// A group made for the test, removed on drop (also when the test fails).
+struct TestGroup(String);
+
+impl Drop for TestGroup {
+    fn drop(&mut self) {
+        let _ = Command::new("groupdel").arg(&self.0).status();
+    }
+}
+
+/// `api.socket_mode = "0660"` with `api.group`: the socket belongs to the group; a member
+/// (by its primary group here) connects and sees every event, root-only ones included; a
+/// user outside it cannot connect, and the client says why.
+#[test]
+fn api_group_only_socket() {
+    if !privileged("api_group_only_socket") {
+        return;
+    }
+    let name = format!("cmapi{}", std::process::id());
+    let _ = Command::new("groupdel").arg(&name).status();
+    let status = Command::new("groupadd")
+        .arg(&name)
+        .status()
+        .expect("groupadd");
+    assert!(status.success(), "groupadd {name}");
+    let group = TestGroup(name.clone());
+    let gid: u32 = std::fs::read_to_string("/etc/group")
+        .expect("/etc/group")
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(group.0.as_str())).then(|| f.nth(1)?.parse().ok())?
+        })
+        .expect("the group's gid");
+    let s = Setup::with_api(
+        "group",
+        "[kernel]\npin = false\n",
+        &format!("socket_mode = \"0660\"\ngroup = \"{name}\"\n"),
+    );
+    let daemon = Agent::daemon(&s.config, &[]);
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(&s.socket).expect("socket");
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), gid);
+    // A member sees the daemon's own records, which are for root and the group only.
+    let starts = events_as(&s.socket, &["--kind", "agent_start"], Some((NOBODY, gid)));
+    assert_eq!(
+        starts.last().map(|e| e["seq"].clone()),
+        Some(daemon.start["seq"].clone())
+    );
+    let out = events_command(&s.socket, &[], Some((NOBODY, NOBODY)))
+        .output()
+        .expect("claude-monitor events");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("permission denied"), "{err}");
+    daemon.stop(Vec::new());
+}
+
+/// The test's pin directory, unpinned on drop (also when the test fails).
+struct PinDir {
+    dir: PathBuf,
+    config: PathBuf,
+}
+
+impl Drop for PinDir {
+    fn drop(&mut self) {
+        if !self.dir.exists() {
+            return;
+        }
+        let _ = Command::new(agent_binary())
+            .args(["daemon", "--unpin", "--config"])
+            .arg(&self.config)
+            .stderr(Stdio::null())
+            .status();
+        for dir in [self.dir.join("staging"), self.dir.clone()] {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
