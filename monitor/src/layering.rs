@@ -29,7 +29,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("metrics", &["event", "signals"]),
     // The live API reads the schema and host facts, escapes text for a terminal, and
     // knows nothing of the pipeline: the daemon publishes into it.
-    ("api", &["event", "host", "output"]),
+    ("api", &["event", "host", "output", "metrics"]),
     (
         "daemon",
         &[

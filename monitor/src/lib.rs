@@ -86,14 +86,6 @@ mod host;
 mod kernel;
 #[cfg(test)]
 mod layering;
-// The lead wires it to the daemon's `/metrics` (the API branch); until then only its tests use it.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "not yet served: the daemon's /metrics comes with the API"
-    )
-)]
 mod metrics;
 mod output;
 mod pipeline;

@@ -798,3 +798,128 @@ impl Drop for PinDir {
         }
     }
 }
+
+/// `GET path` with curl and an Accept header: (content type, body).
+fn get_text(socket: &Path, path: &str, accept: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "-H"])
+        .arg(format!("Accept: {accept}"))
+        .args(["-w", "\n%{content_type}", "--unix-socket"])
+        .arg(socket)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "GET {path}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, content_type) = text.rsplit_once('\n').expect("content type line");
+    (content_type.to_owned(), body.to_owned())
+}
+
+/// The value of the sample `series` (name and labels, as written) in an exposition.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// `/metrics` on the socket: counts of what the daemon wrote (between the exits this test
+/// made and all the daemon ever wrote), both formats by the Accept header, clean for
+/// Prometheus's own `promtool check metrics`, and for root and api.group only.
+#[test]
+fn api_serves_prometheus_metrics() {
+    if !privileged("api_serves_prometheus_metrics") {
+        return;
+    }
+    let s = Setup::new("metrics", "[kernel]\npin = false\n");
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    let agent = s.agent(r#"sh -c 'exit 3'; sh -c 'exit 4'; sh -c 'exit 5'; read _ < "$DIR/go""#);
+    let agent_pid = agent.id();
+    let mut seen = Vec::new();
+    daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exit" && e["ppid"].as_u64() == Some(u(agent_pid)) && e["exit_code"] == 5
+    });
+    let (content_type, text) = get_text(&s.socket, "/metrics", "text/plain");
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let exited = sample(&text, r#"claude_monitor_exits_total{cause="exited"}"#)
+        .unwrap_or_else(|| panic!("no exits_total in\n{text}"));
+    assert!(
+        sample(
+            &text,
+            &format!(
+                r#"claude_monitor_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ) == Some(1.0),
+        "{text}"
+    );
+    let (content_type, open) = get_text(
+        &s.socket,
+        "/metrics",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    );
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    assert!(open.trim_end().ends_with("# EOF"), "{open}");
+    // promtool, from Debian's prometheus package (cargo xtask test unpacks it).
+    match std::env::var_os("CLAUDE_MONITOR_PROMTOOL") {
+        Some(promtool) => {
+            let mut check = Command::new(promtool)
+                .args(["check", "metrics"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("promtool");
+            std::io::Write::write_all(&mut check.stdin.take().expect("stdin"), text.as_bytes())
+                .expect("to promtool");
+            let out = check.wait_with_output().expect("promtool");
+            assert!(out.status.success(), "promtool check metrics: {out:?}");
+        }
+        None if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CLAUDE_MONITOR_PROMTOOL is not set: run through cargo xtask test")
+        }
+        None => eprintln!("skipping promtool: CLAUDE_MONITOR_PROMTOOL is not set"),
+    }
+    // Not for another user.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--unix-socket",
+        ])
+        .arg(&s.socket)
+        .arg("http://localhost/metrics")
+        .output()
+        .expect("setpriv curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "403", "{out:?}");
+    release_fifo(&s.dir.join("go"));
+    daemon.wait_for(&mut seen, Duration::from_secs(30), is_root_exit(agent_pid));
+    drop(agent);
+    daemon.stop(seen);
+    let written = s
+        .log()
+        .iter()
+        .filter(|e| e["kind"] == "exit" && e["cause"] == "exited")
+        .count() as f64;
+    assert!(
+        (3.0..=written).contains(&exited),
+        "exits_total{{cause=\"exited\"}} {exited}: at least this test's 3, at most the {written} written"
+    );
+}

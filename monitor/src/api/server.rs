@@ -50,6 +50,9 @@ pub struct State {
     /// `api.group`, resolved at start.
     pub group: Option<Group>,
     pub started: Instant,
+    /// The daemon's metrics, served on `/metrics` (counted as events are written, the
+    /// snapshot set by the daemon's loop every second).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Who the peer is (root, a member of the group, or a user).
@@ -197,6 +200,23 @@ async fn handle<B>(state: &Arc<State>, viewer: Viewer, req: Request<B>) -> Respo
                 "subscriber_lost": state.bus.lost(),
             }),
         ),
+        // Host-wide counts: for root and api.group only, as agent_start and alerts are.
+        "/metrics" if viewer != Viewer::All => {
+            error(StatusCode::FORBIDDEN, "/metrics is for root and api.group")
+        }
+        "/metrics" => {
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let format = crate::metrics::Format::negotiate(accept);
+            Response::builder()
+                .header(header::CONTENT_TYPE, format.content_type())
+                .body(ApiBody::Full(Some(Bytes::from(
+                    state.metrics.encode(format),
+                ))))
+                .unwrap_or_default()
+        }
         "/v1/events" | "/v1/events/stream" => {
             let mut filter = match Filter::parse(query) {
                 Ok(f) => f,

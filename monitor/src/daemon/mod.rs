@@ -43,8 +43,6 @@ use crate::{
 };
 
 mod logs;
-// Filled at each scrape of `/metrics`, which the API branch serves.
-#[expect(dead_code, reason = "the daemon's /metrics comes with the API")]
 mod metrics;
 mod output;
 
@@ -146,6 +144,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         alerts_raised: 0,
         stdout: opts.stdout,
         journal: journal(&cfg.export.journald),
+        metrics: bus
+            .is_some()
+            .then(|| std::sync::Arc::new(crate::metrics::Metrics::default())),
         seq: last_seq,
         bus: bus.clone(),
         unpublished: Vec::new(),
@@ -156,6 +157,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             socket,
             &cfg.api,
             bus,
+            out.metrics.clone().unwrap_or_default(),
             api::history::LogFiles {
                 path: events_path.clone(),
                 keep: cfg.logs.keep,
@@ -192,6 +194,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     );
 
     let mut tick = tokio::time::interval(COUNTER_PERIOD);
+    // The numbers `/metrics` takes from the daemon's structures, refreshed this often.
+    let mut metrics_tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut system_tick = tokio::time::interval(cfg.resources.system_interval);
     let mut session_tick = tokio::time::interval(cfg.resources.session_interval);
     let deadline = async {
@@ -224,6 +228,24 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                 engine.release_due(&mut out)?;
             }
             _ = tick.tick() => engine.tick(&mut out)?,
+            _ = metrics_tick.tick(), if out.metrics.is_some() => {
+                let subscribers = out.bus.as_ref().map_or_else(Default::default, |b| {
+                    metrics::Subscribers {
+                        connected: b.subscribers() as u64,
+                        lost: b.lost(),
+                    }
+                });
+                let snapshot = metrics::snapshot(
+                    &engine,
+                    &sampler,
+                    &out,
+                    &[&system_log, &sessions_log],
+                    subscribers,
+                );
+                if let Some(m) = &out.metrics {
+                    m.set_snapshot(&snapshot);
+                }
+            }
             _ = system_tick.tick() => {
                 let live = engine.core.attributor.live_by_session();
                 let sample = resources::sample_system(
@@ -322,6 +344,7 @@ fn start_api(
     socket: &Path,
     settings: &config::Api,
     bus: api::bus::Bus,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     logs: api::history::LogFiles,
     started: Instant,
 ) -> Option<api::server::Listening> {
@@ -351,6 +374,7 @@ fn start_api(
                     logs,
                     group,
                     started,
+                    metrics,
                 },
             ))
         }

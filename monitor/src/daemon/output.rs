@@ -78,6 +78,8 @@ pub(super) struct DaemonOutput {
     pub(super) stdout: bool,
     /// Each report as a journal entry too (`[export.journald]`).
     pub(super) journal: Option<crate::output::journal::Journal>,
+    /// Counts of what is written, for `/metrics` (`None`: the API is off).
+    pub(super) metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     /// The last `seq` written (continued from the event log at start).
     pub(super) seq: u64,
     /// The API's subscribers (`None`: the API is off).
@@ -230,6 +232,9 @@ impl DaemonOutput {
 impl Output for DaemonOutput {
     fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), OutputError> {
         self.seq += 1;
+        if let Some(m) = &self.metrics {
+            m.observe(event);
+        }
         let line = seq::stamp(self.seq, event);
         self.events.write(&line);
         if self.stdout {
@@ -323,6 +328,7 @@ mod tests {
             alerts_raised: 0,
             stdout: false,
             journal: None,
+            metrics: None,
             seq: 0,
             bus: None,
             unpublished: Vec::new(),
