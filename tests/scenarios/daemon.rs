@@ -804,8 +804,11 @@ fn a_second_daemon_on_the_same_pin_directory_is_refused() {
         config: s.config.clone(),
     };
     let daemon = Agent::daemon(&s.config, &[]);
+    // Its own data directory: the same one would be refused first for that.
+    let other_data = s.dir.join("other-data");
+    let other_data = other_data.to_str().expect("utf-8");
     for args in [
-        &["daemon", "--duration", "30"][..],
+        &["daemon", "--duration", "30", "--data-dir", other_data][..],
         &["daemon", "--unpin"][..],
     ] {
         let out = Command::new(agent_binary())
@@ -1123,4 +1126,36 @@ fn daemon_writes_each_report_to_the_journal() {
     assert_eq!(e["CLAUDE_MONITOR_SIGNAL"], "SIGKILL", "{e}");
     assert_eq!(e["CLAUDE_MONITOR_COMM"], "sleep", "{e}");
     assert_eq!(e["CLAUDE_MONITOR_AGENT"], "test-agent", "{e}");
+}
+
+/// One daemon per data directory even without pinning: a second one on it is refused before
+/// it loads anything (it would write every event again, with the same `seq`).
+#[test]
+fn a_second_daemon_on_the_same_data_directory_is_refused() {
+    if !privileged("a_second_daemon_on_the_same_data_directory_is_refused") {
+        return;
+    }
+    let s = Setup::new("datalock", "[kernel]\npin = false\n");
+    let daemon = Agent::daemon(&s.config, &[]);
+    let out = Command::new(agent_binary())
+        .args(["daemon", "--duration", "30", "--config"])
+        .arg(&s.config)
+        .stdin(Stdio::null())
+        .output()
+        .expect("claude-monitor");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "another claude-monitor daemon uses the data directory {}",
+            s.data.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("daemon started"), "{stderr}");
+    let events = daemon.stop(Vec::new());
+    assert!(
+        events.iter().any(|e| e["kind"] == "agent_stop"),
+        "{events:?}"
+    );
 }

@@ -89,6 +89,29 @@ fn journal(j: &config::Journald) -> Option<crate::output::journal::Journal> {
         .ok()
 }
 
+/// An exclusive `flock` on the data directory, or an error when another daemon holds it.
+/// A directory that cannot be opened (missing, unreadable: said already) is not locked: the
+/// daemon runs on without its files, as it does without a writable data directory.
+fn lock_data_dir(dir: &Path) -> Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd as _;
+    let Ok(file) = std::fs::File::open(dir) else {
+        return Ok(None);
+    };
+    // SAFETY: flock on a valid open descriptor has no other precondition.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(Some(file));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        anyhow::bail!(
+            "another claude-monitor daemon uses the data directory {}: stop it first, or give \
+             this one its own data_dir",
+            dir.display()
+        );
+    }
+    Err(e).with_context(|| format!("cannot lock the data directory {}", dir.display()))
+}
+
 /// What `[redact]` says counts as a secret.
 fn redactor(r: &config::Redact) -> crate::pipeline::redact::Redactor {
     let extra: Vec<regex::Regex> = r.patterns.iter().map(|p| p.regex().clone()).collect();
@@ -105,6 +128,9 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             diag::data_dir_unwritable(dir, e);
         }
     }
+    // One daemon per data directory, pinned or not: two would write every event twice and
+    // give the same `seq` twice. Held until the daemon exits (the kernel drops it if it dies).
+    let _data_lock = lock_data_dir(&cfg.data_dir)?;
 
     let started = Instant::now();
     let events_path = logs_dir.join("events.jsonl");
