@@ -511,7 +511,24 @@ fn api_stream_resumes_across_a_daemon_restart() {
     let session = wait_session(&mut daemon, &mut seen, agent_pid);
     let query = format!("session={session}");
     let mut first = Sse::start(&s.socket, &query, None, None);
-    s.wait_subscribers(1);
+    // The project's client follows across the restart by itself.
+    let mut follower = events_command(&s.socket, &["--follow", "--session", &session], None)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("claude-monitor events --follow");
+    let (tx, followed) = channel();
+    let follow_out = follower.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(follow_out).lines() {
+            let Ok(line) = line else { break };
+            let v: Value = serde_json::from_str(&line).expect("JSON line");
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    s.wait_subscribers(2);
     release_fifo(&s.dir.join("go"));
     let is_true_exit = |m: &Msg| m.data["kind"] == "exit" && m.data["comm"] == "true";
     first.wait_until(Duration::from_secs(30), "ten exits", |m| {
@@ -534,7 +551,8 @@ fn api_stream_resumes_across_a_daemon_restart() {
         "seq continues across the restart: {start_seq} <= {last_id}"
     );
     let mut resumed = Sse::start(&s.socket, &query, Some(last_id), None);
-    s.wait_subscribers(1);
+    // This stream and the follower, back.
+    s.wait_subscribers(2);
     release_fifo(&s.dir.join("go3"));
     resumed.wait_until(Duration::from_secs(30), "the root's exit", |m| {
         m.iter().any(|m| is_root_exit(agent_pid)(&m.data))
@@ -560,6 +578,34 @@ fn api_stream_resumes_across_a_daemon_restart() {
     // The log's seqs over both runs: 1, 2, 3, ... with no gap and no repeat.
     let log_seqs: Vec<u64> = seqs_of(&s.log());
     assert_eq!(log_seqs, (1..=log_seqs.len() as u64).collect::<Vec<_>>());
+    // The follower: every event of the session from its first one to the root's exit,
+    // once each, across the restart; and it said the daemon went away.
+    let mut got: Vec<Value> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !got.iter().any(is_root_exit(agent_pid)) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match followed.recv_timeout(left) {
+            Ok(v) => got.push(v),
+            Err(_) => panic!("the follower did not get the root's exit: {got:?}"),
+        }
+    }
+    let _ = follower.kill();
+    let out = follower.wait_with_output().expect("follower");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("went away; following again"), "{stderr}");
+    let first_followed = seqs_of(&got).first().copied().expect("a seq");
+    let want_followed: Vec<u64> = s
+        .log()
+        .iter()
+        .filter(|e| session_of(e) == Some(session.as_str()))
+        .filter_map(|e| e["seq"].as_u64())
+        .filter(|q| *q >= first_followed)
+        .collect();
+    assert_eq!(
+        seqs_of(&got),
+        want_followed,
+        "the follower: no gap, no duplicate"
+    );
     drop(resumed);
     drop(agent);
     daemon.stop(seen);

@@ -2,7 +2,7 @@
 //! readable line per event on a terminal.
 
 use std::{
-    io::{self, Write as _},
+    io,
     path::{Path, PathBuf},
 };
 
@@ -62,11 +62,13 @@ impl Options {
 
 fn connect_error(socket: &Path, e: io::Error) -> anyhow::Error {
     match e.kind() {
-        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => anyhow!(
-            "no daemon listening on {}: start it with `sudo claude-monitor daemon` \
-             (or `claude-monitor install`), or give its socket with --socket",
-            socket.display()
-        ),
+        // The io::Error stays in the chain: `--follow` waits for a daemon that restarts.
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => anyhow::Error::from(e)
+            .context(format!(
+                "no daemon listening on {}: start it with `sudo claude-monitor daemon` \
+                 (or `claude-monitor install`), or give its socket with --socket",
+                socket.display()
+            )),
         io::ErrorKind::PermissionDenied => anyhow!(
             "cannot connect to {}: permission denied (the socket is restricted to root and \
              the group of `api.group`)",
@@ -92,8 +94,65 @@ async fn next_chunk(body: &mut Incoming) -> Result<Option<Bytes>> {
     }
 }
 
-/// Runs the command until the answer ends (or, with `--follow`, until the daemon goes).
+/// How long `--follow` waits between two attempts to reach a daemon that went away, at
+/// most (it starts at a tenth of a second and doubles).
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Runs the command until the answer ends. With `--follow` it runs until interrupted: when
+/// the daemon goes away (a restart, an upgrade) it says so once on stderr, connects again as
+/// soon as the daemon is back, and resumes after the last event it printed (`Last-Event-ID`),
+/// so nothing is missed and nothing printed twice.
 pub async fn run(opts: Options) -> Result<()> {
+    let mut last_id: Option<u64> = None;
+    let mut body = request(&opts, None).await?;
+    let mut out = io::stdout().lock();
+    loop {
+        match print_body(&opts, &mut body, &mut out, &mut last_id).await {
+            Ok(Printed::End) if !opts.follow => return Ok(()),
+            Ok(Printed::Closed) => return Ok(()),
+            Ok(Printed::End) if opts.follow => {}
+            // The answer broke off: the daemon went away mid-stream.
+            Err(e) if opts.follow && e.downcast_ref::<WriteFailed>().is_none() => {}
+            Ok(Printed::End) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        eprintln!(
+            "claude-monitor: the daemon on {} went away; following again as soon as it is back",
+            opts.socket.display()
+        );
+        let mut wait = std::time::Duration::from_millis(100);
+        body = loop {
+            match request(&opts, last_id).await {
+                Ok(body) => break body,
+                Err(e) if daemon_gone(&e) => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RECONNECT_MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+    }
+}
+
+/// Whether `e` says no daemon listens (yet): the socket is missing or refuses.
+fn daemon_gone(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<io::Error>().is_some_and(|e| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            )
+        })
+    }) || e.downcast_ref::<hyper::Error>().is_some()
+}
+
+/// Stdout could not be written: the end, followed or not.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the events: {0}")]
+struct WriteFailed(io::Error);
+
+/// Connects and sends the request (resuming after `last_id`); the answer's body.
+async fn request(opts: &Options, last_id: Option<u64>) -> Result<Incoming> {
     let stream = tokio::net::UnixStream::connect(&opts.socket)
         .await
         .map_err(|e| connect_error(&opts.socket, e))?;
@@ -101,10 +160,11 @@ pub async fn run(opts: Options) -> Result<()> {
         .await
         .context("HTTP handshake with the daemon")?;
     tokio::spawn(conn);
-    let req = Request::get(opts.path())
-        .header(hyper::header::HOST, "localhost")
-        .body(http_empty())
-        .context("request")?;
+    let mut req = Request::get(opts.path()).header(hyper::header::HOST, "localhost");
+    if let Some(id) = last_id {
+        req = req.header("last-event-id", id.to_string());
+    }
+    let req = req.body(http_empty()).context("request")?;
     let resp = sender
         .send_request(req)
         .await
@@ -122,11 +182,29 @@ pub async fn run(opts: Options) -> Result<()> {
             .unwrap_or_else(|| String::from_utf8_lossy(&text).into_owned());
         return Err(anyhow!("the daemon answered {status}: {message}"));
     }
-    let mut out = io::stdout().lock();
+    Ok(body)
+}
+
+/// How printing an answer ended.
+enum Printed {
+    /// The answer ended (for a stream: the daemon went away).
+    End,
+    /// Stdout was closed (`| head`): a quiet end.
+    Closed,
+}
+
+/// Prints the events of `body`; for a stream, remembers the `id:` of the last one printed.
+async fn print_body(
+    opts: &Options,
+    body: &mut Incoming,
+    out: &mut impl io::Write,
+    last_id: &mut Option<u64>,
+) -> Result<Printed> {
     let mut pending = Vec::new();
-    // SSE: the `data:` of the current message.
+    // SSE: the `id:` and `data:` of the current message.
+    let mut id: Option<u64> = None;
     let mut data: Option<Vec<u8>> = None;
-    while let Some(chunk) = next_chunk(&mut body).await? {
+    while let Some(chunk) = next_chunk(body).await? {
         pending.extend_from_slice(&chunk);
         let mut start = 0;
         while let Some(n) = pending[start..].iter().position(|b| *b == b'\n') {
@@ -136,7 +214,15 @@ pub async fn run(opts: Options) -> Result<()> {
                 if let Some(d) = line.strip_prefix(b"data: ") {
                     data = Some(d.to_vec());
                     None
+                } else if let Some(i) = line.strip_prefix(b"id: ") {
+                    id = std::str::from_utf8(i)
+                        .ok()
+                        .and_then(|i| i.trim().parse().ok());
+                    None
                 } else if line.is_empty() {
+                    if let Some(i) = id.take() {
+                        *last_id = Some(i);
+                    }
                     data.take()
                 } else {
                     None
@@ -154,15 +240,14 @@ pub async fn run(opts: Options) -> Result<()> {
                 };
                 match written.and_then(|()| out.flush()) {
                     Ok(()) => {}
-                    // `| head`: a quiet end.
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-                    Err(e) => return Err(e.into()),
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(Printed::Closed),
+                    Err(e) => return Err(WriteFailed(e).into()),
                 }
             }
         }
         pending.drain(..start);
     }
-    Ok(())
+    Ok(Printed::End)
 }
 
 /// An empty request body.
