@@ -16,6 +16,8 @@ pub mod bus;
 pub mod client;
 pub mod filter;
 pub mod history;
+pub mod reports;
 pub mod seq;
 pub mod server;
+pub mod sessions;
 pub mod users;
