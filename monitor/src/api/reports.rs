@@ -168,4 +168,55 @@ mod tests {
         assert!(parse("limit=0").is_err());
         assert!(parse("kind=exit").unwrap_err().contains("kind"));
     }
+
+    /// A report file with only what a report must hold.
+    fn write(dir: &std::path::Path, id: &str, died: &str, uid: u32) {
+        let report = serde_json::json!({
+            "id": id, "created": died, "reason": "oom_kill", "summary": "killed",
+            "process": {"pid": 7, "tid": 7, "comm": "x", "ppid": 1, "uid": uid,
+                        "ended": died, "duration_ms": 1.0, "core_dumped": false},
+            "cause": "oom_killed", "memcg": {"levels": []}, "last_samples": [],
+            "alive": [], "complete": true, "lost_nearby": 0, "event": {}
+        });
+        std::fs::write(dir.join(format!("{id}.json")), report.to_string()).unwrap();
+    }
+
+    #[test]
+    fn a_user_sees_and_resolves_only_their_own_reports() {
+        let t = crate::testutil::TempDir::new("api-reports");
+        let store = ReportStore::new(t.path());
+        write(t.path(), "a-1", "2026-12-03T10:00:00Z", 1000);
+        write(t.path(), "a-2", "2026-12-03T11:00:00Z", 0);
+        let ids = |v: Viewer| -> Vec<String> {
+            list(&store, parse("").unwrap(), v)
+                .unwrap()
+                .into_iter()
+                .map(|s| s.id)
+                .collect()
+        };
+        assert_eq!(ids(Viewer::All), ["a-2", "a-1"]);
+        assert_eq!(ids(Viewer::Uid(1000)), ["a-1"]);
+        assert!(ids(Viewer::Uid(1001)).is_empty());
+        let user = Viewer::Uid(1000);
+        assert_eq!(get(&store, "a-1", user).unwrap().id, "a-1");
+        // Ambiguous among all, unique among theirs.
+        assert_eq!(get(&store, "a-", user).unwrap().id, "a-1");
+        assert_eq!(
+            get(&store, "a-", Viewer::All).unwrap_err().kind(),
+            io::ErrorKind::InvalidInput
+        );
+        for id in ["a-2", "a-", "b"] {
+            assert_eq!(
+                get(&store, id, Viewer::Uid(1001)).unwrap_err().kind(),
+                io::ErrorKind::NotFound,
+                "{id}"
+            );
+        }
+        assert_eq!(
+            get(&store, "a-2", user).unwrap_err().kind(),
+            io::ErrorKind::NotFound,
+            "another's is not found"
+        );
+        assert_eq!(get(&store, "a-2", Viewer::All).unwrap().id, "a-2");
+    }
 }
