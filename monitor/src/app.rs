@@ -123,6 +123,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     cause: args.cause,
                     reason: args.reason,
                     limit: args.limit,
+                    uid: None,
                 })
                 .map_err(anyhow::Error::from)
                 .map(|list| {

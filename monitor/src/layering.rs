@@ -28,8 +28,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // Plain data in (events, a snapshot of numbers), text out.
     ("metrics", &["event", "signals"]),
     // The live API reads the schema and host facts, escapes text for a terminal, and
-    // knows nothing of the pipeline: the daemon publishes into it.
-    ("api", &["event", "host", "output", "metrics"]),
+    // knows nothing of the pipeline: the daemon publishes into it and answers its
+    // session requests. It reads the report directory for `/v1/reports`.
+    ("api", &["event", "host", "output", "metrics", "report"]),
     (
         "daemon",
         &[

@@ -969,3 +969,191 @@ fn api_serves_prometheus_metrics() {
         "exits_total{{cause=\"exited\"}} {exited}: at least this test's 3, at most the {written} written"
     );
 }
+
+/// `GET path` with curl, as `uid` when given: (HTTP status, body as JSON).
+fn get_status(socket: &Path, path: &str, uid: Option<u32>) -> (u16, Value) {
+    let mut cmd = match uid {
+        Some(uid) => {
+            let mut c = Command::new("setpriv");
+            c.args([
+                format!("--reuid={uid}"),
+                format!("--regid={uid}"),
+                "--clear-groups".into(),
+                "curl".into(),
+            ]);
+            c
+        }
+        None => Command::new("curl"),
+    };
+    let out = cmd
+        .args(["-sS", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(socket)
+        .arg(format!("http://localhost{path}"))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "GET {path}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("status line");
+    let value = serde_json::from_str(body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"));
+    (code.parse().expect("status"), value)
+}
+
+/// The session `id` in a `/v1/sessions` answer.
+fn listed<'a>(answer: &'a Value, id: &str) -> Option<&'a Value> {
+    answer["sessions"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .find(|s| s["id"] == id)
+}
+
+fn pids_of(session: &Value) -> Vec<u64> {
+    session["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .filter_map(|p| p["pid"].as_u64())
+        .collect()
+}
+
+/// `/v1/sessions` lists a session with its live processes (and their RSS) and, once a
+/// child was SIGKILLed from outside, that death with its cause; `/v1/sessions/{id}` finds
+/// it by prefix; `/v1/reports` lists the report that death wrote and `/v1/reports/{id}`
+/// returns the file's JSON. A user who is not root sees none of it: an empty list, 404s.
+#[test]
+fn api_serves_sessions_and_reports() {
+    if !privileged("api_serves_sessions_and_reports") {
+        return;
+    }
+    let s = Setup::new("sessions", "[kernel]\npin = false\n");
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    let agent = s.agent(
+        r#"sleep 600 & echo $! > "$DIR/child.tmp"; mv "$DIR/child.tmp" "$DIR/child"
+        read _ < "$DIR/go""#,
+    );
+    let agent_pid = agent.id();
+    let mut seen = Vec::new();
+    let session = wait_session(&mut daemon, &mut seen, agent_pid);
+    wait_until(Duration::from_secs(20), "the child's pid", || {
+        s.dir.join("child").exists()
+    });
+    let child: u32 = std::fs::read_to_string(s.dir.join("child"))
+        .expect("child pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exec" && e["pid"].as_u64() == Some(u(child))
+    });
+
+    // Live: the root and its sleep, with their RSS.
+    let all = s.get("/v1/sessions");
+    let view = listed(&all, &session).unwrap_or_else(|| panic!("{session} not in {all}"));
+    assert_eq!(pids_of(view), [u(agent_pid), u(child)], "{view}");
+    assert_eq!(view["live"], true, "{view}");
+    assert_eq!(view["processes_total"], 2, "{view}");
+    assert_eq!(view["uid"], 0, "{view}");
+    assert_eq!(view["agent"], "test-agent", "{view}");
+    assert_eq!(view["root_pid"], u(agent_pid), "{view}");
+    assert!(view["root_start"].is_string(), "{view}");
+    for p in view["processes"].as_array().expect("processes") {
+        assert!(p["rss_kb"].as_u64().is_some_and(|k| k > 0), "{p}");
+    }
+    assert!(view["samples"].is_array() && view["recent_deaths"].is_array());
+
+    // SAFETY: plain kill(2) on a process of the test's own tree.
+    unsafe { libc::kill(child as i32, libc::SIGKILL) };
+    let exit = daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exit" && e["pid"].as_u64() == Some(u(child))
+    });
+    assert_eq!(exit["cause"], "killed", "{exit}");
+    let reports_dir = s.data.join("reports");
+    let mut report_file = None;
+    wait_until(Duration::from_secs(30), "the child's report", || {
+        report_file = std::fs::read_dir(&reports_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .find(|p| {
+                std::fs::read(p)
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .is_some_and(|r| r["process"]["pid"].as_u64() == Some(u(child)))
+            });
+        report_file.is_some()
+    });
+    let report_file = report_file.expect("report");
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(&report_file).expect("report")).expect("JSON");
+    let report_id = on_disk["id"].as_str().expect("id").to_owned();
+    assert_eq!(on_disk["reason"], "killed_from_outside", "{on_disk}");
+
+    // The death, by prefix of the session's id (`PID:`).
+    let one = s.get(&format!("/v1/sessions/{agent_pid}:"));
+    assert_eq!(one["id"], session.as_str(), "{one}");
+    assert_eq!(pids_of(&one), [u(agent_pid)], "the sleep is gone: {one}");
+    let deaths = one["recent_deaths"].as_array().expect("recent_deaths");
+    let death = deaths
+        .iter()
+        .find(|d| d["pid"].as_u64() == Some(u(child)))
+        .unwrap_or_else(|| panic!("no death of {child} in {one}"));
+    assert_eq!(death["cause"], "killed", "{death}");
+    assert_eq!(death["signal_name"], "SIGKILL", "{death}");
+    assert_eq!(death["seq"], exit["seq"], "{death}");
+    assert_eq!(death["comm"], "sleep", "{death}");
+    assert_eq!(
+        s.get(&format!("/v1/sessions/{session}"))["id"],
+        session.as_str()
+    );
+
+    // The report: listed for the session, and served as the file has it.
+    let list = s.get(&format!("/v1/reports?session={session}&cause=killed"));
+    let ids: Vec<&str> = list["reports"]
+        .as_array()
+        .expect("reports")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids, [report_id.as_str()], "{list}");
+    let listed_report = &list["reports"][0];
+    assert_eq!(listed_report["reason"], "killed_from_outside");
+    assert_eq!(listed_report["pid"], u(child));
+    let served = s.get(&format!("/v1/reports/{report_id}"));
+    assert_eq!(
+        served,
+        on_disk,
+        "the report as in {}",
+        report_file.display()
+    );
+    assert_valid(&schema(), &served["event"]);
+    let prefix = &report_id[..report_id.len() - 2];
+    assert_eq!(
+        s.get(&format!("/v1/reports/{prefix}"))["id"],
+        report_id.as_str()
+    );
+    let (code, body) = get_status(&s.socket, "/v1/reports?reason=nope", None);
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = get_status(&s.socket, "/v1/reports/no-such-report", None);
+    assert_eq!(code, 404);
+
+    // Another user sees neither.
+    let (code, theirs) = get_status(&s.socket, "/v1/sessions", Some(NOBODY));
+    assert_eq!(code, 200, "{theirs}");
+    assert_eq!(theirs["sessions"], serde_json::json!([]), "{theirs}");
+    let (code, body) = get_status(&s.socket, &format!("/v1/sessions/{session}"), Some(NOBODY));
+    assert_eq!(code, 404, "{body}");
+    let (code, theirs) = get_status(&s.socket, "/v1/reports", Some(NOBODY));
+    assert_eq!(code, 200, "{theirs}");
+    assert_eq!(theirs["reports"], serde_json::json!([]), "{theirs}");
+    let (code, body) = get_status(&s.socket, &format!("/v1/reports/{report_id}"), Some(NOBODY));
+    assert_eq!(code, 404, "{body}");
+    let (code, body) = get_status(&s.socket, &format!("/v1/reports/{prefix}"), Some(NOBODY));
+    assert_eq!(code, 404, "{body}");
+
+    release_fifo(&s.dir.join("go"));
+    daemon.wait_for(&mut seen, Duration::from_secs(30), is_root_exit(agent_pid));
+    drop(agent);
+    daemon.stop(seen);
+}

@@ -210,7 +210,7 @@ pub fn parse_since(s: &str) -> Result<Since, String> {
 }
 
 /// `%XX` escapes and `+` for a space.
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

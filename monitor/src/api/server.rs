@@ -53,6 +53,10 @@ pub struct State {
     /// The daemon's metrics, served on `/metrics` (counted as events are written, the
     /// snapshot set by the daemon's loop every second).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// `/v1/sessions`: answered by the daemon's loop (see [`super::sessions`]).
+    pub sessions: super::sessions::Requests,
+    /// `/v1/reports`: the report directory.
+    pub reports: crate::report::ReportStore,
 }
 
 /// Who the peer is (root, a member of the group, or a user).
@@ -168,7 +172,7 @@ pub fn start(listener: UnixListener, path: PathBuf, state: State) -> Listening {
     Listening { path, task }
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<ApiBody> {
+pub(super) fn json(status: StatusCode, value: &serde_json::Value) -> Response<ApiBody> {
     let mut body = serde_json::to_vec(value).unwrap_or_default();
     body.push(b'\n');
     Response::builder()
@@ -178,7 +182,7 @@ fn json(status: StatusCode, value: &serde_json::Value) -> Response<ApiBody> {
         .unwrap_or_default()
 }
 
-fn error(status: StatusCode, message: &str) -> Response<ApiBody> {
+pub(super) fn error(status: StatusCode, message: &str) -> Response<ApiBody> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
@@ -270,6 +274,16 @@ async fn handle<B>(state: &Arc<State>, viewer: Viewer, req: Request<B>) -> Respo
                 .header(header::CACHE_CONTROL, "no-cache")
                 .body(ApiBody::Sse(Box::new(body)))
                 .unwrap_or_default()
+        }
+        "/v1/sessions" => super::sessions::serve(&state.sessions, viewer, query, None).await,
+        r if r.starts_with("/v1/sessions/") => {
+            let id = &r["/v1/sessions/".len()..];
+            super::sessions::serve(&state.sessions, viewer, query, Some(id)).await
+        }
+        "/v1/reports" => super::reports::serve(&state.reports, viewer, query, None).await,
+        r if r.starts_with("/v1/reports/") => {
+            let id = &r["/v1/reports/".len()..];
+            super::reports::serve(&state.reports, viewer, query, Some(id)).await
         }
         _ => error(StatusCode::NOT_FOUND, "no such route"),
     }

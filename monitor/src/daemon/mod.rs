@@ -176,7 +176,10 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         seq: last_seq,
         bus: bus.clone(),
         unpublished: Vec::new(),
+        deaths: bus.is_some().then(Default::default),
     };
+    // `/v1/sessions`: the server asks, the loop answers (see `api::sessions`).
+    let (session_requests, mut session_rx) = api::sessions::channel();
     // Served once the programs are attached; the socket is removed when the daemon stops.
     let _api = match (&cfg.api.socket, bus) {
         (Some(socket), Some(bus)) => start_api(
@@ -189,6 +192,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                 keep: cfg.logs.keep,
             },
             started,
+            (session_requests, ReportStore::new(reports_dir.clone())),
         ),
         _ => None,
     };
@@ -254,6 +258,11 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                 engine.release_due(&mut out)?;
             }
             _ = tick.tick() => engine.tick(&mut out)?,
+            // One request per turn of the loop; its cost is bounded (see `api::sessions`).
+            Some(req) = session_rx.recv() => {
+                let answer = sessions_answer(&engine, &out, &req);
+                let _ = req.reply.send(answer);
+            }
             _ = metrics_tick.tick(), if out.metrics.is_some() => {
                 let subscribers = out.bus.as_ref().map_or_else(Default::default, |b| {
                     metrics::Subscribers {
@@ -373,6 +382,8 @@ fn start_api(
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     logs: api::history::LogFiles,
     started: Instant,
+    // `/v1/sessions` (answered by the loop) and `/v1/reports`.
+    (sessions, reports): (api::sessions::Requests, ReportStore),
 ) -> Option<api::server::Listening> {
     let group = if settings.group.is_empty() {
         None
@@ -401,6 +412,8 @@ fn start_api(
                     group,
                     started,
                     metrics,
+                    sessions,
+                    reports,
                 },
             ))
         }
@@ -408,6 +421,66 @@ fn start_api(
             diag::api_unavailable(socket, e);
             None
         }
+    }
+}
+
+/// The answer to a `/v1/sessions` request: the sessions the viewer may see that the
+/// request names, those with live processes first (newest first within each), at most
+/// `api::sessions::MAX_SESSIONS`. One pass over the process table and one over the
+/// sessions; no file read (the server reads the RSS).
+fn sessions_answer(
+    engine: &Engine,
+    out: &DaemonOutput,
+    req: &api::sessions::Request,
+) -> api::sessions::Snapshot {
+    use api::sessions::{LiveProcess, MAX_PROCESSES, MAX_SESSIONS, SAMPLES, SessionView};
+    let attributor = &engine.core.attributor;
+    let mut live = attributor.live_procs_by_session();
+    let mut matching: Vec<_> = attributor
+        .sessions_indexed()
+        .filter(|(_, s)| req.sees(s.uid()))
+        .map(|(idx, s)| (idx, s, attributor.session_json(s)))
+        .filter(|(_, _, json)| req.names(json))
+        .collect();
+    matching.sort_by_key(|(idx, _, _)| (!live.contains_key(idx), std::cmp::Reverse(*idx)));
+    let truncated = matching.len() > MAX_SESSIONS;
+    matching.truncate(MAX_SESSIONS);
+    let sessions = matching
+        .into_iter()
+        .map(|(idx, s, json)| {
+            let procs = live.remove(&idx).unwrap_or_default();
+            let deaths = out
+                .deaths
+                .as_ref()
+                .map(|d| d.of(&json.id))
+                .unwrap_or_default();
+            SessionView {
+                uid: s.uid(),
+                live: !procs.is_empty(),
+                processes_total: procs.len(),
+                processes: procs
+                    .into_iter()
+                    .take(MAX_PROCESSES)
+                    .map(|(pid, comm)| LiveProcess {
+                        pid,
+                        comm,
+                        rss_kb: None,
+                    })
+                    .collect(),
+                recent_deaths: deaths,
+                samples: out
+                    .history
+                    .last(&json.id, SAMPLES)
+                    .into_iter()
+                    .map(crate::report::Sample::from)
+                    .collect(),
+                session: json,
+            }
+        })
+        .collect();
+    api::sessions::Snapshot {
+        sessions,
+        truncated,
     }
 }
 
@@ -456,6 +529,9 @@ fn sample_sessions(
         .collect();
     sampler.retain(|id| tracked.contains(id));
     out.history.retain(|id| tracked.contains(id));
+    if let Some(deaths) = &mut out.deaths {
+        deaths.retain(|id| tracked.contains(id));
+    }
     log.flush();
 }
 

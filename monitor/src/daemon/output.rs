@@ -13,7 +13,12 @@ use super::{
     resources::History,
 };
 use crate::{
-    api::{bus::Bus, filter::Meta, seq},
+    api::{
+        bus::Bus,
+        filter::Meta,
+        seq,
+        sessions::{Death, Deaths},
+    },
     diag,
     event::{Body, Event},
     host::cgroups::MemoryHierarchy,
@@ -89,6 +94,8 @@ pub(super) struct DaemonOutput {
     /// `seq` the next start would then give again; and a history read after subscribing
     /// finds every event published before).
     pub(super) unpublished: Vec<(u64, Meta, Vec<u8>)>,
+    /// The last exits of each session, for `/v1/sessions` (kept only with the API on).
+    pub(super) deaths: Option<Deaths>,
 }
 
 impl DaemonOutput {
@@ -248,7 +255,29 @@ impl Output for DaemonOutput {
             Body::Lost(l) => {
                 self.last_lost = Some((Instant::now(), self.lost_nearby() + l.count));
             }
-            Body::Exit(_) => {
+            Body::Exit(x) => {
+                if let (Some(deaths), Some(session)) = (
+                    &mut self.deaths,
+                    event.attr.as_ref().and_then(|a| a.session.as_ref()),
+                ) {
+                    let by = x.cause.killed_by.as_ref();
+                    deaths.push(
+                        &session.id,
+                        Death {
+                            seq: self.seq,
+                            ts: event.ts.clone(),
+                            pid: event.pid,
+                            proc_id: event.attr.as_ref().and_then(|a| a.proc_id.clone()),
+                            comm: event.comm.clone(),
+                            uid: x.uid,
+                            cause: x.cause.cause.as_str().to_owned(),
+                            exit_code: x.status.exit_code,
+                            signal_name: x.status.signal_name.clone(),
+                            killed_by_pid: by.map(|k| k.pid),
+                            killed_by_comm: by.map(|k| k.comm.clone()),
+                        },
+                    );
+                }
                 if let Some(reason) = report::worth_reporting(event, self.report_nonzero_exit) {
                     self.report(event, reason, attributor);
                     if reason == report::Reason::OomKill {
@@ -332,6 +361,7 @@ mod tests {
             seq: 0,
             bus: None,
             unpublished: Vec::new(),
+            deaths: None,
         }
     }
 

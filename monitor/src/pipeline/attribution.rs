@@ -70,6 +70,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// The root process's uid (`None` when it could not be read).
+    pub fn uid(&self) -> Option<u32> {
+        self.uid
+    }
+
     /// A session just detected: only what detection knows.
     fn new(
         agent: String,
@@ -205,6 +210,42 @@ impl Attributor {
     /// The sessions tracked (live and lately ended), oldest first.
     pub fn sessions(&self) -> impl ExactSizeIterator<Item = &Session> {
         self.sessions.values()
+    }
+
+    /// The sessions tracked with their indexes, oldest first.
+    pub fn sessions_indexed(&self) -> impl Iterator<Item = (SessionIdx, &Session)> {
+        self.sessions.iter().map(|(&idx, s)| (idx, s))
+    }
+
+    /// A session as the events' `session` says it (without searching the registry again).
+    pub fn session_json(&self, s: &Session) -> SessionJson {
+        let root_start_ns = crate::pipeline::proctable::ticks_to_ns(s.root.start);
+        SessionJson {
+            id: s.root.to_string(),
+            agent: s.agent.clone(),
+            root_pid: s.root.pid,
+            root_start: self.clock.rfc3339(root_start_ns),
+            cwd: s.cwd.clone(),
+            claude_session_id: s.claude_session_id.clone(),
+            version: s.version.clone(),
+        }
+    }
+
+    /// The live members (pid, comm; by pid) of each session that has any, in one pass over
+    /// the process table.
+    pub fn live_procs_by_session(
+        &self,
+    ) -> std::collections::BTreeMap<SessionIdx, Vec<(u32, String)>> {
+        let mut by: std::collections::BTreeMap<SessionIdx, Vec<(u32, String)>> = Default::default();
+        for p in self.table.live_members(None) {
+            if let Some(idx) = p.session {
+                by.entry(idx).or_default().push((p.id.pid, p.comm.clone()));
+            }
+        }
+        for procs in by.values_mut() {
+            procs.sort_unstable();
+        }
+        by
     }
 
     /// A session by index, unless it was forgotten.
@@ -532,18 +573,9 @@ impl Attributor {
         let ancestry = Some(self.table.ancestry(pid));
         self.refresh_registry(idx);
         let s = &self.sessions[&idx];
-        let root_start_ns = crate::pipeline::proctable::ticks_to_ns(s.root.start);
         Attr {
             proc_id,
-            session: Some(SessionJson {
-                id: s.root.to_string(),
-                agent: s.agent.clone(),
-                root_pid: s.root.pid,
-                root_start: self.clock.rfc3339(root_start_ns),
-                cwd: s.cwd.clone(),
-                claude_session_id: s.claude_session_id.clone(),
-                version: s.version.clone(),
-            }),
+            session: Some(self.session_json(s)),
             ancestry,
             tool_call,
         }

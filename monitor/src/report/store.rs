@@ -39,6 +39,9 @@ pub struct ListFilter {
     pub reason: Option<Reason>,
     /// At most this many, newest first.
     pub limit: Option<usize>,
+    /// Only reports whose process had this uid (`process.uid`): what a user who is not
+    /// root sees through the API.
+    pub uid: Option<u32>,
 }
 
 impl ListFilter {
@@ -221,6 +224,7 @@ impl ReportStore {
             .ids()?
             .into_iter()
             .filter_map(|id| match self.read(&id) {
+                Ok(r) if filter.uid.is_some_and(|u| u != r.process.uid) => None,
                 Ok(r) => Some(ReportSummary::from(&r)),
                 Err(e) => {
                     crate::diag::report_skipped(&id, e);

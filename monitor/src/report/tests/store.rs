@@ -120,6 +120,7 @@ fn store_lists_newest_first_with_filters_and_limit() {
         cause,
         reason: None,
         limit,
+        uid: None,
     };
     assert_eq!(ids(&store.list(&f(None, None, Some(2))).unwrap()).len(), 2);
     assert_eq!(
