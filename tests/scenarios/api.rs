@@ -18,7 +18,8 @@ use std::{
 };
 
 use claude_monitor_tests::{
-    Agent, Spawned, TempDir, agent_binary, assert_valid, privileged, schema, wait_until,
+    Agent, Spawned, TempDir, agent_binary, assert_valid, mkfifo, privileged, release_fifo, schema,
+    wait_until,
 };
 use serde_json::Value;
 
@@ -108,30 +109,6 @@ impl Setup {
             .map(|l| serde_json::from_str(l).expect("log line"))
             .collect()
     }
-}
-
-/// Writes a line into the FIFO once its reader (the fake agent) has it open.
-fn release_fifo(path: &Path) {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    let mut fifo = None;
-    wait_until(Duration::from_secs(20), &path.display().to_string(), || {
-        fifo = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .ok();
-        fifo.is_some()
-    });
-    fifo.expect("fifo")
-        .write_all(b"\n")
-        .expect("write the fifo");
-}
-
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
-    // SAFETY: a valid C string.
-    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
-    assert_eq!(rc, 0, "mkfifo {}", path.display());
 }
 
 /// One Server-Sent Events message.
@@ -330,6 +307,22 @@ fn events_as(socket: &Path, args: &[&str], user: Option<(u32, u32)>) -> Vec<Valu
         .collect()
 }
 
+/// The JSON lines the child prints, as they come (read by a thread of their own).
+fn lines_of(child: &mut std::process::Child) -> Receiver<Value> {
+    let (tx, rx) = channel();
+    let out = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let v: Value = serde_json::from_str(&line).expect("JSON line");
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 fn seqs_of(events: &[Value]) -> Vec<u64> {
     events.iter().filter_map(|e| e["seq"].as_u64()).collect()
 }
@@ -378,17 +371,7 @@ fn api_serves_health_history_and_filtered_streams() {
     .stdout(Stdio::piped())
     .spawn()
     .expect("claude-monitor events --follow");
-    let (tx, followed) = channel();
-    let follow_out = follow.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(follow_out).lines() {
-            let Ok(line) = line else { break };
-            let v: Value = serde_json::from_str(&line).expect("JSON line");
-            if tx.send(v).is_err() {
-                break;
-            }
-        }
-    });
+    let followed = lines_of(&mut follow);
     s.wait_subscribers(3);
     let after = last_of(&seen, &session);
     release_fifo(&s.dir.join("go"));
@@ -517,17 +500,7 @@ fn api_stream_resumes_across_a_daemon_restart() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("claude-monitor events --follow");
-    let (tx, followed) = channel();
-    let follow_out = follower.stdout.take().expect("stdout");
-    std::thread::spawn(move || {
-        for line in BufReader::new(follow_out).lines() {
-            let Ok(line) = line else { break };
-            let v: Value = serde_json::from_str(&line).expect("JSON line");
-            if tx.send(v).is_err() {
-                break;
-            }
-        }
-    });
+    let followed = lines_of(&mut follower);
     s.wait_subscribers(2);
     release_fifo(&s.dir.join("go"));
     let is_true_exit = |m: &Msg| m.data["kind"] == "exit" && m.data["comm"] == "true";

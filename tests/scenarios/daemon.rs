@@ -12,7 +12,8 @@ use std::{
 };
 
 use claude_monitor_tests::{
-    Agent, MemCgroup, Spawned, TempDir, agent_binary, helper, privileged, wait_until,
+    Agent, MemCgroup, Spawned, TempDir, agent_binary, helper, mkfifo, privileged, release_fifo,
+    wait_until,
 };
 use serde_json::Value;
 
@@ -451,32 +452,6 @@ fn daemon_restart_loses_nothing() {
     // --unpin removes the pinned objects.
     s.cli(&["daemon", "--unpin"]);
     assert!(!Path::new(&pin_dir).exists(), "{pin_dir} still exists");
-}
-
-/// Writes a line into the FIFO at `path` once its reader (the fake agent, blocked opening
-/// it) is there: a wait that starts no process, so nothing is recorded while it lasts.
-fn release_fifo(path: &Path) {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    let mut fifo = None;
-    // Opening for writing without blocking fails (ENXIO) until the reader has it open.
-    wait_until(Duration::from_secs(20), &path.display().to_string(), || {
-        fifo = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .ok();
-        fifo.is_some()
-    });
-    fifo.expect("fifo")
-        .write_all(b"\n")
-        .expect("write the fifo");
-}
-
-fn mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
-    // SAFETY: a valid C string.
-    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
-    assert_eq!(rc, 0, "mkfifo {}", path.display());
 }
 
 /// Whether process `pid` has exited (a zombie or gone): its exit record is written then.
@@ -1098,10 +1073,21 @@ fn daemon_writes_each_report_to_the_journal() {
     unsafe { libc::kill(sleep_pid as i32, libc::SIGKILL) };
     let mut seen = Vec::new();
     daemon.wait_for(&mut seen, Duration::from_secs(30), is_exit_of(sleep_pid));
+    // This report (the journal keeps other runs' entries, and pids are reused), under
     // killed_from_outside's MESSAGE_ID.
+    let mut report = Value::Null;
+    wait_until(Duration::from_secs(30), "the report", || {
+        report = s
+            .reports()
+            .into_iter()
+            .find(|r| r["process"]["pid"].as_u64() == Some(u(sleep_pid)))
+            .unwrap_or(Value::Null);
+        !report.is_null()
+    });
+    let report_id = report["id"].as_str().expect("report id").to_owned();
     let matches = [
         "MESSAGE_ID=fc5a87282f7d457db8458f8550cec95c".to_owned(),
-        format!("CLAUDE_MONITOR_PID={sleep_pid}"),
+        format!("CLAUDE_MONITOR_REPORT_ID={report_id}"),
     ];
     let mut entries = Vec::new();
     wait_until(
@@ -1116,7 +1102,7 @@ fn daemon_writes_each_report_to_the_journal() {
     daemon.stop(seen);
     assert_eq!(entries.len(), 1, "{entries:#?}");
     let e = &entries[0];
-    let report = s.report_for(sleep_pid);
+    assert_eq!(e["CLAUDE_MONITOR_PID"], sleep_pid.to_string(), "{e}");
     assert_eq!(e["MESSAGE"], report["summary"], "{e}");
     assert_eq!(e["PRIORITY"], "4", "{e}");
     assert_eq!(e["SYSLOG_IDENTIFIER"], "claude-monitor", "{e}");

@@ -504,6 +504,33 @@ pub fn descendants(root: u32) -> Vec<u32> {
     }
 }
 
+/// Writes a line into the FIFO at `path` once its reader (a fake agent, blocked opening it)
+/// is there: a wait that starts no process, so nothing is recorded while it lasts.
+pub fn release_fifo(path: &Path) {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let mut fifo = None;
+    // Opening for writing without blocking fails (ENXIO) until the reader has it open.
+    wait_until(Duration::from_secs(20), &path.display().to_string(), || {
+        fifo = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .ok();
+        fifo.is_some()
+    });
+    fifo.expect("fifo")
+        .write_all(b"\n")
+        .expect("write the fifo");
+}
+
+/// A FIFO at `path` (0600).
+pub fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: a valid C string.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {}", path.display());
+}
+
 /// Copies the executable `from` to `to` (mode kept) without ever opening `to` for writing in
 /// this process. Tests run in threads: a thread that forks while this one holds a write fd
 /// on the new binary passes that fd to its child until the child execs, and an exec of the
