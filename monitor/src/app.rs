@@ -84,6 +84,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Daemon(args) => {
             let loaded = args.config.load().map_err(Failure::Config)?;
             daemon::trusted_config(&loaded).map_err(|e| Failure::Usage(e.to_string()))?;
+            if !args.unpin {
+                // A non-loopback api.tcp without a sound token file: refused before anything.
+                let api = &loaded.config.api;
+                crate::api::tcp::token(api.tcp, api.token_file.as_deref())
+                    .map_err(Failure::Usage)?;
+            }
             if args.unpin {
                 unpin(&loaded.config.kernel.pin_dir).map_err(Failure::Run)
             } else {

@@ -184,6 +184,17 @@ pub fn api_unavailable(socket: &Path, error: impl Display) {
     tracing::error!(socket = %socket.display(), %error, "api socket not available; the daemon runs on without it");
 }
 
+/// The API's TCP listener is bound (`addr` is the bound address, its port chosen by the
+/// kernel when the configuration said 0).
+pub fn api_tcp_listening(addr: std::net::SocketAddr, token: bool) {
+    tracing::info!(%addr, token, "api listening on tcp");
+}
+
+/// The API's TCP listener could not be set up: the daemon runs on without it.
+pub fn api_tcp_unavailable(addr: std::net::SocketAddr, error: impl Display) {
+    tracing::error!(%addr, %error, "api tcp listener not available; the daemon runs on without it");
+}
+
 /// Accepting a connection on the API socket failed (out of file descriptors): tried again.
 pub fn api_accept_failed(error: impl Display) {
     tracing::warn!(%error, "api connection not accepted; accepting again shortly");

@@ -24,4 +24,5 @@ pub mod reports;
 pub mod seq;
 pub mod server;
 pub mod sessions;
+pub mod tcp;
 pub mod users;

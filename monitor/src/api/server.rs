@@ -186,7 +186,11 @@ pub(super) fn error(status: StatusCode, message: &str) -> Response<ApiBody> {
     json(status, &serde_json::json!({ "error": message }))
 }
 
-async fn handle<B>(state: &Arc<State>, viewer: Viewer, req: Request<B>) -> Response<ApiBody> {
+pub(super) async fn handle<B>(
+    state: &Arc<State>,
+    viewer: Viewer,
+    req: Request<B>,
+) -> Response<ApiBody> {
     if req.method() != Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "only GET");
     }

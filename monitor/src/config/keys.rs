@@ -66,6 +66,8 @@ pub(super) enum Kind {
     Mode(Field<SocketMode>),
     /// A group name (`[a-z_][a-z0-9_-]*`, at most 32 characters), or empty for none.
     Group(Field<String>),
+    /// A socket address (`127.0.0.1:9464`, `[::1]:9464`), or empty for none.
+    Listen(Field<Option<std::net::SocketAddr>>),
 }
 
 /// One configuration key: see [`keys`].
@@ -101,7 +103,7 @@ pub(super) const SECTIONS: [&str; 9] = [
 /// The fields of a `[[rules]]` table ([`Rule`]).
 pub(super) const RULE_KEYS: [&str; 4] = ["name", "exe_glob", "comm", "argv_pattern"];
 
-pub(super) static KEYS: [KeyInfo; 29] = [
+pub(super) static KEYS: [KeyInfo; 31] = [
     KeyInfo {
         key: "data_dir",
         doc: "Directory for reports, event logs and state.",
@@ -324,6 +326,20 @@ pub(super) static KEYS: [KeyInfo; 29] = [
             pow2: false,
         },
     },
+    KeyInfo {
+        key: "api.tcp",
+        doc: "An address (\"127.0.0.1:9464\") where the same API is served over HTTP on TCP, \
+              read-only; empty (the default) turns it off. A non-loopback address needs \
+              api.token_file.",
+        kind: Kind::Listen(field!(api.tcp)),
+    },
+    KeyInfo {
+        key: "api.token_file",
+        doc: "A file holding the bearer token every TCP request must send \
+              (Authorization: Bearer TOKEN); owned by root, mode 0600 or stricter; empty: \
+              no token, only /healthz and /metrics over TCP.",
+        kind: Kind::OptPath(field!(api.token_file)),
+    },
 ];
 
 #[cfg(test)]
@@ -399,6 +415,7 @@ impl KeyInfo {
             Kind::OptPath(_) => "string (absolute path, or empty)".into(),
             Kind::Mode(_) => "string, \"0666\" or \"0660\"".into(),
             Kind::Group(_) => "string (group name, or empty)".into(),
+            Kind::Listen(_) => "string (address:port, or empty)".into(),
         }
     }
 
@@ -447,6 +464,9 @@ impl KeyInfo {
             ),
             Kind::Mode(f) => V::String((f.get)(config).as_str().into()),
             Kind::Group(f) => V::String((f.get)(config).clone()),
+            Kind::Listen(f) => {
+                V::String((f.get)(config).map(|a| a.to_string()).unwrap_or_default())
+            }
         }
     }
 
@@ -572,6 +592,19 @@ impl KeyInfo {
                     return Err(cx.bad_value(format!("{s:?}"), "a group name, or empty"));
                 }
                 *(f.set)(config) = s;
+            }
+            Kind::Listen(f) => {
+                let s = cx.string(raw)?;
+                *(f.set)(config) = if s.is_empty() {
+                    None
+                } else {
+                    Some(s.parse().map_err(|_| {
+                        cx.bad_value(
+                            format!("{s:?}"),
+                            "an address and port (\"127.0.0.1:9464\", \"[::1]:9464\"), or empty",
+                        )
+                    })?)
+                };
             }
         }
         Ok(())

@@ -211,6 +211,12 @@ pub struct Api {
     pub group: String,
     /// `subscriber_queue`: events queued per subscriber before it loses some.
     pub subscriber_queue: u32,
+    /// `tcp`: the address of the HTTP listener on TCP; `None` (an empty string, the
+    /// default) turns it off.
+    pub tcp: Option<std::net::SocketAddr>,
+    /// `token_file`: the file holding the bearer token TCP clients must send; `None`: no
+    /// token (allowed on a loopback address only, checked at the daemon's start).
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for Api {
@@ -220,6 +226,8 @@ impl Default for Api {
             socket_mode: SocketMode::AllUsers,
             group: String::new(),
             subscriber_queue: 4096,
+            tcp: None,
+            token_file: None,
         }
     }
 }

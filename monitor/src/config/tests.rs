@@ -769,6 +769,14 @@ fn every_key_checks_its_range() {
                 vec!["".into(), "claude-monitor".into(), "adm".into()],
                 vec!["Root".into(), "a:b".into(), "-x".into(), "x".repeat(33)],
             ),
+            Kind::Listen(_) => (
+                vec!["127.0.0.1:9464".into(), "[::1]:0".into(), "".into()],
+                vec![
+                    "localhost:9464".into(),
+                    "127.0.0.1".into(),
+                    "1.2.3.4:99999".into(),
+                ],
+            ),
             Kind::Patterns(_) => (
                 vec!["corp-[0-9]+\nx-key: (?P<secret>\\S+)".into(), "".into()],
                 vec!["(".into(), "a*".into(), "x{1000}{1000}".into()],

@@ -136,10 +136,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let events_path = logs_dir.join("events.jsonl");
     // Every event's `seq` continues from the last one in the log.
     let last_seq = api::seq::last_seq(&events_path);
-    let bus = cfg
-        .api
-        .socket
-        .is_some()
+    let bus = (cfg.api.socket.is_some() || cfg.api.tcp.is_some())
         .then(|| api::bus::Bus::new(cfg.api.subscriber_queue as usize, last_seq));
 
     let (mut engine, mut ring, start) = Engine::start(&EngineOptions {
@@ -181,16 +178,36 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     // `/v1/sessions`: the server asks, the loop answers (see `api::sessions`).
     let (session_requests, mut session_rx) = api::sessions::channel();
     // Served once the programs are attached; the socket is removed when the daemon stops.
+    let api_logs = api::history::LogFiles {
+        path: events_path.clone(),
+        keep: cfg.logs.keep,
+    };
+    let _api_tcp = match (cfg.api.tcp, &bus) {
+        (Some(addr), Some(bus)) => {
+            start_tcp(
+                addr,
+                &cfg.api,
+                api::server::State {
+                    bus: bus.clone(),
+                    logs: api_logs.clone(),
+                    group: None,
+                    started,
+                    metrics: out.metrics.clone().unwrap_or_default(),
+                    sessions: session_requests.clone(),
+                    reports: ReportStore::new(reports_dir.clone()),
+                },
+            )
+            .await
+        }
+        _ => None,
+    };
     let _api = match (&cfg.api.socket, bus) {
         (Some(socket), Some(bus)) => start_api(
             socket,
             &cfg.api,
             bus,
             out.metrics.clone().unwrap_or_default(),
-            api::history::LogFiles {
-                path: events_path.clone(),
-                keep: cfg.logs.keep,
-            },
+            api_logs,
             started,
             (session_requests, ReportStore::new(reports_dir.clone())),
         ),
@@ -481,6 +498,38 @@ fn sessions_answer(
     api::sessions::Snapshot {
         sessions,
         truncated,
+    }
+}
+
+/// Binds and serves the API on TCP (`api.tcp`); a failure to bind is said and the daemon
+/// runs on without it. The token file was checked before the start (`api::tcp::token`); one
+/// that changed since and no longer passes is said the same way.
+async fn start_tcp(
+    addr: std::net::SocketAddr,
+    settings: &config::Api,
+    state: api::server::State,
+) -> Option<api::tcp::Listening> {
+    let token = match api::tcp::token(settings.tcp, settings.token_file.as_deref()) {
+        Ok(t) => t,
+        Err(e) => {
+            diag::api_tcp_unavailable(addr, e);
+            return None;
+        }
+    };
+    let has_token = token.is_some();
+    let started = match api::tcp::bind(addr).await {
+        Ok(listener) => api::tcp::start(listener, token, state),
+        Err(e) => Err(e),
+    };
+    match started {
+        Ok(l) => {
+            diag::api_tcp_listening(l.addr, has_token);
+            Some(l)
+        }
+        Err(e) => {
+            diag::api_tcp_unavailable(addr, e);
+            None
+        }
     }
 }
 
