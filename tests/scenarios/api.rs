@@ -1130,3 +1130,341 @@ fn api_serves_sessions_and_reports() {
     drop(agent);
     daemon.stop(seen);
 }
+
+/// A port on 127.0.0.1 that was free a moment ago (bound to port 0, then closed).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `GET url` with curl over TCP and extra `headers`: (status, body).
+fn http(url: &str, headers: &[&str]) -> (u16, String) {
+    http_method("GET", url, headers)
+}
+
+fn http_method(method: &str, url: &str, headers: &[&str]) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-X", method, "-w", "\n%{http_code}"]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd.arg(url).output().expect("curl");
+    assert!(out.status.success(), "{method} {url}: {out:?}");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').expect("status line");
+    (code.parse().expect("status"), body.to_owned())
+}
+
+/// Writes `text` into `path` with `mode` (owned by the test's user: root).
+fn write_mode(path: &Path, text: &str, mode: u32) {
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .expect("chmod");
+}
+
+/// The daemon refuses to start (status 2, before loading anything, a message naming the
+/// key) with a TCP address it cannot parse, a non-loopback address without a token file, and
+/// a token file that others can read, that is empty or that is a symbolic link.
+#[test]
+fn api_tcp_refuses_an_unsound_setup() {
+    if !privileged("api_tcp_refuses_an_unsound_setup") {
+        return;
+    }
+    let dir = TempDir::new(&format!("cm-api-tcp-refused-{}", std::process::id()));
+    let token = dir.path().join("token");
+    let link = dir.path().join("token-link");
+    let refused = |api: &str| {
+        let s = Setup::with_api("tcp-refused", "[kernel]\npin = false\n", api);
+        let out = Command::new(agent_binary())
+            .args(["daemon", "--config"])
+            .arg(&s.config)
+            .stdin(Stdio::null())
+            .output()
+            .expect("claude-monitor");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "[api] {api}: {stderr}");
+        assert!(stderr.contains("claude-monitor: error: "), "{stderr}");
+        stderr
+    };
+    let e = refused("tcp = \"localhost:9464\"");
+    assert!(e.contains("api.tcp"), "{e}");
+    let e = refused("tcp = \"0.0.0.0:9464\"");
+    assert!(
+        e.contains("api.token_file") && e.contains("0.0.0.0:9464"),
+        "{e}"
+    );
+    write_mode(&token, "s3cret\n", 0o640);
+    let with_token = format!(
+        "tcp = \"0.0.0.0:9464\"\ntoken_file = \"{}\"",
+        token.display()
+    );
+    let e = refused(&with_token);
+    assert!(e.contains("api.token_file") && e.contains("0640"), "{e}");
+    write_mode(&token, "s3cret\n", 0o604);
+    let e = refused(&with_token);
+    assert!(e.contains("api.token_file") && e.contains("0604"), "{e}");
+    write_mode(&token, " \n", 0o600);
+    let e = refused(&with_token);
+    assert!(e.contains("api.token_file") && e.contains("empty"), "{e}");
+    write_mode(&token, "s3cret\n", 0o600);
+    std::os::unix::fs::symlink(&token, &link).expect("symlink");
+    let e = refused(&format!(
+        "tcp = \"127.0.0.1:9464\"\ntoken_file = \"{}\"",
+        link.display()
+    ));
+    assert!(
+        e.contains("api.token_file") && e.contains("symbolic link"),
+        "{e}"
+    );
+}
+
+/// With `api.token_file`, every TCP request needs `Authorization: Bearer <token>`: none or a
+/// wrong one is a 401, the right one sees every event (/v1/events has `agent_start`, which
+/// only root sees); only GET.
+#[test]
+fn api_tcp_needs_the_bearer_token() {
+    if !privileged("api_tcp_needs_the_bearer_token") {
+        return;
+    }
+    let port = free_port();
+    let tmp = TempDir::new(&format!("cm-api-tcp-token-{}", std::process::id()));
+    let token = tmp.path().join("token");
+    write_mode(&token, "  t0k3n-for-the-test\n", 0o600);
+    let s = Setup::with_api(
+        "tcp-token",
+        "[kernel]\npin = false\n",
+        &format!(
+            "tcp = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"",
+            token.display()
+        ),
+    );
+    let daemon = Agent::daemon(&s.config, &[]);
+    daemon.wait_stderr(Duration::from_secs(10), "api listening on tcp", 1);
+    let base = format!("http://127.0.0.1:{port}");
+    let events = format!("{base}/v1/events?kind=agent_start");
+    let (code, body) = http(&events, &[]);
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("bearer token"), "{body}");
+    assert_eq!(http(&format!("{base}/healthz"), &[]).0, 401);
+    assert_eq!(http(&format!("{base}/metrics"), &[]).0, 401);
+    for wrong in [
+        "Authorization: Bearer t0k3n-for-the-tesT",
+        "Authorization: Bearer t0k3n-for-the-tes",
+        "Authorization: Basic t0k3n-for-the-test",
+        "Authorization: t0k3n-for-the-test",
+    ] {
+        assert_eq!(http(&events, &[wrong]).0, 401, "{wrong}");
+    }
+    let right = "Authorization: Bearer t0k3n-for-the-test";
+    let (code, body) = http(&events, &[right]);
+    assert_eq!(code, 200, "{body}");
+    let validator = schema();
+    let lines: Vec<Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect();
+    assert!(!lines.is_empty(), "no agent_start over TCP with the token");
+    for e in &lines {
+        assert_valid(&validator, e);
+        assert_eq!(e["kind"], "agent_start", "{e}");
+    }
+    let (code, body) = http(&format!("{base}/healthz"), &[right]);
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = http(&format!("{base}/metrics"), &[right]);
+    assert_eq!(code, 200);
+    assert_eq!(
+        http_method("POST", &format!("{base}/v1/events"), &[right]).0,
+        405
+    );
+    daemon.stop(Vec::new());
+}
+
+/// Prometheus, killed when dropped.
+struct Prometheus(Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `claude_monitor_exits_total` by cause, through Prometheus's query API.
+fn exits_by_cause(prometheus: &str) -> Vec<(String, f64)> {
+    let (code, body) = http(
+        &format!("{prometheus}/api/v1/query?query=claude_monitor_exits_total"),
+        &[],
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("query JSON");
+    assert_eq!(v["status"], "success", "{v}");
+    v["data"]["result"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| {
+            let cause = r["metric"]["cause"].as_str()?.to_owned();
+            let value = r["value"][1].as_str()?.parse().ok()?;
+            Some((cause, value))
+        })
+        .collect()
+}
+
+fn cause_value(samples: &[(String, f64)], cause: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(c, _)| c == cause)
+        .map_or(0.0, |(_, v)| *v)
+}
+
+/// The real Prometheus (Debian's package, unpacked by `cargo xtask test`) scrapes the
+/// daemon's `/metrics` on loopback TCP (no token: /healthz and /metrics only, the /v1
+/// routes a 403); through Prometheus's own query API, the exits by cause are at least the
+/// ones this test made (two `exited`, one `killed` by a SIGKILL from the test) and at most
+/// what the daemon wrote in its log (it sees every session on the host).
+#[test]
+fn prometheus_scrapes_the_daemon() {
+    if !privileged("prometheus_scrapes_the_daemon") {
+        return;
+    }
+    let Some(server) = std::env::var_os("CLAUDE_MONITOR_PROMETHEUS") else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("CLAUDE_MONITOR_PROMETHEUS is not set: run through cargo xtask test");
+        }
+        eprintln!("skipping prometheus_scrapes_the_daemon: CLAUDE_MONITOR_PROMETHEUS is not set");
+        return;
+    };
+    let port = free_port();
+    let s = Setup::with_api(
+        "prometheus",
+        "[kernel]\npin = false\n",
+        &format!("tcp = \"127.0.0.1:{port}\""),
+    );
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    daemon.wait_stderr(Duration::from_secs(10), "api listening on tcp", 1);
+    let base = format!("http://127.0.0.1:{port}");
+    // Without a token: host-wide counts only.
+    let (code, body) = http(&format!("{base}/v1/events"), &[]);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("token"), "{body}");
+    assert_eq!(http(&format!("{base}/v1/events/stream"), &[]).0, 403);
+    let (code, body) = http(&format!("{base}/healthz"), &[]);
+    assert_eq!(code, 200, "{body}");
+
+    let agent = s.agent(
+        r#"sh -c 'exit 3'; sh -c 'exit 4'; sleep 600 & echo $! > "$DIR/victim.tmp"; mv "$DIR/victim.tmp" "$DIR/victim"; read _ < "$DIR/go""#,
+    );
+    let agent_pid = agent.id();
+    let victim_file = s.dir.join("victim");
+    let mut victim = None;
+    wait_until(Duration::from_secs(20), "the victim's pid", || {
+        victim = std::fs::read_to_string(&victim_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        victim.is_some()
+    });
+    let victim = victim.expect("victim pid");
+    // SAFETY: a plain kill(2) of the test's own child's child.
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0, "kill");
+    let mut seen = Vec::new();
+    daemon.wait_for(&mut seen, Duration::from_secs(30), |e| {
+        e["kind"] == "exit" && e["pid"].as_u64() == Some(victim as u64) && e["cause"] == "killed"
+    });
+    assert!(
+        seen.iter().any(|e| e["kind"] == "exit"
+            && e["ppid"].as_u64() == Some(u(agent_pid))
+            && e["exit_code"] == 4),
+        "the exit 4 came before the kill"
+    );
+
+    // Prometheus, scraping every second.
+    let prom_dir = s.dir.join("prometheus");
+    std::fs::create_dir_all(prom_dir.join("data")).expect("prometheus dir");
+    let prom_config = prom_dir.join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  \
+             - job_name: claude-monitor\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n"
+        ),
+    )
+    .expect("prometheus.yml");
+    let prom_port = free_port();
+    let prom_log = prom_dir.join("prometheus.log");
+    let log_file = std::fs::File::create(&prom_log).expect("prometheus log");
+    let _prometheus = Prometheus(
+        Command::new(&server)
+            .arg(format!("--config.file={}", prom_config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                prom_dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("prometheus"),
+    );
+    let prom = format!("http://127.0.0.1:{prom_port}");
+    let prom_log_text = || std::fs::read_to_string(&prom_log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The target is up.
+    loop {
+        let up = Command::new("curl")
+            .args(["-sS", "--fail"])
+            .arg(format!("{prom}/api/v1/targets"))
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+            .is_some_and(|v| {
+                v["data"]["activeTargets"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|t| t["health"] == "up")
+            });
+        if up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the target is not up in Prometheus within 60 s:\n{}",
+            prom_log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The samples have this test's exits.
+    let samples = loop {
+        let samples = exits_by_cause(&prom);
+        if cause_value(&samples, "exited") >= 2.0 && cause_value(&samples, "killed") >= 1.0 {
+            break samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus has {samples:?}, not this test's exits, within 60 s:\n{}",
+            prom_log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    release_fifo(&s.dir.join("go"));
+    daemon.wait_for(&mut seen, Duration::from_secs(30), is_root_exit(agent_pid));
+    drop(agent);
+    daemon.stop(seen);
+    let log = s.log();
+    for (cause, least) in [("exited", 2.0), ("killed", 1.0)] {
+        let written = log
+            .iter()
+            .filter(|e| e["kind"] == "exit" && e["cause"] == cause)
+            .count() as f64;
+        let value = cause_value(&samples, cause);
+        assert!(
+            (least..=written).contains(&value),
+            "Prometheus: exits_total{{cause=\"{cause}\"}} {value}: at least this test's {least}, \
+             at most the {written} written"
+        );
+    }
+}
