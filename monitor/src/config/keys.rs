@@ -300,7 +300,7 @@ pub(super) static KEYS: [KeyInfo; 31] = [
     KeyInfo {
         key: "api.socket",
         doc: "The Unix socket of the live API (HTTP: /healthz, /v1/events, \
-              /v1/events/stream); empty turns the API off.",
+              /v1/events/stream); empty turns the socket off.",
         kind: Kind::OptPath(field!(api.socket)),
     },
     KeyInfo {

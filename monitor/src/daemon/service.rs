@@ -58,6 +58,8 @@ pub struct UnitParams {
     /// Where the daemon pins its BPF objects (on a bpffs); created before each start by
     /// `ExecStartPre=`, and made writable in the sandbox.
     pub pin_dir: PathBuf,
+    /// `api.tcp` is set: the unit allows IPv4 and IPv6 sockets too.
+    pub tcp: bool,
 }
 
 impl UnitParams {
@@ -100,6 +102,17 @@ pub fn unit(params: &UnitParams) -> String {
              StateDirectoryMode=0700\n"
         ),
         None => String::new(),
+    };
+    let families = if params.tcp {
+        "# Unix sockets (the runtime's signal wake-up; journald is the inherited stdout) and,\n\
+         # for the API's TCP listener (api.tcp is set), IPv4 and IPv6. It looks up no users\n\
+         # through NSS.\n\
+         RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"
+    } else {
+        "# Unix sockets only (the runtime's signal wake-up; journald is the inherited stdout). It\n\
+         # looks up no users through NSS. The API's TCP listener (api.tcp) needs AF_INET AF_INET6\n\
+         # here: `claude-monitor install` adds them when it is set.\n\
+         RestrictAddressFamilies=AF_UNIX"
     };
     let caps = CAPABILITIES.join(" ");
     let version = env!("CARGO_PKG_VERSION");
@@ -198,9 +211,7 @@ SystemCallArchitectures=native
 #                    mount namespace would be seen by no one else
 SystemCallFilter=@system-service bpf
 SystemCallErrorNumber=EPERM
-# Unix sockets only (the runtime's signal wake-up; journald is the inherited stdout). It
-# looks up no users through NSS. An HTTP API would need AF_INET AF_INET6 here.
-RestrictAddressFamilies=AF_UNIX
+{families}
 # Deliberately not set:
 #   ProtectProc=/ProcSubset=  it must see every process in /proc
 #   PrivateUsers=             capabilities in a user namespace do not allow bpf(2)

@@ -9,6 +9,7 @@ fn params(exe: &str, data_dir: &Path) -> UnitParams {
         config: PathBuf::from("/etc/claude-monitor/config.toml"),
         data_dir: data_dir.to_owned(),
         pin_dir: PathBuf::from("/sys/fs/bpf/claude-monitor"),
+        tcp: false,
     }
 }
 
@@ -73,6 +74,14 @@ fn unit_has_the_key_directives() {
     assert_eq!(one("SystemCallErrorNumber"), "EPERM");
     assert_eq!(one("SystemCallArchitectures"), "native");
     assert_eq!(one("RestrictAddressFamilies"), "AF_UNIX");
+    let with_tcp = unit(&UnitParams {
+        tcp: true,
+        ..default_params()
+    });
+    assert_eq!(
+        directive(&with_tcp, "RestrictAddressFamilies"),
+        ["AF_UNIX AF_INET AF_INET6"]
+    );
     for k in [
         "LockPersonality",
         "RestrictRealtime",
@@ -130,6 +139,7 @@ fn unit_paths_are_parameters_and_escaped() {
         config: PathBuf::from("/etc/cm/100%.toml"),
         data_dir: PathBuf::from("/srv/claude monitor"),
         pin_dir: PathBuf::from("/run/bpffs/c$m 50%"),
+        tcp: false,
     };
     let u = unit(&p);
     assert_eq!(
@@ -472,6 +482,7 @@ fn systemd_analyze_verify_accepts_the_unit() {
         config: t.0.join("my config.toml"),
         data_dir: t.0.join("data dir"),
         pin_dir: PathBuf::from("/sys/fs/bpf/claude-monitor"),
+        tcp: true,
     };
     let verify_dir = t.0.join("v2");
     fs::create_dir_all(&verify_dir).unwrap();
