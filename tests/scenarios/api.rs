@@ -1272,6 +1272,11 @@ fn api_tcp_needs_the_bearer_token() {
     }
     let (code, body) = http(&format!("{base}/healthz"), &[right]);
     assert_eq!(code, 200, "{body}");
+    for route in ["/v1/sessions", "/v1/reports"] {
+        let (code, body) = http(&format!("{base}{route}"), &[right]);
+        assert_eq!(code, 200, "{route}: {body}");
+        assert_eq!(http(&format!("{base}{route}"), &[]).0, 401, "{route}");
+    }
     let (code, _) = http(&format!("{base}/metrics"), &[right]);
     assert_eq!(code, 200);
     assert_eq!(
@@ -1349,7 +1354,14 @@ fn prometheus_scrapes_the_daemon() {
     let (code, body) = http(&format!("{base}/v1/events"), &[]);
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("token"), "{body}");
-    assert_eq!(http(&format!("{base}/v1/events/stream"), &[]).0, 403);
+    for route in [
+        "/v1/events/stream",
+        "/v1/sessions",
+        "/v1/reports",
+        "/v1/reports/x",
+    ] {
+        assert_eq!(http(&format!("{base}{route}"), &[]).0, 403, "{route}");
+    }
     let (code, body) = http(&format!("{base}/healthz"), &[]);
     assert_eq!(code, 200, "{body}");
 
