@@ -127,9 +127,21 @@ pub struct Filter {
     pub limit: Option<usize>,
 }
 
-/// At most this many events in one `/v1/events` answer (and its default).
+/// At most this many events (`/v1/events`) or reports (`/v1/reports`) in one answer, and
+/// the default.
 pub const MAX_LIMIT: usize = 10_000;
 pub const DEFAULT_LIMIT: usize = 1000;
+
+/// A `limit` parameter (of events or reports): 1 to [`MAX_LIMIT`].
+pub fn parse_limit(value: &str) -> Result<usize, String> {
+    let n: usize = value
+        .parse()
+        .map_err(|_| format!("limit: {value:?} is not a number"))?;
+    if n == 0 || n > MAX_LIMIT {
+        return Err(format!("limit: {n} is out of range (1..={MAX_LIMIT})"));
+    }
+    Ok(n)
+}
 
 impl Filter {
     /// Parses a query string (`since=12&kind=exit,oom&session=...`); an unknown parameter
@@ -149,15 +161,7 @@ impl Filter {
                 ),
                 "session" => f.session = Some(value),
                 "cause" => f.cause = Some(value),
-                "limit" => {
-                    let n: usize = value
-                        .parse()
-                        .map_err(|_| format!("limit: {value:?} is not a number"))?;
-                    if n == 0 || n > MAX_LIMIT {
-                        return Err(format!("limit: {n} is out of range (1..={MAX_LIMIT})"));
-                    }
-                    f.limit = Some(n);
-                }
+                "limit" => f.limit = Some(parse_limit(&value)?),
                 other => return Err(format!("unknown parameter {other:?}")),
             }
         }

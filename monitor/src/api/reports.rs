@@ -8,12 +8,8 @@
 
 use std::io;
 
-use super::filter::{Viewer, percent_decode};
+use super::filter::{DEFAULT_LIMIT, Viewer, parse_limit, percent_decode};
 use crate::report::{ListFilter, Reason, Report, ReportStore, ReportSummary};
-
-/// Reports in one answer at most (and the default).
-pub const MAX_LIMIT: usize = 10_000;
-pub const DEFAULT_LIMIT: usize = 1000;
 
 /// The filters of `/v1/reports`: `session` (a prefix of `session.id` or of Claude Code's
 /// session id), `cause`, `reason`, `limit`.
@@ -36,15 +32,7 @@ pub fn parse(query: &str) -> Result<ListFilter, String> {
                         .map_err(|_| format!("reason: {value:?} is not a reason"))?,
                 )
             }
-            "limit" => {
-                let n: usize = value
-                    .parse()
-                    .map_err(|_| format!("limit: {value:?} is not a number"))?;
-                if n == 0 || n > MAX_LIMIT {
-                    return Err(format!("limit: {n} is out of range (1..={MAX_LIMIT})"));
-                }
-                f.limit = Some(n);
-            }
+            "limit" => f.limit = Some(parse_limit(&value)?),
             other => return Err(format!("unknown parameter {other:?}")),
         }
     }
