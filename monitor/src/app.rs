@@ -252,7 +252,7 @@ fn install(args: &ConfigArgs, cfg: &config::Config) -> anyhow::Result<()> {
             .unwrap_or_else(|| config::DEFAULT_PATH.into()),
         data_dir: cfg.data_dir.clone(),
         pin_dir: cfg.kernel.pin_dir.clone(),
-        tcp: cfg.api.tcp.is_some(),
+        tcp: cfg.api.tcp.is_some() || cfg.export.otlp.endpoint.is_some(),
     };
     let outcome = service::install(
         &params,

@@ -147,6 +147,41 @@ pub fn journal_not_taken(error: impl Display) {
     tracing::warn!(%error, "journald did not take an exit report's entry ([export.journald]); the report itself is written");
 }
 
+/// `[export.otlp]` is on: every event is sent there.
+pub fn otlp_exporting(endpoint: &str) {
+    tracing::info!(endpoint, "exporting every event as OTLP logs");
+}
+
+/// The OTLP receiver failed a request (said for the first failure after a success; the
+/// request is retried when that can help, and what is given up is counted).
+pub fn otlp_failing(endpoint: &str, error: impl Display) {
+    tracing::warn!(endpoint, %error, "the OTLP receiver does not take the events; retrying where that can help, counting what is lost (claude_monitor_records_lost_total{{stage=\"export\"}})");
+}
+
+/// The OTLP receiver takes the events again after a failure.
+pub fn otlp_recovered(endpoint: &str, lost: u64) {
+    tracing::info!(endpoint, lost, "the OTLP receiver takes the events again");
+}
+
+/// The OTLP receiver accepted a request but refused some of its records.
+pub fn otlp_partly_refused(endpoint: &str, rejected: u64, message: &str) {
+    tracing::warn!(
+        endpoint,
+        rejected,
+        message,
+        "the OTLP receiver refused some records"
+    );
+}
+
+/// The OTLP export's queue is full: newer events are dropped and counted (said once until
+/// the next success).
+pub fn otlp_queue_full(endpoint: &str) {
+    tracing::warn!(
+        endpoint,
+        "the OTLP export's queue is full (the receiver is down or slower than the events): newer events are dropped and counted until it catches up"
+    );
+}
+
 /// The sizes of the agent's bounded structures, at the daemon's stop (debug).
 pub fn structure_sizes(sizes: &impl std::fmt::Debug) {
     tracing::debug!(?sizes, "structure sizes");

@@ -1145,3 +1145,205 @@ fn a_second_daemon_on_the_same_data_directory_is_refused() {
         "{events:?}"
     );
 }
+
+/// The OTLP receiver of `tests/otlp/receiver.py` (PyPI's `opentelemetry-proto` decodes),
+/// started on a port of its own; killed on drop.
+struct OtlpReceiver {
+    _child: Spawned,
+    port: u16,
+    out: PathBuf,
+    requests: PathBuf,
+}
+
+impl OtlpReceiver {
+    /// `None` (with a message) when `cargo xtask test` could not install the decoder,
+    /// outside CI; under `CI=true` its absence fails.
+    fn start(dir: &Path, busy: u32) -> Option<OtlpReceiver> {
+        let Some(pythonpath) = std::env::var_os("CLAUDE_MONITOR_OTLP_PYTHONPATH") else {
+            assert!(
+                !claude_monitor_tests::in_ci(),
+                "CLAUDE_MONITOR_OTLP_PYTHONPATH is not set: run the tests with `cargo xtask test`"
+            );
+            eprintln!("skipping: no opentelemetry-proto (run with `cargo xtask test`)");
+            return None;
+        };
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("otlp/receiver.py");
+        let port_file = dir.join("otlp.port");
+        let out = dir.join("otlp-records.jsonl");
+        let requests = dir.join("otlp-requests.jsonl");
+        let child = Spawned::spawn(
+            Command::new("python3")
+                .arg(&script)
+                .arg("--port-file")
+                .arg(&port_file)
+                .arg("--out")
+                .arg(&out)
+                .arg("--requests")
+                .arg(&requests)
+                .args(["--busy", &busy.to_string(), "--retry-after", "1"])
+                .env("PYTHONPATH", pythonpath)
+                .stdin(Stdio::null()),
+        );
+        wait_until(
+            Duration::from_secs(30),
+            "the OTLP receiver to listen",
+            || port_file.exists(),
+        );
+        let port = std::fs::read_to_string(&port_file)
+            .expect("port file")
+            .trim()
+            .parse()
+            .expect("port");
+        Some(OtlpReceiver {
+            _child: child,
+            port,
+            out,
+            requests,
+        })
+    }
+
+    fn lines(path: &Path) -> Vec<Value> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("receiver JSON"))
+            .collect()
+    }
+
+    fn records(&self) -> Vec<Value> {
+        Self::lines(&self.out)
+    }
+}
+
+/// `[export.otlp]` against a real OTLP/HTTP receiver that decodes with the OpenTelemetry
+/// project's own definitions and answers its first request 503 with `Retry-After: 1`:
+/// every event the daemon wrote arrives exactly once (the refused request's too), each
+/// death with the process conventions' attributes and the event itself as the body.
+#[test]
+fn daemon_exports_every_event_as_otlp_logs() {
+    if !privileged("daemon_exports_every_event_as_otlp_logs") {
+        return;
+    }
+    let tmp = TempDir::new(&format!("cm-daemon-{}-otlp-rx", std::process::id()));
+    let Some(rx) = OtlpReceiver::start(tmp.path(), 1) else {
+        return;
+    };
+    let s = Setup::new(
+        "otlp",
+        &format!(
+            "[kernel]\npin = false\n[export.otlp]\nendpoint = \"http://127.0.0.1:{}\"\nbatch = 64\n",
+            rx.port
+        ),
+    );
+    let mut daemon = Agent::daemon(&s.config, &[]);
+    let agent = s.agent(
+        r#"sleep 300 & echo $! > "$DIR/sleep.pid"
+        sh -c 'exit 3' & echo $! > "$DIR/exit3.pid"; wait $!
+        while [ ! -e "$DIR/stop" ]; do sleep 0.05; done"#,
+    );
+    let agent_pid = agent.id();
+    let sleep_pid = s.read_pid("sleep.pid");
+    let exit3_pid = s.read_pid("exit3.pid");
+    let mut seen = Vec::new();
+    let exit3 = daemon.wait_for(&mut seen, Duration::from_secs(30), is_exit_of(exit3_pid));
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(sleep_pid as i32, libc::SIGKILL) };
+    let killed = daemon.wait_for(&mut seen, Duration::from_secs(30), is_exit_of(sleep_pid));
+    assert_eq!(killed["cause"], "killed", "{killed}");
+    finish(agent, &s.dir);
+    daemon.wait_for(&mut seen, Duration::from_secs(30), is_exit_of(agent_pid));
+    let start = daemon.start.clone();
+    // The daemon's stop sends what is queued (agent_stop included) before it exits.
+    let events = daemon.stop(seen);
+    let mut written: Vec<u64> = std::iter::once(&start)
+        .chain(&events)
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect();
+    written.sort_unstable();
+
+    let records = rx.records();
+    let mut received: Vec<u64> = records
+        .iter()
+        .map(|r| {
+            r["attributes"]["claude_monitor.seq"]
+                .as_u64()
+                .expect("seq attribute")
+        })
+        .collect();
+    received.sort_unstable();
+    assert_eq!(
+        received, written,
+        "every event once, none twice, none missing"
+    );
+
+    // The first request was refused with 503; its records came again in a later one.
+    let requests = OtlpReceiver::lines(&rx.requests);
+    assert_eq!(requests[0]["status"], 503, "{requests:?}");
+    assert!(requests[0]["records"].as_u64() > Some(0), "{requests:?}");
+    assert!(
+        requests[1..].iter().all(|q| q["status"] == 200),
+        "{requests:?}"
+    );
+    for q in &requests {
+        assert_eq!(q["content_type"], "application/x-protobuf", "{q}");
+        assert!(
+            q["records"].as_u64().is_some_and(|n| (1..=64).contains(&n)),
+            "{q}"
+        );
+    }
+
+    let validator = claude_monitor_tests::schema();
+    let mut by_seq = std::collections::HashMap::new();
+    for r in &records {
+        assert_eq!(r["resource"]["service.name"], "claude-monitor", "{r}");
+        assert_eq!(r["scope"]["name"], "claude-monitor", "{r}");
+        assert!(r["attributes"].get("__duplicates__").is_none(), "{r}");
+        let body: Value =
+            serde_json::from_str(r["body"].as_str().expect("body is a string")).expect("JSON body");
+        claude_monitor_tests::assert_valid(&validator, &body);
+        assert_eq!(
+            r["event_name"],
+            format!("claude_monitor.{}", body["kind"].as_str().unwrap_or(""))
+        );
+        assert_eq!(r["attributes"]["process.pid"], body["pid"], "{r}");
+        let ts = chrono_nanos(body["ts"].as_str().expect("ts"));
+        assert_eq!(r["time_unix_nano"].as_u64(), Some(ts), "{r}");
+        by_seq.insert(body["seq"].as_u64().expect("seq"), r.clone());
+    }
+    let record_of = |e: &Value| by_seq[&e["seq"].as_u64().expect("seq")].clone();
+
+    let r = record_of(&exit3);
+    let a = &r["attributes"];
+    assert_eq!(a["process.exit.code"], 3, "{r}");
+    assert_eq!(a["process.executable.name"], "sh", "{r}");
+    assert_eq!(a["process.parent_pid"], exit3["ppid"], "{r}");
+    assert_eq!(a["process.user.id"], 0, "{r}");
+    assert_eq!(a["claude_monitor.cause"], "exited", "{r}");
+    assert_eq!(a["claude_monitor.session.agent"], "test-agent", "{r}");
+    assert_eq!(a["claude_monitor.session.root_pid"], u(agent_pid), "{r}");
+    assert_eq!(r["severity_number"], 13, "WARN: {r}");
+
+    let r = record_of(&killed);
+    let a = &r["attributes"];
+    assert!(
+        a.get("process.exit.code").is_none(),
+        "killed: no exit code: {r}"
+    );
+    assert_eq!(a["process.executable.name"], "sleep", "{r}");
+    assert_eq!(a["claude_monitor.cause"], "killed", "{r}");
+    assert_eq!(a["claude_monitor.signal_name"], "SIGKILL", "{r}");
+    assert_eq!(
+        a["claude_monitor.killed_by.pid"],
+        u64::from(std::process::id()),
+        "{r}"
+    );
+    assert_eq!(r["severity_number"], 13, "WARN: {r}");
+    let stop = events.last().expect("agent_stop");
+    assert_eq!(record_of(stop)["event_name"], "claude_monitor.agent_stop");
+}
+
+/// Nanoseconds since the epoch of an RFC 3339 `...T..:..:..NNNNNNNNNZ` time.
+fn chrono_nanos(ts: &str) -> u64 {
+    let t = chrono::DateTime::parse_from_rfc3339(ts).expect("RFC 3339");
+    u64::try_from(t.timestamp_nanos_opt().expect("in range")).expect("after 1970")
+}

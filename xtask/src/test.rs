@@ -169,6 +169,7 @@ fn run_host(
 
     let binaries = build_tests(toolchain, opts.release)?;
     let prometheus = prometheus()?;
+    let otlp_python = otlp_python()?;
     let marker = run_marker();
     let mut totals = Totals::default();
     let mut failed_binaries = Vec::new();
@@ -187,6 +188,9 @@ fn run_host(
         }
         if let Some((promtool, server)) = &prometheus {
             cmd.env(PROMTOOL_VAR, promtool).env(PROMETHEUS_VAR, server);
+        }
+        if let Some(path) = &otlp_python {
+            cmd.env(OTLP_PYTHONPATH_VAR, path);
         }
         cmd.env("CLAUDE_MONITOR_BIN", &agent)
             .env(RUN_VAR, &marker)
@@ -229,6 +233,59 @@ fn prometheus() -> Result<Option<(PathBuf, PathBuf)>> {
         }
         Err(err) => {
             eprintln!("xtask: no promtool, the metrics lint test will skip: {err:#}");
+            Ok(None)
+        }
+    }
+}
+
+/// The `PYTHONPATH` of the scenarios' OTLP receiver (`tests/otlp/receiver.py`), which
+/// decodes with the OpenTelemetry project's own protobuf definitions.
+const OTLP_PYTHONPATH_VAR: &str = "CLAUDE_MONITOR_OTLP_PYTHONPATH";
+/// PyPI's `opentelemetry-proto`, pinned (it brings `protobuf`).
+const OTLP_PROTO: &str = "opentelemetry-proto==1.45.2";
+
+/// `opentelemetry-proto` installed with pip under `target/python/` (once; nothing is
+/// installed outside the tree). When it cannot be had (no python3 or pip, no network), the
+/// OTLP scenario skips with a message, except under `CI=true`, where this fails.
+fn otlp_python() -> Result<Option<PathBuf>> {
+    let dir = cargo::workspace_root().join("target/python");
+    let marker = dir.join(format!(".installed-{OTLP_PROTO}"));
+    if marker.exists() {
+        return Ok(Some(dir));
+    }
+    let installed = (|| -> Result<()> {
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        let status = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-input",
+                "--root-user-action=ignore",
+                "--target",
+            ])
+            .arg(&dir)
+            .arg(OTLP_PROTO)
+            .status()
+            .context("running python3 -m pip")?;
+        anyhow::ensure!(
+            status.success(),
+            "pip install {OTLP_PROTO} failed: {status}"
+        );
+        std::fs::write(&marker, "").with_context(|| format!("writing {}", marker.display()))?;
+        Ok(())
+    })();
+    match installed {
+        Ok(()) => Ok(Some(dir)),
+        Err(err) if std::env::var("CI").as_deref() == Ok("true") => {
+            Err(err.context("CI=true needs opentelemetry-proto for the OTLP scenario"))
+        }
+        Err(err) => {
+            eprintln!("xtask: no opentelemetry-proto, the OTLP scenario will skip: {err:#}");
             Ok(None)
         }
     }

@@ -144,7 +144,7 @@ impl Bus {
     }
 
     /// One event, written to the log as `line` with this `seq`. Never waits.
-    pub fn publish(&self, seq: u64, mut meta: Meta, line: Vec<u8>) {
+    pub fn publish(&self, seq: u64, mut meta: Meta, line: Bytes) {
         self.seq.store(seq, Ordering::Release);
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.uids.resolve(&mut meta);
@@ -154,7 +154,7 @@ impl Bus {
         let item = Arc::new(Item {
             seq: Some(seq),
             kind: meta.kind.clone(),
-            line: Bytes::from(line),
+            line,
         });
         let mut closed = false;
         for sub in &inner.subs {
@@ -194,8 +194,8 @@ mod tests {
         }
     }
 
-    fn line(seq: u64, kind: &str) -> Vec<u8> {
-        format!(r#"{{"v":1,"seq":{seq},"kind":"{kind}"}}"#).into_bytes()
+    fn line(seq: u64, kind: &str) -> Bytes {
+        Bytes::from(format!(r#"{{"v":1,"seq":{seq},"kind":"{kind}"}}"#))
     }
 
     /// A full queue loses events for its subscriber alone, which then gets one `lost`

@@ -68,6 +68,8 @@ pub(super) enum Kind {
     Group(Field<String>),
     /// A socket address (`127.0.0.1:9464`, `[::1]:9464`), or empty for none.
     Listen(Field<Option<std::net::SocketAddr>>),
+    /// An `http://` URL ([`Endpoint`]), or empty for none.
+    Url(Field<Option<Endpoint>>),
 }
 
 /// One configuration key: see [`keys`].
@@ -88,7 +90,7 @@ pub struct KeyInfo {
 pub(super) const TOML_INT_MAX: u64 = i64::MAX as u64;
 
 /// The sections, in the order [`render`] and [`SAMPLE`] use.
-pub(super) const SECTIONS: [&str; 9] = [
+pub(super) const SECTIONS: [&str; 10] = [
     "watch",
     "kernel",
     "logs",
@@ -97,13 +99,14 @@ pub(super) const SECTIONS: [&str; 9] = [
     "alerts",
     "redact",
     "export.journald",
+    "export.otlp",
     "api",
 ];
 
 /// The fields of a `[[rules]]` table ([`Rule`]).
 pub(super) const RULE_KEYS: [&str; 4] = ["name", "exe_glob", "comm", "argv_pattern"];
 
-pub(super) static KEYS: [KeyInfo; 31] = [
+pub(super) static KEYS: [KeyInfo; 35] = [
     KeyInfo {
         key: "data_dir",
         doc: "Directory for reports, event logs and state.",
@@ -298,6 +301,44 @@ pub(super) static KEYS: [KeyInfo; 31] = [
         kind: Kind::Path(field!(export.journald.socket)),
     },
     KeyInfo {
+        key: "export.otlp.endpoint",
+        doc: "Send every event as an OpenTelemetry LogRecord (OTLP/HTTP, protobuf) to this \
+              http:// URL (\"http://127.0.0.1:4318\"; /v1/logs is added when it has no \
+              path); empty (the default) turns it off.",
+        kind: Kind::Url(field!(export.otlp.endpoint)),
+    },
+    KeyInfo {
+        key: "export.otlp.queue",
+        doc: "Events waiting to be sent at most; while the receiver is down or slow, the \
+              newer ones beyond are dropped and counted.",
+        kind: Kind::Int {
+            field: IntField::U32(field!(export.otlp.queue)),
+            min: 16,
+            max: 1_000_000,
+            pow2: false,
+        },
+    },
+    KeyInfo {
+        key: "export.otlp.batch",
+        doc: "Events per request at most.",
+        kind: Kind::Int {
+            field: IntField::U32(field!(export.otlp.batch)),
+            min: 1,
+            max: 10_000,
+            pow2: false,
+        },
+    },
+    KeyInfo {
+        key: "export.otlp.timeout_secs",
+        doc: "How long one request may take, connecting included, before it is retried.",
+        kind: Kind::Int {
+            field: IntField::Secs(field!(export.otlp.timeout)),
+            min: 1,
+            max: 300,
+            pow2: false,
+        },
+    },
+    KeyInfo {
         key: "api.socket",
         doc: "The Unix socket of the live API (HTTP: /healthz, /v1/events, \
               /v1/events/stream); empty turns the socket off.",
@@ -416,6 +457,7 @@ impl KeyInfo {
             Kind::Mode(_) => "string, \"0666\" or \"0660\"".into(),
             Kind::Group(_) => "string (group name, or empty)".into(),
             Kind::Listen(_) => "string (address:port, or empty)".into(),
+            Kind::Url(_) => "string (http:// URL, or empty)".into(),
         }
     }
 
@@ -467,6 +509,12 @@ impl KeyInfo {
             Kind::Listen(f) => {
                 V::String((f.get)(config).map(|a| a.to_string()).unwrap_or_default())
             }
+            Kind::Url(f) => V::String(
+                (f.get)(config)
+                    .as_ref()
+                    .map(Endpoint::to_string)
+                    .unwrap_or_default(),
+            ),
         }
     }
 
@@ -606,6 +654,16 @@ impl KeyInfo {
                     })?)
                 };
             }
+            Kind::Url(f) => {
+                let s = cx.string(raw)?;
+                *(f.set)(config) = if s.is_empty() {
+                    None
+                } else {
+                    Some(Endpoint::parse(&s).map_err(|expected| {
+                        cx.bad_value(format!("{:?}", truncated(&s)), expected)
+                    })?)
+                };
+            }
         }
         Ok(())
     }
@@ -644,4 +702,12 @@ const MIN_INTERVAL_SECS: f64 = 0.1;
 /// Paths are written to TOML as text; a non-UTF-8 path cannot be, so it is shown lossily.
 pub(super) fn path_text(path: &Path) -> String {
     path.to_string_lossy().into_owned()
+}
+
+/// At most 120 characters of `s` (an error quotes the value; a URL can be long).
+fn truncated(s: &str) -> String {
+    match s.char_indices().nth(120) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s.to_owned(),
+    }
 }

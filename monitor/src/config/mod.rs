@@ -179,6 +179,129 @@ pub struct Alerts {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Export {
     pub journald: Journald,
+    pub otlp: Otlp,
+}
+
+/// `[export.otlp]`: every event as an OpenTelemetry LogRecord over OTLP/HTTP (protobuf).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Otlp {
+    /// `endpoint`: where to post (`http://127.0.0.1:4318`, `/v1/logs` added when the URL has
+    /// no path); `None` (an empty string, the default) turns the export off.
+    pub endpoint: Option<Endpoint>,
+    /// `queue`: events waiting to be sent at most; beyond, they are dropped and counted.
+    pub queue: u32,
+    /// `batch`: events per request at most.
+    pub batch: u32,
+    /// `timeout_secs`: one request's limit, connection included.
+    pub timeout: Duration,
+}
+
+impl Default for Otlp {
+    fn default() -> Otlp {
+        Otlp {
+            endpoint: None,
+            queue: 8192,
+            batch: 512,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An `http://` URL the daemon posts to: a host (name, IPv4, or `[IPv6]`), a port (default
+/// OTLP/HTTP's 4318) and a path (default `/v1/logs`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// As written in the URL: `127.0.0.1`, `collector.internal`, `[::1]`.
+    pub host: String,
+    pub port: u16,
+    /// Starts with `/`.
+    pub path: String,
+}
+
+impl Endpoint {
+    /// OTLP/HTTP's port.
+    pub const DEFAULT_PORT: u16 = 4318;
+    /// OTLP/HTTP's logs path.
+    pub const DEFAULT_PATH: &str = "/v1/logs";
+
+    /// Parses `http://HOST[:PORT][/PATH]`; the error says what is wrong.
+    pub fn parse(s: &str) -> Result<Endpoint, &'static str> {
+        if s.len() > 2048 {
+            return Err("at most 2048 bytes long");
+        }
+        let rest = if let Some(rest) = s.strip_prefix("http://") {
+            rest
+        } else if s.starts_with("https://") {
+            return Err(
+                "an http:// URL (https is not built in: send to an OpenTelemetry Collector \
+                 on this host, which adds TLS and authentication)",
+            );
+        } else {
+            return Err("an http:// URL (\"http://127.0.0.1:4318\")");
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if authority.contains('@') {
+            return Err("a URL without credentials (user:password@ would be sent in clear)");
+        }
+        if path.contains(['?', '#']) || !path.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("a URL whose path has no query, fragment, space or control character");
+        }
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (addr, after) = v6
+                .split_once(']')
+                .ok_or("a URL with a closed [IPv6] host")?;
+            addr.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| "a URL with a valid [IPv6] host")?;
+            (format!("[{addr}]"), after)
+        } else {
+            let end = authority.find(':').unwrap_or(authority.len());
+            let (host, after) = authority.split_at(end);
+            let valid = !host.is_empty()
+                && host.len() <= 253
+                && host
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
+            if !valid {
+                return Err("a URL with a host name or address");
+            }
+            (host.to_ascii_lowercase(), after)
+        };
+        let port = match port {
+            "" => Endpoint::DEFAULT_PORT,
+            p => p
+                .strip_prefix(':')
+                .and_then(|p| p.parse::<u16>().ok())
+                .filter(|p| *p != 0)
+                .ok_or("a URL with a port from 1 to 65535")?,
+        };
+        let path = match path {
+            "" | "/" => Endpoint::DEFAULT_PATH.to_owned(),
+            p => p.to_owned(),
+        };
+        Ok(Endpoint { host, port, path })
+    }
+
+    /// `host:port` for the `Host` header and for connecting (brackets kept for IPv6).
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The host to resolve: without IPv6's brackets.
+    pub fn connect_host(&self) -> &str {
+        self.host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&self.host)
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "http://{}:{}{}", self.host, self.port, self.path)
+    }
 }
 
 /// `[export.journald]`: one journal entry per exit report.

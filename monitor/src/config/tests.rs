@@ -777,6 +777,25 @@ fn every_key_checks_its_range() {
                     "1.2.3.4:99999".into(),
                 ],
             ),
+            Kind::Url(_) => (
+                vec![
+                    "http://127.0.0.1:4318".into(),
+                    "http://[::1]:4318/v1/logs".into(),
+                    "http://collector.internal".into(),
+                    "".into(),
+                ],
+                vec![
+                    "https://collector:4318".into(),
+                    "127.0.0.1:4318".into(),
+                    "http://u:p@host".into(),
+                    "http://host:0".into(),
+                    "http://host:99999".into(),
+                    "http://ho st/".into(),
+                    "http://[::1/".into(),
+                    "http:///v1/logs".into(),
+                    "http://host/v1/logs?x=1".into(),
+                ],
+            ),
             Kind::Patterns(_) => (
                 vec!["corp-[0-9]+\nx-key: (?P<secret>\\S+)".into(), "".into()],
                 vec!["(".into(), "a*".into(), "x{1000}{1000}".into()],
@@ -887,12 +906,12 @@ fn nested_sections_load_and_name_their_keys() {
         assert!(c.export.journald.enabled, "{text}");
         assert_eq!(c.export.journald.socket, PathBuf::from("/run/j.sock"));
     }
-    let text = load_text("[export]\notlp = 1\n")
+    let text = load_text("[export]\nkafka = 1\n")
         .0
         .expect_err("unknown")
         .to_string();
     assert!(
-        text.contains("unknown key `export.otlp`") && text.contains("[export.journald]"),
+        text.contains("unknown key `export.kafka`") && text.contains("[export.journald]"),
         "{text}"
     );
     let text = load_text("[export.journald]\nenable = true\n")
@@ -915,4 +934,38 @@ fn nested_sections_load_and_name_their_keys() {
     assert!(render(&loaded).contains("\n[export.journald]\nenabled = true"));
     let (again, _) = load_text(&render(&loaded));
     assert_eq!(again.expect("rendered loads").config, loaded.config);
+}
+
+/// `export.otlp.endpoint`: OTLP/HTTP's port and logs path by default, a path kept as given,
+/// and errors that say what to do instead.
+#[test]
+fn otlp_endpoints_parse_with_otlp_defaults() {
+    let e = Endpoint::parse("http://127.0.0.1").expect("parses");
+    assert_eq!(
+        (e.host.as_str(), e.port, e.path.as_str()),
+        ("127.0.0.1", 4318, "/v1/logs")
+    );
+    assert_eq!(e.to_string(), "http://127.0.0.1:4318/v1/logs");
+    let e = Endpoint::parse("http://Collector.internal:9000/otlp/v1/logs").expect("parses");
+    assert_eq!(e.authority(), "collector.internal:9000");
+    assert_eq!(e.path, "/otlp/v1/logs");
+    let e = Endpoint::parse("http://[::1]:4318/").expect("parses");
+    assert_eq!(
+        (e.connect_host(), e.authority().as_str()),
+        ("::1", "[::1]:4318")
+    );
+    assert_eq!(Endpoint::parse(&e.to_string()), Ok(e));
+    let (err, msg) = file_error("[export.otlp]\nendpoint = \"https://otel:4318\"\n");
+    assert_eq!(err.key(), Some("export.otlp.endpoint"));
+    assert!(
+        msg.contains("\"https://otel:4318\" is not an http:// URL (https is not built in"),
+        "{msg}"
+    );
+    let (_, msg) = file_error("[export.otlp]\nendpoint = \"http://me:secret@otel\"\n");
+    assert!(msg.contains("without credentials"), "{msg}");
+    let (loaded, _) = load_text("[export.otlp]\nendpoint = \"http://10.0.0.5\"\n");
+    assert_eq!(
+        loaded.expect("loads").config.export.otlp.endpoint,
+        Endpoint::parse("http://10.0.0.5:4318/v1/logs").ok()
+    );
 }

@@ -34,6 +34,7 @@ pub(super) fn snapshot(
     let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
     let usage = host::usage::self_usage(std::path::Path::new(host::proc::PROC)).ok();
     let n = |v: usize| v as u64;
+    let otlp = out.otlp.as_ref().map(|o| &*o.stats);
     Snapshot {
         sessions_active: n(attributor.live_by_session().len()),
         sessions_tracked: n(sizes.sessions),
@@ -48,6 +49,10 @@ pub(super) fn snapshot(
         unplaced_signals: n(engine.core.unplaced()),
         subscribers: subscribers.connected,
         subscriber_lost: subscribers.lost,
+        otlp_sent: otlp.map_or(0, |o| load(&o.sent)),
+        otlp_lost: otlp.map_or(0, |o| o.lost()),
+        otlp_retries: otlp.map_or(0, |o| load(&o.retries)),
+        otlp_pending: otlp.map_or(0, |o| load(&o.pending)),
         reports_written: load(&stats.written),
         report_write_errors: load(&stats.errors),
         reports_suppressed: load(&stats.suppressed),

@@ -89,6 +89,19 @@ fn journal(j: &config::Journald) -> Option<crate::output::journal::Journal> {
         .ok()
 }
 
+/// The OTLP exporter `[export.otlp]` asks for, counting on from `before`'s totals (a
+/// thread that cannot be started is said and leaves it off).
+fn otlp(
+    o: &config::Otlp,
+    before: Option<&crate::output::otlp::Exporter>,
+) -> Option<crate::output::otlp::Exporter> {
+    let endpoint = o.endpoint.as_ref()?;
+    let stats = before.map(|e| e.stats.clone()).unwrap_or_default();
+    crate::output::otlp::Exporter::start(o, stats)
+        .inspect_err(|e| diag::otlp_failing(&endpoint.to_string(), e))
+        .ok()
+}
+
 /// An exclusive `flock` on the data directory, or an error when another daemon holds it.
 /// A directory that cannot be opened (missing, unreadable: said already) is not locked: the
 /// daemon runs on without its files, as it does without a writable data directory.
@@ -167,6 +180,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         alerts_raised: 0,
         stdout: opts.stdout,
         journal: journal(&cfg.export.journald),
+        otlp: otlp(&cfg.export.otlp, None),
         metrics: bus
             .is_some()
             .then(|| std::sync::Arc::new(crate::metrics::Metrics::default())),
@@ -342,6 +356,10 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                         if new.export.journald != cfg.export.journald {
                             out.journal = journal(&new.export.journald);
                         }
+                        if new.export.otlp != cfg.export.otlp {
+                            // The old exporter sends what it holds on its own.
+                            out.otlp = otlp(&new.export.otlp, out.otlp.as_ref());
+                        }
                         out.report_nonzero_exit = new.watch.report_nonzero_exit;
                         out.budget = reports::UidBudget::new(new.reports.per_uid_per_minute);
                         out.alerter = Alerter::new(thresholds(&new));
@@ -368,6 +386,11 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         l.flush();
     }
     out.reports.finish();
+    // What is queued for the OTLP receiver goes out now, within a bound.
+    let otlp = out
+        .otlp
+        .take()
+        .map(|o| o.finish(crate::output::otlp::STOP_GRACE));
     let stats = &out.reports.stats;
     let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
     diag::structure_sizes(&(
@@ -380,6 +403,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             "journal_dropped",
             out.journal.as_ref().map_or(0, |j| j.dropped),
         ),
+        ("otlp", otlp.as_deref()),
     ));
     diag::daemon_stopped(
         reason,

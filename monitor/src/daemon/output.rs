@@ -23,6 +23,7 @@ use crate::{
     event::{Body, Event},
     host::cgroups::MemoryHierarchy,
     host::memcg,
+    output::otlp::Exporter,
     pipeline::attribution::Attributor,
     pipeline::output::{Output, OutputError},
     report::{self},
@@ -83,6 +84,8 @@ pub(super) struct DaemonOutput {
     pub(super) stdout: bool,
     /// Each report as a journal entry too (`[export.journald]`).
     pub(super) journal: Option<crate::output::journal::Journal>,
+    /// Every event as an OTLP log record (`[export.otlp]`).
+    pub(super) otlp: Option<Exporter>,
     /// Counts of what is written, for `/metrics` (`None`: the API is off).
     pub(super) metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     /// The last `seq` written (continued from the event log at start).
@@ -93,7 +96,8 @@ pub(super) struct DaemonOutput {
     /// (a subscriber never sees an event that a crash could take out of the log, whose
     /// `seq` the next start would then give again; and a history read after subscribing
     /// finds every event published before).
-    pub(super) unpublished: Vec<(u64, Meta, Vec<u8>)>,
+    /// The same lines go to the OTLP export, if on.
+    pub(super) unpublished: Vec<(u64, Meta, bytes::Bytes)>,
     /// The last exits of each session, for `/v1/sessions` (kept only with the API on).
     pub(super) deaths: Option<Deaths>,
 }
@@ -126,12 +130,12 @@ impl DaemonOutput {
             // A closed stdout ends the daemon at its next event write, not here.
             let _ = print_line(&line).and_then(|()| std::io::stdout().flush());
         }
-        if self.bus.is_some() {
+        if self.shares() {
             let meta = Meta {
                 kind: "alert".into(),
                 ..Meta::default()
             };
-            self.unpublished.push((self.seq, meta, line));
+            self.unpublished.push((self.seq, meta, line.into()));
         }
         // Alerts come between the event loop's flushes: out at once.
         self.flush_events();
@@ -204,11 +208,21 @@ impl DaemonOutput {
         self.pending.push(report);
     }
 
-    /// Flushes the event log, then publishes what it now holds to the API's subscribers.
+    /// Whether written events go further than the log and stdout: to the API's subscribers
+    /// or the OTLP export.
+    fn shares(&self) -> bool {
+        self.bus.is_some() || self.otlp.is_some()
+    }
+
+    /// Flushes the event log, then publishes what it now holds to the API's subscribers and
+    /// the OTLP export.
     pub(super) fn flush_events(&mut self) {
         self.events.flush();
-        if let Some(bus) = &self.bus {
-            for (seq, meta, line) in self.unpublished.drain(..) {
+        for (seq, meta, line) in self.unpublished.drain(..) {
+            if let Some(otlp) = &self.otlp {
+                otlp.offer(line.clone());
+            }
+            if let Some(bus) = &self.bus {
                 bus.publish(seq, meta, line);
             }
         }
@@ -247,9 +261,9 @@ impl Output for DaemonOutput {
         if self.stdout {
             print_line(&line)?;
         }
-        if self.bus.is_some() {
+        if self.shares() {
             self.unpublished
-                .push((self.seq, Meta::of_event(event), line));
+                .push((self.seq, Meta::of_event(event), line.into()));
         }
         match &event.body {
             Body::Lost(l) => {
@@ -357,6 +371,7 @@ mod tests {
             alerts_raised: 0,
             stdout: false,
             journal: None,
+            otlp: None,
             metrics: None,
             seq: 0,
             bus: None,

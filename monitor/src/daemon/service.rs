@@ -58,7 +58,7 @@ pub struct UnitParams {
     /// Where the daemon pins its BPF objects (on a bpffs); created before each start by
     /// `ExecStartPre=`, and made writable in the sandbox.
     pub pin_dir: PathBuf,
-    /// `api.tcp` is set: the unit allows IPv4 and IPv6 sockets too.
+    /// `api.tcp` or `export.otlp.endpoint` is set: the unit allows IPv4 and IPv6 sockets too.
     pub tcp: bool,
 }
 
@@ -105,13 +105,14 @@ pub fn unit(params: &UnitParams) -> String {
     };
     let families = if params.tcp {
         "# Unix sockets (the runtime's signal wake-up; journald is the inherited stdout) and,\n\
-         # for the API's TCP listener (api.tcp is set), IPv4 and IPv6. It looks up no users\n\
-         # through NSS.\n\
+         # for the API's TCP listener (api.tcp) or the OTLP export (export.otlp.endpoint),\n\
+         # IPv4 and IPv6. It looks up no users through NSS.\n\
          RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"
     } else {
         "# Unix sockets only (the runtime's signal wake-up; journald is the inherited stdout). It\n\
-         # looks up no users through NSS. The API's TCP listener (api.tcp) needs AF_INET AF_INET6\n\
-         # here: `claude-monitor install` adds them when it is set.\n\
+         # looks up no users through NSS. The API's TCP listener (api.tcp) and the OTLP export\n\
+         # (export.otlp.endpoint) need AF_INET AF_INET6 here: `claude-monitor install` adds them\n\
+         # when either is set.\n\
          RestrictAddressFamilies=AF_UNIX"
     };
     let caps = CAPABILITIES.join(" ");

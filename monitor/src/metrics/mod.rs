@@ -55,6 +55,9 @@ pub enum LostStage {
     SubscriberQueue,
     /// Event lines the events log could not write ([`Snapshot`]).
     Sink,
+    /// Events the OTLP export could not deliver: its queue was full, the receiver refused
+    /// them, or every attempt failed ([`Snapshot`]).
+    Export,
 }
 
 names!(LostStage {
@@ -62,14 +65,16 @@ names!(LostStage {
     Decode => "decode",
     SubscriberQueue => "subscriber_queue",
     Sink => "sink",
+    Export => "export",
 });
 
 impl LostStage {
-    const EVERY: [LostStage; 4] = [
+    const EVERY: [LostStage; 5] = [
         LostStage::KernelReserve,
         LostStage::Decode,
         LostStage::SubscriberQueue,
         LostStage::Sink,
+        LostStage::Export,
     ];
 }
 
@@ -159,6 +164,14 @@ pub struct Snapshot {
     pub subscribers: u64,
     /// Events subscribers did not get because their queue was full (total).
     pub subscriber_lost: u64,
+    /// Events the OTLP receiver accepted (total): `otlp::Stats::sent`.
+    pub otlp_sent: u64,
+    /// Events the OTLP export lost (total): `otlp::Stats::lost`.
+    pub otlp_lost: u64,
+    /// OTLP requests sent again (total): `otlp::Stats::retries`.
+    pub otlp_retries: u64,
+    /// Events waiting to be sent to the OTLP receiver: `otlp::Stats::pending`.
+    pub otlp_pending: u64,
     /// Exit reports written (total): `ReportStats::written`.
     pub reports_written: u64,
     /// Exit reports that could not be written (total): `ReportStats::errors`.
@@ -258,6 +271,9 @@ pub struct Metrics {
     memcg_scans: Counter,
     unplaced_signals: Gauge,
     subscribers: Gauge,
+    otlp_sent: Counter,
+    otlp_retries: Counter,
+    otlp_pending: Gauge,
     reports_written: Counter,
     report_write_errors: Counter,
     reports_suppressed: Counter,
@@ -325,7 +341,8 @@ impl Metrics {
             r,
             "records_lost",
             "Records lost, by stage: kernel_reserve (ring buffer full), decode, \
-             subscriber_queue (a slow API client), sink (the events log could not write)",
+             subscriber_queue (a slow API client), sink (the events log could not write), \
+             export (the OTLP export: queue full, refused, or every attempt failed)",
         );
         for stage in LostStage::EVERY {
             drop(records_lost.get_or_create(&label("stage", stage.as_str())));
@@ -393,6 +410,21 @@ impl Metrics {
             "subscribers",
             "Clients of the event stream connected now",
         );
+        let otlp_sent = metric(
+            r,
+            "otlp_records_sent",
+            "Events the OTLP receiver accepted ([export.otlp])",
+        );
+        let otlp_retries = metric(
+            r,
+            "otlp_retries",
+            "OTLP requests sent again (busy receiver, connection error or timeout)",
+        );
+        let otlp_pending = metric(
+            r,
+            "otlp_queued_records",
+            "Events waiting to be sent to the OTLP receiver (bounded by export.otlp.queue)",
+        );
         let reports_written = metric(r, "reports_written", "Exit reports written");
         let report_write_errors = metric(
             r,
@@ -456,6 +488,9 @@ impl Metrics {
             memcg_scans,
             unplaced_signals,
             subscribers,
+            otlp_sent,
+            otlp_retries,
+            otlp_pending,
             reports_written,
             report_write_errors,
             reports_suppressed,
@@ -528,6 +563,10 @@ impl Metrics {
             unplaced_signals,
             subscribers,
             subscriber_lost,
+            otlp_sent,
+            otlp_lost,
+            otlp_retries,
+            otlp_pending,
             reports_written,
             report_write_errors,
             reports_suppressed,
@@ -568,6 +607,15 @@ impl Metrics {
                 .get_or_create(&label("stage", LostStage::Sink.as_str())),
             *events_log_write_errors,
         );
+        total(
+            &self
+                .records_lost
+                .get_or_create(&label("stage", LostStage::Export.as_str())),
+            *otlp_lost,
+        );
+        total(&self.otlp_sent, *otlp_sent);
+        total(&self.otlp_retries, *otlp_retries);
+        gauge(&self.otlp_pending, *otlp_pending);
         total(&self.reports_written, *reports_written);
         total(&self.report_write_errors, *report_write_errors);
         total(&self.reports_suppressed, *reports_suppressed);
