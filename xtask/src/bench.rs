@@ -16,6 +16,7 @@
 //! - the tracer is stopped only once it has caught up (see `Session::quiesce`), and
 //!   lost records are reported next to what was captured.
 
+mod api;
 mod parse;
 mod report;
 mod scenarios;
@@ -63,6 +64,18 @@ pub struct Options {
     /// Seconds of the idle measurement [default: 60; --quick 5].
     #[arg(long, value_name = "SECS")]
     pub idle: Option<u64>,
+    /// Run only these scenarios (comma-separated): storm, signals, flood, oom, idle, api
+    /// [default: all of them].
+    #[arg(long, value_delimiter = ',', value_name = "SCENARIO")]
+    pub only: Vec<Scenario>,
+    /// Subscriber counts of the API subscribers scenario (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "N,...",
+        default_value = "0,1,10"
+    )]
+    pub subscribers: Vec<u32>,
     /// Leave bpftrace out: no install, no comparison (its figures read n/a).
     #[arg(long)]
     pub no_bpftrace: bool,
@@ -75,7 +88,55 @@ pub struct Options {
     pub built: Option<f64>,
 }
 
+/// The bench's scenarios, for `--only`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// The spawn storm under every runner.
+    Storm,
+    /// The signal storm (ping-pong).
+    Signals,
+    /// The signal flood.
+    Flood,
+    /// The OOM loop.
+    Oom,
+    /// The idle agent.
+    Idle,
+    /// The daemon with 0, 1 and 10 API subscribers during the spawn storm.
+    Api,
+}
+
+impl Scenario {
+    pub const ALL: &[Scenario] = &[
+        Scenario::Storm,
+        Scenario::Signals,
+        Scenario::Flood,
+        Scenario::Oom,
+        Scenario::Idle,
+        Scenario::Api,
+    ];
+
+    /// Name in the JSON file (and on the command line).
+    pub fn key(self) -> &'static str {
+        match self {
+            Scenario::Storm => "storm",
+            Scenario::Signals => "signals",
+            Scenario::Flood => "flood",
+            Scenario::Oom => "oom",
+            Scenario::Idle => "idle",
+            Scenario::Api => "api",
+        }
+    }
+}
+
 impl Options {
+    fn scenarios(&self) -> Vec<Scenario> {
+        Scenario::ALL
+            .iter()
+            .copied()
+            .filter(|s| self.only.is_empty() || self.only.contains(s))
+            .collect()
+    }
+
     fn sizes(&self) -> Sizes {
         let q = self.quick;
         Sizes {
@@ -233,11 +294,23 @@ fn measure(opts: &Options, build_s: f64) -> Result<()> {
         scratch: scratch.clone(),
     };
 
+    let scenarios = opts.scenarios();
+    let runs = |s: Scenario| scenarios.contains(&s);
     let mut notes = Vec::new();
     let _stats = system::BpfStats::enable()?;
     let mut tracefs = None;
+    let bpftrace_used = [
+        Scenario::Storm,
+        Scenario::Signals,
+        Scenario::Flood,
+        Scenario::Oom,
+    ]
+    .iter()
+    .any(|s| runs(*s));
     let bpftrace = if opts.no_bpftrace {
         Err("left out (--no-bpftrace)".to_owned())
+    } else if !bpftrace_used {
+        Err("not needed by the scenarios run".to_owned())
     } else {
         system::ensure_tool("bpftrace", "bpftrace")
             .and_then(|path| {
@@ -246,7 +319,9 @@ fn measure(opts: &Options, build_s: f64) -> Result<()> {
             })
             .map_err(|e| format!("{e:#}"))
     };
-    if let Err(why) = &bpftrace {
+    if let Err(why) = &bpftrace
+        && bpftrace_used
+    {
         notes.push(format!("bpftrace figures are n/a: {why}"));
     }
     let bpftool = if bpftrace.is_ok() {
@@ -276,31 +351,65 @@ fn measure(opts: &Options, build_s: f64) -> Result<()> {
             .collect()
     };
 
-    eprintln!(
-        "xtask: bench: spawn storm ({} processes, {} spawners, {} round(s))",
-        sizes.storm, sizes.spawners, sizes.rounds
+    // A scenario left out by --only runs under no runner.
+    let runners_of = |s: Scenario, list: &[Runner]| {
+        if runs(s) {
+            with_bpftrace(list)
+        } else {
+            Vec::new()
+        }
+    };
+    let storm = if runs(Scenario::Storm) {
+        eprintln!(
+            "xtask: bench: spawn storm ({} processes, {} spawners, {} round(s))",
+            sizes.storm, sizes.spawners, sizes.rounds
+        );
+        scenarios::spawn_storm(
+            &tools,
+            &helpers,
+            &sizes,
+            &with_bpftrace(scenarios::STORM_RUNNERS),
+        )?
+    } else {
+        Vec::new()
+    };
+    if runs(Scenario::Signals) {
+        eprintln!("xtask: bench: signal storm ({} signals)", sizes.signals);
+    }
+    let signals = each(
+        &runners_of(Scenario::Signals, scenarios::SIGNAL_RUNNERS),
+        |r| scenarios::signal_storm(&tools, &helpers, &sizes, r),
     );
-    let storm = scenarios::spawn_storm(
-        &tools,
-        &helpers,
-        &sizes,
-        &with_bpftrace(scenarios::STORM_RUNNERS),
-    )?;
-    eprintln!("xtask: bench: signal storm ({} signals)", sizes.signals);
-    let signals = each(&with_bpftrace(scenarios::SIGNAL_RUNNERS), |r| {
-        scenarios::signal_storm(&tools, &helpers, &sizes, r)
-    });
-    eprintln!("xtask: bench: signal flood ({} kill() calls)", sizes.flood);
-    let flood = each(&with_bpftrace(scenarios::SIGNAL_RUNNERS), |r| {
-        scenarios::signal_flood(&tools, &helpers, &sizes, r)
-    });
-    eprintln!("xtask: bench: OOM loop ({} kills)", sizes.ooms);
-    let oom = each(&with_bpftrace(scenarios::OOM_RUNNERS), |r| {
+    if runs(Scenario::Flood) {
+        eprintln!("xtask: bench: signal flood ({} kill() calls)", sizes.flood);
+    }
+    let flood = each(
+        &runners_of(Scenario::Flood, scenarios::SIGNAL_RUNNERS),
+        |r| scenarios::signal_flood(&tools, &helpers, &sizes, r),
+    );
+    if runs(Scenario::Oom) {
+        eprintln!("xtask: bench: OOM loop ({} kills)", sizes.ooms);
+    }
+    let oom = each(&runners_of(Scenario::Oom, scenarios::OOM_RUNNERS), |r| {
         scenarios::oom_loop(&tools, &helpers, &sizes, r)
     });
-    eprintln!("xtask: bench: idle agent ({} s)", sizes.idle_s);
-    let idle = scenarios::idle(&tools, &sizes).map_err(|e| format!("{e:#}"));
+    let idle = if runs(Scenario::Idle) {
+        eprintln!("xtask: bench: idle agent ({} s)", sizes.idle_s);
+        scenarios::idle(&tools, &sizes).map_err(|e| format!("{e:#}"))
+    } else {
+        Err("not run (--only)".to_owned())
+    };
     drop(tracefs);
+    let (api, api_crates) = if runs(Scenario::Api) {
+        eprintln!(
+            "xtask: bench: API subscribers ({} processes, {} spawners, {} round(s), subscribers {:?})",
+            sizes.storm, sizes.spawners, sizes.rounds, opts.subscribers
+        );
+        let series = api::run(&tools, &helpers, &sizes, &opts.subscribers)?;
+        (series, api::api_crates().map_err(|e| format!("{e:#}")))
+    } else {
+        (Vec::new(), Err("not run (--only)".to_owned()))
+    };
 
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
@@ -317,6 +426,9 @@ fn measure(opts: &Options, build_s: f64) -> Result<()> {
         flood,
         oom,
         idle,
+        scenarios,
+        api,
+        api_crates,
         notes,
         build_s,
         measure_s: measure_start.elapsed().as_secs_f64(),

@@ -6,10 +6,19 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::{
+    Scenario,
+    api::{ApiCrates, ApiSeries},
     parse::{self, ProgStat},
     scenarios::{FloodRun, IdleRun, OomRun, Runner, SignalRun, Sizes, StormRun, StormSeries},
     stats::{self, Target, Verdict},
 };
+
+impl Results {
+    /// Whether `s` ran in this bench.
+    pub fn ran(&self, s: Scenario) -> bool {
+        self.scenarios.contains(&s)
+    }
+}
 
 /// Everything one bench run measured.
 pub struct Results {
@@ -25,6 +34,12 @@ pub struct Results {
     pub flood: Vec<Result<FloodRun, (Runner, String)>>,
     pub oom: Vec<Result<OomRun, (Runner, String)>>,
     pub idle: Result<IdleRun, String>,
+    /// The scenarios run (`--only`); the others' tables are left out.
+    pub scenarios: Vec<Scenario>,
+    /// The API subscribers scenario's figures (empty when it did not run).
+    pub api: Vec<ApiSeries>,
+    /// The crates only the API's dependencies brought, or why that is unknown.
+    pub api_crates: Result<ApiCrates, String>,
     /// Why some figures are missing (no bpftrace, no bpftool, …), found while running.
     pub notes: Vec<String>,
     /// Seconds spent building (before the measurements) and measuring.
@@ -350,7 +365,8 @@ pub fn render(r: &Results) -> (String, Value) {
             notes.push(format!("spawn storm, {}: {p}", s.runner.name()));
         }
     }
-    out.push_str(&table(
+    if r.ran(Scenario::Storm) {
+        out.push_str(&table(
         &format!(
             "Spawn storm: {} processes (fork + exec of a static no-op + wait) over {} spawners, {} round(s) of untraced/traced pairs; wall s = median, ratio = median of pairwise ratios",
             sizes.storm, sizes.spawners, sizes.rounds
@@ -358,7 +374,8 @@ pub fn render(r: &Results) -> (String, Value) {
         &["run", "wall s", "ratio", "exits captured", "lost", "records", "targets"],
         &rows,
     ));
-    out.push('\n');
+        out.push('\n');
+    }
 
     // ----- signal storm
     let mut rows = Vec::new();
@@ -426,7 +443,8 @@ pub fn render(r: &Results) -> (String, Value) {
             Err((runner, err)) => rows.push(na_row(runner.name(), 8, err)),
         }
     }
-    out.push_str(&table(
+    if r.ran(Scenario::Signals) {
+        out.push_str(&table(
         &format!(
             "Signal storm: {} SIGUSR1 between two processes (ping-pong, each delivered); wall s = the helper's own time",
             sizes.signals
@@ -434,7 +452,8 @@ pub fn render(r: &Results) -> (String, Value) {
         &["run", "wall s", "ratio", "sent", "reported", "right sender", "lost", "targets"],
         &rows,
     ));
-    out.push('\n');
+        out.push('\n');
+    }
 
     // ----- signal flood
     let mut rows = Vec::new();
@@ -499,7 +518,8 @@ pub fn render(r: &Results) -> (String, Value) {
             Err((runner, err)) => rows.push(na_row(runner.name(), 10, err)),
         }
     }
-    out.push_str(&table(
+    if r.ran(Scenario::Flood) {
+        out.push_str(&table(
         &format!(
             "Signal flood: {} kill(SIGUSR1) calls from one process at another (handler installed); accounted = signals in records (sum of counts) + records lost",
             sizes.flood
@@ -510,7 +530,8 @@ pub fn render(r: &Results) -> (String, Value) {
         ],
         &rows,
     ));
-    out.push('\n');
+        out.push('\n');
+    }
     if !aggregation_seen && r.flood.iter().flatten().any(|s| s.runner.is_agent()) {
         notes.push(
             "signal flood: the agent's signal records carry no `count` (no in-kernel aggregation in this build): each record counts as one signal".into(),
@@ -559,23 +580,25 @@ pub fn render(r: &Results) -> (String, Value) {
             Err((runner, err)) => rows.push(na_row(runner.name(), 7, err)),
         }
     }
-    out.push_str(&table(
-        &format!(
-            "OOM loop: {} memcg OOM kills (memhog, 300 MiB in a 64 MiB memory cgroup)",
-            sizes.ooms
-        ),
-        &[
-            "run",
-            "OOM kills",
-            "oom records",
-            "exits",
-            "cause oom_killed",
-            "lost",
-            "targets",
-        ],
-        &rows,
-    ));
-    out.push('\n');
+    if r.ran(Scenario::Oom) {
+        out.push_str(&table(
+            &format!(
+                "OOM loop: {} memcg OOM kills (memhog, 300 MiB in a 64 MiB memory cgroup)",
+                sizes.ooms
+            ),
+            &[
+                "run",
+                "OOM kills",
+                "oom records",
+                "exits",
+                "cause oom_killed",
+                "lost",
+                "targets",
+            ],
+            &rows,
+        ));
+        out.push('\n');
+    }
 
     // ----- agent cost
     let mib = |kb: Option<u64>| f(kb.map(|kb| kb as f64 / 1024.0), 1);
@@ -633,6 +656,7 @@ pub fn render(r: &Results) -> (String, Value) {
         r.idle.as_ref().err().map_or("no figure", String::as_str),
     );
     match &r.idle {
+        _ if !r.ran(Scenario::Idle) => {}
         Ok(idle) => rows.push(vec![
             format!(
                 "idle {:.0} s (agent --pid of a sleeping process)",
@@ -650,8 +674,11 @@ pub fn render(r: &Results) -> (String, Value) {
         ]),
         Err(err) => rows.push(na_row("idle", 7, err)),
     }
-    checks.push(idle_check);
-    out.push_str(&table(
+    if r.ran(Scenario::Idle) {
+        checks.push(idle_check);
+    }
+    if !rows.is_empty() {
+        out.push_str(&table(
         "Agent cost (CPU from /proc/PID/stat, idle from schedstat; peak RSS = VmHWM, reset after start-up)",
         &[
             "run",
@@ -664,7 +691,8 @@ pub fn render(r: &Results) -> (String, Value) {
         ],
         &rows,
     ));
-    out.push('\n');
+        out.push('\n');
+    }
 
     // ----- latency
     let mut rows = Vec::new();
@@ -691,12 +719,14 @@ pub fn render(r: &Results) -> (String, Value) {
         ]);
         checks.push(c);
     }
-    out.push_str(&table(
+    if r.ran(Scenario::Storm) {
+        out.push_str(&table(
         "Exit-to-JSON latency during the spawn storm (the time the bench read the line minus the event's kernel timestamp), ms",
         &["run", "exits", "p50", "p99", "max", "targets"],
         &rows,
     ));
-    out.push('\n');
+        out.push('\n');
+    }
 
     // ----- kernel cost
     let agent_storm = summaries.iter().find(|s| s.runner == Runner::AgentAll);
@@ -767,25 +797,34 @@ pub fn render(r: &Results) -> (String, Value) {
         Target::AtMost(0.5),
         "no run-time statistics for both tracers' sched_process_exit",
     );
-    out.push_str(&table(
+    let kernel_cost = r.ran(Scenario::Storm) || r.ran(Scenario::Flood);
+    if kernel_cost {
+        out.push_str(&table(
         "Kernel cost per program run (kernel.bpf_stats_enabled: run_time_ns / run_cnt, summed over runs)",
         &["scenario", "program", "agent", "bpftrace"],
         &rows,
     ));
-    out.push_str(&format!(
-        "  exit hook's ns per run, agent / bpftrace: {} (target {})\n\n",
-        f(exit_ratio, 2),
-        kc.short()
-    ));
-    checks.push(kc);
+        out.push_str(&format!(
+            "  exit hook's ns per run, agent / bpftrace: {} (target {})\n\n",
+            f(exit_ratio, 2),
+            kc.short()
+        ));
+        checks.push(kc);
+    }
     if let Some(s) = agent_storm
         && !s.programs_from_agent
         && !s.programs.is_empty()
     {
         notes.push("agent program statistics read from the agent's BPF program fds (/proc/PID/fdinfo), as agent_stop carries no `programs`".into());
     }
-    if rows.is_empty() {
+    if kernel_cost && rows.is_empty() {
         notes.push("kernel cost: no BPF program statistics were found".into());
+    }
+
+    // ----- API subscribers
+    if r.ran(Scenario::Api) {
+        out.push_str(&super::api::render(&r.api, sizes, &mut notes));
+        out.push_str(&super::api::crates_text(&r.api_crates));
     }
 
     // ----- targets
@@ -802,20 +841,22 @@ pub fn render(r: &Results) -> (String, Value) {
             ]
         })
         .collect();
-    out.push_str(&table(
-        "Targets (issue 4)",
-        &["figure", "value", "target", "verdict"],
-        &rows,
-    ));
-    let met = checks.iter().filter(|c| c.verdict == Verdict::Met).count();
-    let missed = checks
-        .iter()
-        .filter(|c| matches!(c.verdict, Verdict::Missed(_)))
-        .count();
-    out.push_str(&format!(
-        "  {met} met, {missed} missed, {} n/a\n\n",
-        checks.len() - met - missed
-    ));
+    if !checks.is_empty() {
+        out.push_str(&table(
+            "Targets (issue 4)",
+            &["figure", "value", "target", "verdict"],
+            &rows,
+        ));
+        let met = checks.iter().filter(|c| c.verdict == Verdict::Met).count();
+        let missed = checks
+            .iter()
+            .filter(|c| matches!(c.verdict, Verdict::Missed(_)))
+            .count();
+        out.push_str(&format!(
+            "  {met} met, {missed} missed, {} n/a\n\n",
+            checks.len() - met - missed
+        ));
+    }
     if !notes.is_empty() {
         out.push_str("Notes (n/a figures and problems):\n");
         for n in &notes {
@@ -1017,6 +1058,8 @@ fn to_json(r: &Results, summaries: &[StormSummary], checks: &[Check], notes: &[S
         "signal_flood": flood,
         "oom_loop": oom,
         "idle": idle,
+        "scenarios": r.scenarios.iter().map(|s| s.key()).collect::<Vec<_>>(),
+        "api_subscribers": super::api::to_json(&r.api, &r.api_crates),
         "targets": targets,
         "notes": notes,
     })

@@ -144,7 +144,7 @@ fn tracer_for(runner: Runner, workload: &[u32], outside: Option<u32>) -> Result<
 
 /// Children killed (and reaped) when dropped, so that an error half-way leaves nothing
 /// behind: spawners waiting for their start line, a sleeping process, a memhog.
-struct Kids(Vec<Child>);
+pub(super) struct Kids(pub Vec<Child>);
 
 impl Drop for Kids {
     fn drop(&mut self) {
@@ -367,7 +367,7 @@ pub fn spawn_storm(
     Ok(series)
 }
 
-fn storm_run(
+pub(super) fn storm_run(
     tools: &Tools,
     helpers: &Helpers,
     sizes: &Sizes,
