@@ -283,19 +283,6 @@ impl Endpoint {
         };
         Ok(Endpoint { host, port, path })
     }
-
-    /// `host:port` for the `Host` header and for connecting (brackets kept for IPv6).
-    pub fn authority(&self) -> String {
-        format!("{}:{}", self.host, self.port)
-    }
-
-    /// The host to resolve: without IPv6's brackets.
-    pub fn connect_host(&self) -> &str {
-        self.host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(&self.host)
-    }
 }
 
 impl std::fmt::Display for Endpoint {

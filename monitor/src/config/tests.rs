@@ -947,13 +947,10 @@ fn otlp_endpoints_parse_with_otlp_defaults() {
     );
     assert_eq!(e.to_string(), "http://127.0.0.1:4318/v1/logs");
     let e = Endpoint::parse("http://Collector.internal:9000/otlp/v1/logs").expect("parses");
-    assert_eq!(e.authority(), "collector.internal:9000");
+    assert_eq!((e.host.as_str(), e.port), ("collector.internal", 9000));
     assert_eq!(e.path, "/otlp/v1/logs");
     let e = Endpoint::parse("http://[::1]:4318/").expect("parses");
-    assert_eq!(
-        (e.connect_host(), e.authority().as_str()),
-        ("::1", "[::1]:4318")
-    );
+    assert_eq!((e.host.as_str(), e.port), ("[::1]", 4318));
     assert_eq!(Endpoint::parse(&e.to_string()), Ok(e));
     let (err, msg) = file_error("[export.otlp]\nendpoint = \"https://otel:4318\"\n");
     assert_eq!(err.key(), Some("export.otlp.endpoint"));

@@ -96,9 +96,17 @@ fn otlp(
     before: Option<&crate::output::otlp::Exporter>,
 ) -> Option<crate::output::otlp::Exporter> {
     let endpoint = o.endpoint.as_ref()?;
+    let settings = crate::output::otlp::Settings {
+        host: endpoint.host.clone(),
+        port: endpoint.port,
+        path: endpoint.path.clone(),
+        queue: o.queue as usize,
+        batch: o.batch as usize,
+        timeout: o.timeout,
+    };
     let stats = before.map(|e| e.stats.clone()).unwrap_or_default();
-    crate::output::otlp::Exporter::start(o, stats)
-        .inspect_err(|e| diag::otlp_failing(&endpoint.to_string(), e))
+    crate::output::otlp::Exporter::start(&settings, stats)
+        .inspect_err(|e| diag::otlp_failing(&settings.url(), e))
         .ok()
 }
 

@@ -34,10 +34,43 @@ use hyper_util::rt::TokioIo;
 use prost::Message as _;
 use tokio::sync::{mpsc, watch};
 
-use crate::{
-    config::{self, Endpoint},
-    diag,
-};
+use crate::diag;
+
+/// Where and how to send (the daemon's `[export.otlp]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// As in the URL: `127.0.0.1`, `collector.internal`, `[::1]`.
+    pub host: String,
+    pub port: u16,
+    /// Starts with `/`.
+    pub path: String,
+    /// Events waiting at most.
+    pub queue: usize,
+    /// Events per request at most.
+    pub batch: usize,
+    /// One request's limit, connecting included.
+    pub timeout: Duration,
+}
+
+impl Settings {
+    /// `host:port` for the `Host` header (brackets kept for IPv6).
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The host to resolve: without IPv6's brackets.
+    pub fn connect_host(&self) -> &str {
+        self.host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&self.host)
+    }
+
+    /// The URL posted to.
+    pub fn url(&self) -> String {
+        format!("http://{}:{}{}", self.host, self.port, self.path)
+    }
+}
 
 /// Attempts at one request before its events are given up.
 pub const MAX_ATTEMPTS: u32 = 8;
@@ -82,7 +115,8 @@ impl Stats {
 
 /// The daemon's side of the export: a queue into the exporting thread.
 pub struct Exporter {
-    pub endpoint: Endpoint,
+    /// The URL posted to.
+    pub endpoint: String,
     tx: Option<mpsc::Sender<Bytes>>,
     /// When set, the thread sends what it has until then and stops.
     stop: watch::Sender<Option<Instant>>,
@@ -93,19 +127,16 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Starts the thread that sends to `settings.endpoint` (which must be set), counting in
-    /// `stats` (a reload's new exporter goes on with the old one's totals).
-    pub fn start(settings: &config::Otlp, stats: Arc<Stats>) -> std::io::Result<Exporter> {
-        let endpoint = settings
-            .endpoint
-            .clone()
-            .ok_or_else(|| std::io::Error::other("no endpoint"))?;
-        let (tx, rx) = mpsc::channel(settings.queue as usize);
+    /// Starts the thread that sends as `settings` say, counting in `stats` (a reload's new
+    /// exporter goes on with the old one's totals).
+    pub fn start(settings: &Settings, stats: Arc<Stats>) -> std::io::Result<Exporter> {
+        let endpoint = settings.url();
+        let (tx, rx) = mpsc::channel(settings.queue.max(1));
         let (stop, stop_rx) = watch::channel(None);
         let said_full = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sender = Sender {
-            endpoint: endpoint.clone(),
-            batch: settings.batch.max(1) as usize,
+            target: settings.clone(),
+            batch: settings.batch.max(1),
             timeout: settings.timeout,
             origin: record::Origin::here(),
             stats: stats.clone(),
@@ -123,10 +154,10 @@ impl Exporter {
                     .build();
                 match rt {
                     Ok(rt) => rt.block_on(sender.run(rx)),
-                    Err(e) => diag::otlp_failing(&sender.endpoint.to_string(), &e),
+                    Err(e) => diag::otlp_failing(&sender.target.url(), &e),
                 }
             })?;
-        diag::otlp_exporting(&endpoint.to_string());
+        diag::otlp_exporting(&endpoint);
         Ok(Exporter {
             endpoint,
             tx: Some(tx),
@@ -149,7 +180,7 @@ impl Exporter {
             Err(_) => {
                 self.stats.lost_queue.fetch_add(1, Ordering::Relaxed);
                 if !self.said_full.swap(true, Ordering::Relaxed) {
-                    diag::otlp_queue_full(&self.endpoint.to_string());
+                    diag::otlp_queue_full(&self.endpoint);
                 }
             }
         }
@@ -183,7 +214,7 @@ impl Drop for Exporter {
 
 /// The exporting thread.
 struct Sender {
-    endpoint: Endpoint,
+    target: Settings,
     batch: usize,
     timeout: Duration,
     origin: record::Origin,
@@ -289,7 +320,7 @@ impl Sender {
                         self.stats
                             .lost_refused
                             .fetch_add(rejected, Ordering::Relaxed);
-                        diag::otlp_partly_refused(&self.endpoint.to_string(), rejected, &message);
+                        diag::otlp_partly_refused(&self.target.url(), rejected, &message);
                     }
                     self.recovered();
                     return;
@@ -334,7 +365,7 @@ impl Sender {
     /// Says the first failure after a success.
     fn failed(&mut self, why: String) {
         if self.failing.is_none() {
-            diag::otlp_failing(&self.endpoint.to_string(), &why);
+            diag::otlp_failing(&self.target.url(), &why);
             self.failing = Some(why);
         }
     }
@@ -342,7 +373,7 @@ impl Sender {
     /// Says the first success after a failure, with what was lost meanwhile.
     fn recovered(&mut self) {
         if self.failing.take().is_some() {
-            diag::otlp_recovered(&self.endpoint.to_string(), self.lost_while_failing);
+            diag::otlp_recovered(&self.target.url(), self.lost_while_failing);
         }
         self.lost_while_failing = 0;
         self.said_full.store(false, Ordering::Relaxed);
@@ -381,8 +412,8 @@ impl Sender {
             _ => self.connect().await?,
         };
         let mut conn = conn;
-        let req = Request::post(&self.endpoint.path)
-            .header(hyper::header::HOST, self.endpoint.authority())
+        let req = Request::post(&self.target.path)
+            .header(hyper::header::HOST, self.target.authority())
             .header(hyper::header::CONTENT_TYPE, "application/x-protobuf")
             .header(
                 hyper::header::USER_AGENT,
@@ -412,10 +443,9 @@ impl Sender {
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, String> {
-        let stream =
-            tokio::net::TcpStream::connect((self.endpoint.connect_host(), self.endpoint.port))
-                .await
-                .map_err(|e| format!("cannot connect to {}: {e}", self.endpoint.authority()))?;
+        let stream = tokio::net::TcpStream::connect((self.target.connect_host(), self.target.port))
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", self.target.authority()))?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await

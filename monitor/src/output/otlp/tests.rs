@@ -131,9 +131,11 @@ fn receiver(script: Vec<(u16, Option<&'static str>)>) -> (u16, Arc<Mutex<Receive
     (port, state)
 }
 
-fn settings(port: u16) -> config::Otlp {
-    config::Otlp {
-        endpoint: Endpoint::parse(&format!("http://127.0.0.1:{port}")).ok(),
+fn settings(port: u16) -> Settings {
+    Settings {
+        host: "127.0.0.1".into(),
+        port,
+        path: "/v1/logs".into(),
         queue: 16,
         batch: 2,
         timeout: Duration::from_secs(5),
@@ -239,4 +241,15 @@ fn an_absent_receiver_costs_counted_losses_and_a_bounded_stop() {
     assert!(stats.lost_queue.load(Ordering::Relaxed) >= 40 - 16 - 2);
     assert_eq!(stats.lost(), 40);
     assert!(stats.retries.load(Ordering::Relaxed) >= 1);
+}
+
+#[test]
+fn an_ipv6_host_keeps_its_brackets_in_the_url_only() {
+    let s = Settings {
+        host: "[::1]".into(),
+        ..settings(4318)
+    };
+    assert_eq!(s.connect_host(), "::1");
+    assert_eq!(s.authority(), "[::1]:4318");
+    assert_eq!(s.url(), "http://[::1]:4318/v1/logs");
 }
