@@ -8,6 +8,7 @@
 use std::{
     collections::VecDeque,
     convert::Infallible,
+    future::Future,
     io,
     os::unix::fs::{DirBuilderExt as _, FileTypeExt as _, PermissionsExt as _},
     path::{Path, PathBuf},
@@ -26,7 +27,11 @@ use hyper::{
     service::service_fn,
 };
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::UnixListener, sync::Semaphore};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{UnixListener, UnixStream},
+    sync::Semaphore,
+};
 
 use super::{
     bus::{Bus, Item, Subscription, lost_item},
@@ -135,11 +140,53 @@ pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> io::Result<UnixListener
 /// Serves `listener` on the current runtime until the returned handle is dropped.
 pub fn start(listener: UnixListener, path: PathBuf, state: State) -> Listening {
     let state = Arc::new(state);
+    let task = accept_loop(listener, move |stream: &UnixStream| {
+        let viewer = viewer(&stream.peer_cred().ok()?, state.group.as_ref());
+        let state = state.clone();
+        Some(move |req| {
+            let state = state.clone();
+            async move { handle(&state, viewer, req).await }
+        })
+    });
+    Listening { path, task }
+}
+
+/// A listener the API accepts connections on (the Unix socket, or TCP).
+pub(super) trait Listener: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept_stream(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+    async fn accept_stream(&self) -> io::Result<UnixStream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+impl Listener for tokio::net::TcpListener {
+    type Stream = tokio::net::TcpStream;
+    async fn accept_stream(&self) -> io::Result<tokio::net::TcpStream> {
+        self.accept().await.map(|(s, _)| s)
+    }
+}
+
+/// Accepts connections on `listener` until the returned task is aborted, with the bounds
+/// of every listener: at most [`MAX_CONNECTIONS`] at once (one more is closed at once),
+/// request heads of at most 16 KiB read within 10 s. `connection` decides, from the
+/// stream, how its requests are answered (`None` closes it).
+pub(super) fn accept_loop<L, C, H, F>(listener: L, connection: C) -> tokio::task::JoinHandle<()>
+where
+    L: Listener,
+    C: Fn(&L::Stream) -> Option<H> + Send + 'static,
+    H: Fn(Request<hyper::body::Incoming>) -> F + Send + 'static,
+    F: Future<Output = Response<ApiBody>> + Send + 'static,
+{
     let conns = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         loop {
-            let stream = match listener.accept().await {
-                Ok((s, _)) => s,
+            let stream = match listener.accept_stream().await {
+                Ok(s) => s,
                 Err(e) => {
                     diag::api_accept_failed(e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -149,16 +196,14 @@ pub fn start(listener: UnixListener, path: PathBuf, state: State) -> Listening {
             let Ok(permit) = conns.clone().try_acquire_owned() else {
                 continue;
             };
-            let Ok(cred) = stream.peer_cred() else {
+            let Some(answer) = connection(&stream) else {
                 continue;
             };
-            let viewer = viewer(&cred, state.group.as_ref());
-            let state = state.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, viewer, req).await) }
+                    let answer = answer(req);
+                    async move { Ok::<_, Infallible>(answer.await) }
                 });
                 let _ = http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -168,8 +213,7 @@ pub fn start(listener: UnixListener, path: PathBuf, state: State) -> Listening {
                     .await;
             });
         }
-    });
-    Listening { path, task }
+    })
 }
 
 pub(super) fn json(status: StatusCode, value: &serde_json::Value) -> Response<ApiBody> {

@@ -1,5 +1,5 @@
 //! The API over HTTP on TCP (`api.tcp`, off by default): the routes of [`super::server`],
-//! read-only (GET only), with the same bounds (at most [`MAX_CONNECTIONS`] connections,
+//! read-only (GET only), with the same bounds (at most [`server::MAX_CONNECTIONS`] connections,
 //! request heads of 16 KiB read within 10 s).
 //!
 //! A TCP peer has no credentials, so what it sees depends on the token alone:
@@ -12,20 +12,15 @@
 //! file owned by root with no group or other permission bits, or is empty, is refused at the
 //! daemon's start ([`token`]).
 
-use std::{
-    convert::Infallible, io, net::SocketAddr, os::unix::fs::MetadataExt as _, path::Path,
-    sync::Arc, time::Duration,
-};
+use std::{io, net::SocketAddr, os::unix::fs::MetadataExt as _, path::Path, sync::Arc};
 
-use hyper::{Request, Response, StatusCode, header, server::conn::http1, service::service_fn};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::{net::TcpListener, sync::Semaphore};
+use hyper::{Request, Response, StatusCode, header};
+use tokio::net::TcpListener;
 
 use super::{
     filter::Viewer,
-    server::{self, ApiBody, MAX_CONNECTIONS, State},
+    server::{self, ApiBody, State},
 };
-use crate::diag;
 
 /// The bearer token TCP clients must send.
 #[derive(Clone, PartialEq, Eq)]
@@ -134,39 +129,14 @@ pub fn start(listener: TcpListener, token: Option<Token>, state: State) -> io::R
     let addr = listener.local_addr()?;
     let state = Arc::new(state);
     let token = Arc::new(token);
-    let conns = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let task = tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    diag::api_accept_failed(e);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = conns.clone().try_acquire_owned() else {
-                continue;
-            };
+    let task = server::accept_loop(listener, move |_| {
+        let state = state.clone();
+        let token = token.clone();
+        Some(move |req| {
             let state = state.clone();
             let token = token.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let service = service_fn(move |req| {
-                    let state = state.clone();
-                    let token = token.clone();
-                    async move {
-                        Ok::<_, Infallible>(handle(&state, token.as_ref().as_ref(), req).await)
-                    }
-                });
-                let _ = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .max_buf_size(16 * 1024)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+            async move { handle(&state, token.as_ref().as_ref(), req).await }
+        })
     });
     Ok(Listening { addr, task })
 }
