@@ -52,15 +52,25 @@ pub fn exit_status(result: &Result<(), Failure>) -> u8 {
 /// stderr in one line and exits with [`exit_status`].
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    let quiet = matches!(cli.command, Command::Run(_));
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,claude_monitor=info")),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // `run` shares the command's terminal: only problems.
+                tracing_subscriber::EnvFilter::new(if quiet {
+                    "warn"
+                } else {
+                    "warn,claude_monitor=info"
+                })
+            }),
         )
         .init();
+    if let Command::Run(args) = cli.command {
+        return ExitCode::from(run_command(args));
+    }
     let result = run(cli);
     match &result {
         Ok(()) => {}
@@ -69,6 +79,34 @@ pub fn main() -> ExitCode {
         Err(Failure::Run(e)) => eprintln!("claude-monitor: error: {e:#}"),
     }
     ExitCode::from(exit_status(&result))
+}
+
+/// Status of `run` when it failed before starting the command (as `env` and `timeout`):
+/// the command's own statuses are passed through.
+pub const RUN_FAILED: u8 = 125;
+
+/// `claude-monitor run`: the command's status, or [`RUN_FAILED`] (2 for bad arguments).
+fn run_command(args: cli::RunArgs) -> u8 {
+    let opts = match args.into_options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("claude-monitor: error: {e}");
+            return 2;
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    match runtime
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(crate::run::run(opts)))
+    {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("claude-monitor: error: {e:#}");
+            RUN_FAILED
+        }
+    }
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
@@ -167,6 +205,13 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 })
             }
         }
+        // Its own exit status: see `run_command`.
+        Command::Run(args) => match run_command(args) {
+            0 => Ok(()),
+            status => Err(Failure::Run(anyhow::anyhow!(
+                "the command ended with status {status}"
+            ))),
+        },
         Command::Events(args) => {
             let text = args.format.map_or_else(cli::stdout_is_terminal, |f| {
                 f == crate::output::sink::Format::Text
@@ -225,7 +270,7 @@ fn run_async(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> anyh
 
 fn store(args: &ConfigArgs) -> Result<report::ReportStore, Failure> {
     args.load()
-        .map(|l| report::ReportStore::new(l.config.data_dir.join("reports")))
+        .map(|l| report::ReportStore::in_data_dir(&l.config.data_dir))
         .map_err(Failure::Config)
 }
 

@@ -50,6 +50,24 @@ pub enum Command {
     /// Print one exit report (by id or unique id prefix, or --last).
     Report(ReportArgs),
 
+    /// Run a command (claude itself, a build, anything) and explain how its tree ended.
+    ///
+    /// The command keeps your terminal, streams and environment (an interactive program
+    /// works as outside; Ctrl-C, Ctrl-Z and resizing reach it; SIGINT, SIGTERM, SIGHUP,
+    /// SIGQUIT and SIGWINCH sent to `run` are forwarded to it). Its whole tree is watched in
+    /// the kernel from its first instruction, so no child is missed however short-lived.
+    /// When it ends, a summary goes to stderr: the cause in one sentence with its evidence
+    /// (the signal and its sender, the OOM victim and the memory cgroup limit, the crash),
+    /// the exit status explained, duration, CPU, peak memory, how many processes it
+    /// started, which died abnormally and which still run.
+    ///
+    /// Exits with the command's own status, or 128+N when signal N killed it; 127 when the
+    /// command is not found, 126 when it cannot be executed, 125 when `run` itself failed
+    /// before starting it. Without root (or CAP_BPF and CAP_PERFMON) it says so in one line
+    /// and watches by polling /proc: the summary is then marked approximate.
+    #[command(after_help = "Example: claude-monitor run --resources build.csv -- npm run build")]
+    Run(RunArgs),
+
     /// Print the daemon's events through its API socket: the latest from its event log, or
     /// with --follow the live stream (from --since on, with no gap). JSON lines, or one
     /// readable line per event on a terminal. No root needed: a user who is not root (nor in
@@ -163,6 +181,67 @@ pub struct EventsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Also write the summary as JSON to this file (created 0600).
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<std::path::PathBuf>,
+    /// Write the tree's RSS, VSZ and CPU over time to this file: CSV (`.csv`) or JSON
+    /// Lines (`.jsonl`), one sample every --sample-interval (created 0600).
+    #[arg(long, value_name = "FILE")]
+    pub resources: Option<std::path::PathBuf>,
+    /// Seconds between resource samples (the summary's peaks come from them too).
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub sample_interval: f64,
+    /// Also write the command's exit report (with the summary) under DIR/reports, where
+    /// `claude-monitor reports --data-dir DIR` lists it.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Ring-buffer size in KiB: a power of two, at least 4.
+    #[arg(long, value_name = "KIB", default_value_t = DEFAULT_RING_BYTES / 1024)]
+    pub ring_buffer_kb: u32,
+    /// Write command lines as they are in the summary and the report, secrets included.
+    #[arg(long)]
+    pub no_redact: bool,
+    /// The command and its arguments, after `--`.
+    #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// The shortest `--sample-interval`, seconds.
+pub const MIN_SAMPLE_INTERVAL: f64 = 0.1;
+
+impl RunArgs {
+    /// Validates the arguments.
+    pub fn into_options(self) -> Result<crate::run::RunOptions, ArgError> {
+        let kb = self.ring_buffer_kb;
+        if !kb.is_power_of_two() || !(4..=1 << 20).contains(&kb) {
+            return Err(ArgError::RingBuffer(kb));
+        }
+        let interval = self.sample_interval;
+        if !(MIN_SAMPLE_INTERVAL..=MAX_DURATION_SECS).contains(&interval) {
+            return Err(ArgError::SampleInterval(interval));
+        }
+        if let Some(path) = &self.resources {
+            crate::run::FileFormat::of(path).map_err(ArgError::Resources)?;
+        }
+        if let Some(dir) = &self.data_dir
+            && !dir.is_absolute()
+        {
+            return Err(ArgError::DataDir(dir.display().to_string()));
+        }
+        Ok(crate::run::RunOptions {
+            command: self.command,
+            summary_json: self.summary_json,
+            resources: self.resources,
+            sample_interval: Duration::from_secs_f64(interval),
+            data_dir: self.data_dir,
+            ring_buffer_bytes: kb * 1024,
+            redact: !self.no_redact,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
 pub struct ReportsArgs {
     #[command(flatten)]
     pub config: ConfigArgs,
@@ -267,6 +346,14 @@ pub enum ArgError {
     RingBuffer(u32),
     #[error("--pid 0 is not a process")]
     PidZero,
+    #[error(
+        "--sample-interval must be a number of seconds from {MIN_SAMPLE_INTERVAL} to {MAX_DURATION_SECS}, got {0}"
+    )]
+    SampleInterval(f64),
+    #[error("{0}")]
+    Resources(String),
+    #[error("--data-dir must be an absolute path, got {0}")]
+    DataDir(String),
 }
 
 /// The longest `--duration`: a year (beyond it, simply leave it out).

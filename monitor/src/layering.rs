@@ -48,7 +48,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "app",
         &[
             "event", "host", "kernel", "claude", "signals", "pipeline", "output", "report",
-            "config", "daemon", "trace", "cli", "api",
+            "config", "daemon", "trace", "cli", "api", "run",
+        ],
+    ),
+    // `run` puts the engine, the reports and the daemon's resource sampler together.
+    (
+        "run",
+        &[
+            "event", "host", "kernel", "claude", "signals", "pipeline", "report", "daemon",
         ],
     ),
     // The fuzz targets call every parser of untrusted bytes; nothing imports them.
@@ -62,6 +69,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "cli",
         &[
             "event", "host", "kernel", "claude", "signals", "output", "report", "config", "trace",
+            "run",
         ],
     ),
 ];

@@ -13,7 +13,7 @@
 //!                  │         │
 //!               pipeline ◄───┘        report ──► output, claude, host, signals
 //!                  │                    │
-//!     trace, daemon, cli, app ◄─────────┘  (put everything together)
+//!   trace, run, daemon, cli, app ◄──────┘  (put everything together)
 //! ```
 //!
 //! - `event/`: the JSON schema, plain serialize-only data and enums of fixed values.
@@ -38,6 +38,8 @@
 //! - `daemon/`: the long-running agent: its outputs, resource sampling, alerts, the
 //!   systemd unit.
 //! - `trace` and `cli`: the `trace` command and the command line.
+//! - `run`: the `run` command: a command started held before its exec, watched in the
+//!   kernel (or by polling /proc), its tree's summary.
 //! - `app`: the binary's `main`: each command, and the exit status decided in one place.
 //! - `diag`: the agent's own diagnostics, named events through `tracing` (any module
 //!   may emit them).
@@ -90,6 +92,7 @@ mod metrics;
 mod output;
 mod pipeline;
 mod report;
+mod run;
 mod signals;
 #[cfg(test)]
 pub(crate) mod testutil;

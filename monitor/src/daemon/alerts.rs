@@ -264,6 +264,7 @@ mod tests {
                 claude_session_id: None,
             },
             rss_kb,
+            vsz_kb: rss_kb * 2,
             cpu_percent: None,
             processes: 1,
             threads: 1,

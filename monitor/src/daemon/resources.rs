@@ -263,6 +263,8 @@ pub struct SessionSample {
     /// Sum of the members' resident set sizes. Shared pages (libraries, shared memory) count
     /// once per process, as in `ps`, so this over-states the session's real footprint.
     pub rss_kb: u64,
+    /// Sum of the members' virtual memory sizes (`ps`'s VSZ).
+    pub vsz_kb: u64,
     /// CPU used by the members since the previous sample of this session, in percent of one
     /// core (200 = two cores busy); `null` on the first sample. See [`SessionSampler`] for what
     /// it misses.
@@ -321,6 +323,7 @@ struct Member {
     starttime: u64,
     ticks: u64,
     rss_kb: u64,
+    vsz_kb: u64,
     threads: u32,
 }
 
@@ -394,6 +397,7 @@ impl SessionSampler {
             ts: format_ts(Utc::now()),
             session,
             rss_kb: members.iter().map(|m| m.rss_kb).sum(),
+            vsz_kb: members.iter().map(|m| m.vsz_kb).sum(),
             cpu_percent,
             processes: u32::try_from(members.len()).unwrap_or(u32::MAX),
             threads: members.iter().map(|m| m.threads).sum(),
@@ -432,6 +436,7 @@ impl SessionSampler {
             starttime: stat.starttime,
             ticks: stat.utime + stat.stime,
             rss_kb: stat.rss * self.page_size / 1024,
+            vsz_kb: stat.vsize / 1024,
             threads: u32::try_from(stat.num_threads).unwrap_or(0),
         })
     }
@@ -744,6 +749,11 @@ VmallocChunk:          0 kB
         assert_eq!(first.processes, 2);
         assert_eq!(first.threads, 12);
         assert_eq!(first.rss_kb, 100 * 4 + 5000 * 4);
+        assert_eq!(
+            first.vsz_kb,
+            2 * 3_133_440 / 1024,
+            "VSZ: field 23, in bytes"
+        );
         assert_eq!(first.cpu_percent, None);
         let top = first.top.clone().unwrap();
         assert_eq!(
@@ -800,6 +810,7 @@ VmallocChunk:          0 kB
             ts: String::new(),
             session: session(id),
             rss_kb: rss,
+            vsz_kb: rss * 2,
             cpu_percent: None,
             processes: 1,
             threads: 1,

@@ -103,6 +103,7 @@ pub(super) fn build_at(
         complete: ctx.complete && ctx.lost_nearby == 0,
         lost_nearby: ctx.lost_nearby,
         event: serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
+        command: None,
     };
     report.summary = summary(&report);
     Some(report)

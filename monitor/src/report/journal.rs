@@ -16,6 +16,7 @@ pub fn message_id(reason: Reason) -> &'static str {
         Reason::KilledByKernel => "7630723fffa74184911c24c24fa6d13c",
         Reason::Crashed => "06293d502c01401d8e55228818bb81e6",
         Reason::NonzeroExit => "25418dc86acd41138af6a52d67b6baa4",
+        Reason::CommandEnded => "65443908676241bbac85c7a9b8fdf264",
     }
 }
 
@@ -25,7 +26,7 @@ pub fn priority(reason: Reason) -> &'static str {
     match reason {
         Reason::OomKill | Reason::Crashed => "3",
         Reason::KilledFromOutside | Reason::KilledByKernel => "4",
-        Reason::SessionEnded | Reason::NonzeroExit => "5",
+        Reason::SessionEnded | Reason::NonzeroExit | Reason::CommandEnded => "5",
     }
 }
 

@@ -19,12 +19,13 @@
 use crate::event::{Body, CauseKind, Event};
 
 mod build;
+mod command;
 mod journal;
 mod model;
 mod store;
 mod text;
 
-pub use self::{build::*, journal::*, model::*, store::*, text::*};
+pub use self::{build::*, command::*, journal::*, model::*, store::*, text::*};
 
 /// Why a report was written (its `reason`), as [`worth_reporting`] decides.
 #[derive(
@@ -45,6 +46,9 @@ pub enum Reason {
     Crashed,
     /// A non-zero exit (with `report_nonzero_exit`).
     NonzeroExit,
+    /// The command of `claude-monitor run` ended, however it ended (when no reason above
+    /// applies).
+    CommandEnded,
 }
 
 names!(Reason {
@@ -54,6 +58,7 @@ names!(Reason {
     KilledByKernel => "killed_by_kernel",
     Crashed => "crashed",
     NonzeroExit => "nonzero_exit",
+    CommandEnded => "command_ended",
 });
 
 /// Why `event` deserves a report, or `None` for an ordinary exit (which only goes to the event

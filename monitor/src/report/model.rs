@@ -76,6 +76,9 @@ pub struct Report {
     pub lost_nearby: u64,
     /// The raw exit event, as written to the event log.
     pub event: serde_json::Value,
+    /// For the command of `claude-monitor run`: how its whole tree ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Box<super::CommandSummary>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -93,7 +93,6 @@ impl ReportStore {
         ReportStore { dir: dir.into() }
     }
 
-    #[cfg(test)]
     /// `<data_dir>/reports`.
     pub fn in_data_dir(data_dir: &Path) -> ReportStore {
         ReportStore::new(data_dir.join("reports"))

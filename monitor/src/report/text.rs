@@ -790,7 +790,9 @@ fn printable_summary(s: &ReportSummary) -> ReportSummary {
 
 /// Through the serde form, so that no field is forgotten; `None` if that round trip fails
 /// (it cannot for these types).
-fn printable_copy<T: serde::Serialize + serde::de::DeserializeOwned>(x: &T) -> Option<T> {
+pub(super) fn printable_copy<T: serde::Serialize + serde::de::DeserializeOwned>(
+    x: &T,
+) -> Option<T> {
     let mut v = serde_json::to_value(x).ok()?;
     printable_json(&mut v);
     serde_json::from_value(v).ok()

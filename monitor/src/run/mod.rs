@@ -1,0 +1,479 @@
+//! `claude-monitor run -- CMD [ARGS...]`: runs a command (claude itself, a build, anything)
+//! with the caller's terminal, streams and environment, watches its whole tree in the
+//! kernel from its first instruction, and when it ends says how the tree ended: the cause
+//! in one sentence with its evidence, the exit status explained, duration, CPU, memory,
+//! the processes it started, the abnormal deaths and what still runs. Exits with the
+//! command's own status (128+N for signal N).
+//!
+//! Without the privileges to load the kernel programs it says so in one line and watches by
+//! polling /proc; the summary has the same shape, marked approximate.
+
+mod child;
+mod poll;
+mod resources;
+mod tree;
+
+use std::{
+    ffi::OsString,
+    os::unix::process::ExitStatusExt as _,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result};
+use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+pub use self::resources::FileFormat;
+use self::{
+    child::{Child, State},
+    resources::Resources,
+    tree::Tree,
+};
+use crate::{
+    claude::detect::Detector,
+    event::{CauseKind, ExitStatus},
+    host::cgroups::MemoryHierarchy,
+    kernel::loader::ScopeMode,
+    pipeline::{
+        engine::{BUSY_POLL, COUNTER_PERIOD, Engine, EngineOptions},
+        output::OutputError,
+        redact::Redactor,
+    },
+    report::{self, CommandSummary, ReportStore, Running, Source, TreeDeath},
+    signals::names::{CRASH_SIGNALS, signal_name},
+};
+
+/// How long `run` waits for the kernel's exit record of its command once `waitpid` said
+/// it ended (it is in the ring buffer already, short of a loss).
+const ROOT_EXIT_WAIT: Duration = Duration::from_secs(2);
+
+/// A validated `run` invocation.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub command: Vec<OsString>,
+    /// Also write the summary as JSON here.
+    pub summary_json: Option<PathBuf>,
+    /// Resource samples of the tree (CSV or JSON Lines, by extension).
+    pub resources: Option<PathBuf>,
+    pub sample_interval: Duration,
+    /// Write the command's report under `<data_dir>/reports`.
+    pub data_dir: Option<PathBuf>,
+    pub ring_buffer_bytes: u32,
+    pub redact: bool,
+}
+
+/// The signals `run` forwards to the command's process group, as a shell would.
+const FORWARDED: [i32; 5] = [
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGWINCH,
+];
+
+/// The signals `run` handles: SIGCHLD, and those it forwards.
+pub(crate) struct Signals {
+    child: Signal,
+    forwarded: Forwarded,
+}
+
+pub(crate) struct Forwarded(Vec<(i32, Signal)>);
+
+impl Forwarded {
+    /// The next signal to forward.
+    async fn next(&mut self) -> i32 {
+        std::future::poll_fn(|cx| {
+            for (sig, s) in &mut self.0 {
+                if s.poll_recv(cx).is_ready() {
+                    return std::task::Poll::Ready(*sig);
+                }
+            }
+            std::task::Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Signals {
+    /// Handlers installed now: a signal that comes before the command is released is
+    /// forwarded once it runs.
+    fn new() -> Result<Signals> {
+        let child = signal(SignalKind::child()).context("cannot handle SIGCHLD")?;
+        let forwarded = FORWARDED
+            .iter()
+            .map(|&sig| {
+                signal(SignalKind::from_raw(sig))
+                    .with_context(|| format!("cannot handle signal {sig}"))
+                    .map(|s| (sig, s))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Signals {
+            child,
+            forwarded: Forwarded(forwarded),
+        })
+    }
+}
+
+/// Runs the command to its end; `run`'s exit status.
+pub async fn run(opts: RunOptions) -> Result<u8> {
+    let redactor = if opts.redact {
+        Redactor::default()
+    } else {
+        Redactor::off()
+    };
+    let mut resources = Resources::open(opts.resources.as_deref(), redactor.clone())?;
+    let cwd = std::env::current_dir()
+        .ok()
+        .map(|d| d.display().to_string());
+    let mut notes = Vec::new();
+    // The programs first, watching `run` itself: the command is forked after, so the
+    // kernel follows it from its fork (the only process `run` starts), and its lifetime is
+    // its own, not the programs' load time.
+    let kernel = match Engine::start(&EngineOptions {
+        scope: ScopeMode::Pids(vec![std::process::id()]),
+        ring_buffer_bytes: opts.ring_buffer_bytes,
+        oom_all: false,
+        report_ignored_signals: false,
+        report_runtime_signals: false,
+        detector: Detector::new(Vec::new()).context("agent rules")?,
+        pin_dir: None,
+        redactor: redactor.clone(),
+    }) {
+        Ok((engine, ring, _start)) => Some((engine, ring)),
+        Err(e) => {
+            eprintln!(
+                "claude-monitor: cannot load the kernel programs ({e:#}); watching by polling /proc: the summary will be approximate"
+            );
+            notes.push(format!("kernel programs not loaded: {e:#}"));
+            None
+        }
+    };
+    let mut child = Child::start_held(&opts.command)?;
+    let mut signals = Signals::new()?;
+    let started_at = Utc::now();
+    let started = Instant::now();
+    if let Err((e, status)) = child.release() {
+        eprintln!(
+            "claude-monitor: cannot run {}: {e}",
+            opts.command[0].to_string_lossy()
+        );
+        return Ok(status);
+    }
+    let mut tree = Tree::new(child.pid, MemoryHierarchy::detect());
+    let mut sample = tokio::time::interval(opts.sample_interval);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ((status, usage), source) = match kernel {
+        Some((mut engine, mut ring)) => {
+            let status = watch_kernel(
+                &mut engine,
+                &mut ring,
+                &mut tree,
+                &child,
+                &mut signals,
+                &mut sample,
+                &mut resources,
+            )
+            .await?;
+            (status, Source::Kernel)
+        }
+        None => {
+            let status =
+                poll::watch(&mut tree, &child, &mut signals, &mut sample, &mut resources).await?;
+            (status, Source::Proc)
+        }
+    };
+    let ended_at = Utc::now();
+    let duration = started.elapsed();
+    let mut command: Vec<String> = opts
+        .command
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    redactor.argv(&mut command);
+    let summary = summarize(
+        &tree,
+        Facts {
+            command,
+            cwd,
+            pid: child.pid,
+            started: started_at,
+            ended: ended_at,
+            duration,
+            status,
+            usage,
+            source,
+            resources: resources.peaks(),
+            notes,
+        },
+    );
+    if let Err(e) = resources.finish() {
+        eprintln!("claude-monitor: {e:#}");
+    }
+    eprint!("{}", report::render_command(&summary));
+    if let Some(path) = &opts.summary_json {
+        let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
+        if let Err(e) = write_private(path, format!("{json}\n").as_bytes()) {
+            eprintln!(
+                "claude-monitor: cannot write the summary to {}: {e}",
+                path.display()
+            );
+        }
+    }
+    if let Some(dir) = &opts.data_dir {
+        write_report(dir, &tree, &summary);
+    }
+    Ok(summary.exit_status)
+}
+
+/// The event loop with the kernel programs: the ring buffer into the tree, the command's
+/// state changes, the forwarded signals and the samples, until the command ended and its
+/// exit record was read (or [`ROOT_EXIT_WAIT`] passed). Returns its wait status.
+async fn watch_kernel(
+    engine: &mut Engine,
+    ring: &mut tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    tree: &mut Tree,
+    child: &Child,
+    signals: &mut Signals,
+    sample: &mut tokio::time::Interval,
+    resources: &mut Resources,
+) -> Result<Ended> {
+    let mut tick = tokio::time::interval(COUNTER_PERIOD);
+    let mut backlog = false;
+    let mut ended: Option<(Ended, Instant)> = None;
+    loop {
+        if let Some((status, at)) = ended
+            && (tree.root_exit.is_some() || at.elapsed() >= ROOT_EXIT_WAIT)
+        {
+            let finish = (|| {
+                engine.drain_rest(ring.get_mut(), tree)?;
+                engine.finish(tree)
+            })();
+            finish.map_err(anyhow::Error::from)?;
+            return Ok(status);
+        }
+        let wait_left = ended.map(|(_, at)| ROOT_EXIT_WAIT.saturating_sub(at.elapsed()));
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(OutputError::Io)?;
+                backlog = engine.drain(guard.get_inner_mut(), tree)?;
+                guard.clear_ready();
+            }
+            _ = tokio::task::yield_now(), if backlog => {
+                backlog = engine.drain(ring.get_mut(), tree)?;
+            }
+            _ = tokio::time::sleep(BUSY_POLL), if engine.busy() && !backlog => {
+                backlog = engine.drain(ring.get_mut(), tree)?;
+            }
+            _ = tick.tick() => engine.tick(tree)?,
+            _ = tokio::time::sleep(wait_left.unwrap_or_default()), if wait_left.is_some() => {}
+            _ = signals.child.recv(), if ended.is_none() => {
+                if let Some(end) = reap(child) {
+                    ended = Some((end, Instant::now()));
+                    // What the ring holds now includes the exit, short of a loss.
+                    backlog = engine.drain(ring.get_mut(), tree)?;
+                }
+            }
+            sig = signals.forwarded.next(), if ended.is_none() => child.signal(sig),
+            _ = sample.tick(), if ended.is_none() => {
+                let pids: Vec<u32> = tree.live().collect();
+                resources.sample(child.pid, &pids);
+            }
+        }
+    }
+}
+
+/// Reads every state change of the command since the last SIGCHLD; its wait status once it
+/// ended (the terminal is then `run`'s again).
+fn reap(child: &Child) -> Option<Ended> {
+    loop {
+        match child.poll() {
+            State::Running => return None,
+            State::Continued => {}
+            State::Stopped(sig) => child.stopped(sig),
+            State::Ended(raw, usage) => {
+                let status = std::process::ExitStatus::from_raw(raw);
+                child.ended(&status);
+                return Some((status, usage));
+            }
+        }
+    }
+}
+
+/// The command's wait status and what `wait4` says it used.
+pub(crate) type Ended = (std::process::ExitStatus, child::Rusage);
+
+/// What `run` itself knows of the command, besides the tree.
+struct Facts {
+    command: Vec<String>,
+    cwd: Option<String>,
+    pid: u32,
+    started: DateTime<Utc>,
+    ended: DateTime<Utc>,
+    duration: Duration,
+    status: std::process::ExitStatus,
+    usage: child::Rusage,
+    source: Source,
+    resources: Option<report::ResourcePeaks>,
+    notes: Vec<String>,
+}
+
+/// The wait status in the schema's terms.
+fn exit_status_of(status: &std::process::ExitStatus) -> ExitStatus {
+    ExitStatus {
+        exit_code: status.code().map(|c| c as u8),
+        signal: status.signal().map(|s| s as u8),
+        signal_name: status.signal().and_then(signal_name),
+        core_dumped: status.core_dumped(),
+    }
+}
+
+/// The summary from the tree (the kernel's facts) and the wait status; without the
+/// command's exit record (polling, or a lost record), from the wait status alone.
+fn summarize(tree: &Tree, f: Facts) -> CommandSummary {
+    let status = exit_status_of(&f.status);
+    let abnormal: Vec<TreeDeath> = tree
+        .deaths
+        .iter()
+        .map(|d| TreeDeath::of(&d.report, d.depth))
+        .collect();
+    let name = f
+        .command
+        .first()
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
+        .unwrap_or_default();
+    let (cause, sentence, killed_by, peak_rss_kb) = match &tree.root_exit {
+        Some((_, r)) => (
+            r.cause,
+            r.summary.clone(),
+            r.killed_by.clone(),
+            // Its own image's, without what the fork from `run` carried over.
+            r.process
+                .usage
+                .own_peak_rss_kb
+                .or(r.process.usage.peak_rss_kb),
+        ),
+        None => {
+            let cause = match status.signal.map(i32::from) {
+                None => CauseKind::Exited,
+                Some(s) if CRASH_SIGNALS.contains(&s) => CauseKind::Crashed,
+                Some(_) => CauseKind::Killed,
+            };
+            (
+                cause,
+                report::status_sentence(&name, f.pid, &status, f.duration.as_secs_f64() * 1000.0),
+                None,
+                // The command's own, or one of the descendants it waited for.
+                Some(f.usage.maxrss_kb),
+            )
+        }
+    };
+    let likely_cause = report::likely_cause(&status, cause, &abnormal);
+    let mut running: Vec<Running> = tree
+        .live()
+        .filter(|&pid| pid != f.pid)
+        .filter_map(|pid| {
+            let stat = procfs::process::Process::new(pid as i32)
+                .ok()?
+                .stat()
+                .ok()?;
+            Some(Running {
+                pid,
+                comm: stat.comm,
+                rss_kb: Some(stat.rss * procfs::page_size() / 1024),
+            })
+        })
+        .collect();
+    running.sort_by_key(|r| r.pid);
+    let mut notes = f.notes;
+    if f.source == Source::Kernel && tree.root_exit.is_none() {
+        notes.push(
+            "the kernel's exit record of the command was not read: its cause comes from its wait status alone"
+                .to_owned(),
+        );
+    }
+    if f.source == Source::Proc {
+        notes.push(
+            "deaths below the command are not seen by polling: only the command's own status is known"
+                .to_owned(),
+        );
+    }
+    // With the kernel, every exit's own CPU; polling, what wait4 counts (the command and
+    // the descendants it waited for).
+    let cpu = match f.source {
+        Source::Kernel => tree.cpu_ms,
+        Source::Proc => (f.usage.user_ms, f.usage.system_ms),
+    };
+    let cpu = Some(cpu);
+    CommandSummary {
+        command: f.command,
+        cwd: f.cwd,
+        pid: f.pid,
+        started: f.started.to_rfc3339_opts(SecondsFormat::Millis, true),
+        ended: f.ended.to_rfc3339_opts(SecondsFormat::Millis, true),
+        duration_ms: (f.duration.as_secs_f64() * 1e6).round() / 1e3,
+        exit_status: child::exit_status(&f.status),
+        status_meaning: report::status_meaning(&status),
+        status,
+        cause,
+        sentence,
+        likely_cause,
+        killed_by,
+        cpu_user_ms: cpu.map(|c| c.0),
+        cpu_system_ms: cpu.map(|c| c.1),
+        peak_rss_kb,
+        heaviest: tree.heaviest.as_ref().map(|h| report::Heaviest {
+            pid: h.0,
+            comm: h.1.clone(),
+            peak_rss_kb: h.2,
+        }),
+        processes: tree.started,
+        nonzero_exits: tree.nonzero_exits,
+        abnormal,
+        abnormal_total: tree.deaths_total,
+        running,
+        resources: f.resources,
+        source: f.source,
+        approximate: f.source == Source::Proc,
+        complete: tree.lost == 0,
+        lost: tree.lost,
+        notes,
+    }
+}
+
+/// Creates (or truncates) `path` 0600 whatever the umask, without following a symlink.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()
+}
+
+/// The command's report, with the summary in it, under `<dir>/reports` (only with the
+/// kernel's exit record: a report is built from it).
+fn write_report(dir: &std::path::Path, tree: &Tree, summary: &CommandSummary) {
+    let Some((_, report)) = &tree.root_exit else {
+        eprintln!(
+            "claude-monitor: no report written: the kernel's exit record of the command was not read"
+        );
+        return;
+    };
+    let mut report = report.clone();
+    report.command = Some(Box::new(summary.clone()));
+    match ReportStore::in_data_dir(dir).write(&report) {
+        Ok(path) => eprintln!("claude-monitor: report   {}", path.display()),
+        Err(e) => eprintln!(
+            "claude-monitor: cannot write the report under {}: {e}",
+            dir.display()
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests;

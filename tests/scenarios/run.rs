@@ -1,0 +1,379 @@
+//! Real-kernel scenarios for `claude-monitor run`: it runs a command, passes its exit status
+//! through and explains how its tree ended. Each reads the summary `run` writes with
+//! `--summary-json` and checks exact fields; every wait is for a fact (a process exists,
+//! `run` exited), never for a time.
+
+use std::{
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use claude_monitor_tests::{
+    MemCgroup, Spawned, TempDir, agent_binary, descendants, helper, privileged, wait_until,
+};
+use serde_json::Value;
+
+const NOBODY: u32 = 65534;
+/// How long a command of these scenarios may take at most (they end by themselves or are
+/// ended by the scenario).
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// `claude-monitor run --summary-json <dir>/summary.json [extra] -- args...`, its stderr
+/// captured.
+fn run_cmd(dir: &Path, extra: &[&str], args: &[&str]) -> Command {
+    let mut cmd = Command::new(agent_binary());
+    cmd.arg("run")
+        .arg("--summary-json")
+        .arg(summary_path(dir))
+        .args(extra)
+        .arg("--")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn summary_path(dir: &Path) -> PathBuf {
+    dir.join("summary.json")
+}
+
+/// Waits for `run` to end: its exit status, its stderr and the summary it wrote.
+fn finish(mut run: Spawned, dir: &Path) -> (i32, String, Value) {
+    let status = run
+        .wait_timeout(LIMIT)
+        .unwrap_or_else(|| panic!("run did not end within {LIMIT:?}"));
+    let mut stderr = String::new();
+    if let Some(mut e) = run.child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    let code = status
+        .code()
+        .unwrap_or_else(|| panic!("run itself was killed: {status}\n{stderr}"));
+    let text = std::fs::read_to_string(summary_path(dir))
+        .unwrap_or_else(|e| panic!("no summary ({e}); stderr:\n{stderr}"));
+    let summary: Value = serde_json::from_str(&text).expect("the summary is JSON");
+    (code, stderr, summary)
+}
+
+/// The process named `comm` below `root`, once it exists.
+fn wait_descendant(root: u32, comm: &str) -> u32 {
+    let mut found = None;
+    wait_until(LIMIT, &format!("{comm} under {root}"), || {
+        found = descendants(root).into_iter().find(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        });
+        found.is_some()
+    });
+    found.expect("found")
+}
+
+fn u(v: u32) -> u64 {
+    u64::from(v)
+}
+
+/// The exit statuses 0 and 3 come back as `run`'s own; the summary says how it ended.
+#[test]
+fn run_passes_exit_codes_through() {
+    if !privileged("run_passes_exit_codes_through") {
+        return;
+    }
+    for code in [0, 3] {
+        let dir = TempDir::new(&format!("cm-run-code-{code}"));
+        let script = format!("exit {code}");
+        let run = Spawned::spawn(&mut run_cmd(dir.path(), &[], &["sh", "-c", &script]));
+        let (status, stderr, s) = finish(run, dir.path());
+        assert_eq!(status, code, "{stderr}");
+        assert_eq!(s["exit_status"], code, "{s}");
+        assert_eq!(s["status"]["exit_code"], code);
+        assert_eq!(s["status"]["signal"], Value::Null);
+        assert_eq!(s["cause"], "exited");
+        assert_eq!(s["source"], "kernel");
+        assert_eq!(s["approximate"], false);
+        assert_eq!(s["complete"], true);
+        assert_eq!(s["processes"], 1, "{s}");
+        assert_eq!(s["abnormal_total"], 0);
+        assert_eq!(s["command"], serde_json::json!(["sh", "-c", script]));
+        let sentence = s["sentence"].as_str().expect("sentence");
+        assert!(
+            sentence.starts_with(&format!(
+                "sh (pid {}) exited with status {code} (",
+                s["pid"]
+            )),
+            "{sentence}"
+        );
+        assert!(
+            stderr.contains(&format!("claude-monitor: ended      {sentence}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(&format!("→ exit {code}")), "{stderr}");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(summary_path(dir.path()))
+            .expect("summary")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+/// SIGINT sent to `run` is forwarded to the command, which dies of it: `run` exits 130,
+/// and the summary names the signal and who sent it (`run`, forwarding it).
+#[test]
+fn run_forwards_sigint_and_exits_130() {
+    if !privileged("run_forwards_sigint_and_exits_130") {
+        return;
+    }
+    let dir = TempDir::new("cm-run-sigint");
+    let run = Spawned::spawn(&mut run_cmd(dir.path(), &[], &["sleep", "100"]));
+    let run_pid = run.id();
+    let sleep = wait_descendant(run_pid, "sleep");
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(run_pid as i32, libc::SIGINT) };
+    let (status, stderr, s) = finish(run, dir.path());
+    assert_eq!(status, 130, "{stderr}");
+    assert_eq!(s["pid"].as_u64(), Some(u(sleep)));
+    assert_eq!(s["status"]["signal"], 2);
+    assert_eq!(s["status"]["signal_name"], "SIGINT");
+    assert_eq!(s["cause"], "killed", "{s}");
+    assert_eq!(s["killed_by"]["pid"].as_u64(), Some(u(run_pid)), "{s}");
+    assert_eq!(s["killed_by"]["signal"], 2);
+    assert!(
+        s["sentence"]
+            .as_str()
+            .is_some_and(|t| t.contains("was killed by SIGINT")),
+        "{s}"
+    );
+}
+
+/// A grandchild OOM-killed in a child memory cgroup: the command exits 137 by itself
+/// (its shell reports the kill), and the summary's likely cause is the grandchild's OOM
+/// kill, with the cgroup and its limit.
+#[test]
+fn run_explains_a_grandchild_oom_kill() {
+    if !privileged("run_explains_a_grandchild_oom_kill") {
+        return;
+    }
+    const LIMIT_BYTES: u64 = 64 << 20;
+    let name = format!("claude-monitor-run-{}", std::process::id());
+    let cgroup = MemCgroup::create(&name, LIMIT_BYTES);
+    let dir = TempDir::new("cm-run-oom");
+    let memhog = helper("memhog", env!("CARGO_BIN_EXE_memhog"));
+    // root sh -> inner sh (moves itself into the cgroup) -> memhog, the grandchild.
+    // Escaped: the inner shell expands its own `$$` and `$?`, not the outer one.
+    let inner = format!(
+        "echo \\$\\$ > '{}/cgroup.procs' || exit 90; '{}' 300; exit \\$?",
+        cgroup.path.display(),
+        memhog.display()
+    );
+    let root = format!("sh -c \"{inner}\"; exit $?");
+    let run = Spawned::spawn(&mut run_cmd(dir.path(), &[], &["sh", "-c", &root]));
+    let (status, stderr, s) = finish(run, dir.path());
+    assert_eq!(status, 137, "{stderr}\n{s}");
+    assert_eq!(s["cause"], "exited", "{s}");
+    assert_eq!(s["status"]["exit_code"], 137);
+    assert_eq!(s["processes"], 3, "{s}");
+    assert_eq!(s["abnormal_total"], 1, "{s}");
+    let death = &s["abnormal"][0];
+    assert_eq!(death["comm"], "memhog", "{s}");
+    assert_eq!(death["cause"], "oom_killed");
+    assert_eq!(death["depth"], 2);
+    let likely = s["likely_cause"].as_str().expect("a likely cause");
+    assert!(
+        likely.starts_with(&format!(
+            "its grandchild: memhog (pid {}) was killed by the kernel's OOM killer",
+            death["pid"]
+        )),
+        "{likely}"
+    );
+    assert!(
+        likely.contains(&format!("/{name} reached its 64.0 MiB limit")),
+        "{likely}"
+    );
+    assert!(stderr.contains(&format!("likely {likely}")), "{stderr}");
+    assert!(
+        s["heaviest"]["comm"] == "memhog"
+            && s["heaviest"]["peak_rss_kb"].as_u64() >= Some(40 << 10),
+        "{s}"
+    );
+    drop(cgroup);
+}
+
+/// A child killed from outside: the sender (a `kill` process) is named in the death and in
+/// the likely cause; the command's own status (5) is passed through.
+#[test]
+fn run_names_the_sender_of_an_outside_kill() {
+    if !privileged("run_names_the_sender_of_an_outside_kill") {
+        return;
+    }
+    let dir = TempDir::new("cm-run-kill");
+    let run = Spawned::spawn(&mut run_cmd(
+        dir.path(),
+        &[],
+        &["sh", "-c", "sleep 100; exit 5"],
+    ));
+    let sleep = wait_descendant(run.id(), "sleep");
+    let mut kill = Command::new("/bin/kill")
+        .args(["-TERM", &sleep.to_string()])
+        .spawn()
+        .expect("kill");
+    let killer = kill.id();
+    assert!(kill.wait().expect("kill").success());
+    let (status, stderr, s) = finish(run, dir.path());
+    assert_eq!(status, 5, "{stderr}");
+    assert_eq!(s["abnormal_total"], 1, "{s}");
+    let death = &s["abnormal"][0];
+    assert_eq!(death["pid"].as_u64(), Some(u(sleep)));
+    assert_eq!(death["cause"], "killed");
+    assert_eq!(death["depth"], 1);
+    assert_eq!(death["signal_name"], "SIGTERM");
+    assert_eq!(death["killed_by"]["pid"].as_u64(), Some(u(killer)), "{s}");
+    assert_eq!(death["killed_by"]["comm"], "kill");
+    let likely = s["likely_cause"].as_str().expect("a likely cause");
+    assert!(
+        likely.starts_with(&format!(
+            "its child: sleep (pid {sleep}) was killed by SIGTERM"
+        )),
+        "{likely}"
+    );
+    assert!(
+        likely.contains(&format!("sent by kill (pid {killer}, uid 0)")),
+        "{likely}"
+    );
+}
+
+/// Children that live a millisecond are counted: the command, two `true` and a `sleep
+/// 0.001`, each started and gone between any two polls.
+#[test]
+fn run_counts_every_short_lived_child() {
+    if !privileged("run_counts_every_short_lived_child") {
+        return;
+    }
+    let dir = TempDir::new("cm-run-short");
+    let run = Spawned::spawn(&mut run_cmd(
+        dir.path(),
+        &[],
+        &[
+            "sh",
+            "-c",
+            "/bin/true & wait; /bin/true; sleep 0.001; exit 0",
+        ],
+    ));
+    let (status, stderr, s) = finish(run, dir.path());
+    assert_eq!(status, 0, "{stderr}");
+    assert_eq!(s["processes"], 4, "{s}");
+    assert_eq!(s["abnormal_total"], 0);
+    assert_eq!(s["running"], serde_json::json!([]));
+}
+
+/// `--resources FILE.csv`: the header and one line per sample; the peaks in the summary.
+#[test]
+fn run_writes_resource_samples() {
+    if !privileged("run_writes_resource_samples") {
+        return;
+    }
+    let dir = TempDir::new("cm-run-res");
+    let csv = dir.path().join("res.csv");
+    let fifo = dir.path().join("go");
+    claude_monitor_tests::mkfifo(&fifo);
+    // The command waits on the FIFO: the scenario lets it go once two samples are in the
+    // file (a fact), so the samples are of a running tree.
+    let script = format!("read _ < '{}'; exit 0", fifo.display());
+    let run = Spawned::spawn(&mut run_cmd(
+        dir.path(),
+        &[
+            "--resources",
+            csv.to_str().expect("path"),
+            "--sample-interval",
+            "0.1",
+        ],
+        &["sh", "-c", &script],
+    ));
+    wait_until(LIMIT, "two samples in the file", || {
+        std::fs::read_to_string(&csv).is_ok_and(|t| t.lines().count() >= 3)
+    });
+    claude_monitor_tests::release_fifo(&fifo);
+    let (status, stderr, s) = finish(run, dir.path());
+    assert_eq!(status, 0, "{stderr}");
+    let text = std::fs::read_to_string(&csv).expect("csv");
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "ts,elapsed_s,processes,threads,rss_kb,vsz_kb,cpu_percent,top_pid,top_comm,top_rss_kb"
+        )
+    );
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert!(rows.len() >= 2, "{text}");
+    let running: Vec<&Vec<&str>> = rows.iter().filter(|r| r[2] == "1").collect();
+    assert!(!running.is_empty(), "{text}");
+    for r in &running {
+        assert_eq!(r.len(), 10, "{r:?}");
+        assert_eq!(r[8], "sh", "{r:?}");
+        assert!(r[4].parse::<u64>().expect("rss") > 0);
+        assert!(r[5].parse::<u64>().expect("vsz") >= r[4].parse::<u64>().expect("rss"));
+    }
+    let peaks = &s["resources"];
+    assert_eq!(peaks["samples"].as_u64(), Some(rows.len() as u64), "{s}");
+    assert_eq!(peaks["peak_processes"], 1);
+    let max_rss = rows.iter().map(|r| r[4].parse::<u64>().expect("rss")).max();
+    assert_eq!(peaks["peak_rss_kb"].as_u64(), max_rss);
+}
+
+/// Without privileges (a user who is not root): one line says why, the command runs, its
+/// status is passed through, and the summary has the same shape, marked approximate.
+#[test]
+fn run_without_privileges_polls_proc() {
+    if !privileged("run_without_privileges_polls_proc") {
+        return;
+    }
+    let dir = TempDir::new("cm-run-nobody");
+    std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).expect("chown");
+    let mut cmd = run_cmd(dir.path(), &[], &["sh", "-c", "/bin/true; exit 4"]);
+    cmd.uid(NOBODY).gid(NOBODY).current_dir(dir.path());
+    let run = Spawned::spawn(&mut cmd);
+    let (status, stderr, s) = finish(run, dir.path());
+    assert_eq!(status, 4, "{stderr}");
+    assert!(
+        stderr.contains("claude-monitor: cannot load the kernel programs")
+            && stderr.contains("watching by polling /proc"),
+        "{stderr}"
+    );
+    assert_eq!(s["source"], "proc");
+    assert_eq!(s["approximate"], true);
+    assert_eq!(s["exit_status"], 4);
+    assert_eq!(s["cause"], "exited");
+    assert!(s["processes"].as_u64() >= Some(1), "{s}");
+    assert!(
+        s["sentence"]
+            .as_str()
+            .is_some_and(|t| t.contains("exited with status 4")),
+        "{s}"
+    );
+    assert!(
+        stderr.contains("approximate: short-lived processes may be missed"),
+        "{stderr}"
+    );
+}
+
+/// A command that does not exist: 127, as a shell says it, and nothing else runs.
+#[test]
+fn run_says_a_command_is_not_found() {
+    if !privileged("run_says_a_command_is_not_found") {
+        return;
+    }
+    let dir = TempDir::new("cm-run-missing");
+    let run = Spawned::spawn(&mut run_cmd(dir.path(), &[], &["/nonexistent/cm-nothing"]));
+    let mut run = run;
+    let status = run.wait_timeout(LIMIT).expect("run ends");
+    let mut stderr = String::new();
+    if let Some(mut e) = run.child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut stderr);
+    }
+    assert_eq!(status.code(), Some(127), "{stderr}");
+    assert!(
+        stderr.contains("cannot run /nonexistent/cm-nothing: No such file or directory"),
+        "{stderr}"
+    );
+}
