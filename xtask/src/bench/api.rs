@@ -36,7 +36,7 @@ use super::{
     RemoveDir,
     parse::rfc3339_ns,
     report::table,
-    scenarios::{self, Helpers, Kids, Runner, Sizes},
+    scenarios::{self, Helpers, Runner, Sizes, Spawners},
     stats,
     tracer::{Tools, now_ns, usage_of},
 };
@@ -237,27 +237,8 @@ fn daemon_run(
     })?;
 
     // The spawners, waiting for their start line; their exec starts the session.
-    let pidfiles: Vec<PathBuf> = (0..sizes.spawners)
-        .map(|i| helpers.scratch.join(format!("run{run_no}-spawner{i}.pids")))
-        .collect();
-    let mut kids = Kids(Vec::new());
-    for (n, pidfile) in scenarios::split(sizes.storm, sizes.spawners)
-        .iter()
-        .zip(&pidfiles)
-    {
-        let _ = fs::remove_file(pidfile);
-        kids.0.push(
-            Command::new(&helpers.spawner)
-                .arg(n.to_string())
-                .arg(&helpers.exit0)
-                .arg(pidfile)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .with_context(|| format!("could not start {}", helpers.spawner.display()))?,
-        );
-    }
-    let spawner_pids: Vec<u32> = kids.0.iter().map(Child::id).collect();
+    let mut spawners = Spawners::start(helpers, sizes, run_no)?;
+    let spawner_pids = spawners.pids();
     let mut first_seq = 0;
     wait_for(
         WAIT,
@@ -287,21 +268,8 @@ fn daemon_run(
         .as_u64()
         .context("/healthz has no seq")?;
     let before = usage_of(daemon.pid());
-    let t0 = Instant::now();
-    for child in &mut kids.0 {
-        let mut stdin = child.stdin.take().context("spawner has no stdin")?;
-        stdin
-            .write_all(b"go\n")
-            .context("could not start a spawner")?;
-    }
     let mut problems = Vec::new();
-    for child in &mut kids.0 {
-        let status = child.wait().context("waiting for a spawner")?;
-        if !status.success() {
-            problems.push(format!("a spawner failed: {status}"));
-        }
-    }
-    let wall_s = t0.elapsed().as_secs_f64();
+    let wall_s = spawners.release(&mut problems)?;
 
     // Caught up: the spawners' exits are in the log (each is written after its children's:
     // records come in order), then every subscriber has read up to the log's last seq.
@@ -355,22 +323,7 @@ fn daemon_run(
         }
     }
     log.poll()?;
-    drop(kids);
-
-    let mut spawned = HashSet::new();
-    for pidfile in &pidfiles {
-        let text = fs::read_to_string(pidfile)
-            .with_context(|| format!("the spawner wrote no {}", pidfile.display()))?;
-        spawned.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-        let _ = fs::remove_file(pidfile);
-    }
-    if spawned.len() != sizes.storm as usize {
-        problems.push(format!(
-            "{} distinct pids spawned, {} asked for",
-            spawned.len(),
-            sizes.storm
-        ));
-    }
+    let spawned = spawners.spawned(&mut problems)?;
     let in_window = |seq: Option<u64>| seq.is_some_and(|s| s > s0 && s <= s1);
     let window: Vec<&LogLine> = log.lines.iter().filter(|l| in_window(l.seq)).collect();
     let exits_logged = window
