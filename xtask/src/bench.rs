@@ -17,6 +17,7 @@
 //!   lost records are reported next to what was captured.
 
 mod api;
+mod otlp;
 mod parse;
 mod report;
 mod scenarios;
@@ -64,8 +65,8 @@ pub struct Options {
     /// Seconds of the idle measurement [default: 60; --quick 5].
     #[arg(long, value_name = "SECS")]
     pub idle: Option<u64>,
-    /// Run only these scenarios (comma-separated): storm, signals, flood, oom, idle, api
-    /// [default: all of them].
+    /// Run only these scenarios (comma-separated): storm, signals, flood, oom, idle, api,
+    /// otlp [default: all of them].
     #[arg(long, value_delimiter = ',', value_name = "SCENARIO")]
     pub only: Vec<Scenario>,
     /// Subscriber counts of the API subscribers scenario (comma-separated).
@@ -103,6 +104,8 @@ pub enum Scenario {
     Idle,
     /// The daemon with 0, 1 and 10 API subscribers during the spawn storm.
     Api,
+    /// The daemon without and with `[export.otlp]` during the spawn storm.
+    Otlp,
 }
 
 impl Scenario {
@@ -113,6 +116,7 @@ impl Scenario {
         Scenario::Oom,
         Scenario::Idle,
         Scenario::Api,
+        Scenario::Otlp,
     ];
 
     /// Name in the JSON file (and on the command line).
@@ -124,6 +128,7 @@ impl Scenario {
             Scenario::Oom => "oom",
             Scenario::Idle => "idle",
             Scenario::Api => "api",
+            Scenario::Otlp => "otlp",
         }
     }
 }
@@ -410,6 +415,15 @@ fn measure(opts: &Options, build_s: f64) -> Result<()> {
     } else {
         (Vec::new(), Err("not run (--only)".to_owned()))
     };
+    let otlp = if runs(Scenario::Otlp) {
+        eprintln!(
+            "xtask: bench: OTLP export ({} processes, {} spawners, {} round(s), without and with [export.otlp])",
+            sizes.storm, sizes.spawners, sizes.rounds
+        );
+        otlp::run(&tools, &helpers, &sizes)?
+    } else {
+        Vec::new()
+    };
 
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
         .map(|s| s.trim().to_owned())
@@ -429,6 +443,7 @@ fn measure(opts: &Options, build_s: f64) -> Result<()> {
         scenarios,
         api,
         api_crates,
+        otlp,
         notes,
         build_s,
         measure_s: measure_start.elapsed().as_secs_f64(),

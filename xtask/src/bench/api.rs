@@ -13,6 +13,9 @@
 //! The subscribers are in-process readers (a thread each, std `UnixStream`, HTTP/1.1 with
 //! chunked decoding) that stamp every frame with the time its bytes were read; they keep
 //! only what the figures need (seq, and for exits the pid and `ts`).
+//!
+//! The OTLP export scenario ([`super::otlp`]) runs the same daemon runs ([`series`]), with
+//! no subscriber, without and with `[export.otlp]` to the bench's own receiver.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -33,10 +36,11 @@ use anyhow::{Context as _, Result, bail};
 use serde_json::{Value, json};
 
 use super::{
-    RemoveDir,
+    RemoveDir, Scenario,
+    otlp::{self, ExportFigures, Sink},
     parse::rfc3339_ns,
     report::table,
-    scenarios::{self, Helpers, Kids, Runner, Sizes},
+    scenarios::{self, Helpers, Runner, Sizes, Spawners},
     stats,
     tracer::{Tools, now_ns, usage_of},
 };
@@ -83,6 +87,8 @@ pub struct ApiRun {
     pub subscribers: Vec<SubscriberFigures>,
     /// Event-to-subscriber latencies of the storm's exits, every subscriber's, ms.
     pub latencies_ms: Vec<f64>,
+    /// What the export sent and the sink received (runs with `[export.otlp]`).
+    pub export: Option<ExportFigures>,
     pub problems: Vec<String>,
 }
 
@@ -92,9 +98,51 @@ impl ApiRun {
     }
 }
 
-/// The runs with one subscriber count.
+/// What a daemon run has besides the storm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setup {
+    /// This many SSE subscribers on `/v1/events/stream`, reading everything (the API
+    /// subscribers scenario).
+    Subscribers(u32),
+    /// No subscriber; `[export.otlp]` to the bench's receiver when true (the OTLP export
+    /// scenario).
+    Export(bool),
+}
+
+impl Setup {
+    pub fn subscribers(self) -> u32 {
+        match self {
+            Setup::Subscribers(n) => n,
+            Setup::Export(_) => 0,
+        }
+    }
+
+    pub fn exports(self) -> bool {
+        matches!(self, Setup::Export(true))
+    }
+
+    /// As in the tables: `0 subscriber(s)`, `no export`, `OTLP export`.
+    pub fn name(self) -> String {
+        match self {
+            Setup::Subscribers(n) => format!("{n} subscriber(s)"),
+            Setup::Export(false) => "no export".into(),
+            Setup::Export(true) => "OTLP export".into(),
+        }
+    }
+
+    /// Name in the JSON file (the OTLP scenario's runs).
+    pub fn key(self) -> &'static str {
+        match self {
+            Setup::Subscribers(_) => "subscribers",
+            Setup::Export(false) => "no_export",
+            Setup::Export(true) => "otlp_export",
+        }
+    }
+}
+
+/// The runs of one setup.
 pub struct ApiSeries {
-    pub subscribers: u32,
+    pub setup: Setup,
     pub runs: Vec<ApiRun>,
     pub error: Option<String>,
 }
@@ -110,13 +158,33 @@ pub struct ApiCrates {
 /// The daemon's direct dependencies that the API brought.
 pub const API_DEPS: &[&str] = &["hyper", "hyper-util", "prometheus-client"];
 
+/// The API subscribers scenario: a series per subscriber count.
 pub fn run(
     tools: &Tools,
     helpers: &Helpers,
     sizes: &Sizes,
     counts: &[u32],
 ) -> Result<Vec<ApiSeries>> {
-    let base = helpers.scratch.join("api");
+    let setups: Vec<Setup> = counts.iter().map(|&n| Setup::Subscribers(n)).collect();
+    series(tools, helpers, sizes, Scenario::Api, &setups)
+}
+
+/// Daemon runs of the storm, `sizes.rounds` of each setup, each paired with an untraced
+/// storm made just before it.
+pub fn series(
+    tools: &Tools,
+    helpers: &Helpers,
+    sizes: &Sizes,
+    scenario: Scenario,
+    setups: &[Setup],
+) -> Result<Vec<ApiSeries>> {
+    // Pid-file names apart from the spawn storm's and from each other's.
+    let (title, mut run_no) = match scenario {
+        Scenario::Api => ("API subscribers", 100_000u32),
+        Scenario::Otlp => ("OTLP export", 200_000u32),
+        other => bail!("the {} scenario does not run the daemon", other.key()),
+    };
+    let base = helpers.scratch.join(scenario.key());
     fs::create_dir_all(&base).with_context(|| format!("cannot create {}", base.display()))?;
     let spawner = base.join(SESSION_COMM);
     fs::copy(&helpers.spawner, &spawner)
@@ -129,43 +197,45 @@ pub fn run(
         exit0: helpers.exit0.clone(),
         scratch: helpers.scratch.clone(),
     };
-    let mut series: Vec<ApiSeries> = counts
+    let mut series: Vec<ApiSeries> = setups
         .iter()
-        .map(|&subscribers| ApiSeries {
-            subscribers,
+        .map(|&setup| ApiSeries {
+            setup,
             runs: Vec::new(),
             error: None,
         })
         .collect();
-    // Pid-file names apart from the spawn storm's.
-    let mut run_no = 100_000u32;
     for round in 1..=sizes.rounds {
         for s in series.iter_mut().filter(|s| s.error.is_none()) {
             run_no += 1;
             let untraced = scenarios::storm_run(tools, &storm, sizes, Runner::Untraced, run_no)
                 .context("untraced spawn-storm run failed")?;
             run_no += 1;
-            match daemon_run(tools, &storm, sizes, s.subscribers, run_no, &base) {
+            match daemon_run(tools, &storm, sizes, s.setup, run_no, &base) {
                 Ok(mut r) => {
                     r.untraced_wall_s = untraced.wall_s;
+                    let what = match (&s.setup, &r.export) {
+                        (Setup::Subscribers(_), _) => format!(
+                            "received {:?}",
+                            r.subscribers.iter().map(|f| f.received).collect::<Vec<_>>()
+                        ),
+                        (Setup::Export(_), Some(e)) => otlp::round_text(e),
+                        (Setup::Export(_), None) => "no export".into(),
+                    };
                     eprintln!(
-                        "xtask: bench: API subscribers round {round}/{}: {} subscriber(s) {:.2} s, \
-                         untraced {:.2} s, {} events logged, received {:?}, CPU {} s",
+                        "xtask: bench: {title} round {round}/{}: {} {:.2} s, \
+                         untraced {:.2} s, {} events logged, {what}, CPU {} s",
                         sizes.rounds,
-                        s.subscribers,
+                        s.setup.name(),
                         r.wall_s,
                         r.untraced_wall_s,
                         r.logged,
-                        r.subscribers.iter().map(|f| f.received).collect::<Vec<_>>(),
                         r.cpu_s.map_or("n/a".into(), |c| format!("{c:.2}")),
                     );
                     s.runs.push(r);
                 }
                 Err(err) => {
-                    eprintln!(
-                        "xtask: bench: API subscribers, {} subscriber(s) failed: {err:#}",
-                        s.subscribers
-                    );
+                    eprintln!("xtask: bench: {title}, {} failed: {err:#}", s.setup.name());
                     s.error = Some(format!("{err:#}"));
                 }
             }
@@ -176,7 +246,11 @@ pub fn run(
 }
 
 /// Waits until `done` holds, checking every 10 ms, at most `max`.
-fn wait_for(max: Duration, what: &str, mut done: impl FnMut() -> Result<bool>) -> Result<()> {
+pub(super) fn wait_for(
+    max: Duration,
+    what: &str,
+    mut done: impl FnMut() -> Result<bool>,
+) -> Result<()> {
     let deadline = Instant::now() + max;
     loop {
         if done()? {
@@ -193,7 +267,7 @@ fn daemon_run(
     tools: &Tools,
     helpers: &Helpers,
     sizes: &Sizes,
-    subscribers: u32,
+    setup: Setup,
     run_no: u32,
     base: &Path,
 ) -> Result<ApiRun> {
@@ -203,13 +277,18 @@ fn daemon_run(
     let data = dir.join("data");
     let socket = dir.join("api.sock");
     let config = dir.join("config.toml");
+    // The receiver outlives the daemon, so that what it sends at its stop is taken.
+    let sink = setup.exports().then(Sink::start).transpose()?;
+    let export = sink.as_ref().map_or_else(String::new, |sink| {
+        format!("[export.otlp]\nendpoint = \"{}\"\n", sink.endpoint())
+    });
     // A log large enough never to rotate during a run; no pinning (the daemon's programs
     // go with it); the storm's spawners are the roots of a session.
     fs::write(
         &config,
         format!(
             "data_dir = \"{}\"\n[logs]\nmax_bytes = 4000000000\n[kernel]\npin = false\n\
-             [api]\nsocket = \"{}\"\n[[rules]]\nname = \"bench-storm\"\ncomm = \"{SESSION_COMM}\"\n",
+             [api]\nsocket = \"{}\"\n{export}[[rules]]\nname = \"bench-storm\"\ncomm = \"{SESSION_COMM}\"\n",
             data.display(),
             socket.display()
         ),
@@ -226,6 +305,7 @@ fn daemon_run(
     let startup_hwm_kb = usage_of(daemon.pid()).hwm_kb;
     let _ = fs::write(format!("/proc/{}/clear_refs", daemon.pid()), "5");
 
+    let subscribers = setup.subscribers();
     let mut subs = Vec::new();
     for _ in 0..subscribers {
         subs.push(Subscriber::connect(&socket)?);
@@ -237,27 +317,8 @@ fn daemon_run(
     })?;
 
     // The spawners, waiting for their start line; their exec starts the session.
-    let pidfiles: Vec<PathBuf> = (0..sizes.spawners)
-        .map(|i| helpers.scratch.join(format!("run{run_no}-spawner{i}.pids")))
-        .collect();
-    let mut kids = Kids(Vec::new());
-    for (n, pidfile) in scenarios::split(sizes.storm, sizes.spawners)
-        .iter()
-        .zip(&pidfiles)
-    {
-        let _ = fs::remove_file(pidfile);
-        kids.0.push(
-            Command::new(&helpers.spawner)
-                .arg(n.to_string())
-                .arg(&helpers.exit0)
-                .arg(pidfile)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .spawn()
-                .with_context(|| format!("could not start {}", helpers.spawner.display()))?,
-        );
-    }
-    let spawner_pids: Vec<u32> = kids.0.iter().map(Child::id).collect();
+    let mut spawners = Spawners::start(helpers, sizes, run_no)?;
+    let spawner_pids = spawners.pids();
     let mut first_seq = 0;
     wait_for(
         WAIT,
@@ -287,21 +348,8 @@ fn daemon_run(
         .as_u64()
         .context("/healthz has no seq")?;
     let before = usage_of(daemon.pid());
-    let t0 = Instant::now();
-    for child in &mut kids.0 {
-        let mut stdin = child.stdin.take().context("spawner has no stdin")?;
-        stdin
-            .write_all(b"go\n")
-            .context("could not start a spawner")?;
-    }
     let mut problems = Vec::new();
-    for child in &mut kids.0 {
-        let status = child.wait().context("waiting for a spawner")?;
-        if !status.success() {
-            problems.push(format!("a spawner failed: {status}"));
-        }
-    }
-    let wall_s = t0.elapsed().as_secs_f64();
+    let wall_s = spawners.release(&mut problems)?;
 
     // Caught up: the spawners' exits are in the log (each is written after its children's:
     // records come in order), then every subscriber has read up to the log's last seq.
@@ -333,6 +381,13 @@ fn daemon_run(
             }
         }
     }
+    // With the export: until every event up to s1 is sent or lost.
+    let mut export = match &sink {
+        Some(sink) => Some(otlp::caught_up(sink, &socket, s1, || {
+            daemon.check_running(&stderr_path)
+        })?),
+        None => None,
+    };
     let after = usage_of(daemon.pid());
     let hwm_kb = after.hwm_kb;
 
@@ -355,22 +410,15 @@ fn daemon_run(
         }
     }
     log.poll()?;
-    drop(kids);
-
-    let mut spawned = HashSet::new();
-    for pidfile in &pidfiles {
-        let text = fs::read_to_string(pidfile)
-            .with_context(|| format!("the spawner wrote no {}", pidfile.display()))?;
-        spawned.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-        let _ = fs::remove_file(pidfile);
+    if let (Some(e), Some(sink)) = (export.as_mut(), &sink) {
+        e.logged = log
+            .lines
+            .iter()
+            .filter(|l| l.seq.is_some_and(|s| s <= s1))
+            .count() as u64;
+        problems.extend(otlp::problems(e, sink));
     }
-    if spawned.len() != sizes.storm as usize {
-        problems.push(format!(
-            "{} distinct pids spawned, {} asked for",
-            spawned.len(),
-            sizes.storm
-        ));
-    }
+    let spawned = spawners.spawned(&mut problems)?;
     let in_window = |seq: Option<u64>| seq.is_some_and(|s| s > s0 && s <= s1);
     let window: Vec<&LogLine> = log.lines.iter().filter(|l| in_window(l.seq)).collect();
     let exits_logged = window
@@ -422,6 +470,7 @@ fn daemon_run(
         startup_hwm_kb,
         subscribers: figures,
         latencies_ms,
+        export,
         problems,
     })
 }
@@ -566,6 +615,12 @@ impl LogTail {
 
 /// `GET path` on the socket, the body as JSON.
 fn get(socket: &Path, path: &str) -> Result<Value> {
+    let body = get_body(socket, path)?;
+    serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON"))
+}
+
+/// `GET path` on the socket: the body of a 200 answer.
+pub(super) fn get_body(socket: &Path, path: &str) -> Result<Vec<u8>> {
     let mut s = UnixStream::connect(socket)
         .with_context(|| format!("cannot connect to {}", socket.display()))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -590,10 +645,10 @@ fn get(socket: &Path, path: &str) -> Result<Value> {
             String::from_utf8_lossy(&body)
         );
     }
-    serde_json::from_slice(&body).with_context(|| format!("GET {path}: not JSON"))
+    Ok(body)
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(super) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
@@ -973,29 +1028,29 @@ fn crates_only_through(tree: &str, deps: &[&str]) -> ApiCrates {
 // ---------------------------------------------------------------------------------------
 // Report
 
-fn f(v: Option<f64>, decimals: usize) -> String {
+pub(super) fn f(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "n/a".into(), |v| format!("{v:.decimals$}"))
 }
 
 /// A series' figures over its runs.
-struct Summary {
-    wall_s: Option<f64>,
-    ratio: Option<f64>,
-    logged: u64,
-    spawned: usize,
-    exits_logged: usize,
-    kernel_lost: u64,
-    cpu_s: Option<f64>,
-    per_1k: Option<f64>,
-    hwm_kb: Option<u64>,
-    startup_hwm_kb: Option<u64>,
+pub(super) struct Summary {
+    pub wall_s: Option<f64>,
+    pub ratio: Option<f64>,
+    pub logged: u64,
+    pub spawned: usize,
+    pub exits_logged: usize,
+    pub kernel_lost: u64,
+    pub cpu_s: Option<f64>,
+    pub per_1k: Option<f64>,
+    pub hwm_kb: Option<u64>,
+    pub startup_hwm_kb: Option<u64>,
     /// Per subscriber, summed over runs.
-    received: Vec<SubscriberFigures>,
-    latencies_ms: Vec<f64>,
-    problems: Vec<String>,
+    pub received: Vec<SubscriberFigures>,
+    pub latencies_ms: Vec<f64>,
+    pub problems: Vec<String>,
 }
 
-fn summarize(s: &ApiSeries) -> Summary {
+pub(super) fn summarize(s: &ApiSeries) -> Summary {
     let walls: Vec<f64> = s.runs.iter().map(|r| r.wall_s).collect();
     let pairs: Vec<(f64, f64)> = s
         .runs
@@ -1010,7 +1065,7 @@ fn summarize(s: &ApiSeries) -> Summary {
         .map(|v| v.iter().sum::<f64>());
     let logged = s.runs.iter().map(|r| r.logged).sum();
     let mut received: Vec<SubscriberFigures> =
-        vec![SubscriberFigures::default(); s.subscribers as usize];
+        vec![SubscriberFigures::default(); s.setup.subscribers() as usize];
     for r in &s.runs {
         for (sum, f) in received.iter_mut().zip(&r.subscribers) {
             sum.received += f.received;
@@ -1070,68 +1125,90 @@ fn received_text(s: &Summary) -> String {
     }
 }
 
-pub fn render(series: &[ApiSeries], sizes: &Sizes, notes: &mut Vec<String>) -> String {
-    let mb = |kb: Option<u64>| f(kb.map(|kb| kb as f64 / 1024.0), 1);
+/// Peak RSS in MiB, from KiB.
+pub(super) fn mib(kb: Option<u64>) -> String {
+    f(kb.map(|kb| kb as f64 / 1024.0), 1)
+}
+
+/// What a daemon scenario's table says besides the columns every one has.
+pub(super) struct TableText<'a> {
+    /// `API subscribers`: the caption's start, and the prefix of its notes.
+    pub title: &'a str,
+    /// The runs' set-up, in the caption after the storm's size.
+    pub setup: &'a str,
+    /// How its own figures are made, at the caption's end.
+    pub figures: &'a str,
+    /// Its own columns, after `run`, `wall s`, `ratio`, `exits logged`, `events logged`.
+    pub headers: &'a [&'a str],
+}
+
+/// A daemon scenario's table: a row per series, its name and the storm's figures, then
+/// the cells `row` makes from its summary (with notes of its own, said after the series'
+/// problems); a series that never ran reads n/a. Its problems go to `notes`, prefixed with
+/// the title; the daemon's start-up peak RSS is said below the table.
+pub(super) fn render_series(
+    text: &TableText,
+    sizes: &Sizes,
+    series: &[ApiSeries],
+    notes: &mut Vec<String>,
+    mut row: impl FnMut(&ApiSeries, &Summary, &str, &mut Vec<String>) -> Vec<String>,
+) -> String {
+    let title = text.title;
+    let mut headers = vec!["run", "wall s", "ratio", "exits logged", "events logged"];
+    headers.extend(text.headers);
     let mut rows = Vec::new();
     for s in series {
-        let name = format!("daemon, {} subscriber(s)", s.subscribers);
+        let name = format!("daemon, {}", s.setup.name());
         if let Some(err) = &s.error
             && s.runs.is_empty()
         {
-            let mut row = vec![name];
-            row.resize(11, "n/a".into());
-            row.push(format!("n/a: {err}"));
-            rows.push(row);
+            let mut cells = vec![name];
+            cells.resize(headers.len() - 1, "n/a".into());
+            cells.push(format!("n/a: {err}"));
+            rows.push(cells);
             continue;
         }
         let m = summarize(s);
-        let lost_frames: u64 = m.received.iter().map(|f| f.lost_frames).sum();
-        let lost_events: u64 = m.received.iter().map(|f| f.lost_events).sum();
-        rows.push(vec![
+        let mut cells = vec![
             name.clone(),
             f(m.wall_s, 2),
             f(m.ratio, 3),
             format!("{}/{}", m.exits_logged, m.spawned),
             m.logged.to_string(),
-            received_text(&m),
-            if s.subscribers == 0 {
-                "-".into()
-            } else {
-                format!("{lost_frames} ({lost_events} events)")
-            },
-            f(m.per_1k, 4),
-            mb(m.hwm_kb),
-            f(stats::percentile(&m.latencies_ms, 50.0), 2),
-            f(stats::percentile(&m.latencies_ms, 99.0), 2),
-            m.kernel_lost.to_string(),
-        ]);
+        ];
+        let mut own = Vec::new();
+        cells.extend(row(s, &m, &name, &mut own));
+        rows.push(cells);
         if let Some(err) = &s.error {
-            notes.push(format!("API subscribers, {name}: stopped early: {err}"));
+            notes.push(format!("{title}, {name}: stopped early: {err}"));
         }
         for p in &m.problems {
-            notes.push(format!("API subscribers, {name}: {p}"));
+            notes.push(format!("{title}, {name}: {p}"));
         }
-        if m.received.iter().any(|r| r.behind) {
-            notes.push(format!(
-                "API subscribers, {name}: a subscriber had not read the whole window when the bench stopped waiting"
-            ));
-        }
+        notes.extend(own);
     }
     let startup = series
         .iter()
         .flat_map(|s| s.runs.iter().filter_map(|r| r.startup_hwm_kb))
         .max();
-    let mut out = table(
-        &format!(
-            "API subscribers: the daemon (a [[rules]] session around the spawners) during the spawn storm, {} processes over {} spawners, {} round(s), with N SSE subscribers on /v1/events/stream reading everything; ratio = median of pairwise ratios to an untraced storm just before; CPU = the daemon's utime+stime until it and its subscribers caught up; latency = a subscriber's read time minus the exit's ts, every subscriber's exits, ms",
-            sizes.storm, sizes.spawners, sizes.rounds
-        ),
-        &[
-            "run",
-            "wall s",
-            "ratio",
-            "exits logged",
-            "events logged",
+    let caption = format!(
+        "{title}: the daemon (a [[rules]] session around the spawners) during the spawn storm, {} processes over {} spawners, {} round(s), {}; ratio = median of pairwise ratios to an untraced storm just before; {}",
+        sizes.storm, sizes.spawners, sizes.rounds, text.setup, text.figures
+    );
+    let mut out = table(&caption, &headers, &rows);
+    out.push_str(&format!(
+        "  daemon start-up peak RSS (before the reset): {} MiB\n",
+        mib(startup)
+    ));
+    out
+}
+
+pub fn render(series: &[ApiSeries], sizes: &Sizes, notes: &mut Vec<String>) -> String {
+    let text = TableText {
+        title: "API subscribers",
+        setup: "with N SSE subscribers on /v1/events/stream reading everything",
+        figures: "CPU = the daemon's utime+stime until it and its subscribers caught up; latency = a subscriber's read time minus the exit's ts, every subscriber's exits, ms",
+        headers: &[
             "events received",
             "lost frames",
             "CPU s / 1k events",
@@ -1140,12 +1217,29 @@ pub fn render(series: &[ApiSeries], sizes: &Sizes, notes: &mut Vec<String>) -> S
             "p99 ms",
             "kernel lost",
         ],
-        &rows,
-    );
-    out.push_str(&format!(
-        "  daemon start-up peak RSS (before the reset): {} MiB\n",
-        mb(startup)
-    ));
+    };
+    let mut out = render_series(&text, sizes, series, notes, |s, m, name, notes| {
+        let lost_frames: u64 = m.received.iter().map(|f| f.lost_frames).sum();
+        let lost_events: u64 = m.received.iter().map(|f| f.lost_events).sum();
+        if m.received.iter().any(|r| r.behind) {
+            notes.push(format!(
+                "API subscribers, {name}: a subscriber had not read the whole window when the bench stopped waiting"
+            ));
+        }
+        vec![
+            received_text(m),
+            if s.setup.subscribers() == 0 {
+                "-".into()
+            } else {
+                format!("{lost_frames} ({lost_events} events)")
+            },
+            f(m.per_1k, 4),
+            mib(m.hwm_kb),
+            f(stats::percentile(&m.latencies_ms, 50.0), 2),
+            f(stats::percentile(&m.latencies_ms, 99.0), 2),
+            m.kernel_lost.to_string(),
+        ]
+    });
     out.push('\n');
     out
 }
@@ -1162,42 +1256,54 @@ pub fn crates_text(crates: &Result<ApiCrates, String>) -> String {
     }
 }
 
+/// The figures every daemon series has, for the JSON file.
+pub(super) fn series_json(s: &ApiSeries, m: &Summary) -> Value {
+    json!({
+        "wall_s": s.runs.iter().map(|r| r.wall_s).collect::<Vec<_>>(),
+        "untraced_wall_s": s.runs.iter().map(|r| r.untraced_wall_s).collect::<Vec<_>>(),
+        "wall_s_median": m.wall_s,
+        "ratio_median": m.ratio,
+        "ratios": s.runs.iter().map(ApiRun::ratio).collect::<Vec<_>>(),
+        "spawned": m.spawned,
+        "exits_logged": m.exits_logged,
+        "events_logged": m.logged,
+        "kernel_lost": m.kernel_lost,
+        "cpu_s": m.cpu_s,
+        "cpu_s_per_1k_events": m.per_1k,
+        "peak_rss_kb": m.hwm_kb,
+        "startup_peak_rss_kb": m.startup_hwm_kb,
+        "problems": m.problems,
+        "error": s.error,
+    })
+}
+
 pub fn to_json(series: &[ApiSeries], crates: &Result<ApiCrates, String>) -> Value {
     let runs: Vec<Value> = series
         .iter()
         .map(|s| {
             let m = summarize(s);
-            json!({
-                "subscribers": s.subscribers,
-                "wall_s": s.runs.iter().map(|r| r.wall_s).collect::<Vec<_>>(),
-                "untraced_wall_s": s.runs.iter().map(|r| r.untraced_wall_s).collect::<Vec<_>>(),
-                "wall_s_median": m.wall_s,
-                "ratio_median": m.ratio,
-                "ratios": s.runs.iter().map(ApiRun::ratio).collect::<Vec<_>>(),
-                "spawned": m.spawned,
-                "exits_logged": m.exits_logged,
-                "events_logged": m.logged,
-                "kernel_lost": m.kernel_lost,
-                "cpu_s": m.cpu_s,
-                "cpu_s_per_1k_events": m.per_1k,
-                "peak_rss_kb": m.hwm_kb,
-                "startup_peak_rss_kb": m.startup_hwm_kb,
-                "per_subscriber": m.received.iter().map(|r| json!({
-                    "events_received": r.received,
-                    "lost_frames": r.lost_frames,
-                    "lost_events": r.lost_events,
-                    "exits_received": r.exits,
-                    "behind": r.behind,
-                })).collect::<Vec<_>>(),
-                "latency_ms": {
-                    "n": m.latencies_ms.len(),
-                    "p50": stats::percentile(&m.latencies_ms, 50.0),
-                    "p99": stats::percentile(&m.latencies_ms, 99.0),
-                    "max": m.latencies_ms.iter().copied().reduce(f64::max),
-                },
-                "problems": m.problems,
-                "error": s.error,
-            })
+            let mut v = series_json(s, &m);
+            v["subscribers"] = json!(s.setup.subscribers());
+            v["per_subscriber"] = m
+                .received
+                .iter()
+                .map(|r| {
+                    json!({
+                        "events_received": r.received,
+                        "lost_frames": r.lost_frames,
+                        "lost_events": r.lost_events,
+                        "exits_received": r.exits,
+                        "behind": r.behind,
+                    })
+                })
+                .collect();
+            v["latency_ms"] = json!({
+                "n": m.latencies_ms.len(),
+                "p50": stats::percentile(&m.latencies_ms, 50.0),
+                "p99": stats::percentile(&m.latencies_ms, 99.0),
+                "max": m.latencies_ms.iter().copied().reduce(f64::max),
+            });
+            v
         })
         .collect();
     let crates = match crates {

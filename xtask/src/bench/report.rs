@@ -40,6 +40,8 @@ pub struct Results {
     pub api: Vec<ApiSeries>,
     /// The crates only the API's dependencies brought, or why that is unknown.
     pub api_crates: Result<ApiCrates, String>,
+    /// The OTLP export scenario's figures (empty when it did not run).
+    pub otlp: Vec<ApiSeries>,
     /// Why some figures are missing (no bpftrace, no bpftool, …), found while running.
     pub notes: Vec<String>,
     /// Seconds spent building (before the measurements) and measuring.
@@ -827,6 +829,11 @@ pub fn render(r: &Results) -> (String, Value) {
         out.push_str(&super::api::crates_text(&r.api_crates));
     }
 
+    // ----- OTLP export
+    if r.ran(Scenario::Otlp) {
+        out.push_str(&super::otlp::render(&r.otlp, sizes, &mut notes));
+    }
+
     // ----- targets
     let rows: Vec<Vec<String>> = checks
         .iter()
@@ -1060,6 +1067,7 @@ fn to_json(r: &Results, summaries: &[StormSummary], checks: &[Check], notes: &[S
         "idle": idle,
         "scenarios": r.scenarios.iter().map(|s| s.key()).collect::<Vec<_>>(),
         "api_subscribers": super::api::to_json(&r.api, &r.api_crates),
+        "otlp_export": super::otlp::to_json(&r.otlp),
         "targets": targets,
         "notes": notes,
     })

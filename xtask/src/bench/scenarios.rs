@@ -367,6 +367,87 @@ pub fn spawn_storm(
     Ok(series)
 }
 
+/// The storm's spawners, started and waiting for their start line (so that a tracer or the
+/// daemon gets ready first), each writing the pids it creates to a pid file of the run.
+/// Dropped before they ran, they are killed.
+pub(super) struct Spawners {
+    kids: Kids,
+    pidfiles: Vec<PathBuf>,
+    /// Processes asked for, over all spawners.
+    asked: u32,
+}
+
+impl Spawners {
+    /// `sizes.spawners` copies of `helpers.spawner`, `sizes.storm` processes in all; `run_no`
+    /// names the pid files.
+    pub fn start(helpers: &Helpers, sizes: &Sizes, run_no: u32) -> Result<Spawners> {
+        let pidfiles: Vec<PathBuf> = (0..sizes.spawners)
+            .map(|i| helpers.scratch.join(format!("run{run_no}-spawner{i}.pids")))
+            .collect();
+        let mut kids = Kids(Vec::new());
+        for (n, pidfile) in split(sizes.storm, sizes.spawners).iter().zip(&pidfiles) {
+            let _ = fs::remove_file(pidfile);
+            let child = Command::new(&helpers.spawner)
+                .arg(n.to_string())
+                .arg(&helpers.exit0)
+                .arg(pidfile)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .with_context(|| format!("could not start {}", helpers.spawner.display()))?;
+            kids.0.push(child);
+        }
+        Ok(Spawners {
+            kids,
+            pidfiles,
+            asked: sizes.storm,
+        })
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.kids.0.iter().map(Child::id).collect()
+    }
+
+    /// Sends each spawner its start line and waits until all have exited: the storm's wall
+    /// time. A spawner that failed is a problem.
+    pub fn release(&mut self, problems: &mut Vec<String>) -> Result<f64> {
+        let t0 = Instant::now();
+        for child in &mut self.kids.0 {
+            let mut stdin = child.stdin.take().context("spawner has no stdin")?;
+            stdin
+                .write_all(b"go\n")
+                .context("could not start a spawner")?;
+        }
+        for child in &mut self.kids.0 {
+            let status = child.wait().context("waiting for a spawner")?;
+            if !status.success() {
+                problems.push(format!("a spawner failed: {status}"));
+            }
+        }
+        Ok(t0.elapsed().as_secs_f64())
+    }
+
+    /// The distinct pids the spawners created (their pid files, read and removed); fewer
+    /// than asked for is a problem.
+    pub fn spawned(&self, problems: &mut Vec<String>) -> Result<HashSet<u32>> {
+        let mut spawned = HashSet::new();
+        for pidfile in &self.pidfiles {
+            let text = fs::read_to_string(pidfile)
+                .with_context(|| format!("the spawner wrote no {}", pidfile.display()))?;
+            spawned.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+            let _ = fs::remove_file(pidfile);
+        }
+        if spawned.len() != self.asked as usize {
+            problems.push(format!(
+                "{} distinct pids spawned, {} asked for",
+                spawned.len(),
+                self.asked
+            ));
+        }
+        Ok(spawned)
+    }
+}
+
 pub(super) fn storm_run(
     tools: &Tools,
     helpers: &Helpers,
@@ -374,63 +455,21 @@ pub(super) fn storm_run(
     runner: Runner,
     run_no: u32,
 ) -> Result<StormRun> {
-    let pidfiles: Vec<PathBuf> = (0..sizes.spawners)
-        .map(|i| helpers.scratch.join(format!("run{run_no}-spawner{i}.pids")))
-        .collect();
-    let mut kids = Kids(Vec::new());
-    for (n, pidfile) in split(sizes.storm, sizes.spawners).iter().zip(&pidfiles) {
-        let _ = fs::remove_file(pidfile);
-        let child = Command::new(&helpers.spawner)
-            .arg(n.to_string())
-            .arg(&helpers.exit0)
-            .arg(pidfile)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .with_context(|| format!("could not start {}", helpers.spawner.display()))?;
-        kids.0.push(child);
-    }
-    let spawner_pids: Vec<u32> = kids.0.iter().map(Child::id).collect();
+    let mut spawners = Spawners::start(helpers, sizes, run_no)?;
     let mut outside = Kids(Vec::new());
     if runner == Runner::AgentOutside {
         outside.0.push(sleeper()?);
     }
-    let tracer = tracer_for(runner, &spawner_pids, outside.0.first().map(Child::id))?;
+    let tracer = tracer_for(runner, &spawners.pids(), outside.0.first().map(Child::id))?;
     let session = start(tools, tracer)?;
 
-    let t0 = Instant::now();
-    for child in &mut kids.0 {
-        let mut stdin = child.stdin.take().context("spawner has no stdin")?;
-        stdin
-            .write_all(b"go\n")
-            .context("could not start a spawner")?;
-    }
     let mut problems = Vec::new();
-    for child in &mut kids.0 {
-        let status = child.wait().context("waiting for a spawner")?;
-        if !status.success() {
-            problems.push(format!("a spawner failed: {status}"));
-        }
-    }
-    let wall_s = t0.elapsed().as_secs_f64();
+    let wall_s = spawners.release(&mut problems)?;
     let traced = session
         .map(|(session, before)| finish(session, before, tools))
         .transpose()?;
 
-    let mut spawned = HashSet::new();
-    for pidfile in &pidfiles {
-        let text = fs::read_to_string(pidfile)
-            .with_context(|| format!("the spawner wrote no {}", pidfile.display()))?;
-        spawned.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
-        let _ = fs::remove_file(pidfile);
-    }
-    if spawned.len() != sizes.storm as usize {
-        problems.push(format!(
-            "{} distinct pids spawned, {} asked for",
-            spawned.len(),
-            sizes.storm
-        ));
-    }
+    let spawned = spawners.spawned(&mut problems)?;
     let mut captured = None;
     let mut latencies_ms = Vec::new();
     if let Some(t) = &traced {
