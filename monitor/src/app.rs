@@ -212,6 +212,17 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 "the command ended with status {status}"
             ))),
         },
+        Command::Status(args) => crate::run::status(args.json).map_err(Failure::Run),
+        Command::Stop(args) => {
+            if !(args.timeout > 0.0 && args.timeout <= cli::MAX_DURATION_SECS) {
+                return Err(Failure::Usage(format!(
+                    "--timeout must be a number of seconds greater than 0, got {}",
+                    args.timeout
+                )));
+            }
+            crate::run::stop(&args.id, std::time::Duration::from_secs_f64(args.timeout))
+                .map_err(Failure::Run)
+        }
         Command::Events(args) => {
             let text = args.format.map_or_else(cli::stdout_is_terminal, |f| {
                 f == crate::output::sink::Format::Text

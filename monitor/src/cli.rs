@@ -68,6 +68,15 @@ pub enum Command {
     #[command(after_help = "Example: claude-monitor run --resources build.csv -- npm run build")]
     Run(RunArgs),
 
+    /// List the commands running under `claude-monitor run` (yours; root sees everyone's):
+    /// id, name, phase, the command's pid, restarts, how it last ended.
+    Status(StatusArgs),
+
+    /// Stop a command running under `claude-monitor run` (by id or --name): `run` gets
+    /// SIGTERM, forwards it to the command and, supervising, sends SIGKILL after its grace
+    /// period; waits for `run` to exit.
+    Stop(StopArgs),
+
     /// Print the daemon's events through its API socket: the latest from its event log, or
     /// with --follow the live stream (from --since on, with no gap). JSON lines, or one
     /// readable line per event on a terminal. No root needed: a user who is not root (nor in
@@ -202,6 +211,30 @@ pub struct RunArgs {
     /// Write command lines as they are in the summary and the report, secrets included.
     #[arg(long)]
     pub no_redact: bool,
+    /// Start the command again when it dies (`on-failure`, the default: after a non-zero
+    /// exit or a death by a signal other than SIGINT; `always`: also after exit 0). The
+    /// delay starts at --restart-delay and doubles up to --restart-delay-max, and is reset
+    /// after a run longer than 10 s. Five failures in a row that each ran under 10 s, or
+    /// exit status 78 (EX_CONFIG), park the command: `run` stops and exits non-zero.
+    /// SIGTERM, SIGINT or SIGHUP to `run` stop it: the signal goes to the command, SIGKILL
+    /// follows after --grace.
+    #[arg(long, value_enum, value_name = "WHEN", num_args = 0..=1, default_missing_value = "on-failure")]
+    pub restart: Option<crate::run::Policy>,
+    /// Seconds before the first restart.
+    #[arg(long, value_name = "SECS", default_value_t = crate::run::DEFAULT_DELAY.as_secs_f64())]
+    pub restart_delay: f64,
+    /// The longest delay between restarts, seconds.
+    #[arg(long, value_name = "SECS", default_value_t = crate::run::DEFAULT_DELAY_MAX.as_secs_f64())]
+    pub restart_delay_max: f64,
+    /// Park the command after this many restarts.
+    #[arg(long, value_name = "N")]
+    pub max_restarts: Option<u32>,
+    /// With --restart: seconds between the stop signal and SIGKILL.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub grace: f64,
+    /// A name for `claude-monitor status` and `claude-monitor stop NAME`.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// The command and its arguments, after `--`.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
@@ -229,7 +262,33 @@ impl RunArgs {
         {
             return Err(ArgError::DataDir(dir.display().to_string()));
         }
+        let secs = |flag: &'static str, v: f64| -> Result<Duration, ArgError> {
+            if (0.01..=MAX_DURATION_SECS).contains(&v) {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(ArgError::Seconds(flag, v))
+            }
+        };
+        let restart_delay = secs("--restart-delay", self.restart_delay)?;
+        let restart_delay_max = secs("--restart-delay-max", self.restart_delay_max)?;
+        let grace = secs("--grace", self.grace)?;
+        if let Some(name) = &self.name
+            && (name.is_empty()
+                || name.len() > 64
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                || name.parse::<u32>().is_ok())
+        {
+            return Err(ArgError::Name(name.clone()));
+        }
         Ok(crate::run::RunOptions {
+            restart: self.restart,
+            restart_delay,
+            restart_delay_max,
+            max_restarts: self.max_restarts,
+            grace,
+            name: self.name,
             command: self.command,
             summary_json: self.summary_json,
             resources: self.resources,
@@ -239,6 +298,22 @@ impl RunArgs {
             redact: !self.no_redact,
         })
     }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// JSON (one object) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// The `run`'s id (its pid, as `status` shows) or its --name.
+    pub id: String,
+    /// Seconds to wait for `run` to exit (its grace period, 30 s by default, plus a margin).
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    pub timeout: f64,
 }
 
 #[derive(Debug, Args)]
@@ -354,6 +429,12 @@ pub enum ArgError {
     Resources(String),
     #[error("--data-dir must be an absolute path, got {0}")]
     DataDir(String),
+    #[error("{0} must be a number of seconds from 0.01 to {MAX_DURATION_SECS}, got {1}")]
+    Seconds(&'static str, f64),
+    #[error(
+        "--name {0:?}: use 1 to 64 letters, digits, '-', '_' or '.', not a number alone (ids are numbers)"
+    )]
+    Name(String),
 }
 
 /// The longest `--duration`: a year (beyond it, simply leave it out).

@@ -55,7 +55,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "run",
         &[
-            "event", "host", "kernel", "claude", "signals", "pipeline", "report", "daemon",
+            "event", "host", "kernel", "claude", "signals", "pipeline", "output", "report",
+            "daemon",
         ],
     ),
     // The fuzz targets call every parser of untrusted bytes; nothing imports them.

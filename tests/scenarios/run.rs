@@ -377,3 +377,184 @@ fn run_says_a_command_is_not_found() {
         "{stderr}"
     );
 }
+
+/// `--restart` on a command that fails at once: restarted after 50, 100, 200 and 400 ms
+/// (the seed's doubling, from `--restart-delay`), parked at the fifth rapid failure; `run`
+/// exits with the command's status. Asserted on the counts and the order, not on time.
+#[test]
+fn run_restarts_with_backoff_then_parks() {
+    if !privileged("run_restarts_with_backoff_then_parks") {
+        return;
+    }
+    let dir = TempDir::new("cm-run-restart");
+    let run = Spawned::spawn(&mut run_cmd(
+        dir.path(),
+        &["--restart", "--restart-delay", "0.05"],
+        &["sh", "-c", "exit 1"],
+    ));
+    let (status, stderr, s) = finish(run, dir.path());
+    assert_eq!(status, 1, "{stderr}");
+    let sup = &s["supervision"];
+    assert_eq!(sup["restarts"], 4, "{s}");
+    assert_eq!(sup["runs_total"], 5);
+    assert_eq!(
+        sup["delays_ms"],
+        serde_json::json!([50.0, 100.0, 200.0, 400.0])
+    );
+    assert_eq!(sup["decision"], "parked");
+    assert!(
+        sup["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("5 rapid failures in a row")),
+        "{sup}"
+    );
+    let runs = sup["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 5);
+    let pids: std::collections::BTreeSet<u64> =
+        runs.iter().filter_map(|r| r["pid"].as_u64()).collect();
+    assert_eq!(pids.len(), 5, "a new process each time: {runs:?}");
+    assert!(
+        runs.iter()
+            .all(|r| r["exit_status"] == 1 && r["cause"] == "exited")
+    );
+    let restarts: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("claude-monitor: restart "))
+        .collect();
+    assert_eq!(restarts.len(), 4, "{stderr}");
+    for (i, (line, delay)) in restarts
+        .iter()
+        .zip(["50 ms", "100 ms", "200 ms", "400 ms"])
+        .enumerate()
+    {
+        assert!(
+            line.starts_with(&format!(
+                "claude-monitor: restart    #{} in {delay} (",
+                i + 1
+            )),
+            "{line}"
+        );
+    }
+    assert!(
+        stderr.contains("claude-monitor: parked     5 rapid failures in a row"),
+        "{stderr}"
+    );
+    // Every death had its summary.
+    assert_eq!(
+        stderr.matches("claude-monitor: ended ").count(),
+        5,
+        "{stderr}"
+    );
+}
+
+/// Exit status 78 (EX_CONFIG) parks at once.
+#[test]
+fn run_parks_on_exit_78() {
+    if !privileged("run_parks_on_exit_78") {
+        return;
+    }
+    let dir = TempDir::new("cm-run-78");
+    let run = Spawned::spawn(&mut run_cmd(
+        dir.path(),
+        &["--restart", "--restart-delay", "0.05"],
+        &["sh", "-c", "exit 78"],
+    ));
+    let (status, stderr, s) = finish(run, dir.path());
+    assert_eq!(status, 78, "{stderr}");
+    assert_eq!(s["supervision"]["restarts"], 0, "{s}");
+    assert_eq!(s["supervision"]["decision"], "parked");
+    assert!(stderr.contains("(EX_CONFIG)"), "{stderr}");
+}
+
+/// `claude-monitor status` lists a supervised run by its name; `claude-monitor stop NAME`
+/// ends it: SIGTERM (which the command ignores), then SIGKILL after `--grace`; the command
+/// is not restarted.
+#[test]
+fn run_status_and_stop() {
+    if !privileged("run_status_and_stop") {
+        return;
+    }
+    let dir = TempDir::new("cm-run-stop");
+    let name = format!("cm-test-stop-{}", std::process::id());
+    let run = Spawned::spawn(&mut run_cmd(
+        dir.path(),
+        &["--restart", "--grace", "0.5", "--name", &name],
+        &["sh", "-c", "trap '' TERM; sleep 100"],
+    ));
+    let run_pid = run.id();
+    let sleep = wait_descendant(run_pid, "sleep");
+    let mut listed = Value::Null;
+    wait_until(LIMIT, "the run in `status --json`", || {
+        let out = Command::new(agent_binary())
+            .args(["status", "--json"])
+            .output()
+            .expect("status");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        listed = v["runs"]
+            .as_array()
+            .and_then(|runs| runs.iter().find(|r| r["name"] == name.as_str()).cloned())
+            .unwrap_or(Value::Null);
+        listed["phase"] == "running"
+    });
+    assert_eq!(listed["id"].as_u64(), Some(u(run_pid)), "{listed}");
+    assert_eq!(listed["supervised"], true);
+    assert!(listed["child_pid"].as_u64().is_some(), "{listed}");
+    let table = Command::new(agent_binary())
+        .arg("status")
+        .output()
+        .expect("status");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&format!("{run_pid} ")) && l.contains(&name)),
+        "{table}"
+    );
+    let stop = Command::new(agent_binary())
+        .args(["stop", &name])
+        .output()
+        .expect("stop");
+    let said = String::from_utf8_lossy(&stop.stdout);
+    assert!(
+        stop.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&stop.stderr)
+    );
+    assert!(said.contains(&format!("run {run_pid} ended")), "{said}");
+    let (status, stderr, s) = finish(run, dir.path());
+    assert_eq!(status, 137, "{stderr}");
+    assert_eq!(s["status"]["signal_name"], "SIGKILL");
+    assert!(
+        stderr.contains("claude-monitor: stopping   SIGTERM sent to the command"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the grace period (500 ms) is over: SIGKILL"),
+        "{stderr}"
+    );
+    assert_eq!(s["supervision"]["decision"], "done", "{s}");
+    assert_eq!(s["supervision"]["restarts"], 0);
+    // The command's child (which ignored SIGTERM too) got the group's SIGKILL.
+    wait_until(LIMIT, "the command's child gone", || {
+        std::fs::read_to_string(format!("/proc/{sleep}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    });
+    let after = Command::new(agent_binary())
+        .args(["stop", &name])
+        .output()
+        .expect("stop");
+    assert!(!after.status.success());
+    assert!(
+        String::from_utf8_lossy(&after.stderr).contains("no running `claude-monitor run`"),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+}

@@ -20,6 +20,8 @@ pub struct Stat {
     pub comm: String,
     /// Start time, clock ticks since boot (field 22): the second half of a proc_id.
     pub start: u64,
+    /// It has exited and waits for its parent to reap it (state `Z`, or `X`).
+    pub zombie: bool,
 }
 
 /// Parses the text of /proc/PID/stat (`None` when it is not one).
@@ -29,13 +31,15 @@ pub fn parse_stat(pid: u32, stat: &str) -> Option<Stat> {
     let comm = stat.get(open + 1..close)?.to_owned();
     let mut rest = stat.get(close + 1..)?.split_whitespace();
     // After comm: state (field 3), ppid (4), ... starttime (22), the 20th.
-    let ppid = rest.nth(1)?.parse().ok()?;
+    let state = rest.next()?;
+    let ppid = rest.next()?.parse().ok()?;
     let start = rest.nth(17)?.parse().ok()?;
     Some(Stat {
         pid,
         ppid,
         comm,
         start,
+        zombie: matches!(state, "Z" | "X"),
     })
 }
 
@@ -89,9 +93,12 @@ mod tests {
                 pid: 4242,
                 ppid: 17,
                 comm: "a (b) c".into(),
-                start: 98765
+                start: 98765,
+                zombie: false,
             })
         );
+        let zombie = "4243 (sh) Z 17 4242 4242 0 -1 4194560 123 0 0 0 5 6 0 0 20 0 1 0 98766 0 0";
+        assert_eq!(parse_stat(4243, zombie).map(|s| s.zombie), Some(true));
         let stat = "22606 (claude) S 1 22606 22606 34816 22606 4194560 5000 0 0 0 120 30 0 0 20 \
                     0 12 0 884213 1000000000 50000 18446744073709551615 1 1 0 0 0 0 0 16781312 \
                     134234626 0 0 0 17 1 0 0 0 0 0";

@@ -83,6 +83,72 @@ pub struct CommandSummary {
     pub lost: u64,
     /// What could not be seen or done, one sentence each.
     pub notes: Vec<String>,
+    /// With `--restart`: the runs so far and what was decided after this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supervision: Option<Supervision>,
+}
+
+/// Most runs and delays a [`Supervision`] keeps (the oldest go first; the totals count all).
+pub const SUPERVISION_KEPT: usize = 100;
+
+/// `run --restart`: every run of the command and every delay before a restart.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Supervision {
+    /// Restarts so far.
+    pub restarts: u32,
+    /// The last runs, oldest first, at most [`SUPERVISION_KEPT`].
+    pub runs: Vec<SupervisedRun>,
+    pub runs_total: u64,
+    /// The delay before each restart, in order, ms (the last [`SUPERVISION_KEPT`]).
+    pub delays_ms: Vec<f64>,
+    /// After this run: `restart`, `done` or `parked`.
+    pub decision: String,
+    /// Why (`done` and `parked`).
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SupervisedRun {
+    pub pid: u32,
+    pub exit_status: u8,
+    pub cause: CauseKind,
+    pub ran_ms: f64,
+}
+
+impl Supervision {
+    /// Adds the run `s` and what was decided after it (`delay` for a restart).
+    pub fn record(
+        &mut self,
+        s: &CommandSummary,
+        decision: &str,
+        reason: Option<String>,
+        delay: Option<std::time::Duration>,
+    ) {
+        if self.runs.len() >= SUPERVISION_KEPT {
+            self.runs.remove(0);
+        }
+        self.runs.push(SupervisedRun {
+            pid: s.pid,
+            exit_status: s.exit_status,
+            cause: s.cause,
+            ran_ms: s.duration_ms,
+        });
+        self.runs_total += 1;
+        if let Some(d) = delay {
+            if self.delays_ms.len() >= SUPERVISION_KEPT {
+                self.delays_ms.remove(0);
+            }
+            self.delays_ms.push(d.as_secs_f64() * 1000.0);
+            self.restarts += 1;
+        }
+        self.decision = decision.to_owned();
+        self.reason = reason;
+    }
+}
+
+/// A duration for people: "250 ms", "2.0 s", "2 min 0 s".
+pub fn fmt_duration(d: std::time::Duration) -> String {
+    fmt_ms(d.as_secs_f64() * 1000.0)
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -445,6 +511,7 @@ mod tests {
             complete: true,
             lost: 0,
             notes: vec![],
+            supervision: None,
         };
         let text = render_command(&s);
         for want in [

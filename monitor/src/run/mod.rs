@@ -9,8 +9,11 @@
 //! polling /proc; the summary has the same shape, marked approximate.
 
 mod child;
+mod control;
 mod poll;
 mod resources;
+mod state;
+mod supervise;
 mod tree;
 
 use std::{
@@ -24,11 +27,17 @@ use anyhow::{Context as _, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-pub use self::resources::FileFormat;
 use self::{
     child::{Child, State},
     resources::Resources,
+    state::{LastEnd, Phase, RunState, StateFile},
+    supervise::{Decision, End, Supervisor},
     tree::Tree,
+};
+pub use self::{
+    control::{status, stop},
+    resources::FileFormat,
+    supervise::{DEFAULT_DELAY, DEFAULT_DELAY_MAX, Policy},
 };
 use crate::{
     claude::detect::Detector,
@@ -61,6 +70,15 @@ pub struct RunOptions {
     pub data_dir: Option<PathBuf>,
     pub ring_buffer_bytes: u32,
     pub redact: bool,
+    /// `--restart`: start the command again when it dies.
+    pub restart: Option<Policy>,
+    pub restart_delay: Duration,
+    pub restart_delay_max: Duration,
+    pub max_restarts: Option<u32>,
+    /// Supervising: how long a stopped command has between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// A name for `status` and `stop`.
+    pub name: Option<String>,
 }
 
 /// The signals `run` forwards to the command's process group, as a shell would.
@@ -115,14 +133,75 @@ impl Signals {
     }
 }
 
-/// Runs the command to its end; `run`'s exit status.
+/// Whether `run` was asked to stop a supervised command, and when its grace ends.
+pub(crate) struct Stop {
+    supervised: bool,
+    grace: Duration,
+    pub requested: bool,
+    kill_at: Option<tokio::time::Instant>,
+}
+
+impl Stop {
+    /// A signal for `run`: forwarded to the command's group as it is. Supervising, a
+    /// SIGTERM, SIGINT, SIGHUP or SIGQUIT also means "stop": the command is not started
+    /// again, and it gets SIGKILL if it still runs when the grace period is over.
+    fn forward(&mut self, child: &Child, sig: i32) {
+        child.signal(sig);
+        if self.supervised && sig != libc::SIGWINCH && !self.requested {
+            self.requested = true;
+            self.kill_at = Some(tokio::time::Instant::now() + self.grace);
+            eprintln!(
+                "claude-monitor: stopping   {} sent to the command; SIGKILL in {} if it still runs",
+                signal_name(sig).unwrap_or_else(|| format!("signal {sig}")),
+                report::fmt_duration(self.grace)
+            );
+        }
+    }
+
+    /// The grace period is over: SIGKILL to the command's group.
+    fn kill(&mut self, child: &Child) {
+        self.kill_at = None;
+        eprintln!(
+            "claude-monitor: stopping   the grace period ({}) is over: SIGKILL",
+            report::fmt_duration(self.grace)
+        );
+        child.signal(libc::SIGKILL);
+    }
+}
+
+/// What `run` keeps across the command's runs.
+struct Runner {
+    opts: RunOptions,
+    resources: Resources,
+    kernel: Option<(
+        Engine,
+        tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    )>,
+    signals: Signals,
+    sample: tokio::time::Interval,
+    notes: Vec<String>,
+    cwd: Option<String>,
+    /// The command as given, redacted.
+    command: Vec<String>,
+    hierarchy: Option<MemoryHierarchy>,
+    stop: Stop,
+}
+
+/// One run of the command.
+struct Once {
+    tree: Tree,
+    summary: CommandSummary,
+    duration: Duration,
+}
+
+/// Runs the command to its end (and again, with `--restart`); `run`'s exit status.
 pub async fn run(opts: RunOptions) -> Result<u8> {
     let redactor = if opts.redact {
         Redactor::default()
     } else {
         Redactor::off()
     };
-    let mut resources = Resources::open(opts.resources.as_deref(), redactor.clone())?;
+    let resources = Resources::open(opts.resources.as_deref(), redactor.clone())?;
     let cwd = std::env::current_dir()
         .ok()
         .map(|d| d.display().to_string());
@@ -149,86 +228,286 @@ pub async fn run(opts: RunOptions) -> Result<u8> {
             None
         }
     };
-    let mut child = Child::start_held(&opts.command)?;
-    let mut signals = Signals::new()?;
-    let started_at = Utc::now();
-    let started = Instant::now();
-    if let Err((e, status)) = child.release() {
-        eprintln!(
-            "claude-monitor: cannot run {}: {e}",
-            opts.command[0].to_string_lossy()
-        );
-        return Ok(status);
-    }
-    let mut tree = Tree::new(child.pid, MemoryHierarchy::detect());
-    let mut sample = tokio::time::interval(opts.sample_interval);
-    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let ((status, usage), source) = match kernel {
-        Some((mut engine, mut ring)) => {
-            let status = watch_kernel(
-                &mut engine,
-                &mut ring,
-                &mut tree,
-                &child,
-                &mut signals,
-                &mut sample,
-                &mut resources,
-            )
-            .await?;
-            (status, Source::Kernel)
-        }
-        None => {
-            let status =
-                poll::watch(&mut tree, &child, &mut signals, &mut sample, &mut resources).await?;
-            (status, Source::Proc)
-        }
-    };
-    let ended_at = Utc::now();
-    let duration = started.elapsed();
     let mut command: Vec<String> = opts
         .command
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     redactor.argv(&mut command);
-    let summary = summarize(
-        &tree,
-        Facts {
-            command,
-            cwd,
-            pid: child.pid,
-            started: started_at,
-            ended: ended_at,
-            duration,
-            status,
-            usage,
-            source,
-            resources: resources.peaks(),
-            notes,
+    let mut sample = tokio::time::interval(opts.sample_interval);
+    sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut supervisor = opts.restart.map(|policy| {
+        Supervisor::new(
+            policy,
+            opts.restart_delay,
+            opts.restart_delay_max,
+            opts.max_restarts,
+        )
+    });
+    let mut runner = Runner {
+        signals: Signals::new()?,
+        stop: Stop {
+            supervised: supervisor.is_some(),
+            grace: opts.grace,
+            requested: false,
+            kill_at: None,
         },
-    );
-    if let Err(e) = resources.finish() {
-        eprintln!("claude-monitor: {e:#}");
-    }
-    eprint!("{}", report::render_command(&summary));
-    if let Some(path) = &opts.summary_json {
-        let json = serde_json::to_string_pretty(&summary).unwrap_or_default();
-        if let Err(e) = write_private(path, format!("{json}\n").as_bytes()) {
-            eprintln!(
-                "claude-monitor: cannot write the summary to {}: {e}",
-                path.display()
-            );
+        opts,
+        resources,
+        kernel,
+        sample,
+        notes,
+        cwd,
+        command,
+        hierarchy: MemoryHierarchy::detect(),
+    };
+    let mut state = runner.state_file();
+    let mut supervision = report::Supervision::default();
+    loop {
+        let once = match runner.once(state.as_mut()).await? {
+            Ok(once) => once,
+            // Not started (not found, not executable): nothing to supervise.
+            Err(status) => return Ok(status),
+        };
+        let Once {
+            tree,
+            mut summary,
+            duration,
+        } = once;
+        let decision = supervisor.as_mut().map(|s| {
+            s.decide(
+                End {
+                    exit_code: summary.status.exit_code,
+                    signal: summary.status.signal.map(i32::from),
+                    ran_for: duration,
+                },
+                runner.stop.requested,
+            )
+        });
+        if let Some(decision) = &decision {
+            match decision {
+                Decision::Restart(d) => supervision.record(&summary, "restart", None, Some(*d)),
+                Decision::Done(why) => {
+                    supervision.record(&summary, "done", Some(why.clone()), None)
+                }
+                Decision::Park(why) => {
+                    supervision.record(&summary, "parked", Some(why.clone()), None)
+                }
+            }
+            summary.supervision = Some(supervision.clone());
+        }
+        runner.tell(&tree, &summary);
+        let status = summary.exit_status;
+        let delay = match decision {
+            None => return Ok(status),
+            Some(Decision::Done(why)) => {
+                eprintln!("claude-monitor: supervise  {why}");
+                return Ok(status);
+            }
+            Some(Decision::Park(why)) => {
+                eprintln!("claude-monitor: parked     {why}; not restarted");
+                return Ok(if status == 0 { 1 } else { status });
+            }
+            Some(Decision::Restart(delay)) => delay,
+        };
+        eprintln!(
+            "claude-monitor: restart    #{} in {} (that run lasted {})",
+            supervision.restarts,
+            report::fmt_duration(delay),
+            report::fmt_duration(duration)
+        );
+        if let Some(st) = state.as_mut() {
+            st.state.phase = Phase::Waiting;
+            st.state.child_pid = None;
+            st.state.restarts = supervision.restarts;
+            st.state.next_start = chrono::TimeDelta::from_std(delay)
+                .ok()
+                .map(|d| (Utc::now() + d).to_rfc3339_opts(SecondsFormat::Millis, true));
+            st.state.last = Some(LastEnd {
+                ended: summary.ended.clone(),
+                exit_status: status,
+                cause: summary.cause.as_str().to_owned(),
+                sentence: summary.sentence.clone(),
+            });
+            let _ = st.write();
+        }
+        drop(tree);
+        if runner.wait(delay).await? {
+            eprintln!("claude-monitor: supervise  stopped on request while waiting: not restarted");
+            return Ok(status);
         }
     }
-    if let Some(dir) = &opts.data_dir {
-        write_report(dir, &tree, &summary);
+}
+
+impl Runner {
+    /// The state file, or `None` (said once) when it cannot be written.
+    fn state_file(&self) -> Option<StateFile> {
+        let me = std::process::id();
+        let start_ticks =
+            crate::host::proc::read_stat(std::path::Path::new(crate::host::proc::PROC), me)
+                .map(|s| s.start)
+                .unwrap_or(0);
+        let dir = state::own_dir();
+        let st = RunState {
+            id: me,
+            start_ticks,
+            // SAFETY: getuid has no preconditions.
+            uid: unsafe { libc::getuid() },
+            name: self.opts.name.clone(),
+            command: self.command.clone(),
+            cwd: self.cwd.clone(),
+            started: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            supervised: self.opts.restart.is_some(),
+            phase: Phase::Running,
+            child_pid: None,
+            restarts: 0,
+            next_start: None,
+            last: None,
+        };
+        match StateFile::create(&dir, st) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!(
+                    "claude-monitor: cannot write a state file in {} ({e}): `claude-monitor status` will not list this run",
+                    dir.display()
+                );
+                None
+            }
+        }
     }
-    Ok(summary.exit_status)
+
+    /// Starts the command and watches it to its end: its summary, or the shell's status
+    /// when it could not be started.
+    async fn once(&mut self, state: Option<&mut StateFile>) -> Result<Result<Once, u8>> {
+        let mut child = Child::start_held(&self.opts.command)?;
+        let started_at = Utc::now();
+        let started = Instant::now();
+        if let Err((e, status)) = child.release() {
+            eprintln!(
+                "claude-monitor: cannot run {}: {e}",
+                self.opts.command[0].to_string_lossy()
+            );
+            return Ok(Err(status));
+        }
+        if let Some(st) = state {
+            st.state.phase = Phase::Running;
+            st.state.child_pid = Some(child.pid);
+            st.state.next_start = None;
+            let _ = st.write();
+        }
+        let mut tree = Tree::new(child.pid, self.hierarchy.clone());
+        let ((status, usage), source) = match &mut self.kernel {
+            Some((engine, ring)) => {
+                let end = watch_kernel(
+                    engine,
+                    ring,
+                    &mut tree,
+                    &child,
+                    &mut self.signals,
+                    &mut self.sample,
+                    &mut self.resources,
+                    &mut self.stop,
+                )
+                .await?;
+                (end, Source::Kernel)
+            }
+            None => {
+                let end = poll::watch(
+                    &mut tree,
+                    &child,
+                    &mut self.signals,
+                    &mut self.sample,
+                    &mut self.resources,
+                    &mut self.stop,
+                )
+                .await?;
+                (end, Source::Proc)
+            }
+        };
+        let duration = started.elapsed();
+        let summary = summarize(
+            &tree,
+            Facts {
+                command: self.command.clone(),
+                cwd: self.cwd.clone(),
+                pid: child.pid,
+                started: started_at,
+                ended: Utc::now(),
+                duration,
+                status,
+                usage,
+                source,
+                resources: self.resources.peaks(),
+                notes: self.notes.clone(),
+            },
+        );
+        Ok(Ok(Once {
+            tree,
+            summary,
+            duration,
+        }))
+    }
+
+    /// The summary on stderr, in `--summary-json`, and as a report with `--data-dir`.
+    fn tell(&mut self, tree: &Tree, summary: &CommandSummary) {
+        if let Err(e) = self.resources.finish() {
+            eprintln!("claude-monitor: {e:#}");
+        }
+        eprint!("{}", report::render_command(summary));
+        if let Some(path) = &self.opts.summary_json {
+            let json = serde_json::to_string_pretty(summary).unwrap_or_default();
+            if let Err(e) = write_private(path, format!("{json}\n").as_bytes()) {
+                eprintln!(
+                    "claude-monitor: cannot write the summary to {}: {e}",
+                    path.display()
+                );
+            }
+        }
+        if let Some(dir) = &self.opts.data_dir {
+            write_report(dir, tree, summary);
+        }
+    }
+
+    /// Waits `delay` before a restart, reading the ring meanwhile (the last run's orphans
+    /// go on); whether a stop was asked for.
+    async fn wait(&mut self, delay: Duration) -> Result<bool> {
+        let until = tokio::time::Instant::now() + delay;
+        let mut idle = Tree::new(0, None);
+        loop {
+            match &mut self.kernel {
+                Some((engine, ring)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => return Ok(false),
+                        sig = self.signals.forwarded.next() => if sig != libc::SIGWINCH {
+                            return Ok(true);
+                        },
+                        guard = ring.readable_mut() => {
+                            let mut guard = guard.map_err(OutputError::Io)?;
+                            engine.drain(guard.get_inner_mut(), &mut idle)?;
+                            guard.clear_ready();
+                        }
+                    }
+                }
+                None => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => return Ok(false),
+                        sig = self.signals.forwarded.next() => if sig != libc::SIGWINCH {
+                            return Ok(true);
+                        },
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The event loop with the kernel programs: the ring buffer into the tree, the command's
 /// state changes, the forwarded signals and the samples, until the command ended and its
 /// exit record was read (or [`ROOT_EXIT_WAIT`] passed). Returns its wait status.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the loop's parts, borrowed apart"
+)]
 async fn watch_kernel(
     engine: &mut Engine,
     ring: &mut tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
@@ -237,6 +516,7 @@ async fn watch_kernel(
     signals: &mut Signals,
     sample: &mut tokio::time::Interval,
     resources: &mut Resources,
+    stop: &mut Stop,
 ) -> Result<Ended> {
     let mut tick = tokio::time::interval(COUNTER_PERIOD);
     let mut backlog = false;
@@ -253,6 +533,7 @@ async fn watch_kernel(
             return Ok(status);
         }
         let wait_left = ended.map(|(_, at)| ROOT_EXIT_WAIT.saturating_sub(at.elapsed()));
+        let kill_at = stop.kill_at.filter(|_| ended.is_none());
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(OutputError::Io)?;
@@ -274,7 +555,8 @@ async fn watch_kernel(
                     backlog = engine.drain(ring.get_mut(), tree)?;
                 }
             }
-            sig = signals.forwarded.next(), if ended.is_none() => child.signal(sig),
+            sig = signals.forwarded.next(), if ended.is_none() => stop.forward(child, sig),
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => stop.kill(child),
             _ = sample.tick(), if ended.is_none() => {
                 let pids: Vec<u32> = tree.live().collect();
                 resources.sample(child.pid, &pids);
@@ -438,6 +720,7 @@ fn summarize(tree: &Tree, f: Facts) -> CommandSummary {
         complete: tree.lost == 0,
         lost: tree.lost,
         notes,
+        supervision: None,
     }
 }
 

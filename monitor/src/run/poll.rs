@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{Signals, reap, resources::Resources, tree::Tree};
+use super::{Signals, Stop, reap, resources::Resources, tree::Tree};
 use crate::run::child::Child;
 
 /// How often /proc is scanned.
@@ -20,10 +20,12 @@ pub async fn watch(
     signals: &mut Signals,
     sample: &mut tokio::time::Interval,
     resources: &mut Resources,
+    stop: &mut Stop,
 ) -> Result<super::Ended> {
     let mut scan = tokio::time::interval(POLL);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        let kill_at = stop.kill_at;
         tokio::select! {
             _ = scan.tick() => {
                 if let Ok(stats) = crate::host::proc::all(std::path::Path::new(crate::host::proc::PROC)) {
@@ -35,7 +37,8 @@ pub async fn watch(
                     return Ok(end);
                 }
             }
-            sig = signals.forwarded.next() => child.signal(sig),
+            sig = signals.forwarded.next() => stop.forward(child, sig),
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => stop.kill(child),
             _ = sample.tick() => {
                 let pids: Vec<u32> = tree.live().collect();
                 let s = resources.sample(child.pid, &pids);

@@ -87,6 +87,7 @@ fn stat(pid: u32, ppid: u32, comm: &str, start: u64) -> Stat {
         ppid,
         comm: comm.into(),
         start,
+        zombie: false,
     }
 }
 

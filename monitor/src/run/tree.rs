@@ -99,6 +99,10 @@ impl Tree {
         let Body::Exit(exit) = &event.body else {
             return;
         };
+        // Not this tree's (an orphan of an earlier run, or `run` itself).
+        if !self.live.contains(&event.pid) && !self.parents.contains_key(&event.pid) {
+            return;
+        }
         self.live.remove(&event.pid);
         if let (Some(u), Some(s)) = (exit.usage.utime_ms, exit.usage.stime_ms) {
             self.cpu_ms.0 += u;
@@ -214,8 +218,11 @@ impl Tree {
 impl Output for Tree {
     fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), OutputError> {
         match &event.body {
-            // `run`'s own fork of the command (the programs watch `run`).
-            Body::Fork(_) if event.pid == self.root => {}
+            // `run`'s own fork of the command (the programs watch `run`), and forks outside
+            // this tree (orphans of an earlier run of a supervised command).
+            Body::Fork(f)
+                if event.pid == self.root
+                    || !(self.live.contains(&f.ppid) || self.parents.contains_key(&f.ppid)) => {}
             Body::Fork(f) => {
                 self.started += 1;
                 self.live.insert(event.pid);
