@@ -1437,6 +1437,95 @@ print("survived", len(chunks))
         }
     }
 
+    /// The real CLI, interactively in tmux, under `claude-monitor run` (issue 14): the TUI
+    /// works inside it (its prompt, typed keys, the tool's run, `/exit`), `run` exits with
+    /// the CLI's status, and its summary (on the pane and in `--summary-json`) is of the
+    /// CLI's tree, the tool's processes counted.
+    #[test]
+    fn run_wraps_the_interactive_cli() {
+        let name = "run_wraps_the_interactive_cli";
+        if !privileged(name) {
+            return;
+        }
+        let inst = install::install(NATIVE);
+        let sandbox = Sandbox::new("run-wrap");
+        let mock = MockApi::start(Script::bash("echo via-run; exit 3"));
+        let summary_path = sandbox.root.join("summary.json");
+        let claude_path = inst.claude();
+        let args: Vec<String> = vec![
+            "run".into(),
+            "--summary-json".into(),
+            summary_path.display().to_string(),
+            "--".into(),
+            claude_path.display().to_string(),
+            "--allowedTools".into(),
+            "Bash".into(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let tmux = Tmux::start(
+            &sandbox,
+            &claude_monitor_tests::agent_binary(),
+            &args,
+            &mock,
+        );
+        let run_pid = tmux.pid;
+        step(&format!(
+            "claude-monitor run started in tmux: pid {run_pid}"
+        ));
+        tmux.wait_screen(T, "the CLI's idle prompt (`? for shortcuts`)", |s| {
+            s.contains("? for shortcuts")
+        });
+        let claude_pid = claude_monitor_tests::descendants(run_pid)
+            .into_iter()
+            .find(|&p| p != run_pid)
+            .expect("the CLI under run");
+        step(&format!("claude runs under run: pid {claude_pid}"));
+        tmux.type_text("run the test's command");
+        tmux.key("Enter");
+        let result = mock.wait_tool_result(0, T);
+        assert!(result.content.contains("via-run"), "{result:?}");
+        assert!(result.content.contains("Exit code 3"), "{result:?}");
+        tmux.wait_screen(T, "the final answer", |s| s.contains("Done."));
+        tmux.type_text("/exit");
+        tmux.wait_screen(T, "`/exit` typed", |s| s.contains("/exit"));
+        tmux.key("Enter");
+        wait_until(
+            T,
+            "run's exit after /exit",
+            || tmux.exited().is_some(),
+            || format!("screen:\n{}", tmux.screen()),
+        );
+        // The summary comes after the CLI's last screen: in the pane's history.
+        let screen = tmux.history();
+        assert_eq!(tmux.exited().as_deref(), Some("0"), "{screen}");
+        // The agent's own detection names the CLI a Claude Code session root.
+        assert!(
+            screen.contains(&format!(
+                "claude-monitor: ended      claude (pid {claude_pid}), the root of Claude Code session "
+            )) && screen.contains("exited with status 0 (success)"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("claude-monitor: status     exit status 0: success → exit 0"),
+            "{screen}"
+        );
+        let text = std::fs::read_to_string(&summary_path).expect("the summary");
+        let s: Value = serde_json::from_str(&text).expect("summary JSON");
+        assert_eq!(s["pid"].as_u64(), Some(u(claude_pid)), "{s}");
+        assert_eq!(s["exit_status"], 0);
+        assert_eq!(s["cause"], "exited");
+        assert_eq!(s["source"], "kernel");
+        assert_eq!(s["complete"], true);
+        assert_eq!(s["command"][0], claude_path.display().to_string());
+        // The CLI, the tool's shell (which exited 3), and whatever else the CLI ran.
+        assert!(s["processes"].as_u64() >= Some(2), "{s}");
+        assert!(
+            s["nonzero_exits"].as_u64() >= Some(1),
+            "the tool's exit 3: {s}"
+        );
+        assert_eq!(s["abnormal_total"], 0, "{s}");
+    }
+
     /// The harness alone (no agent, no root): the mock answers the CLI, which runs the
     /// tool, sends its result and prints the final text.
     #[test]

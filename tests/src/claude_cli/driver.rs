@@ -395,6 +395,12 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The pane's whole text: its scrollback history and the visible screen.
+    pub fn history(&self) -> String {
+        let out = self.tmux(&["capture-pane", "-p", "-S", "-", "-E", "-", "-t", "cm"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Waits until the screen satisfies `pred`; returns it. Panics with the screen.
     pub fn wait_screen(
         &self,
@@ -427,9 +433,19 @@ impl Tmux {
         assert!(out.status.success(), "send-keys {key}: {out:?}");
     }
 
-    /// Whether the CLI has exited, and with which status (`#{pane_dead_status}`).
+    /// Whether the CLI has exited, and with which status (`#{pane_dead_status}`), or
+    /// `signal N` when a signal killed it (`#{pane_dead_signal}`). `None` until tmux has
+    /// both the pane's death and how it died (it can show the first a moment before).
     pub fn exited(&self) -> Option<String> {
-        (self.display("#{pane_dead}") == "1").then(|| self.display("#{pane_dead_status}"))
+        if self.display("#{pane_dead}") != "1" {
+            return None;
+        }
+        let status = self.display("#{pane_dead_status}");
+        if !status.is_empty() {
+            return Some(status);
+        }
+        let signal = self.display("#{pane_dead_signal}");
+        (!signal.is_empty()).then(|| format!("signal {signal}"))
     }
 }
 
