@@ -235,6 +235,19 @@ pub struct RunArgs {
     /// A name for `claude-monitor status` and `claude-monitor stop NAME`.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+    /// The daemon's socket: when a daemon answers there, it watches the command (no root
+    /// needed: your own processes), and `run` loads no programs of its own.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "CLAUDE_MONITOR_API_SOCKET",
+        default_value = "/run/claude-monitor/api.sock"
+    )]
+    pub socket: std::path::PathBuf,
+    /// Do not use a daemon even when one runs: load the kernel programs (root, or CAP_BPF
+    /// and CAP_PERFMON), else poll /proc.
+    #[arg(long)]
+    pub no_daemon: bool,
     /// The command and its arguments, after `--`.
     #[arg(required = true, trailing_var_arg = true, value_name = "CMD")]
     pub command: Vec<std::ffi::OsString>,
@@ -289,6 +302,8 @@ impl RunArgs {
             max_restarts: self.max_restarts,
             grace,
             name: self.name,
+            socket: self.socket,
+            no_daemon: self.no_daemon,
             command: self.command,
             summary_json: self.summary_json,
             resources: self.resources,

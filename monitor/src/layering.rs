@@ -56,7 +56,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "run",
         &[
             "event", "host", "kernel", "claude", "signals", "pipeline", "output", "report",
-            "daemon",
+            "daemon", "api",
         ],
     ),
     // The fuzz targets call every parser of untrusted bytes; nothing imports them.

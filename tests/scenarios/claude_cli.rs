@@ -1454,6 +1454,7 @@ print("survived", len(chunks))
         let claude_path = inst.claude();
         let args: Vec<String> = vec![
             "run".into(),
+            "--no-daemon".into(),
             "--summary-json".into(),
             summary_path.display().to_string(),
             "--".into(),

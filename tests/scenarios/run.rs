@@ -21,14 +21,18 @@ const NOBODY: u32 = 65534;
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// `claude-monitor run --summary-json <dir>/summary.json [extra] -- args...`, its stderr
-/// captured.
+/// captured. Without `--socket` in `extra`, `--no-daemon`: a daemon running on the host's
+/// default socket must not change what these scenarios check.
 fn run_cmd(dir: &Path, extra: &[&str], args: &[&str]) -> Command {
     let mut cmd = Command::new(agent_binary());
     cmd.arg("run")
         .arg("--summary-json")
         .arg(summary_path(dir))
-        .args(extra)
-        .arg("--")
+        .args(extra);
+    if !extra.contains(&"--socket") {
+        cmd.arg("--no-daemon");
+    }
+    cmd.arg("--")
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -557,4 +561,71 @@ fn run_status_and_stop() {
         "{}",
         String::from_utf8_lossy(&after.stderr)
     );
+}
+
+/// With a daemon on its socket, a user who is not root gets the kernel's facts: `run` asks
+/// the daemon to watch the held command (`POST /v1/watch`) and reads its session's stream.
+/// Every process is counted, the kill inside the tree has its sender, the status passes.
+#[test]
+fn run_through_the_daemon_socket() {
+    if !privileged("run_through_the_daemon_socket") {
+        return;
+    }
+    let tmp = TempDir::new(&format!("cm-run-daemon-{}", std::process::id()));
+    let dir = tmp.path();
+    // Reachable by a user who is not root.
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let socket = dir.join("api.sock");
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[kernel]\npin = false\n[api]\nsocket = \"{}\"\n",
+            dir.join("data").display(),
+            socket.display()
+        ),
+    )
+    .expect("config");
+    let daemon = claude_monitor_tests::Agent::daemon(&config, &[]);
+    let out = dir.join("out");
+    std::fs::create_dir(&out).expect("mkdir");
+    std::os::unix::fs::chown(&out, Some(NOBODY), Some(NOBODY)).expect("chown");
+    let mut cmd = run_cmd(
+        &out,
+        &["--socket", socket.to_str().expect("path")],
+        &["sh", "-c", "/bin/true; sh -c 'kill -9 $$'; exit 3"],
+    );
+    cmd.uid(NOBODY).gid(NOBODY).current_dir(&out);
+    let run = Spawned::spawn(&mut cmd);
+    let (status, stderr, s) = finish(run, &out);
+    assert_eq!(status, 3, "{stderr}");
+    assert!(!stderr.contains("cannot load"), "{stderr}");
+    assert_eq!(s["source"], "daemon", "{s}");
+    assert_eq!(s["approximate"], false);
+    assert_eq!(s["complete"], true, "{s}");
+    assert_eq!(s["processes"], 3, "sh, true, the inner sh: {s}");
+    assert_eq!(s["abnormal_total"], 1, "{s}");
+    let death = &s["abnormal"][0];
+    assert_eq!(death["cause"], "killed");
+    assert_eq!(death["signal_name"], "SIGKILL");
+    assert_eq!(death["depth"], 1);
+    assert_eq!(
+        death["killed_by"]["pid"], death["pid"],
+        "it killed itself: {s}"
+    );
+    assert_eq!(death["killed_by"]["uid"], NOBODY);
+    assert!(
+        s["sentence"]
+            .as_str()
+            .is_some_and(|t| t.starts_with(&format!("sh (pid {}) exited with status 3", s["pid"]))),
+        "{s}"
+    );
+    assert!(
+        s["likely_cause"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("its child: sh (pid ") && !t.contains("session")),
+        "{s}"
+    );
+    daemon.stop(Vec::new());
 }

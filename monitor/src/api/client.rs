@@ -153,36 +153,149 @@ struct WriteFailed(io::Error);
 
 /// Connects and sends the request (resuming after `last_id`); the answer's body.
 async fn request(opts: &Options, last_id: Option<u64>) -> Result<Incoming> {
-    let stream = tokio::net::UnixStream::connect(&opts.socket)
-        .await
-        .map_err(|e| connect_error(&opts.socket, e))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .context("HTTP handshake with the daemon")?;
-    tokio::spawn(conn);
     let mut req = Request::get(opts.path()).header(hyper::header::HOST, "localhost");
     if let Some(id) = last_id {
         req = req.header("last-event-id", id.to_string());
     }
     let req = req.body(http_empty()).context("request")?;
+    let (status, body) = send(&opts.socket, req).await?;
+    success(status, body).await
+}
+
+/// The body of a successful answer; the daemon's own message for a failure status.
+async fn success(status: hyper::StatusCode, body: Incoming) -> Result<Incoming> {
+    if status.is_success() {
+        return Ok(body);
+    }
+    Err(json_answer(status, body)
+        .await
+        .err()
+        .unwrap_or_else(|| anyhow!("the daemon answered {status}")))
+}
+
+/// Sends one request on a new connection: the answer's status and body.
+async fn send(socket: &Path, req: Request<Empty>) -> Result<(hyper::StatusCode, Incoming)> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| connect_error(socket, e))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("HTTP handshake with the daemon")?;
+    tokio::spawn(conn);
     let resp = sender
         .send_request(req)
         .await
         .context("request to the daemon")?;
-    let status = resp.status();
-    let mut body = resp.into_body();
-    if !status.is_success() {
-        let mut text = Vec::new();
-        while let Some(chunk) = next_chunk(&mut body).await? {
-            text.extend_from_slice(&chunk);
+    Ok((resp.status(), resp.into_body()))
+}
+
+/// A whole JSON answer; an error with the daemon's own message for a failure status.
+async fn json_answer(status: hyper::StatusCode, mut body: Incoming) -> Result<serde_json::Value> {
+    let mut text = Vec::new();
+    while let Some(chunk) = next_chunk(&mut body).await? {
+        text.extend_from_slice(&chunk);
+        if text.len() > 1 << 20 {
+            return Err(anyhow!("the daemon's answer is over 1 MiB"));
         }
-        let message = serde_json::from_slice::<serde_json::Value>(&text)
-            .ok()
+    }
+    let value = serde_json::from_slice::<serde_json::Value>(&text).ok();
+    if !status.is_success() {
+        let message = value
+            .as_ref()
             .and_then(|v| v["error"].as_str().map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&text).into_owned());
         return Err(anyhow!("the daemon answered {status}: {message}"));
     }
-    Ok(body)
+    value.ok_or_else(|| anyhow!("the daemon's answer is not JSON"))
+}
+
+/// `POST /v1/watch?pid=PID`: the daemon watches `pid` (a process of the caller's, started
+/// held by `claude-monitor run`) as the root of a session; its id and the last seq written.
+pub async fn watch(socket: &Path, pid: u32) -> Result<(String, u64)> {
+    let req = Request::post(format!("/v1/watch?pid={pid}"))
+        .header(hyper::header::HOST, "localhost")
+        .body(http_empty())
+        .context("request")?;
+    let (status, body) = send(socket, req).await?;
+    let v = json_answer(status, body).await?;
+    match (v["session"].as_str(), v["seq"].as_u64()) {
+        (Some(session), Some(seq)) => Ok((session.to_owned(), seq)),
+        _ => Err(anyhow!("the daemon's answer has no session and seq: {v}")),
+    }
+}
+
+/// The events of one session as they come (`/v1/events/stream?session=ID`, after `seq`).
+pub struct SessionStream {
+    body: Incoming,
+    pending: Vec<u8>,
+    data: Option<Vec<u8>>,
+    ended: bool,
+}
+
+/// The longest SSE line read (an event line is far shorter; a longer one is skipped).
+const MAX_LINE: usize = 1 << 20;
+
+impl SessionStream {
+    /// Connects; the stream starts after `after` (no gap, no duplicate: `Last-Event-ID`).
+    pub async fn open(socket: &Path, session: &str, after: u64) -> Result<SessionStream> {
+        let req = Request::get(format!(
+            "/v1/events/stream?session={}",
+            percent_encode(session)
+        ))
+        .header(hyper::header::HOST, "localhost")
+        .header("last-event-id", after.to_string())
+        .body(http_empty())
+        .context("request")?;
+        let (status, body) = send(socket, req).await?;
+        Ok(SessionStream {
+            body: success(status, body).await?,
+            pending: Vec::new(),
+            data: None,
+            ended: false,
+        })
+    }
+
+    /// The next event (its JSON); `None` once the daemon ended the stream (it stopped).
+    pub async fn next(&mut self) -> Result<Option<serde_json::Value>> {
+        loop {
+            while let Some(n) = self.pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = self.pending.drain(..=n).collect();
+                let line = &line[..n];
+                if let Some(d) = line.strip_prefix(b"data: ") {
+                    self.data = Some(d.to_vec());
+                } else if line.is_empty()
+                    && let Some(d) = self.data.take()
+                    && let Ok(v) = serde_json::from_slice(&d)
+                {
+                    return Ok(Some(v));
+                }
+            }
+            if self.pending.len() > MAX_LINE {
+                self.pending.clear();
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match next_chunk(&mut self.body).await? {
+                Some(chunk) => self.pending.extend_from_slice(&chunk),
+                None => self.ended = true,
+            }
+        }
+    }
+}
+
+/// Whether a daemon answers on `socket` (`/healthz`).
+pub async fn daemon_answers(socket: &Path) -> bool {
+    let Ok(req) = Request::get("/healthz")
+        .header(hyper::header::HOST, "localhost")
+        .body(http_empty())
+    else {
+        return false;
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), send(socket, req)).await {
+        Ok(Ok((status, body))) => json_answer(status, body).await.is_ok(),
+        _ => false,
+    }
 }
 
 /// How printing an answer ended.

@@ -4,7 +4,8 @@
 //! event log files ([`history`]) and a Server-Sent Events stream that resumes with no gap
 //! and no duplicate; `/v1/sessions` ([`sessions`]: asked of the event loop through a
 //! bounded channel) and `/v1/reports` ([`reports`]: the report directory, read on a
-//! blocking thread); [`tcp`] serves the same routes on TCP (`api.tcp`), read-only, behind a
+//! blocking thread); `POST /v1/watch` ([`watch`], the Unix socket only) has the daemon
+//! watch a `claude-monitor run` command of the peer's; [`tcp`] serves the same routes on TCP (`api.tcp`), read-only, behind a
 //! bearer token or, without one, `/healthz` and `/metrics` only; [`client`] is
 //! `claude-monitor events`.
 //!
@@ -29,3 +30,4 @@ pub mod server;
 pub mod sessions;
 pub mod tcp;
 pub mod users;
+pub mod watch;

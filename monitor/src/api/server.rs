@@ -62,6 +62,8 @@ pub struct State {
     pub sessions: super::sessions::Requests,
     /// `/v1/reports`: the report directory.
     pub reports: crate::report::ReportStore,
+    /// `POST /v1/watch` (the Unix socket only): answered by the daemon's loop.
+    pub watch: super::watch::Requests,
 }
 
 /// Who the peer is (root, a member of the group, or a user).
@@ -141,11 +143,21 @@ pub fn bind(path: &Path, mode: u32, gid: Option<u32>) -> io::Result<UnixListener
 pub fn start(listener: UnixListener, path: PathBuf, state: State) -> Listening {
     let state = Arc::new(state);
     let task = accept_loop(listener, move |stream: &UnixStream| {
-        let viewer = viewer(&stream.peer_cred().ok()?, state.group.as_ref());
+        let cred = stream.peer_cred().ok()?;
+        let viewer = viewer(&cred, state.group.as_ref());
+        let uid = cred.uid();
         let state = state.clone();
-        Some(move |req| {
+        Some(move |req: Request<hyper::body::Incoming>| {
             let state = state.clone();
-            async move { handle(&state, viewer, req).await }
+            async move {
+                // The one route that changes something, for local peers only (the TCP
+                // listener serves GET only): their own processes, by their uid.
+                if req.method() == Method::POST && req.uri().path() == "/v1/watch" {
+                    let query = req.uri().query().unwrap_or("");
+                    return super::watch::serve(&state.watch, uid, query).await;
+                }
+                handle(&state, viewer, req).await
+            }
         })
     });
     Listening { path, task }

@@ -199,6 +199,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     };
     // `/v1/sessions`: the server asks, the loop answers (see `api::sessions`).
     let (session_requests, mut session_rx) = api::sessions::channel();
+    // `POST /v1/watch` from `claude-monitor run`: the loop answers too.
+    let (watch_requests, mut watch_rx) = api::watch::channel();
     // Served once the programs are attached; the socket is removed when the daemon stops.
     let api_logs = api::history::LogFiles {
         path: events_path.clone(),
@@ -217,6 +219,8 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                     metrics: out.metrics.clone().unwrap_or_default(),
                     sessions: session_requests.clone(),
                     reports: ReportStore::new(reports_dir.clone()),
+                    // Never reached over TCP (GET only), but the state is one type.
+                    watch: watch_requests.clone(),
                 },
             )
             .await
@@ -231,7 +235,11 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             out.metrics.clone().unwrap_or_default(),
             api_logs,
             started,
-            (session_requests, ReportStore::new(reports_dir.clone())),
+            (
+                session_requests,
+                watch_requests,
+                ReportStore::new(reports_dir.clone()),
+            ),
         ),
         _ => None,
     };
@@ -300,6 +308,11 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
             // One request per turn of the loop; its cost is bounded (see `api::sessions`).
             Some(req) = session_rx.recv() => {
                 let answer = sessions_answer(&engine, &out, &req);
+                let _ = req.reply.send(answer);
+            }
+            // `claude-monitor run`'s command: watched from now, as a session of its own.
+            Some(req) = watch_rx.recv() => {
+                let answer = watch_answer(&mut engine, &out, req.pid, req.uid);
                 let _ = req.reply.send(answer);
             }
             _ = metrics_tick.tick(), if out.metrics.is_some() => {
@@ -424,6 +437,18 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
 }
 
 /// Binds and serves the API socket; a failure is said and the daemon runs on without it.
+/// `POST /v1/watch`: the process `pid`, when it is the peer's (`uid`) or the peer is root,
+/// becomes the root of a session of its own; its id and the last seq written.
+fn watch_answer(engine: &mut Engine, out: &DaemonOutput, pid: u32, uid: u32) -> api::watch::Answer {
+    let owner =
+        crate::pipeline::scope::proc_uid(pid).ok_or_else(|| format!("no such process: {pid}"))?;
+    if !api::watch::allowed(uid, owner) {
+        return Err(format!("not yours: process {pid} belongs to uid {owner}"));
+    }
+    let session = engine.watch_root(pid, owner)?;
+    Ok((session, out.seq))
+}
+
 fn start_api(
     socket: &Path,
     settings: &config::Api,
@@ -431,8 +456,8 @@ fn start_api(
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     logs: api::history::LogFiles,
     started: Instant,
-    // `/v1/sessions` (answered by the loop) and `/v1/reports`.
-    (sessions, reports): (api::sessions::Requests, ReportStore),
+    // `/v1/sessions` and `/v1/watch` (answered by the loop) and `/v1/reports`.
+    (sessions, watch, reports): (api::sessions::Requests, api::watch::Requests, ReportStore),
 ) -> Option<api::server::Listening> {
     let group = if settings.group.is_empty() {
         None
@@ -463,6 +488,7 @@ fn start_api(
                     metrics,
                     sessions,
                     reports,
+                    watch,
                 },
             ))
         }

@@ -18,7 +18,7 @@ pub struct SessionJson {
 }
 
 /// Attribution of one event's process.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Attr {
     pub proc_id: Option<String>,
     pub session: Option<SessionJson>,
@@ -87,7 +87,7 @@ pub struct OomCause {
 }
 
 /// Why a process ended.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Cause {
     pub cause: CauseKind,
     pub killed_by: Option<KilledBy>,

@@ -89,6 +89,34 @@ impl Body {
 }
 
 impl Event {
+    /// An event read back from its JSON line (the daemon's stream): the kinds a command's
+    /// tree is made of (`exit`, `fork`, `exec`, `lost`); `None` for any other kind or for
+    /// a line that is not one.
+    pub fn from_json(v: &serde_json::Value) -> Option<Event> {
+        let of = |v: &serde_json::Value| v.clone();
+        let body = match v["kind"].as_str()? {
+            "exit" => Body::Exit(serde_json::from_value(of(v)).ok()?),
+            "fork" => Body::Fork(serde_json::from_value(of(v)).ok()?),
+            "exec" => Body::Exec(serde_json::from_value(of(v)).ok()?),
+            "lost" => Body::Lost(serde_json::from_value(of(v)).ok()?),
+            _ => return None,
+        };
+        let attr = v
+            .get("proc_id")
+            .is_some()
+            .then(|| serde_json::from_value::<Attr>(of(v)).ok())
+            .flatten();
+        Some(Event {
+            v: u32::try_from(v["v"].as_u64()?).ok()?,
+            kind: body.kind(),
+            ts: v["ts"].as_str()?.to_owned(),
+            pid: u32::try_from(v["pid"].as_u64()?).ok()?,
+            comm: v["comm"].as_str()?.to_owned(),
+            body,
+            attr,
+        })
+    }
+
     pub fn new(ts: String, pid: u32, comm: String, body: Body) -> Event {
         Event {
             v: SCHEMA_VERSION,

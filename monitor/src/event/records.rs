@@ -26,7 +26,7 @@ pub struct SignalDeliver {
     pub count: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Exit {
     pub tid: u32,
     /// Name of the last thread out when it is not the process's main thread (`comm` is the
@@ -141,14 +141,14 @@ pub struct Trigger {
     pub comm: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Fork {
     pub tid: u32,
     pub ppid: u32,
     pub parent_tid: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Exec {
     pub tid: u32,
     pub old_tid: u32,
@@ -162,7 +162,7 @@ pub struct Exec {
     pub argv_truncated: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Lost {
     pub count: u64,
     pub reason: LostReason,
@@ -258,7 +258,7 @@ impl SignalResult {
 }
 
 /// Why records were lost (`lost.reason`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LostReason {
     /// Records the kernel dropped because the ring buffer was full.

@@ -69,6 +69,9 @@ pub struct Session {
     ended: Option<std::time::Instant>,
 }
 
+/// The agent name of a session made for `claude-monitor run` through the daemon's API.
+pub const RUN_AGENT: &str = "run";
+
 impl Session {
     /// The root process's uid (`None` when it could not be read).
     pub fn uid(&self) -> Option<u32> {
@@ -409,6 +412,10 @@ impl Attributor {
         if let Some(p) = self.table.get(id.pid)
             && p.session_root
             && p.id == id
+            // A `run` session whose root becomes an agent becomes that agent's session.
+            && p.session
+                .and_then(|idx| self.sessions.get(&idx))
+                .is_none_or(|s| s.agent != RUN_AGENT || detection.agent == RUN_AGENT)
         {
             return p.session;
         }
@@ -419,6 +426,12 @@ impl Attributor {
             None if detection.agent == crate::claude::CLAUDE_CODE => detect::package_version(facts),
             v => v,
         };
+        self.new_session(Session::new(detection.agent, id, version, own_config, uid))
+    }
+
+    /// Tracks `session`, its root marked in the table; `None` when [`MAX_SESSIONS`] are
+    /// tracked (counted, said once).
+    fn new_session(&mut self, session: Session) -> Option<SessionIdx> {
         if self.sessions.len() >= MAX_SESSIONS {
             self.prune(std::time::Instant::now());
         }
@@ -431,13 +444,42 @@ impl Attributor {
         }
         let idx = self.next_session;
         self.next_session += 1;
-        self.sessions.insert(
-            idx,
-            Session::new(detection.agent, id, version, own_config, uid),
-        );
-        self.table.set_session(id.pid, idx);
-        tracing::debug!(pid = id.pid, session = idx, "session detected");
+        let root = session.root.pid;
+        self.sessions.insert(idx, session);
+        self.table.set_session(root, idx);
+        tracing::debug!(pid = root, session = idx, "session detected");
         Some(idx)
+    }
+
+    /// Makes `pid`, a live process of `uid`, the root of a session of its own (agent
+    /// [`RUN_AGENT`]): the command of a `claude-monitor run` that asked the daemon to watch
+    /// it. Its id, or `None` when the process is gone or no session can be tracked. A
+    /// process that is already a session's root keeps its session; when a `run` session's
+    /// root then execs Claude Code, detection makes it a Claude Code session with the same
+    /// id (see [`Attributor::maybe_session`]).
+    pub fn watch_root(&mut self, pid: u32, uid: u32) -> Option<SessionIdx> {
+        let stat = crate::host::proc::read_stat(std::path::Path::new(crate::host::proc::PROC), pid)
+            .ok()
+            .filter(|s| !s.zombie)?;
+        let id = ProcId {
+            pid,
+            start: stat.start,
+        };
+        match self.table.get(pid) {
+            Some(p) if p.id == id => {
+                if p.session_root {
+                    return p.session;
+                }
+            }
+            _ => self.table.insert_existing(id, stat.ppid, stat.comm),
+        }
+        self.new_session(Session::new(
+            RUN_AGENT.to_owned(),
+            id,
+            None,
+            None,
+            Some(uid),
+        ))
     }
 
     pub fn on_fork(&mut self, f: &Fork) {

@@ -387,6 +387,25 @@ impl Engine {
         self.drain(ring, out)
     }
 
+    /// Watches `pid` (a live process of `uid`) and its descendants from now on, as the
+    /// root of a session of its own (see [`Attributor::watch_root`]): the session's id.
+    pub fn watch_root(&mut self, pid: u32, uid: u32) -> Result<String, String> {
+        let idx =
+            self.core.attributor.watch_root(pid, uid).ok_or_else(|| {
+                format!("process {pid} is gone, or no more sessions can be tracked")
+            })?;
+        if let Err(e) = self.watched.insert(pid, 0, 0) {
+            self.watch_insert_errors += 1;
+            return Err(format!("the kernel's watch map refused process {pid}: {e}"));
+        }
+        let session = self
+            .core
+            .attributor
+            .session(idx)
+            .ok_or_else(|| format!("the session of process {pid} is gone"))?;
+        Ok(self.core.attributor.session_json(session).id)
+    }
+
     /// Whether the event loop should poll the ring buffer again in [`BUSY_POLL`].
     pub fn busy(&self) -> bool {
         self.last_found.is_some_and(|t| t.elapsed() <= BUSY_WINDOW)

@@ -18,12 +18,16 @@ use crate::{
 pub enum Source {
     /// The kernel programs, loaded by `run` itself.
     Kernel,
+    /// The daemon's kernel programs, through its API socket (`POST /v1/watch`, then the
+    /// command's session's event stream).
+    Daemon,
     /// /proc, polled: short-lived processes may be missed, senders are unknown.
     Proc,
 }
 
 names!(Source {
     Kernel => "kernel",
+    Daemon => "daemon",
     Proc => "proc",
 });
 

@@ -79,6 +79,10 @@ pub struct RunOptions {
     pub grace: Duration,
     /// A name for `status` and `stop`.
     pub name: Option<String>,
+    /// The daemon's API socket: when a daemon answers there, it watches the command.
+    pub socket: PathBuf,
+    /// Never use a daemon: load the kernel programs.
+    pub no_daemon: bool,
 }
 
 /// The signals `run` forwards to the command's process group, as a shell would.
@@ -173,10 +177,7 @@ impl Stop {
 struct Runner {
     opts: RunOptions,
     resources: Resources,
-    kernel: Option<(
-        Engine,
-        tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
-    )>,
+    watcher: Watcher,
     signals: Signals,
     sample: tokio::time::Interval,
     notes: Vec<String>,
@@ -206,35 +207,18 @@ pub async fn run(opts: RunOptions) -> Result<u8> {
         .ok()
         .map(|d| d.display().to_string());
     let mut notes = Vec::new();
-    // The programs first, watching `run` itself: the command is forked after, so the
-    // kernel follows it from its fork (the only process `run` starts), and its lifetime is
-    // its own, not the programs' load time.
-    let kernel = match Engine::start(&EngineOptions {
-        scope: ScopeMode::Pids(vec![std::process::id()]),
-        ring_buffer_bytes: opts.ring_buffer_bytes,
-        oom_all: false,
-        report_ignored_signals: false,
-        report_runtime_signals: false,
-        detector: Detector::new(Vec::new()).context("agent rules")?,
-        pin_dir: None,
-        redactor: redactor.clone(),
-    }) {
-        Ok((engine, ring, _start)) => Some((engine, ring)),
-        Err(e) => {
-            eprintln!(
-                "claude-monitor: cannot load the kernel programs ({e:#}); watching by polling /proc: the summary will be approximate"
-            );
-            notes.push(format!("kernel programs not loaded: {e:#}"));
-            None
-        }
-    };
+    let watcher = Watcher::choose(&opts, &redactor, &mut notes).await?;
     let mut command: Vec<String> = opts
         .command
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     redactor.argv(&mut command);
-    let mut sample = tokio::time::interval(opts.sample_interval);
+    // The first sample one interval in: at the release the command is still in its exec.
+    let mut sample = tokio::time::interval_at(
+        tokio::time::Instant::now() + opts.sample_interval,
+        opts.sample_interval,
+    );
     sample.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut supervisor = opts.restart.map(|policy| {
         Supervisor::new(
@@ -254,7 +238,7 @@ pub async fn run(opts: RunOptions) -> Result<u8> {
         },
         opts,
         resources,
-        kernel,
+        watcher,
         sample,
         notes,
         cwd,
@@ -380,6 +364,22 @@ impl Runner {
     /// when it could not be started.
     async fn once(&mut self, state: Option<&mut StateFile>) -> Result<Result<Once, u8>> {
         let mut child = Child::start_held(&self.opts.command)?;
+        // With a daemon: it watches the held command before it runs any of its code, and
+        // its stream of the command's session is open before the release.
+        let mut stream = None;
+        let mut notes = Vec::new();
+        if let Watcher::Daemon(socket) = &self.watcher {
+            match daemon_stream(socket, child.pid).await {
+                Ok(s) => stream = Some(s),
+                Err(e) => {
+                    eprintln!(
+                        "claude-monitor: the daemon on {} cannot watch the command ({e:#}); watching by polling /proc: the summary will be approximate",
+                        socket.display()
+                    );
+                    notes.push(format!("the daemon could not watch the command: {e:#}"));
+                }
+            }
+        }
         let started_at = Utc::now();
         let started = Instant::now();
         if let Err((e, status)) = child.release() {
@@ -396,8 +396,8 @@ impl Runner {
             let _ = st.write();
         }
         let mut tree = Tree::new(child.pid, self.hierarchy.clone());
-        let ((status, usage), source) = match &mut self.kernel {
-            Some((engine, ring)) => {
+        let ((status, usage), source) = match (&mut self.watcher, stream) {
+            (Watcher::Kernel(engine, ring), _) => {
                 let end = watch_kernel(
                     engine,
                     ring,
@@ -411,7 +411,27 @@ impl Runner {
                 .await?;
                 (end, Source::Kernel)
             }
-            None => {
+            (Watcher::Daemon(_), Some(stream)) => {
+                let (end, stream_ended) = watch_daemon(
+                    stream,
+                    &mut tree,
+                    &child,
+                    &mut self.signals,
+                    &mut self.sample,
+                    &mut self.resources,
+                    &mut self.stop,
+                )
+                .await?;
+                if stream_ended {
+                    notes.push(
+                        "the daemon's stream ended before the command did (the daemon stopped): later facts are missing"
+                            .to_owned(),
+                    );
+                    tree.lost += 1;
+                }
+                (end, Source::Daemon)
+            }
+            (Watcher::Daemon(_) | Watcher::Proc, _) => {
                 let end = poll::watch(
                     &mut tree,
                     &child,
@@ -438,7 +458,7 @@ impl Runner {
                 usage,
                 source,
                 resources: self.resources.peaks(),
-                notes: self.notes.clone(),
+                notes: self.notes.iter().cloned().chain(notes).collect(),
             },
         );
         Ok(Ok(Once {
@@ -474,8 +494,8 @@ impl Runner {
         let until = tokio::time::Instant::now() + delay;
         let mut idle = Tree::new(0, None);
         loop {
-            match &mut self.kernel {
-                Some((engine, ring)) => {
+            match &mut self.watcher {
+                Watcher::Kernel(engine, ring) => {
                     tokio::select! {
                         _ = tokio::time::sleep_until(until) => return Ok(false),
                         sig = self.signals.forwarded.next() => if sig != libc::SIGWINCH {
@@ -488,7 +508,7 @@ impl Runner {
                         }
                     }
                 }
-                None => {
+                Watcher::Daemon(_) | Watcher::Proc => {
                     tokio::select! {
                         _ = tokio::time::sleep_until(until) => return Ok(false),
                         sig = self.signals.forwarded.next() => if sig != libc::SIGWINCH {
@@ -496,6 +516,144 @@ impl Runner {
                         },
                     }
                 }
+            }
+        }
+    }
+}
+
+/// What watches the command's tree.
+enum Watcher {
+    /// A daemon, over its API socket: it watches each run's command as a session.
+    Daemon(PathBuf),
+    /// The kernel programs, loaded by `run`, watching `run` itself (the command is forked
+    /// after, so the kernel follows it from its fork).
+    Kernel(
+        Box<Engine>,
+        tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
+    ),
+    /// /proc, polled.
+    Proc,
+}
+
+impl Watcher {
+    /// A daemon that answers on the socket (unless `--no-daemon`), else the programs,
+    /// else polling (said in one line, and in `notes`).
+    async fn choose(
+        opts: &RunOptions,
+        redactor: &Redactor,
+        notes: &mut Vec<String>,
+    ) -> Result<Watcher> {
+        if !opts.no_daemon && crate::api::client::daemon_answers(&opts.socket).await {
+            return Ok(Watcher::Daemon(opts.socket.clone()));
+        }
+        match Engine::start(&EngineOptions {
+            scope: ScopeMode::Pids(vec![std::process::id()]),
+            ring_buffer_bytes: opts.ring_buffer_bytes,
+            oom_all: false,
+            report_ignored_signals: false,
+            report_runtime_signals: false,
+            detector: Detector::new(Vec::new()).context("agent rules")?,
+            pin_dir: None,
+            redactor: redactor.clone(),
+        }) {
+            Ok((engine, ring, _start)) => Ok(Watcher::Kernel(Box::new(engine), ring)),
+            Err(e) => {
+                let daemon = if opts.no_daemon {
+                    String::new()
+                } else {
+                    format!(" and no daemon answers on {}", opts.socket.display())
+                };
+                eprintln!(
+                    "claude-monitor: cannot load the kernel programs ({e:#}){daemon}; watching by polling /proc: the summary will be approximate"
+                );
+                notes.push(format!("kernel programs not loaded: {e:#}{daemon}"));
+                Ok(Watcher::Proc)
+            }
+        }
+    }
+}
+
+/// Asks the daemon to watch the held command `pid`, and opens its session's stream.
+async fn daemon_stream(
+    socket: &std::path::Path,
+    pid: u32,
+) -> Result<crate::api::client::SessionStream> {
+    let (session, seq) = crate::api::client::watch(socket, pid).await?;
+    crate::api::client::SessionStream::open(socket, &session, seq).await
+}
+
+/// The daemon's event (its JSON line) as the tree takes it: a session made for `run` is
+/// the command itself, so it is left out (the reports' sentences then read as with the
+/// kernel programs); an agent's session (`claude` run under `run`) is kept.
+fn daemon_event(v: &serde_json::Value) -> Option<crate::event::Event> {
+    let mut event = crate::event::Event::from_json(v)?;
+    let run_session = event
+        .attr
+        .as_ref()
+        .and_then(|a| a.session.as_ref())
+        .filter(|s| s.agent == crate::pipeline::attribution::RUN_AGENT)
+        .map(|s| s.id.clone());
+    let Some(run_session) = run_session else {
+        return Some(event);
+    };
+    if let Some(attr) = &mut event.attr {
+        attr.session = None;
+        attr.ancestry = None;
+    }
+    // A sender in the same `run` session is one of the command's own processes.
+    if let crate::event::Body::Exit(exit) = &mut event.body
+        && let Some(k) = &mut exit.cause.killed_by
+        && k.session_id.as_deref() == Some(run_session.as_str())
+    {
+        k.session_id = None;
+        k.same_session = false;
+    }
+    Some(event)
+}
+
+/// The event loop with a daemon: its stream of the command's session into the tree, the
+/// command's state changes, the forwarded signals and the samples, until the command ended
+/// and its exit event came (or [`ROOT_EXIT_WAIT`] passed). Its wait status, and whether
+/// the stream ended first (the daemon stopped).
+async fn watch_daemon(
+    mut stream: crate::api::client::SessionStream,
+    tree: &mut Tree,
+    child: &Child,
+    signals: &mut Signals,
+    sample: &mut tokio::time::Interval,
+    resources: &mut Resources,
+    stop: &mut Stop,
+) -> Result<(Ended, bool)> {
+    let mut ended: Option<(Ended, Instant)> = None;
+    let mut open = true;
+    loop {
+        if let Some((status, at)) = ended
+            && (tree.root_exit.is_some() || !open || at.elapsed() >= ROOT_EXIT_WAIT)
+        {
+            return Ok((status, !open));
+        }
+        let wait_left = ended.map(|(_, at)| ROOT_EXIT_WAIT.saturating_sub(at.elapsed()));
+        let kill_at = stop.kill_at.filter(|_| ended.is_none());
+        tokio::select! {
+            next = stream.next(), if open => match next {
+                Ok(Some(v)) => {
+                    if let Some(event) = daemon_event(&v) {
+                        tree.record(&event);
+                    }
+                }
+                Ok(None) | Err(_) => open = false,
+            },
+            _ = tokio::time::sleep(wait_left.unwrap_or_default()), if wait_left.is_some() => {}
+            _ = signals.child.recv(), if ended.is_none() => {
+                if let Some(end) = reap(child) {
+                    ended = Some((end, Instant::now()));
+                }
+            }
+            sig = signals.forwarded.next(), if ended.is_none() => stop.forward(child, sig),
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => stop.kill(child),
+            _ = sample.tick(), if ended.is_none() => {
+                let pids: Vec<u32> = tree.live().collect();
+                resources.sample(child.pid, &pids);
             }
         }
     }
@@ -668,7 +826,7 @@ fn summarize(tree: &Tree, f: Facts) -> CommandSummary {
         .collect();
     running.sort_by_key(|r| r.pid);
     let mut notes = f.notes;
-    if f.source == Source::Kernel && tree.root_exit.is_none() {
+    if f.source != Source::Proc && tree.root_exit.is_none() {
         notes.push(
             "the kernel's exit record of the command was not read: its cause comes from its wait status alone"
                 .to_owned(),
@@ -683,7 +841,7 @@ fn summarize(tree: &Tree, f: Facts) -> CommandSummary {
     // With the kernel, every exit's own CPU; polling, what wait4 counts (the command and
     // the descendants it waited for).
     let cpu = match f.source {
-        Source::Kernel => tree.cpu_ms,
+        Source::Kernel | Source::Daemon => tree.cpu_ms,
         Source::Proc => (f.usage.user_ms, f.usage.system_ms),
     };
     let cpu = Some(cpu);

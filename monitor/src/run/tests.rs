@@ -126,3 +126,65 @@ fn the_polled_tree_follows_descendants_and_orphans() {
     assert_eq!(tree.started, 4);
     assert_eq!(tree.depth(12), Some(1));
 }
+
+/// The daemon's JSON lines read back as the events they were: the tree gets the same facts
+/// from the stream as from the kernel programs.
+#[test]
+fn events_read_back_from_their_json() {
+    use crate::pipeline::convert::Converter;
+    let converter = Converter::new(crate::host::clock::Clock::fixed(0));
+    // SAFETY: monitor_common's records hold integers and integer arrays only.
+    let mut exit: monitor_common::Exit = unsafe { std::mem::zeroed() };
+    exit.header.kind = monitor_common::Kind::Exit as u16;
+    exit.header.pid = 42;
+    exit.exit_status = 9;
+    // SAFETY: as above.
+    let mut fork: monitor_common::Fork = unsafe { std::mem::zeroed() };
+    fork.header.kind = monitor_common::Kind::Fork as u16;
+    fork.header.pid = 43;
+    fork.parent_pid = 42;
+    for record in [
+        monitor_common::Record::Exit(exit),
+        monitor_common::Record::Fork(fork),
+    ] {
+        let event = converter.convert(&record);
+        let json = serde_json::to_value(&event).expect("json");
+        let back = crate::event::Event::from_json(&json).expect("read back");
+        assert_eq!(serde_json::to_value(&back).expect("json"), json);
+    }
+    let start =
+        serde_json::json!({"v": 1, "kind": "agent_start", "ts": "x", "pid": 1, "comm": "c"});
+    assert!(
+        crate::event::Event::from_json(&start).is_none(),
+        "not a tree's kind"
+    );
+    assert!(crate::event::Event::from_json(&serde_json::json!({"kind": "exit"})).is_none());
+}
+
+/// A `run` session's own name is left out of what the tree gets; a kill inside it is one
+/// of the command's own processes, not "from within its own session".
+#[test]
+fn run_sessions_are_the_command_itself() {
+    let line = serde_json::json!({
+        "v": 1, "kind": "exit", "ts": "2026-12-08T00:00:00Z", "pid": 7, "comm": "sh",
+        "tid": 7, "ppid": 6, "uid": 0, "exit_code": null, "signal": 9, "signal_name": "SIGKILL",
+        "core_dumped": false, "peak_rss_kb": 1, "own_peak_rss_kb": 1, "utime_ms": 0.0,
+        "stime_ms": 0.0, "duration_ms": 1.0, "memcg_id": null, "memcg_path": null,
+        "cause": "killed",
+        "killed_by": {"pid": 7, "comm": "sh", "uid": 0, "proc_id": "7:1", "session_id": "6:1",
+                      "same_session": true, "signal": 9, "si_code": 0, "handled": false},
+        "oom": null, "proc_id": "7:1",
+        "session": {"id": "6:1", "agent": "run", "root_pid": 6, "root_start": "x", "cwd": null,
+                    "claude_session_id": null, "version": null},
+        "ancestry": [{"pid": 7, "comm": "sh"}], "tool_call": null, "seq": 12
+    });
+    let event = daemon_event(&line).expect("an exit");
+    let attr = event.attr.as_ref().expect("attr");
+    assert!(attr.session.is_none() && attr.ancestry.is_none());
+    let crate::event::Body::Exit(exit) = &event.body else {
+        panic!("not an exit");
+    };
+    let k = exit.cause.killed_by.as_ref().expect("sender");
+    assert!(!k.same_session && k.session_id.is_none());
+    assert_eq!(exit.status.signal, Some(9));
+}

@@ -55,6 +55,8 @@ pub struct Tree {
     pub lost: u64,
     /// Polling: each live process's start time, so that a reused pid is a new process.
     starts: HashMap<u32, u64>,
+    /// Each live process's command line, from its exec (already redacted), for reports.
+    argv: HashMap<u32, Vec<String>>,
 }
 
 impl Tree {
@@ -73,6 +75,7 @@ impl Tree {
             cpu_ms: (0.0, 0.0),
             lost: 0,
             starts: HashMap::new(),
+            argv: HashMap::new(),
         };
         tree.parents.insert(root, (0, String::new()));
         tree
@@ -95,7 +98,7 @@ impl Tree {
         None
     }
 
-    fn exit(&mut self, event: &Event, attributor: &Attributor) {
+    fn exit(&mut self, event: &Event) {
         let Body::Exit(exit) = &event.body else {
             return;
         };
@@ -104,6 +107,7 @@ impl Tree {
             return;
         }
         self.live.remove(&event.pid);
+        let argv = self.argv.remove(&event.pid);
         if let (Some(u), Some(s)) = (exit.usage.utime_ms, exit.usage.stime_ms) {
             self.cpu_ms.0 += u;
             self.cpu_ms.1 += s;
@@ -146,10 +150,7 @@ impl Tree {
             Vec::new()
         };
         let ctx = report::Context {
-            cmdline: attributor.argv(
-                event.pid,
-                event.attr.as_ref().and_then(|a| a.proc_id.as_deref()),
-            ),
+            cmdline: argv,
             memcg,
             samples: Vec::new(),
             alive,
@@ -215,8 +216,9 @@ impl Tree {
     }
 }
 
-impl Output for Tree {
-    fn write(&mut self, event: &Event, attributor: &Attributor) -> Result<(), OutputError> {
+impl Tree {
+    /// One event of the tree (from the kernel programs, or the daemon's stream).
+    pub fn record(&mut self, event: &Event) {
         match &event.body {
             // `run`'s own fork of the command (the programs watch `run`), and forks outside
             // this tree (orphans of an earlier run of a supervised command).
@@ -230,15 +232,26 @@ impl Output for Tree {
                     self.parents.insert(event.pid, (f.ppid, event.comm.clone()));
                 }
             }
-            Body::Exec(_) => {
+            Body::Exec(x) => {
                 if let Some(p) = self.parents.get_mut(&event.pid) {
                     p.1.clone_from(&event.comm);
+                    if let Some(argv) = &x.argv
+                        && self.argv.len() < MAX_TRACKED
+                    {
+                        self.argv.insert(event.pid, argv.clone());
+                    }
                 }
             }
-            Body::Exit(_) => self.exit(event, attributor),
+            Body::Exit(_) => self.exit(event),
             Body::Lost(l) => self.lost += l.count,
             _ => {}
         }
+    }
+}
+
+impl Output for Tree {
+    fn write(&mut self, event: &Event, _: &Attributor) -> Result<(), OutputError> {
+        self.record(event);
         Ok(())
     }
 
