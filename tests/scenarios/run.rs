@@ -629,3 +629,143 @@ fn run_through_the_daemon_socket() {
     );
     daemon.stop(Vec::new());
 }
+
+/// A private tmux server running an interactive bash, killed on drop.
+struct Terminal {
+    socket: PathBuf,
+}
+
+impl Terminal {
+    fn start(dir: &Path) -> Terminal {
+        let t = Terminal {
+            socket: dir.join("tmux.sock"),
+        };
+        let out = t.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            "160",
+            "-y",
+            "40",
+            "--",
+            "bash",
+            "--norc",
+            "--noprofile",
+        ]);
+        assert!(out.status.success(), "tmux: {out:?}");
+        t
+    }
+
+    fn tmux(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["-f", "/dev/null"])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("tmux (the terminal scenarios need it)")
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", "t"];
+        args.extend_from_slice(keys);
+        assert!(self.tmux(&args).status.success());
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned()
+    }
+
+    fn wait_screen(&self, what: &str, pred: impl Fn(&str) -> bool) {
+        let mut last = String::new();
+        let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            wait_until(LIMIT, what, || {
+                last = self.screen();
+                pred(&last)
+            });
+        }));
+        if let Err(p) = found {
+            eprintln!("screen:\n{last}");
+            std::panic::resume_unwind(p);
+        }
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}
+
+/// The process state letter of `pid` (`T` stopped).
+fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
+/// Job control in a real terminal, as a shell user sees it: the command gets the terminal
+/// (Ctrl-Z stops it and `run`, the shell says Stopped), `fg` continues both, Ctrl-C reaches
+/// the command only, and `run` exits 130 after its summary.
+#[test]
+fn run_keeps_job_control_in_a_terminal() {
+    if !privileged("run_keeps_job_control_in_a_terminal") {
+        return;
+    }
+    let dir = TempDir::new(&format!("cm-run-tty-{}", std::process::id()));
+    let term = Terminal::start(dir.path());
+    let line = format!("{} run --no-daemon -- sleep 100", agent_binary().display());
+    term.keys(&[&line, "Enter"]);
+    // The command runs: its sleep, under `run`, itself under the pane's bash.
+    let mut sleep = 0;
+    wait_until(LIMIT, "sleep 100 under run in the terminal", || {
+        let out = term.tmux(&["display-message", "-p", "-t", "t", "#{pane_pid}"]);
+        let bash: u32 = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        sleep = descendants(bash)
+            .into_iter()
+            .find(|&p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "sleep")
+            })
+            .unwrap_or(0);
+        sleep != 0
+    });
+    let run_pid = std::fs::read_to_string(format!("/proc/{sleep}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse::<u32>()
+                .ok()
+        })
+        .expect("sleep's parent");
+    term.keys(&["C-z"]);
+    term.wait_screen("the shell's Stopped", |s| s.contains("Stopped"));
+    wait_until(LIMIT, "both stopped", || {
+        state_of(sleep) == Some('T') && state_of(run_pid) == Some('T')
+    });
+    term.keys(&["fg", "Enter"]);
+    wait_until(LIMIT, "both running again", || {
+        state_of(sleep).is_some_and(|c| c != 'T') && state_of(run_pid).is_some_and(|c| c != 'T')
+    });
+    term.keys(&["C-c"]);
+    term.wait_screen("run's summary", |s| s.contains("→ exit 130"));
+    // The shell's `$?` after `fg` is the job's status: run's.
+    term.keys(&["echo rc=$?", "Enter"]);
+    term.wait_screen("run's status", |s| s.contains("rc=130"));
+    let screen = term.screen();
+    assert!(
+        screen.contains(&format!(
+            "claude-monitor: ended      sleep (pid {sleep}) was killed by the kernel with SIGINT"
+        )),
+        "{screen}"
+    );
+    assert!(screen.contains("→ exit 130"), "{screen}");
+}
