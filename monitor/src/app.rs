@@ -228,7 +228,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 f == crate::output::sink::Format::Text
             });
             run_async(api::client::run(api::client::Options {
-                socket: args.socket,
+                socket: args.socket.socket,
                 follow: args.follow,
                 kinds: args.kinds,
                 session: args.session,

@@ -63,7 +63,9 @@ pub enum Command {
     ///
     /// Exits with the command's own status, or 128+N when signal N killed it; 127 when the
     /// command is not found, 126 when it cannot be executed, 125 when `run` itself failed
-    /// before starting it. Without root (or CAP_BPF and CAP_PERFMON) it says so in one line
+    /// before starting it. With a daemon answering on --socket, the daemon watches the
+    /// command (no root needed for your own processes); otherwise `run` loads the kernel
+    /// programs (root, or CAP_BPF and CAP_PERFMON); without either it says so in one line
     /// and watches by polling /proc: the summary is then marked approximate.
     #[command(after_help = "Example: claude-monitor run --resources build.csv -- npm run build")]
     Run(RunArgs),
@@ -176,14 +178,8 @@ pub struct EventsArgs {
     /// Without --follow: the newest N events (default 1000, at most 10000).
     #[arg(long, short = 'n')]
     pub limit: Option<usize>,
-    /// The daemon's socket (`api.socket`).
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "CLAUDE_MONITOR_API_SOCKET",
-        default_value = "/run/claude-monitor/api.sock"
-    )]
-    pub socket: std::path::PathBuf,
+    #[command(flatten)]
+    pub socket: SocketArg,
     /// Output format [default: json when stdout is not a terminal, text on a terminal].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -235,15 +231,8 @@ pub struct RunArgs {
     /// A name for `claude-monitor status` and `claude-monitor stop NAME`.
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// The daemon's socket: when a daemon answers there, it watches the command (no root
-    /// needed: your own processes), and `run` loads no programs of its own.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "CLAUDE_MONITOR_API_SOCKET",
-        default_value = "/run/claude-monitor/api.sock"
-    )]
-    pub socket: std::path::PathBuf,
+    #[command(flatten)]
+    pub socket: SocketArg,
     /// Do not use a daemon even when one runs: load the kernel programs (root, or CAP_BPF
     /// and CAP_PERFMON), else poll /proc.
     #[arg(long)]
@@ -302,7 +291,7 @@ impl RunArgs {
             max_restarts: self.max_restarts,
             grace,
             name: self.name,
-            socket: self.socket,
+            socket: self.socket.socket,
             no_daemon: self.no_daemon,
             command: self.command,
             summary_json: self.summary_json,
@@ -313,6 +302,19 @@ impl RunArgs {
             redact: !self.no_redact,
         })
     }
+}
+
+/// `--socket`: where the daemon's API listens.
+#[derive(Debug, Args)]
+pub struct SocketArg {
+    /// The daemon's socket (`api.socket`).
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "CLAUDE_MONITOR_API_SOCKET",
+        default_value = "/run/claude-monitor/api.sock"
+    )]
+    pub socket: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -173,6 +173,24 @@ impl Stop {
     }
 }
 
+/// The command's side of every watch loop: its state changes, the signals to forward, the
+/// grace period of a stop, the resource samples.
+pub(crate) struct Ctl<'a> {
+    child: &'a Child,
+    signals: &'a mut Signals,
+    sample: &'a mut tokio::time::Interval,
+    resources: &'a mut Resources,
+    stop: &'a mut Stop,
+}
+
+impl Ctl<'_> {
+    /// A resource sample of the tree's live processes.
+    fn sample(&mut self, tree: &Tree) {
+        let pids: Vec<u32> = tree.live().collect();
+        self.resources.sample(self.child.pid, &pids);
+    }
+}
+
 /// What `run` keeps across the command's runs.
 struct Runner {
     opts: RunOptions,
@@ -396,32 +414,20 @@ impl Runner {
             let _ = st.write();
         }
         let mut tree = Tree::new(child.pid, self.hierarchy.clone());
+        let mut ctl = Ctl {
+            child: &child,
+            signals: &mut self.signals,
+            sample: &mut self.sample,
+            resources: &mut self.resources,
+            stop: &mut self.stop,
+        };
         let ((status, usage), source) = match (&mut self.watcher, stream) {
-            (Watcher::Kernel(engine, ring), _) => {
-                let end = watch_kernel(
-                    engine,
-                    ring,
-                    &mut tree,
-                    &child,
-                    &mut self.signals,
-                    &mut self.sample,
-                    &mut self.resources,
-                    &mut self.stop,
-                )
-                .await?;
-                (end, Source::Kernel)
-            }
+            (Watcher::Kernel(engine, ring), _) => (
+                watch_kernel(engine, ring, &mut tree, &mut ctl).await?,
+                Source::Kernel,
+            ),
             (Watcher::Daemon(_), Some(stream)) => {
-                let (end, stream_ended) = watch_daemon(
-                    stream,
-                    &mut tree,
-                    &child,
-                    &mut self.signals,
-                    &mut self.sample,
-                    &mut self.resources,
-                    &mut self.stop,
-                )
-                .await?;
+                let (end, stream_ended) = watch_daemon(stream, &mut tree, &mut ctl).await?;
                 if stream_ended {
                     notes.push(
                         "the daemon's stream ended before the command did (the daemon stopped): later facts are missing"
@@ -432,16 +438,7 @@ impl Runner {
                 (end, Source::Daemon)
             }
             (Watcher::Daemon(_) | Watcher::Proc, _) => {
-                let end = poll::watch(
-                    &mut tree,
-                    &child,
-                    &mut self.signals,
-                    &mut self.sample,
-                    &mut self.resources,
-                    &mut self.stop,
-                )
-                .await?;
-                (end, Source::Proc)
+                (poll::watch(&mut tree, &mut ctl).await?, Source::Proc)
             }
         };
         let duration = started.elapsed();
@@ -618,11 +615,7 @@ fn daemon_event(v: &serde_json::Value) -> Option<crate::event::Event> {
 async fn watch_daemon(
     mut stream: crate::api::client::SessionStream,
     tree: &mut Tree,
-    child: &Child,
-    signals: &mut Signals,
-    sample: &mut tokio::time::Interval,
-    resources: &mut Resources,
-    stop: &mut Stop,
+    ctl: &mut Ctl<'_>,
 ) -> Result<(Ended, bool)> {
     let mut ended: Option<(Ended, Instant)> = None;
     let mut open = true;
@@ -633,7 +626,7 @@ async fn watch_daemon(
             return Ok((status, !open));
         }
         let wait_left = ended.map(|(_, at)| ROOT_EXIT_WAIT.saturating_sub(at.elapsed()));
-        let kill_at = stop.kill_at.filter(|_| ended.is_none());
+        let kill_at = ctl.stop.kill_at.filter(|_| ended.is_none());
         tokio::select! {
             next = stream.next(), if open => match next {
                 Ok(Some(v)) => {
@@ -644,17 +637,14 @@ async fn watch_daemon(
                 Ok(None) | Err(_) => open = false,
             },
             _ = tokio::time::sleep(wait_left.unwrap_or_default()), if wait_left.is_some() => {}
-            _ = signals.child.recv(), if ended.is_none() => {
-                if let Some(end) = reap(child) {
+            _ = ctl.signals.child.recv(), if ended.is_none() => {
+                if let Some(end) = reap(ctl.child) {
                     ended = Some((end, Instant::now()));
                 }
             }
-            sig = signals.forwarded.next(), if ended.is_none() => stop.forward(child, sig),
-            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => stop.kill(child),
-            _ = sample.tick(), if ended.is_none() => {
-                let pids: Vec<u32> = tree.live().collect();
-                resources.sample(child.pid, &pids);
-            }
+            sig = ctl.signals.forwarded.next(), if ended.is_none() => ctl.stop.forward(ctl.child, sig),
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => ctl.stop.kill(ctl.child),
+            _ = ctl.sample.tick(), if ended.is_none() => ctl.sample(tree),
         }
     }
 }
@@ -662,19 +652,11 @@ async fn watch_daemon(
 /// The event loop with the kernel programs: the ring buffer into the tree, the command's
 /// state changes, the forwarded signals and the samples, until the command ended and its
 /// exit record was read (or [`ROOT_EXIT_WAIT`] passed). Returns its wait status.
-#[expect(
-    clippy::too_many_arguments,
-    reason = "the loop's parts, borrowed apart"
-)]
 async fn watch_kernel(
     engine: &mut Engine,
     ring: &mut tokio::io::unix::AsyncFd<aya::maps::RingBuf<aya::maps::MapData>>,
     tree: &mut Tree,
-    child: &Child,
-    signals: &mut Signals,
-    sample: &mut tokio::time::Interval,
-    resources: &mut Resources,
-    stop: &mut Stop,
+    ctl: &mut Ctl<'_>,
 ) -> Result<Ended> {
     let mut tick = tokio::time::interval(COUNTER_PERIOD);
     let mut backlog = false;
@@ -691,7 +673,7 @@ async fn watch_kernel(
             return Ok(status);
         }
         let wait_left = ended.map(|(_, at)| ROOT_EXIT_WAIT.saturating_sub(at.elapsed()));
-        let kill_at = stop.kill_at.filter(|_| ended.is_none());
+        let kill_at = ctl.stop.kill_at.filter(|_| ended.is_none());
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(OutputError::Io)?;
@@ -706,19 +688,16 @@ async fn watch_kernel(
             }
             _ = tick.tick() => engine.tick(tree)?,
             _ = tokio::time::sleep(wait_left.unwrap_or_default()), if wait_left.is_some() => {}
-            _ = signals.child.recv(), if ended.is_none() => {
-                if let Some(end) = reap(child) {
+            _ = ctl.signals.child.recv(), if ended.is_none() => {
+                if let Some(end) = reap(ctl.child) {
                     ended = Some((end, Instant::now()));
                     // What the ring holds now includes the exit, short of a loss.
                     backlog = engine.drain(ring.get_mut(), tree)?;
                 }
             }
-            sig = signals.forwarded.next(), if ended.is_none() => stop.forward(child, sig),
-            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => stop.kill(child),
-            _ = sample.tick(), if ended.is_none() => {
-                let pids: Vec<u32> = tree.live().collect();
-                resources.sample(child.pid, &pids);
-            }
+            sig = ctl.signals.forwarded.next(), if ended.is_none() => ctl.stop.forward(ctl.child, sig),
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => ctl.stop.kill(ctl.child),
+            _ = ctl.sample.tick(), if ended.is_none() => ctl.sample(tree),
         }
     }
 }

@@ -7,42 +7,34 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{Signals, Stop, reap, resources::Resources, tree::Tree};
-use crate::run::child::Child;
+use super::{Ctl, reap, tree::Tree};
 
 /// How often /proc is scanned.
 pub const POLL: Duration = Duration::from_millis(100);
 
 /// Until the command ended: scans, samples and forwarded signals. Its wait status.
-pub async fn watch(
-    tree: &mut Tree,
-    child: &Child,
-    signals: &mut Signals,
-    sample: &mut tokio::time::Interval,
-    resources: &mut Resources,
-    stop: &mut Stop,
-) -> Result<super::Ended> {
+pub async fn watch(tree: &mut Tree, ctl: &mut Ctl<'_>) -> Result<super::Ended> {
     let mut scan = tokio::time::interval(POLL);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let kill_at = stop.kill_at;
+        let kill_at = ctl.stop.kill_at;
         tokio::select! {
             _ = scan.tick() => {
                 if let Ok(stats) = crate::host::proc::all(std::path::Path::new(crate::host::proc::PROC)) {
                     tree.observe(&stats);
                 }
             }
-            _ = signals.child.recv() => {
-                if let Some(end) = reap(child) {
+            _ = ctl.signals.child.recv() => {
+                if let Some(end) = reap(ctl.child) {
                     return Ok(end);
                 }
             }
-            sig = signals.forwarded.next() => stop.forward(child, sig),
-            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => stop.kill(child),
-            _ = sample.tick() => {
-                let pids: Vec<u32> = tree.live().collect();
-                let s = resources.sample(child.pid, &pids);
-                if let Some(top) = &s.top {
+            sig = ctl.signals.forwarded.next() => ctl.stop.forward(ctl.child, sig),
+            _ = tokio::time::sleep_until(kill_at.unwrap_or_else(tokio::time::Instant::now)), if kill_at.is_some() => ctl.stop.kill(ctl.child),
+            _ = ctl.sample.tick() => {
+                ctl.sample(tree);
+                // Polling sees no exit's peak: the biggest process a sample saw.
+                if let Some(top) = ctl.resources.last_top() {
                     tree.observe_heaviest(top.pid, &top.comm, top.rss_kb);
                 }
             }

@@ -52,6 +52,7 @@ pub struct Resources {
     failed: bool,
     started: Instant,
     peaks: Option<ResourcePeaks>,
+    last_top: Option<crate::report::TopProcess>,
 }
 
 impl Resources {
@@ -87,6 +88,7 @@ impl Resources {
             failed: false,
             started: Instant::now(),
             peaks: None,
+            last_top: None,
         })
     }
 
@@ -116,6 +118,7 @@ impl Resources {
         if let Some(c) = s.cpu_percent {
             peaks.peak_cpu_percent = Some(peaks.peak_cpu_percent.map_or(c, |p: f64| p.max(c)));
         }
+        self.last_top.clone_from(&s.top);
         let elapsed = (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
         if let Some((w, format, path)) = &mut self.file
             && !self.failed
@@ -133,6 +136,11 @@ impl Resources {
             }
         }
         s
+    }
+
+    /// The biggest process of the last sample.
+    pub fn last_top(&self) -> Option<&crate::report::TopProcess> {
+        self.last_top.as_ref()
     }
 
     pub fn peaks(&self) -> Option<ResourcePeaks> {
