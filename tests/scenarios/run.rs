@@ -325,17 +325,63 @@ fn run_writes_resource_samples() {
     assert_eq!(peaks["peak_rss_kb"].as_u64(), max_rss);
 }
 
-/// Without privileges (a user who is not root): one line says why, the command runs, its
-/// status is passed through, and the summary has the same shape, marked approximate.
+/// A system user made for the test (`useradd`), removed on drop, also when it fails.
+struct TestUser {
+    name: String,
+    uid: u32,
+    gid: u32,
+}
+
+impl TestUser {
+    fn create(name: &str) -> TestUser {
+        let _ = Command::new("userdel").arg(name).status();
+        let status = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                name,
+            ])
+            .status()
+            .expect("useradd");
+        assert!(status.success(), "useradd {name}");
+        let (uid, gid) = std::fs::read_to_string("/etc/passwd")
+            .expect("/etc/passwd")
+            .lines()
+            .find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.first() == Some(&name))
+                    .then(|| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))?
+            })
+            .expect("the user's uid and gid");
+        TestUser {
+            name: name.to_owned(),
+            uid,
+            gid,
+        }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
+
+/// Without privileges (a user the test creates, without a daemon): one line says why, the
+/// command runs, its status is passed through, and the summary has the same shape, marked
+/// approximate.
 #[test]
 fn run_without_privileges_polls_proc() {
     if !privileged("run_without_privileges_polls_proc") {
         return;
     }
-    let dir = TempDir::new("cm-run-nobody");
-    std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).expect("chown");
+    let user = TestUser::create(&format!("cmrun{}", std::process::id()));
+    let dir = TempDir::new("cm-run-user");
+    std::os::unix::fs::chown(dir.path(), Some(user.uid), Some(user.gid)).expect("chown");
     let mut cmd = run_cmd(dir.path(), &[], &["sh", "-c", "/bin/true; exit 4"]);
-    cmd.uid(NOBODY).gid(NOBODY).current_dir(dir.path());
+    cmd.uid(user.uid).gid(user.gid).current_dir(dir.path());
     let run = Spawned::spawn(&mut cmd);
     let (status, stderr, s) = finish(run, dir.path());
     assert_eq!(status, 4, "{stderr}");
