@@ -128,9 +128,11 @@ pub struct StateFile {
 }
 
 impl StateFile {
-    /// Writes the first state into `dir`.
+    /// Writes the first state into `dir`, after removing the files of `run`s that died
+    /// without removing theirs (SIGKILL): at most [`MAX_STATES`] looked at.
     pub fn create(dir: &Path, state: RunState) -> io::Result<StateFile> {
         make_dir(dir)?;
+        remove_stale(dir, Path::new(crate::host::proc::PROC));
         let file = StateFile {
             path: dir.join(format!("{}.json", state.id)),
             state,
@@ -163,6 +165,21 @@ impl StateFile {
 impl Drop for StateFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes the state files in `dir` (this user's own) whose `run` is gone.
+fn remove_stale(dir: &Path, proc_root: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten().take(MAX_STATES) {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "json")
+            && read_one(&path).is_some_and(|st| !alive(proc_root, &st))
+        {
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }
 
@@ -284,11 +301,17 @@ mod tests {
         assert_eq!(find(&listed, &me.to_string()).map(|r| r.id), Ok(me));
         assert!(find(&listed, "other").unwrap_err().contains("no running"));
 
-        // The same pid with another start time: a reused pid, not this run.
+        // The same pid with another start time: a reused pid, not this run; its file goes
+        // when the next run of this user writes its own.
         let stale =
             StateFile::create(&dir.path().join("b"), state(me, start + 1, None)).expect("create");
         assert!(list(&[dir.path().join("b")], proc_root).is_empty());
-        drop(stale);
+        let stale_path = stale.path().to_owned();
+        std::mem::forget(stale);
+        assert!(stale_path.exists());
+        let next = StateFile::create(&dir.path().join("b"), state(1, 0, None)).expect("create");
+        assert!(!stale_path.exists(), "the dead run's file was removed");
+        drop(next);
 
         let path = file.path().to_owned();
         drop(file);
