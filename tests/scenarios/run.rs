@@ -673,6 +673,22 @@ fn run_through_the_daemon_socket() {
             .is_some_and(|t| t.starts_with("its child: sh (pid ") && !t.contains("session")),
         "{s}"
     );
+    // The daemon's own report of the command: reason `command_ended`.
+    let reports = dir.join("data/reports");
+    let mut reason = Value::Null;
+    wait_until(LIMIT, "the daemon's report of the command", || {
+        reason = std::fs::read_dir(&reports)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter_map(|t| serde_json::from_str::<Value>(&t).ok())
+            .find(|r| r["process"]["pid"] == s["pid"])
+            .map_or(Value::Null, |r| r["reason"].clone());
+        !reason.is_null()
+    });
+    assert_eq!(reason, "command_ended");
     daemon.stop(Vec::new());
 }
 

@@ -17,6 +17,10 @@ pub struct SessionJson {
     pub version: Option<String>,
 }
 
+/// The `session.agent` of a command that `claude-monitor run` had the daemon watch
+/// (`POST /v1/watch`).
+pub const RUN_AGENT: &str = "run";
+
 /// Attribution of one event's process.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Attr {

@@ -69,8 +69,7 @@ pub struct Session {
     ended: Option<std::time::Instant>,
 }
 
-/// The agent name of a session made for `claude-monitor run` through the daemon's API.
-pub const RUN_AGENT: &str = "run";
+pub use crate::event::RUN_AGENT;
 
 impl Session {
     /// The root process's uid (`None` when it could not be read).

@@ -67,8 +67,9 @@ names!(Reason {
 /// Precedence, most specific first: `oom_kill`, `crashed` (a crash signal or any core dump),
 /// `killed_by_kernel`, `killed_from_outside` (the sender is known and not in the victim's own
 /// session; also a signal the victim caught and then exited from its handler, cause
-/// `terminated`), `session_ended` (the session root itself, however it ended), then
-/// `nonzero_exit` when `report_nonzero_exit` is set.
+/// `terminated`), `command_ended` (the root of a `run` session, however it ended),
+/// `session_ended` (the session root itself, however it ended), then `nonzero_exit` when
+/// `report_nonzero_exit` is set.
 ///
 /// A Claude Code root that exited 0 without ever being a conversation (no registry entry
 /// named a Claude session id: `claude --version`, `claude doctor`, `claude mcp list`) is an
@@ -102,15 +103,21 @@ pub fn worth_reporting(event: &Event, report_nonzero_exit: bool) -> Option<Reaso
     {
         return Some(Reason::KilledFromOutside);
     }
-    if is_session_root(
+    let root = is_session_root(
         event.pid,
         attr.proc_id.as_deref(),
         session.root_pid,
         &session.id,
-    ) && (cause != CauseKind::Exited
-        || exit.status.exit_code != Some(0)
-        || session.agent != crate::claude::CLAUDE_CODE
-        || session.claude_session_id.is_some())
+    );
+    // The command of a `claude-monitor run` that the daemon watched, however it ended.
+    if root && session.agent == crate::event::RUN_AGENT {
+        return Some(Reason::CommandEnded);
+    }
+    if root
+        && (cause != CauseKind::Exited
+            || exit.status.exit_code != Some(0)
+            || session.agent != crate::claude::CLAUDE_CODE
+            || session.claude_session_id.is_some())
     {
         return Some(Reason::SessionEnded);
     }

@@ -236,6 +236,11 @@ fn session_root_exit_is_reported_but_not_a_reused_pid() {
     // Unknown identity: the pid decides.
     e.attr.as_mut().unwrap().proc_id = None;
     assert_eq!(worth_reporting(&e, false), Some(Reason::SessionEnded));
+    // The command of a `claude-monitor run` watched by the daemon: `command_ended`, also
+    // for a clean exit.
+    e.attr.as_mut().unwrap().session.as_mut().unwrap().agent = crate::event::RUN_AGENT.into();
+    exit_mut(&mut e).status.exit_code = Some(0);
+    assert_eq!(worth_reporting(&e, false), Some(Reason::CommandEnded));
 }
 
 #[test]
