@@ -1488,17 +1488,48 @@ print("survived", len(chunks))
         assert!(result.content.contains("Exit code 3"), "{result:?}");
         tmux.wait_screen(T, "the final answer", |s| s.contains("Done."));
         tmux.type_text("/exit");
-        tmux.wait_screen(T, "`/exit` typed", |s| s.contains("/exit"));
-        tmux.key("Enter");
+        // The command menu opens under the prompt as `/exit` is typed: Enter once it shows.
+        tmux.wait_screen(T, "`/exit` in the command menu", |s| {
+            s.contains("Exit the CLI")
+        });
+        // Enter, again if the CLI still runs 5 s later: an Enter that comes while the menu
+        // redraws can be taken by the menu.
+        //
+        // `run`'s end is read from /proc too: tmux may leave it a zombie, its pane alive,
+        // while a process the CLI left behind (another process group: it gets no SIGHUP)
+        // still holds the terminal, as a shell's terminal would stay open.
+        let mut pressed_at = Instant::now();
+        let mut presses = 0;
+        let mut status: Option<String> = None;
         wait_until(
             T,
             "run's exit after /exit",
-            || tmux.exited().is_some(),
-            || format!("screen:\n{}", tmux.screen()),
+            || {
+                status = tmux.exited().or_else(|| zombie_status(run_pid));
+                if status.is_some() {
+                    return true;
+                }
+                if is_alive(claude_pid)
+                    && (presses == 0 || pressed_at.elapsed() > Duration::from_secs(5))
+                {
+                    tmux.key("Enter");
+                    presses += 1;
+                    pressed_at = Instant::now();
+                    step(&format!("Enter pressed after /exit ({presses})"));
+                }
+                false
+            },
+            || {
+                format!(
+                    "history:\n{}\nprocesses:\n{}",
+                    tmux.history(),
+                    claude_monitor_tests::claude_cli::process_tree(run_pid)
+                )
+            },
         );
         // The summary comes after the CLI's last screen: in the pane's history.
         let screen = tmux.history();
-        assert_eq!(tmux.exited().as_deref(), Some("0"), "{screen}");
+        assert_eq!(status.as_deref(), Some("0"), "{screen}");
         // The agent's own detection names the CLI a Claude Code session root.
         assert!(
             screen.contains(&format!(
@@ -1525,6 +1556,23 @@ print("survived", len(chunks))
             "the tool's exit 3: {s}"
         );
         assert_eq!(s["abnormal_total"], 0, "{s}");
+    }
+
+    /// The exit status of `pid` once it is a zombie (its wait status is the last field of
+    /// /proc/PID/stat), as tmux says it: the code, or `signal N`.
+    fn zombie_status(pid: u32) -> Option<String> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = stat.rsplit_once(')')?.1;
+        if !rest.trim_start().starts_with('Z') {
+            return None;
+        }
+        let raw: i32 = rest.split_whitespace().last()?.parse().ok()?;
+        let status = std::process::ExitStatus::from_raw(raw);
+        Some(match (status.code(), status.signal()) {
+            (Some(code), _) => code.to_string(),
+            (None, Some(sig)) => format!("signal {sig}"),
+            _ => return None,
+        })
     }
 
     /// The harness alone (no agent, no root): the mock answers the CLI, which runs the
