@@ -430,6 +430,10 @@ impl SessionSampler {
             .ok()?
             .stat()
             .ok()?;
+        // A zombie has exited: it holds no memory and is no longer one of the live members.
+        if stat.state == 'Z' {
+            return None;
+        }
         Some(Member {
             pid,
             comm: stat.comm,
@@ -729,6 +733,20 @@ VmallocChunk:          0 kB
         let second = sampler.sample(session("self"), &[me]);
         let cpu = second.cpu_percent.unwrap();
         assert!(cpu > 0.0, "cpu {cpu}");
+    }
+
+    #[test]
+    fn zombies_are_not_members() {
+        let t = TempDir::new("sess-zombie");
+        t.write("uptime", "1000.00 1900.00\n");
+        t.write("10/stat", &stat_line(10, "bash", 100, 50, 1, 50_000, 100));
+        t.write(
+            "11/stat",
+            &stat_line(11, "sh", 1, 1, 1, 60_000, 0).replacen(") S ", ") Z ", 1),
+        );
+        let mut s = SessionSampler::with_units(&t.0, 100, 4096);
+        let sample = s.sample(session("z"), &[10, 11]);
+        assert_eq!((sample.processes, sample.rss_kb), (1, 400));
     }
 
     #[test]
