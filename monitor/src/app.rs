@@ -205,13 +205,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 })
             }
         }
-        // Its own exit status: see `run_command`.
-        Command::Run(args) => match run_command(args) {
-            0 => Ok(()),
-            status => Err(Failure::Run(anyhow::anyhow!(
-                "the command ended with status {status}"
-            ))),
-        },
+        // `main` runs it before this match: its exit status is the command's, not a Failure.
+        Command::Run(_) => unreachable!("`run` is dispatched by main"),
         Command::Status(args) => crate::run::status(args.json).map_err(Failure::Run),
         Command::Stop(args) => {
             if !(args.timeout > 0.0 && args.timeout <= cli::MAX_DURATION_SECS) {

@@ -9,7 +9,7 @@ use crate::{
     event::Ancestor,
     event::CauseKind,
     event::KilledBy,
-    event::{Body, Event, Exit},
+    event::{Body, Event, Exit, ExitStatus},
     host::memcg::{self, MemcgLevel},
     host::proc,
     signals::explain::{self},
@@ -65,11 +65,7 @@ pub(super) fn build_at(
         .and_then(|e| e.cause.killed_by.as_ref())
         .map(|k| sender_info(k, &sender_lineage(proc_root, k)));
     let oom = exit.and_then(|e| e.cause.oom.as_ref()).cloned();
-    let explanation = match (process.status.signal, process.status.exit_code) {
-        (Some(sig), _) => Some(explain::signal(i32::from(sig)).into()),
-        (None, Some(code)) => Some(explain::exit_code(code).into()),
-        (None, None) => None,
-    };
+    let explanation = explanation_of(&process.status).map(Into::into);
     let alive: Vec<Ancestor> = ctx
         .alive
         .iter()
@@ -107,6 +103,16 @@ pub(super) fn build_at(
     };
     report.summary = summary(&report);
     Some(report)
+}
+
+/// The explanation of a wait status: of its signal, else of its exit code; `None` when the
+/// kernel could not read it.
+pub(super) fn explanation_of(status: &ExitStatus) -> Option<explain::Explanation> {
+    match (status.signal, status.exit_code) {
+        (Some(sig), _) => Some(explain::signal(i32::from(sig))),
+        (None, Some(code)) => Some(explain::exit_code(code)),
+        (None, None) => None,
+    }
 }
 
 pub(super) fn process_info(

@@ -7,10 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{model::*, text::*};
-use crate::{
-    event::{CauseKind, ExitStatus},
-    signals::explain,
-};
+use crate::event::{CauseKind, ExitStatus};
 
 /// Where the facts came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,11 +247,7 @@ pub fn likely_cause(status: &ExitStatus, cause: CauseKind, deaths: &[TreeDeath])
 
 /// The meaning of a wait status: "exit status 3: ...", "SIGKILL: ...".
 pub fn status_meaning(status: &ExitStatus) -> String {
-    match (status.signal, status.exit_code) {
-        (Some(sig), _) => explain::signal(i32::from(sig)).title,
-        (None, Some(code)) => explain::exit_code(code).title,
-        (None, None) => "unknown".to_owned(),
-    }
+    super::build::explanation_of(status).map_or_else(|| "unknown".to_owned(), |e| e.title)
 }
 
 /// "make (pid 7) exited with status 2 (...) after 3.1 s." from a wait status alone (no

@@ -32,14 +32,11 @@ pub enum Phase {
     Running,
     /// It died; `run` waits to start it again (`next_start`).
     Waiting,
-    /// `run` was asked to stop and is ending the command.
-    Stopping,
 }
 
 names!(Phase {
     Running => "running",
     Waiting => "waiting",
-    Stopping => "stopping",
 });
 
 /// The last end of the command.
